@@ -1,0 +1,20 @@
+"""fastvid: Triton and fused GPU kernels for video diffusion models."""
+from ._kernels_path import register_checkout_kernels
+
+register_checkout_kernels()
+
+from . import reference  # noqa: E402
+from .dispatch import BackendUnsupportedError, last_backend  # noqa: E402
+from .ops import temporal_attention  # noqa: E402
+from .validation import FastvidInputError  # noqa: E402
+from . import nn  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [
+    "BackendUnsupportedError",
+    "FastvidInputError",
+    "last_backend",
+    "nn",
+    "reference",
+    "temporal_attention",
+]

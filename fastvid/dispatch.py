@@ -1,0 +1,110 @@
+"""Backend dispatch shared by every op.
+
+Each op owns a :class:`Dispatcher` holding its backends in preference order. A backend says
+whether it can take a given call (``reason`` returns None) or why not (a sentence). The
+backend that ran last is observable through :func:`last_backend`; forcing a backend that
+cannot take the input raises :class:`BackendUnsupportedError` with its reason, and "auto"
+failing lists every backend's reason.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+BACKEND_NAMES = ("auto", "triton", "torch", "reference")
+
+_last: Dict[str, str] = {}
+
+
+class BackendUnsupportedError(RuntimeError):
+    """The requested backend (or, for "auto", every backend) cannot take this input."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    run: Callable
+    # Returns None when the backend can run the call, else why not.
+    reason: Callable[..., Optional[str]]
+    # Extra condition for "auto" (e.g. Triton only on CUDA, never the CPU interpreter).
+    auto_reason: Optional[Callable[..., Optional[str]]] = None
+
+
+@dataclass
+class Dispatcher:
+    op: str
+    backends: List[Backend] = field(default_factory=list)
+
+    def names(self):
+        return ("auto",) + tuple(b.name for b in self.backends)
+
+    def explain(self, *args, **kwargs) -> Dict[str, Optional[str]]:
+        """Each backend's reason for refusing this call under "auto" (None: it can run it)."""
+        out = {}
+        for b in self.backends:
+            why = b.reason(*args, **kwargs)
+            if why is None and b.auto_reason is not None:
+                why = b.auto_reason(*args, **kwargs)
+            out[b.name] = why
+        return out
+
+    def select(self, backend: str, *args, **kwargs) -> Backend:
+        if backend == "auto":
+            reasons = self.explain(*args, **kwargs)
+            for b in self.backends:
+                if reasons[b.name] is None:
+                    return b
+            listed = "; ".join(f"{k}: {v}" for k, v in reasons.items())
+            raise BackendUnsupportedError(f"{self.op}: no backend can run this input ({listed})")
+        for b in self.backends:
+            if b.name == backend:
+                why = b.reason(*args, **kwargs)
+                if why is not None:
+                    raise BackendUnsupportedError(f"{self.op}: backend '{backend}' cannot run this input: {why}")
+                return b
+        raise BackendUnsupportedError(
+            f"{self.op}: argument 'backend' is {backend!r}; expected one of {', '.join(map(repr, self.names()))}"
+        )
+
+    def __call__(self, backend: str, *args, **kwargs):
+        chosen = self.select(backend, *args, **kwargs)
+        _last[self.op] = chosen.name
+        return chosen.run(*args, **kwargs)
+
+
+def last_backend(op: str) -> Optional[str]:
+    """Name of the backend that ran the last call of ``op`` (e.g. "temporal_attention")."""
+    return _last.get(op)
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run on the CPU through ``TRITON_INTERPRET=1`` (for testing)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
+    """Why Triton cannot run on these tensors, or None. Checked per call, never at import."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed"
+    for t in tensors:
+        if t is None:
+            continue
+        if t.device.type == "cuda":
+            continue
+        if t.device.type == "cpu" and interpreting():
+            continue
+        return f"tensors are on {t.device.type}; Triton needs CUDA tensors (or TRITON_INTERPRET=1 for CPU testing)"
+    return None
+
+
+def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
+    """"auto" takes Triton on CUDA only; the interpreter is slower than the torch paths."""
+    for t in tensors:
+        if t is not None and t.device.type != "cuda":
+            return "auto uses Triton only on CUDA (the CPU interpreter is for testing)"
+    return None

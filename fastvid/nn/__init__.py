@@ -1,0 +1,4 @@
+"""Drop-in torch modules; each subclasses its twin in fastvid.reference (identical state_dict keys)."""
+from .temporal_attention import TemporalAttention
+
+__all__ = ["TemporalAttention"]

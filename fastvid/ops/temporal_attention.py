@@ -1,0 +1,234 @@
+"""Temporal attention: launchers, torch.library ops with autograd, dispatch, public function."""
+from __future__ import annotations
+
+import functools
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor
+
+from .. import reference
+from ..dispatch import Backend, Dispatcher, triton_auto_reason, triton_reason
+from ..validation import (
+    FLOAT_DTYPES,
+    check_head_dim,
+    check_same_device,
+    check_same_dtype,
+    check_shape,
+    check_tensor,
+    fail,
+)
+from . import _alloc
+
+OP = "temporal_attention"
+LAYOUT = "(B, F, N, heads, head_dim)"
+MAX_TRITON_FRAMES = 128
+MAX_TRITON_HEAD_DIM = 256
+LOG2E = 1.4426950408889634
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device_index: int) -> int:
+    # Read when a backward first runs on the device, never at import.
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _tiles(num_frames: int, head_dim: int, budget: int) -> Tuple[int, int, int]:
+    """BLOCK_N positions per program so that a [BLOCK_N, BLOCK_F, BLOCK_D] fp32 tile stays near ``budget``."""
+    block_f, block_d = _next_pow2(num_frames), _next_pow2(head_dim)
+    block_n = max(1, min(64, budget // (block_f * block_d)))
+    return 1 << (block_n.bit_length() - 1), block_f, block_d
+
+
+def _bias_args(bias: Optional[Tensor], like: Tensor):
+    if bias is None:
+        return like, (0, 0, 0)  # never read: HAS_BIAS is False
+    return bias, tuple(bias.stride())
+
+
+@torch.library.custom_op("fastvid::temporal_attention_fwd", mutates_args=())
+def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], causal: bool,
+                           scale: float) -> Tuple[Tensor, Tensor]:
+    """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, h, F, N) fp32 (log2 units)."""
+    from ..kernels.temporal_attention import temporal_attention_fwd_kernel
+
+    batch, frames, tokens, heads, head_dim = q.shape
+    out = _alloc.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
+    lse = _alloc.empty(batch, heads, frames, tokens, dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out, lse
+    block_n, block_f, block_d = _tiles(frames, head_dim, budget=4096)
+    n_blocks = triton_cdiv(tokens, block_n)
+    bias_t, bias_strides = _bias_args(bias, q)
+    grid = (n_blocks * batch * heads,)
+    temporal_attention_fwd_kernel[grid](
+        q, k, v, bias_t, out, lse,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bias_strides, *lse.stride(),
+        heads, frames, tokens, head_dim, n_blocks, scale * LOG2E,
+        HAS_BIAS=bias is not None, CAUSAL=causal, BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d,
+        num_warps=4,
+    )
+    return out, lse
+
+
+@temporal_attention_fwd.register_fake
+def _(q, k, v, bias, causal, scale):
+    batch, frames, tokens, heads, head_dim = q.shape
+    return q.new_empty(batch, frames, tokens, heads, head_dim), q.new_empty(batch, heads, frames, tokens,
+                                                                             dtype=torch.float32)
+
+
+@torch.library.custom_op("fastvid::temporal_attention_bwd", mutates_args=())
+def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], out: Tensor,
+                           lse: Tensor, causal: bool, scale: float, bias_grad: bool) -> List[Tensor]:
+    """Triton backward. Returns [dq, dk, dv, dbias]; dbias is (h, F, F) fp32, empty unless ``bias_grad``."""
+    from ..kernels.temporal_attention import temporal_attention_bwd_kernel
+
+    batch, frames, tokens, heads, head_dim = q.shape
+    grads = [_alloc.empty(*q.shape, dtype=q.dtype, device=q.device) for _ in range(3)]
+    dq, dk, dv = grads
+    if q.numel() == 0:
+        dbias = torch.zeros(heads, frames, frames, dtype=torch.float32, device=q.device)
+        return [dq, dk, dv, dbias if bias_grad else dbias.new_empty(0)]
+    block_n, block_f, block_d = _tiles(frames, head_dim, budget=2048)
+    n_blocks = triton_cdiv(tokens, block_n)
+    # Enough programs to fill the GPU, few enough that the per-program bias partials stay small.
+    target = 4 * _multiprocessors(q.device.index or 0) if q.is_cuda else 8
+    n_chunks = max(1, min(n_blocks, triton_cdiv(target, batch * heads)))
+    programs = n_chunks * batch * heads
+    partial = torch.empty(programs, frames, frames, dtype=torch.float32, device=q.device) if bias_grad else q
+    partial_strides = partial.stride() if bias_grad else (0, 0, 0)
+    bias_t, bias_strides = _bias_args(bias, q)
+    temporal_attention_bwd_kernel[(programs,)](
+        q, k, v, bias_t, out, dout, lse, dq, dk, dv, partial,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *bias_strides,
+        *lse.stride(), *partial_strides,
+        heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * LOG2E, scale,
+        HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal,
+        BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d, num_warps=4,
+    )
+    if bias_grad:
+        # Fixed-order reduction over (batch, chunk): bit-identical from run to run.
+        dbias = partial.view(batch, heads, n_chunks, frames, frames).sum(dim=(0, 2))
+    else:
+        dbias = q.new_empty(0, dtype=torch.float32)
+    return [dq, dk, dv, dbias]
+
+
+@temporal_attention_bwd.register_fake
+def _(dout, q, k, v, bias, out, lse, causal, scale, bias_grad):
+    heads, frames = q.shape[3], q.shape[1]
+    dbias = q.new_empty(heads, frames, frames, dtype=torch.float32) if bias_grad else q.new_empty(0, dtype=torch.float32)
+    return [q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), dbias]
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, bias, causal, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, bias, out, lse)
+    ctx.causal, ctx.scale = causal, scale
+    ctx.bias_grad = bias is not None and ctx.needs_input_grad[3]
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, bias, out, lse = ctx.saved_tensors
+    dq, dk, dv, dbias = temporal_attention_bwd(dout, q, k, v, bias, out, lse, ctx.causal, ctx.scale, ctx.bias_grad)
+    return dq, dk, dv, (dbias.to(bias.dtype) if ctx.bias_grad else None), None, None
+
+
+temporal_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- backends ---------------------------------------------------------------------------------
+
+def _run_triton(q, k, v, bias, causal, scale):
+    return temporal_attention_fwd(q, k, v, bias, causal, scale)[0]
+
+
+def _triton_reason(q, k, v, bias, causal, scale):
+    why = triton_reason(q, k, v, bias)
+    if why:
+        return why
+    if q.dtype not in FLOAT_DTYPES:
+        return f"dtype {q.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
+    if q.shape[1] > MAX_TRITON_FRAMES:
+        return f"F = {q.shape[1]} frames > {MAX_TRITON_FRAMES}: the kernel keeps all frames of a position in registers"
+    if q.shape[-1] > MAX_TRITON_HEAD_DIM:
+        return f"head_dim = {q.shape[-1]} > {MAX_TRITON_HEAD_DIM}"
+    return None
+
+
+def _run_torch(q, k, v, bias, causal, scale):
+    """SDPA over (B*N, h, F, d) views of the frame axis; bias and causal mask as one float attn_mask."""
+    batch, frames, tokens, heads, head_dim = q.shape
+    qt, kt, vt = (t.permute(0, 2, 3, 1, 4).reshape(batch * tokens, heads, frames, head_dim) for t in (q, k, v))
+    mask = None if bias is None else bias.to(q.dtype)
+    if causal and mask is not None:
+        keep = torch.ones(frames, frames, dtype=torch.bool, device=q.device).tril()
+        mask = mask.masked_fill(~keep, float("-inf"))
+    out = Fn.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, is_causal=causal and mask is None, scale=scale)
+    return out.reshape(batch, tokens, heads, frames, head_dim).permute(0, 3, 1, 2, 4).contiguous()
+
+
+def _run_reference(q, k, v, bias, causal, scale):
+    return reference.temporal_attention(q, k, v, bias=None if bias is None else bias.to(q.dtype), causal=causal,
+                                        scale=scale)
+
+
+def _always(*args):
+    return None
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda q, *a: triton_auto_reason(q)),
+    Backend("torch", _run_torch, _always),
+    Backend("reference", _run_reference, _always),
+])
+
+
+def _validate(q, k, v, bias, causal, scale):
+    dtypes = FLOAT_DTYPES + (torch.float64,)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(OP, name, t, ndim=5, layout=LAYOUT, dtypes=dtypes)
+    for name, t in (("k", k), ("v", v)):
+        check_shape(OP, name, t, tuple(q.shape), LAYOUT + " equal to q")
+    check_same_dtype(OP, q=q, k=k, v=v)
+    check_head_dim(OP, q.shape[-1])
+    if bias is not None:
+        check_tensor(OP, "bias", bias, ndim=3, layout="(heads, F, F)", dtypes=dtypes)
+        check_shape(OP, "bias", bias, (q.shape[3], q.shape[1], q.shape[1]), "(heads, F, F)")
+    check_same_device(OP, q=q, k=k, v=v, bias=bias)
+    if not isinstance(causal, bool):
+        fail(OP, "causal", f"is {causal!r}", "a bool")
+    if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
+        fail(OP, "scale", f"is {scale!r}", "a positive float or None (1/sqrt(head_dim))")
+
+
+def temporal_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Optional[Tensor] = None, causal: bool = False,
+                       scale: Optional[float] = None, backend: str = "auto") -> Tensor:
+    """Attention over the frame axis at every token position (VDM, Make-A-Video, Video LDM, SVD).
+
+    Args:
+        q, k, v: (B, F, N, heads, head_dim), any strides (slices of a fused qkv projection
+            are read in place). fp32, fp16 or bf16 (float64 on the torch/reference backends).
+        bias: optional (heads, F, F), added to the scores before the softmax (relative-position
+            bias); receives a gradient when it requires one.
+        causal: frame i attends to frames <= i.
+        scale: score scale, default 1/sqrt(head_dim).
+        backend: "auto" (Triton on CUDA, else the torch path), "triton", "torch" or "reference".
+
+    Returns:
+        (B, F, N, heads, head_dim), contiguous, dtype of q.
+    """
+    _validate(q, k, v, bias, causal, scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return DISPATCH(backend, q, k, v, bias, causal, scale)

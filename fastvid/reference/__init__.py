@@ -1,0 +1,20 @@
+"""Reference implementations: plain torch, from the papers' equations. The baseline for every test and benchmark."""
+from . import functional
+from .functional import (
+    all_frame_attention,
+    attention,
+    first_frame_attention,
+    frame_attention,
+    frame_table,
+    group_norm_silu,
+    pseudo3d_attention,
+    pseudo3d_conv,
+    sparse_causal_attention,
+    spatial_attention,
+    spatial_conv,
+    spatiotemporal_attention,
+    temporal_attention,
+    temporal_conv,
+    temporal_conv3d,
+)
+from .modules import FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention, TemporalAttention

@@ -1,0 +1,154 @@
+"""Reference torch modules: the layers video diffusion models use, written plainly.
+
+Each fastvid module in ``fastvid.nn`` subclasses its twin here and overrides only the
+attention or convolution call, so parameters and state_dict keys are identical by
+construction and ``load_state_dict`` moves weights across unchanged.
+"""
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from . import functional as ref
+
+
+def tokens_from_video(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, F, H, W) feature map -> (B, F, H*W, C) tokens."""
+    return rearrange(x, "b c f h w -> b f (h w) c")
+
+
+def video_from_tokens(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    return rearrange(t, "b f (h w) c -> b c f h w", h=height, w=width)
+
+
+class RelativePositionBias(nn.Module):
+    """VDM's T5-bucketed relative position bias: a learned table bias[h, bucket(j - i)]."""
+
+    def __init__(self, heads: int = 8, num_buckets: int = 32, max_distance: int = 128):
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.relative_attention_bias = nn.Embedding(num_buckets, heads)
+
+    def forward(self, num_frames: int, device=None) -> torch.Tensor:
+        """Returns the (heads, F, F) bias."""
+        pos = torch.arange(num_frames, dtype=torch.long, device=device)
+        rel = pos[None, :] - pos[:, None]
+        buckets = ref.t5_relative_position_bucket(rel, self.num_buckets, self.max_distance)
+        return rearrange(self.relative_attention_bias(buckets), "i j h -> h i j")
+
+
+class _TokenAttention(nn.Module):
+    """Shared shell: projections, (B, F, N, C) or (B, C, F, H, W) input, heads split in place."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, out_bias_list: bool):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head = heads, dim_head
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        # diffusers' Attention keeps to_out as [Linear, Dropout] ("to_out.0.weight").
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(0.0)]) if out_bias_list else nn.Linear(inner, dim)
+
+    def project_out(self, out: torch.Tensor) -> torch.Tensor:
+        out = out.flatten(-2)
+        if isinstance(self.to_out, nn.ModuleList):
+            for layer in self.to_out:
+                out = layer(out)
+            return out
+        return self.to_out(out)
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        return t.unflatten(-1, (self.heads, self.dim_head))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, F, N, dim) tokens, or a (B, dim, F, H, W) feature map (returned in the same form)."""
+        if x.dim() == 5:
+            height, width = x.shape[-2:]
+            return video_from_tokens(self.forward(tokens_from_video(x)), height, width)
+        if x.dim() != 4:
+            raise ValueError(
+                f"{type(self).__name__}: argument 'x' has shape {tuple(x.shape)}; "
+                "expected (B, F, N, dim) tokens or a (B, dim, F, H, W) feature map"
+            )
+        q, k, v = self.project_qkv(x)
+        return self.project_out(self.attend(q, k, v))
+
+    def project_qkv(self, x: torch.Tensor):
+        """(B, F, N, dim) -> q, k, v of shape (B, F, N, heads, dim_head)."""
+        return tuple(self.split_heads(proj(x)) for proj in (self.to_q, self.to_k, self.to_v))
+
+    def attend(self, q, k, v):
+        raise NotImplementedError
+
+
+class TemporalAttention(_TokenAttention):
+    """VDM temporal attention: each spatial position attends over the frames, with a
+    T5-bucketed relative position bias and an optional causal mask."""
+
+    def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, rel_pos_bias: bool = True, causal: bool = False,
+                 num_buckets: int = 32, max_distance: int = 128):
+        super().__init__(dim, heads, dim_head, out_bias_list=False)
+        self.causal = causal
+        self.rel_pos_bias = RelativePositionBias(heads, num_buckets, max_distance) if rel_pos_bias else None
+
+    def position_bias(self, num_frames: int, device) -> torch.Tensor | None:
+        return None if self.rel_pos_bias is None else self.rel_pos_bias(num_frames, device)
+
+    def attend(self, q, k, v):
+        bias = self.position_bias(q.shape[1], q.device)
+        bias = None if bias is None else bias.to(q.dtype)
+        return ref.temporal_attention(q, k, v, bias=bias, causal=self.causal)
+
+
+class FrameAttention(_TokenAttention):
+    """Self-attention whose frame i attends to the frames of ``frames`` (see
+    ``reference.functional.frame_table``): "self" is spatial attention, "first" is
+    Text2Video-Zero, "sparse_causal" Tune-A-Video, "all" ControlVideo / full spatio-temporal."""
+
+    def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, frames="self"):
+        super().__init__(dim, heads, dim_head, out_bias_list=True)
+        self.frames = frames
+
+    def attend(self, q, k, v):
+        return ref.frame_attention(q, k, v, frames=self.frames)
+
+
+class SparseCausalAttention(FrameAttention):
+    """Tune-A-Video's ST-Attn: frame i attends to frames 0 and i-1. With
+    ``train_query_only=True`` only ``to_q`` is trainable, as in its one-shot tuning."""
+
+    def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, train_query_only: bool = False):
+        super().__init__(dim, heads, dim_head, frames="sparse_causal")
+        if train_query_only:
+            for module in (self.to_k, self.to_v, self.to_out):
+                module.requires_grad_(False)
+
+
+class PseudoConv3d(nn.Module):
+    """Make-A-Video's pseudo-3D conv: a 2D conv per frame, then a 1D conv over frames
+    initialised to identity (so an image model's behaviour is kept); images skip the latter."""
+
+    def __init__(self, dim: int, dim_out: int | None = None, kernel_size: int = 3, temporal_kernel_size: int = 3):
+        super().__init__()
+        dim_out = dim if dim_out is None else dim_out
+        self.spatial_conv = nn.Conv2d(dim, dim_out, kernel_size, padding=kernel_size // 2)
+        self.temporal_conv = nn.Conv1d(dim_out, dim_out, temporal_kernel_size, padding=temporal_kernel_size // 2)
+        nn.init.dirac_(self.temporal_conv.weight)
+        nn.init.zeros_(self.temporal_conv.bias)
+
+    def forward(self, x: torch.Tensor, enable_time: bool = True) -> torch.Tensor:
+        """x: (B, C, F, H, W) video or (B, C, H, W) image."""
+        if x.dim() == 4:
+            return self.spatial_conv(x)
+        if x.dim() != 5:
+            raise ValueError(f"PseudoConv3d: argument 'x' has shape {tuple(x.shape)}; expected (B, C, F, H, W) or (B, C, H, W)")
+        h = ref.spatial_conv(x, self.spatial_conv.weight, self.spatial_conv.bias, padding=self.spatial_conv.padding)
+        if not enable_time:
+            return h
+        return self.temporal(h)
+
+    def temporal(self, h: torch.Tensor) -> torch.Tensor:
+        return ref.temporal_conv(h, self.temporal_conv.weight, self.temporal_conv.bias)

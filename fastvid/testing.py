@@ -1,0 +1,88 @@
+"""Checking helpers shared by tests and benchmarks.
+
+The rule (DESIGN.md): a fastvid result is judged against a float64 "gold" computation of the
+reference, and its error may be at most ``FACTOR`` times the error that PyTorch itself makes
+running the same reference in the same dtype, plus a small per-dtype floor.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import torch
+
+from .ops import _alloc
+
+FACTOR = 2.0
+# Absolute floor, relative to the largest gold magnitude, for outputs where torch's own error is ~0.
+FLOOR = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+@contextlib.contextmanager
+def poisoned_outputs():
+    """Every fastvid output allocated inside is filled with NaN before its kernel runs."""
+    previous = _alloc.set_poison(True)
+    try:
+        yield
+    finally:
+        _alloc.set_poison(previous)
+
+
+def max_error(actual: torch.Tensor, gold: torch.Tensor) -> float:
+    diff = (actual.double() - gold.double()).abs()
+    if torch.isnan(diff).any():
+        return float("inf")
+    return diff.max().item() if diff.numel() else 0.0
+
+
+def assert_close_to_gold(name: str, actual: torch.Tensor, torch_in_dtype: torch.Tensor, gold: torch.Tensor,
+                         dtype: torch.dtype, factor: float = FACTOR) -> None:
+    """err(actual) <= factor * err(torch in dtype) + floor, both against the float64 gold."""
+    assert actual.shape == gold.shape, f"{name}: shape {tuple(actual.shape)} != reference {tuple(gold.shape)}"
+    scale = max(gold.abs().max().item() if gold.numel() else 0.0, 1.0)
+    err = max_error(actual, gold)
+    err_torch = max_error(torch_in_dtype, gold)
+    bound = factor * err_torch + FLOOR[dtype] * scale
+    assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e} (torch's own {dtype} error {err_torch:.3e})"
+
+
+def clone_inputs(tensors: Sequence[torch.Tensor], dtype=None, requires_grad=True):
+    """Fresh leaf copies (optionally cast) that keep each input's strides."""
+    out = []
+    for t in tensors:
+        if t is None:
+            out.append(None)
+            continue
+        c = torch.empty_strided(t.shape, t.stride(), dtype=dtype or t.dtype, device=t.device)
+        c.copy_(t)
+        out.append(c.requires_grad_(requires_grad))
+    return out
+
+
+def check_against_reference(name: str, fn: Callable, reference: Callable, inputs: Sequence[torch.Tensor],
+                            dtype: torch.dtype, grad: bool = True, seed: int = 0) -> None:
+    """Runs ``fn`` on ``inputs`` (already in ``dtype``) under poisoned outputs and compares the
+    output and the gradients of every input that requires grad with ``reference`` in float64
+    (gold) and in ``dtype`` (torch's own error)."""
+    run = clone_inputs(inputs, requires_grad=grad)
+    in_dtype = clone_inputs(inputs, requires_grad=grad)
+    gold_in = clone_inputs(inputs, dtype=torch.float64, requires_grad=grad)
+    with poisoned_outputs():
+        out = fn(*run)
+    ref_dtype = reference(*in_dtype)
+    gold = reference(*gold_in)
+    assert out.dtype == dtype, f"{name}: output dtype {out.dtype}, expected {dtype}"
+    assert_close_to_gold(f"{name} output", out, ref_dtype, gold, dtype)
+    if not grad:
+        return
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dout = torch.randn(gold.shape, generator=g, dtype=torch.float64).to(gold.device)
+    with poisoned_outputs():
+        out.backward(dout.to(dtype))
+    ref_dtype.backward(dout.to(dtype))
+    gold.backward(dout)
+    for i, (a, b, c) in enumerate(zip(run, in_dtype, gold_in)):
+        if a is None:
+            continue
+        assert a.grad is not None, f"{name}: no gradient for input {i}"
+        assert_close_to_gold(f"{name} grad[{i}]", a.grad, b.grad, c.grad, dtype)

@@ -1,0 +1,78 @@
+"""One set of input checks shared by every public op and module.
+
+Every failure raises :class:`FastvidInputError` (a ``ValueError``) whose message names the op,
+the argument, what it got and what was expected.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class FastvidInputError(ValueError):
+    """A public fastvid function was called with an argument it cannot take."""
+
+
+def fail(op: str, name: str, got: str, expected: str) -> None:
+    raise FastvidInputError(f"{op}: argument '{name}' {got}; expected {expected}")
+
+
+def check_tensor(
+    op: str,
+    name: str,
+    t,
+    *,
+    ndim: Optional[int] = None,
+    layout: str = "",
+    dtypes: Sequence[torch.dtype] = FLOAT_DTYPES,
+) -> torch.Tensor:
+    """Checks type, rank and dtype; ``layout`` names the dims, e.g. "(B, F, N, heads, head_dim)"."""
+    if not isinstance(t, torch.Tensor):
+        fail(op, name, f"is a {type(t).__name__}", f"a torch.Tensor {layout}".rstrip())
+    if ndim is not None and t.dim() != ndim:
+        fail(op, name, f"has rank {t.dim()} (shape {tuple(t.shape)})", f"rank {ndim} {layout}".rstrip())
+    if dtypes and t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        fail(op, name, f"has dtype {str(t.dtype).replace('torch.', '')}", f"one of {names}")
+    return t
+
+
+def check_shape(op: str, name: str, t: torch.Tensor, expected: Sequence[Optional[int]], layout: str = "") -> None:
+    """``expected`` holds an int per dim, or None where any size is fine."""
+    ok = t.dim() == len(expected) and all(e is None or e == s for e, s in zip(expected, t.shape))
+    if not ok:
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        fail(op, name, f"has shape {tuple(t.shape)}", f"shape {want} {layout}".rstrip())
+
+
+def check_same_device(op: str, **tensors: Optional[torch.Tensor]) -> torch.device:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    devices = {k: v.device for k, v in present.items()}
+    first_name, first = next(iter(devices.items()))
+    for k, d in devices.items():
+        if d != first:
+            fail(op, k, f"is on {d}", f"the device of '{first_name}' ({first})")
+    return first
+
+
+def check_same_dtype(op: str, **tensors: Optional[torch.Tensor]) -> torch.dtype:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    first_name, first = next(iter(present.items()))
+    for k, v in present.items():
+        if v.dtype != first.dtype:
+            fail(op, k, f"has dtype {v.dtype}", f"the dtype of '{first_name}' ({first.dtype})")
+    return first.dtype
+
+
+def check_choice(op: str, name: str, value, choices: Iterable) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        fail(op, name, f"is {value!r}", "one of " + ", ".join(repr(c) for c in choices))
+
+
+def check_head_dim(op: str, head_dim: int, limit: int = 256) -> None:
+    if head_dim < 1 or head_dim > limit:
+        fail(op, "q", f"has head_dim {head_dim}", f"1 <= head_dim <= {limit}")

@@ -1,0 +1,34 @@
+"""The kernels ship inside the wheel: build it, install it into a fresh virtual environment
+and import fastvid.kernels from there (not from this checkout)."""
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_ships_kernels(tmp_path):
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheel_dir)], check=True, cwd=tmp_path)
+    wheel = next(wheel_dir.glob("fastvid-*.whl"))
+    env_dir = tmp_path / "env"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+                   check=True, cwd=tmp_path)
+    # torch and triton come from this environment, after the fresh one's own site-packages.
+    (Path(site) / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    code = (
+        "import fastvid, fastvid.kernels.temporal_attention as k; "
+        "print(fastvid.__file__); print(k.__file__); print(k.temporal_attention_fwd_kernel)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path,
+                         env=env).stdout.splitlines()
+    assert out[0].startswith(site) and out[1].startswith(site), out
