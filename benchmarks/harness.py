@@ -1,0 +1,195 @@
+"""One benchmark harness for every op.
+
+- ``environment()``: what the numbers were measured on (device, versions, commit, date).
+- ``measure_ceilings()``: the card's device-copy bandwidth and bf16 matmul rate, measured in
+  the same run, so each result can be given as a fraction of the roofline.
+- ``bench()``: median time over rotating input sets (no cache-resident timing), forward,
+  backward or forward+backward, peak memory, and TFLOP/s or GB/s from explicit formulas.
+- ``write_rows()``: appends rows to ``benchmarks/results/<name>.jsonl``; ``plot.py`` draws them.
+
+On CPU every row says device "cpu": those timings are for checking the harness, not speed claims.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = ("fwd", "bwd", "fwd+bwd")
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment(device: str) -> Dict[str, str]:
+    import triton
+
+    env = {
+        "device": device,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda or "",
+        "cudnn": str(torch.backends.cudnn.version() or "") if device == "cuda" else "",
+        "commit": _commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return env
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fn: Callable[[], object], device: str, *, warmup: int = 3, rep: int = 10) -> float:
+    """Median milliseconds of ``fn()``: triton's do_bench on CUDA, perf_counter on CPU."""
+    if device == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(rep):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: str) -> Optional[int]:
+    """Peak memory allocated while ``fn`` runs, above what was allocated before (CUDA only)."""
+    if device != "cuda":
+        return None
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    _sync(device)
+    return torch.cuda.max_memory_allocated() - base
+
+
+def measure_ceilings(device: str) -> Dict[str, Optional[float]]:
+    """Device-copy GB/s and bf16 matmul TFLOP/s measured now (None on CPU)."""
+    if device != "cuda":
+        return {"copy_gbps": None, "matmul_tflops": None}
+    src = torch.empty(512 * 2**20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device)
+    copy_gbps = 2 * src.numel() / ms / 1e6
+    a = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
+    b = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
+    ms = time_ms(lambda: a @ b, device)
+    return {"copy_gbps": copy_gbps, "matmul_tflops": 2 * 8192**3 / ms / 1e9}
+
+
+@dataclass
+class Workload:
+    """A provider's callable over one input set. ``run(inputs)`` returns the output tensor
+    (for backward modes it must be differentiable w.r.t. the inputs that require grad)."""
+    provider: str
+    run: Callable[..., torch.Tensor]
+    note: str = ""
+
+
+def bench(*, op: str, shape: Dict[str, int], dtype: torch.dtype, mode: str, workload: Workload,
+          input_sets: Sequence[Sequence[torch.Tensor]], device: str, env: Dict[str, str],
+          ceilings: Dict[str, Optional[float]], flops: Optional[float] = None,
+          bytes_moved: Optional[float] = None) -> Dict[str, object]:
+    """Times ``workload`` in ``mode``, rotating over ``input_sets``; returns one result row.
+
+    ``flops`` / ``bytes_moved`` are for the timed mode (the caller's explicit formula)."""
+    assert mode in MODES, mode
+    counter = {"i": 0}
+
+    def next_inputs():
+        counter["i"] += 1
+        return input_sets[counter["i"] % len(input_sets)]
+
+    if mode == "fwd":
+        def step():
+            with torch.no_grad():
+                return workload.run(*next_inputs())
+    elif mode == "fwd+bwd":
+        def step():
+            inputs = next_inputs()
+            out = workload.run(*inputs)
+            out.backward(torch.ones_like(out))
+    else:
+        outputs = [(workload.run(*inputs)) for inputs in input_sets]
+        grads = [torch.ones_like(o) for o in outputs]
+
+        def step():
+            counter["i"] += 1
+            i = counter["i"] % len(outputs)
+            outputs[i].backward(grads[i], retain_graph=True)
+
+    row: Dict[str, object] = dict(env)
+    row.update(op=op, shape=shape, dtype=str(dtype).replace("torch.", ""), mode=mode, provider=workload.provider,
+               note=workload.note)
+    try:
+        ms = time_ms(step, device)
+        peak = peak_memory_bytes(step, device)
+    except Exception as exc:  # a peer that cannot run this case is reported, not dropped
+        row.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        return row
+    row.update(status="ok", ms=ms, peak_mem_mb=None if peak is None else peak / 2**20)
+    if flops is not None:
+        row["tflops"] = flops / ms / 1e9
+        if ceilings.get("matmul_tflops"):
+            row["roofline_fraction"] = row["tflops"] / ceilings["matmul_tflops"]
+    if bytes_moved is not None:
+        row["gbps"] = bytes_moved / ms / 1e6
+        if ceilings.get("copy_gbps") and "roofline_fraction" not in row:
+            row["roofline_fraction"] = row["gbps"] / ceilings["copy_gbps"]
+    return row
+
+
+def missing(*, op: str, shape: Dict[str, int], dtype: torch.dtype, mode: str, provider: str, reason: str,
+            env: Dict[str, str]) -> Dict[str, object]:
+    """A row for a peer that is not installed or cannot take the case."""
+    row: Dict[str, object] = dict(env)
+    row.update(op=op, shape=shape, dtype=str(dtype).replace("torch.", ""), mode=mode, provider=provider,
+               status="missing", error=reason)
+    return row
+
+
+def write_rows(name: str, rows: List[Dict[str, object]], out_dir: Path = RESULTS) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.jsonl"
+    with path.open("a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def print_rows(rows: List[Dict[str, object]]) -> None:
+    header = f"{'provider':<24}{'mode':<9}{'shape':<44}{'ms':>10}{'TFLOP/s':>9}{'GB/s':>9}{'roof':>7}{'MiB':>9}"
+    print(header)
+    for r in rows:
+        shape = ",".join(f"{k}={v}" for k, v in r["shape"].items())
+        if r.get("status") != "ok":
+            print(f"{r['provider']:<24}{r['mode']:<9}{shape:<44}  {r.get('status')}: {r.get('error', '')}")
+            continue
+        fmt = lambda key, spec: format(r[key], spec) if r.get(key) is not None else "-"  # noqa: E731
+        print(f"{r['provider']:<24}{r['mode']:<9}{shape:<44}{fmt('ms', '10.3f')}{fmt('tflops', '9.1f'):>9}"
+              f"{fmt('gbps', '9.0f'):>9}{fmt('roofline_fraction', '7.2f'):>7}{fmt('peak_mem_mb', '9.1f'):>9}")
