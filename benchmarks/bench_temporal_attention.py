@@ -88,7 +88,7 @@ def workloads(device, compile_peers):
     sdpa_names = ("efficient", "cudnn", "math") if device == "cuda" else ("math",)
     for name in sdpa_names:
         yield harness.Workload(f"sdpa-{name}", _sdpa(name), note="pre-arranged contiguous inputs"), True
-    why = import_reason("xformers.ops") if device == "cuda" else "xformers: needs CUDA"
+    why = import_reason("xformers.ops") if device == "cuda" else "needs CUDA"
     yield (harness.Workload("xformers", _xformers, note="pre-arranged") if why is None else f"xformers: {why}"), True
     if compile_peers:
         from torch.nn.attention.flex_attention import flex_attention
