@@ -46,15 +46,18 @@ def assert_close_to_gold(name: str, actual: torch.Tensor, torch_in_dtype: torch.
     assert err <= bound, f"{name}: max error {err:.3e} > bound {bound:.3e} (torch's own {dtype} error {err_torch:.3e})"
 
 
-def clone_inputs(tensors: Sequence[torch.Tensor], dtype=None, requires_grad=True):
-    """Fresh leaf copies (optionally cast) that keep each input's strides."""
+def clone_inputs(tensors: Sequence[torch.Tensor], dtype=None, requires_grad=True, keep_strides=False):
+    """Fresh leaf copies, optionally cast; ``keep_strides`` keeps each input's memory layout."""
     out = []
     for t in tensors:
         if t is None:
             out.append(None)
             continue
-        c = torch.empty_strided(t.shape, t.stride(), dtype=dtype or t.dtype, device=t.device)
-        c.copy_(t)
+        if keep_strides:
+            c = torch.empty_strided(t.shape, t.stride(), dtype=dtype or t.dtype, device=t.device)
+            c.copy_(t)
+        else:
+            c = t.detach().to(dtype or t.dtype, copy=True).contiguous()
         out.append(c.requires_grad_(requires_grad))
     return out
 
@@ -64,7 +67,7 @@ def check_against_reference(name: str, fn: Callable, reference: Callable, inputs
     """Runs ``fn`` on ``inputs`` (already in ``dtype``) under poisoned outputs and compares the
     output and the gradients of every input that requires grad with ``reference`` in float64
     (gold) and in ``dtype`` (torch's own error)."""
-    run = clone_inputs(inputs, requires_grad=grad)
+    run = clone_inputs(inputs, requires_grad=grad, keep_strides=True)
     in_dtype = clone_inputs(inputs, requires_grad=grad)
     gold_in = clone_inputs(inputs, dtype=torch.float64, requires_grad=grad)
     with poisoned_outputs():

@@ -194,3 +194,21 @@ def test_module_takes_feature_maps():
     out = mod(x)
     assert out.shape == x.shape
     torch.testing.assert_close(out, ref_mod(x), atol=2e-5, rtol=1e-4)
+
+
+def test_offsets_beyond_int32_use_int64():
+    """Frame 2 starts 2**31 + 32 elements into its buffer: a strided view whose untouched memory is never
+    paged in, so the footprint stays small. int32 offset arithmetic would read the wrong address."""
+    stride_f = 2**30 + 16
+    shape, strides = (1, 3, 4, 1, 16), (0, stride_f, 16, 16, 1)
+
+    def far_view():
+        buffer = torch.empty(2 * stride_f + 4 * 16, dtype=torch.float16, device=DEVICE)
+        view = buffer.as_strided(shape, strides)
+        view.copy_(torch.randn(shape, dtype=torch.float16))
+        return view
+
+    q, k, v = far_view(), far_view(), far_view()
+    bias = torch.randn(1, 3, 3, dtype=torch.float16, device=DEVICE)
+    check_against_reference("int64 offsets", _fastvid("triton", False), _reference(False), [q, k, v, bias],
+                            torch.float16)
