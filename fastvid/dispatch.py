@@ -17,6 +17,7 @@ import torch
 BACKEND_NAMES = ("auto", "triton", "torch", "reference")
 
 _last: Dict[str, str] = {}
+_registry: Dict[str, "Dispatcher"] = {}
 
 
 class BackendUnsupportedError(RuntimeError):
@@ -37,6 +38,9 @@ class Backend:
 class Dispatcher:
     op: str
     backends: List[Backend] = field(default_factory=list)
+
+    def __post_init__(self):
+        _registry[self.op] = self
 
     def names(self):
         return ("auto",) + tuple(b.name for b in self.backends)
@@ -73,6 +77,11 @@ class Dispatcher:
         chosen = self.select(backend, *args, **kwargs)
         _last[self.op] = chosen.name
         return chosen.run(*args, **kwargs)
+
+
+def dispatchers() -> Dict[str, "Dispatcher"]:
+    """Every op's dispatcher, by op name (the support matrix that tests walk)."""
+    return dict(_registry)
 
 
 def last_backend(op: str) -> Optional[str]:

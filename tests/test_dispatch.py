@@ -1,0 +1,50 @@
+"""The support matrix: for each op and a spread of inputs, "auto" picks a backend that can take the
+input, that backend runs, and a forced backend that cannot take it raises with its reason."""
+import pytest
+import torch
+
+import fastvid
+from fastvid.dispatch import BackendUnsupportedError, dispatchers
+
+
+def _ta_args(frames=5, dtype=torch.float32, bias=True):
+    q, k, v = (torch.randn(1, frames, 3, 2, 8, dtype=dtype) for _ in range(3))
+    b = torch.randn(2, frames, frames, dtype=dtype) if bias else None
+    return (q, k, v, b, False, 0.35)
+
+
+# op name -> list of dispatcher argument tuples covering the matrix's corners.
+CASES = {
+    "temporal_attention": [_ta_args(), _ta_args(dtype=torch.float64), _ta_args(frames=130, bias=False),
+                           _ta_args(dtype=torch.float16)],
+}
+
+
+def test_every_dispatcher_has_cases():
+    assert set(dispatchers()) <= set(CASES), f"ops without support-matrix cases: {set(dispatchers()) - set(CASES)}"
+
+
+@pytest.mark.parametrize("interpret", ["0", "1"])
+@pytest.mark.parametrize("op", sorted(CASES))
+def test_auto_only_picks_a_backend_that_takes_the_input(op, interpret, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    dispatcher = dispatchers()[op]
+    for args in CASES[op]:
+        reasons = dispatcher.explain(*args)
+        chosen = dispatcher.select("auto", *args)
+        assert reasons[chosen.name] is None
+        assert chosen.reason(*args) is None
+        for backend in dispatcher.backends:
+            why = backend.reason(*args)
+            if why is None:
+                continue
+            assert isinstance(why, str) and why
+            with pytest.raises(BackendUnsupportedError, match=backend.name):
+                dispatcher.select(backend.name, *args)
+
+
+def test_auto_runs_the_chosen_backend_and_reports_it():
+    q, k, v, b, _, _ = _ta_args(frames=130, bias=False)
+    out = fastvid.temporal_attention(q, k, v)
+    assert out.shape == q.shape
+    assert fastvid.last_backend("temporal_attention") == "torch"
