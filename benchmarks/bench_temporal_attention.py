@@ -20,18 +20,10 @@ from einops import rearrange
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness, shapes  # noqa: E402
 from benchmarks.peers import import_reason, sdpa_backend_context  # noqa: E402
 
 OP = "temporal_attention"
-GPU_SHAPES = [  # (B, F, N, heads, head_dim): ModelScope T2V, SVD, VDM-like
-    (2, 16, 32 * 32, 8, 64),
-    (1, 16, 64 * 64, 8, 64),
-    (1, 24, 40 * 64, 16, 64),
-    (1, 14, 72 * 128, 16, 64),
-    (2, 16, 64 * 64, 16, 64),  # B*N*heads = 131,072 sequences: beyond 65,535
-]
-CPU_SHAPES = [(1, 8, 64, 2, 32), (1, 13, 37, 3, 24)]
 
 
 def _inputs(shape, dtype, device, requires_grad):
@@ -109,7 +101,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = args.device
     dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
-    shapes = GPU_SHAPES if device == "cuda" else CPU_SHAPES
+    cases = shapes.TEMPORAL_ATTENTION if device == "cuda" else shapes.CPU_TEMPORAL_ATTENTION
     env = harness.environment(device)
     ceilings = harness.measure_ceilings(device)
     print(f"# {OP} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
@@ -118,9 +110,9 @@ def main(argv=None):
         print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
     rows = []
     size = torch.empty((), dtype=dtype).element_size()
-    for shape in shapes:
+    for name, shape in cases.items():
         B, F, N, H, D = shape
-        shape_d = dict(B=B, F=F, N=N, heads=H, head_dim=D)
+        shape_d = dict(model=name, B=B, F=F, N=N, heads=H, head_dim=D)
         elems = B * F * N * H * D
         for mode in args.modes.split(","):
             grad = mode != "fwd"

@@ -1,0 +1,47 @@
+"""The kernel cases as pytest-benchmark tests, for its statistics, run-to-run comparison and JSON:
+
+    pytest benchmarks --benchmark-only [--benchmark-json out.json] [--benchmark-compare]
+
+On CUDA the real-model shapes of benchmarks/shapes.py; on CPU their tiny stand-ins (fastvid's
+"auto" backend, i.e. the torch path: no speed claim).
+"""
+import pytest
+import torch
+
+import fastvid
+from benchmarks import shapes
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+TA_SHAPES = shapes.TEMPORAL_ATTENTION if DEVICE == "cuda" else shapes.CPU_TEMPORAL_ATTENTION
+
+
+def _sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def _ta_providers():
+    return {
+        "fastvid": lambda q, k, v, b: fastvid.temporal_attention(q, k, v, bias=b),
+        "reference": lambda q, k, v, b: fastvid.reference.temporal_attention(q, k, v, bias=b),
+    }
+
+
+@pytest.mark.parametrize("provider", sorted(_ta_providers()))
+@pytest.mark.parametrize("name", sorted(TA_SHAPES))
+def test_temporal_attention_fwd(benchmark, name, provider):
+    B, F, N, H, D = TA_SHAPES[name]
+    q, k, v = (torch.randn(B, F, N, H, D, dtype=DTYPE, device=DEVICE) for _ in range(3))
+    bias = torch.randn(H, F, F, dtype=DTYPE, device=DEVICE)
+    fn = _ta_providers()[provider]
+    benchmark.group = f"temporal_attention-{name}"
+
+    def run():
+        with torch.no_grad():
+            out = fn(q, k, v, bias)
+        _sync()
+        return out
+
+    out = benchmark(run)
+    assert out.shape == q.shape
