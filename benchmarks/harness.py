@@ -4,7 +4,8 @@
 - ``measure_ceilings()``: the card's device-copy bandwidth and bf16 matmul rate, measured in
   the same run, so each result can be given as a fraction of the roofline.
 - ``bench()``: median time over rotating input sets (no cache-resident timing), forward,
-  backward or forward+backward, peak memory, and TFLOP/s or GB/s from explicit formulas.
+  backward or forward+backward, peak memory, TFLOP/s and GB/s from explicit formulas, and the
+  fraction of the roofline: max(FLOPs / matmul rate, bytes / copy bandwidth) / measured time.
 - ``write_rows()``: appends rows to ``benchmarks/results/<name>.jsonl``; ``plot.py`` draws them.
 
 On CPU every row says device "cpu": those timings are for checking the harness, not speed claims.
@@ -111,6 +112,34 @@ class Workload:
     note: str = ""
 
 
+def _step(mode: str, workload: Workload, input_sets: Sequence[Sequence[torch.Tensor]]) -> Callable[[], object]:
+    """The timed callable for ``mode``; each call takes the next input set (rotation)."""
+    counter = {"i": 0}
+
+    def next_index():
+        counter["i"] += 1
+        return counter["i"] % len(input_sets)
+
+    if mode == "fwd":
+        def step():
+            with torch.no_grad():
+                return workload.run(*input_sets[next_index()])
+        return step
+    if mode == "fwd+bwd":
+        def step():
+            out = workload.run(*input_sets[next_index()])
+            out.backward(torch.ones_like(out))
+        return step
+    # Backward alone: the graphs are built once, outside the timed region.
+    outputs = [workload.run(*inputs) for inputs in input_sets]
+    grads = [torch.ones_like(o) for o in outputs]
+
+    def step():
+        i = next_index()
+        outputs[i].backward(grads[i], retain_graph=True)
+    return step
+
+
 def bench(*, op: str, shape: Dict[str, int], dtype: torch.dtype, mode: str, workload: Workload,
           input_sets: Sequence[Sequence[torch.Tensor]], device: str, env: Dict[str, str],
           ceilings: Dict[str, Optional[float]], flops: Optional[float] = None,
@@ -119,48 +148,28 @@ def bench(*, op: str, shape: Dict[str, int], dtype: torch.dtype, mode: str, work
 
     ``flops`` / ``bytes_moved`` are for the timed mode (the caller's explicit formula)."""
     assert mode in MODES, mode
-    counter = {"i": 0}
-
-    def next_inputs():
-        counter["i"] += 1
-        return input_sets[counter["i"] % len(input_sets)]
-
-    if mode == "fwd":
-        def step():
-            with torch.no_grad():
-                return workload.run(*next_inputs())
-    elif mode == "fwd+bwd":
-        def step():
-            inputs = next_inputs()
-            out = workload.run(*inputs)
-            out.backward(torch.ones_like(out))
-    else:
-        outputs = [(workload.run(*inputs)) for inputs in input_sets]
-        grads = [torch.ones_like(o) for o in outputs]
-
-        def step():
-            counter["i"] += 1
-            i = counter["i"] % len(outputs)
-            outputs[i].backward(grads[i], retain_graph=True)
-
     row: Dict[str, object] = dict(env)
     row.update(op=op, shape=shape, dtype=str(dtype).replace("torch.", ""), mode=mode, provider=workload.provider,
                note=workload.note)
     try:
+        step = _step(mode, workload, input_sets)
         ms = time_ms(step, device)
         peak = peak_memory_bytes(step, device)
     except Exception as exc:  # a peer that cannot run this case is reported, not dropped
         row.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         return row
     row.update(status="ok", ms=ms, peak_mem_mb=None if peak is None else peak / 2**20)
+    floors = []  # the roofline: the larger of compute time at the matmul rate and traffic time at copy speed
     if flops is not None:
         row["tflops"] = flops / ms / 1e9
         if ceilings.get("matmul_tflops"):
-            row["roofline_fraction"] = row["tflops"] / ceilings["matmul_tflops"]
+            floors.append(flops / ceilings["matmul_tflops"] / 1e9)
     if bytes_moved is not None:
         row["gbps"] = bytes_moved / ms / 1e6
-        if ceilings.get("copy_gbps") and "roofline_fraction" not in row:
-            row["roofline_fraction"] = row["gbps"] / ceilings["copy_gbps"]
+        if ceilings.get("copy_gbps"):
+            floors.append(bytes_moved / ceilings["copy_gbps"] / 1e6)
+    if floors:
+        row["roofline_fraction"] = max(floors) / ms
     return row
 
 
