@@ -8,6 +8,7 @@ from .dispatch import BackendUnsupportedError, last_backend  # noqa: E402
 from .ops import temporal_attention  # noqa: E402
 from .validation import FastvidInputError  # noqa: E402
 from . import nn  # noqa: E402
+from .patching import PatchReport, patch, unpatch  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "FastvidInputError",
     "last_backend",
     "nn",
+    "patch",
+    "PatchReport",
     "reference",
     "temporal_attention",
+    "unpatch",
 ]

@@ -17,6 +17,7 @@ class TemporalAttention(reference.TemporalAttention):
     """
 
     backend = "auto"
+    patch_kind = "temporal_attention"
 
     def project_qkv(self, x: torch.Tensor):
         weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])

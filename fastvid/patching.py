@@ -1,0 +1,142 @@
+"""``patch()``: swap the fastvid.reference modules of a model for their fastvid.nn twins, in place.
+
+A twin subclasses its reference class, adds no parameters or buffers and names its
+``patch_kind`` ("temporal_attention", "frame_attention" or "conv"). Swapping sets
+``module.__class__`` to the twin, so weights, hooks and devices stay as they are, and
+``unpatch()`` sets it back. diffusers models and pipelines go through
+``fastvid.integrations.diffusers``.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+from torch import nn
+
+from .dispatch import BACKEND_NAMES
+from .validation import check_choice
+
+KINDS = ("temporal_attention", "frame_attention", "conv")
+_ORIGINAL = "_fastvid_original_class"
+_SET_BACKEND = "_fastvid_set_backend"
+
+
+@dataclass
+class PatchReport:
+    """What ``patch()`` swapped, per kind, and what it skipped and why."""
+
+    swapped: Dict[str, List[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+
+    def add(self, kind: str, name: str) -> None:
+        self.swapped.setdefault(kind, []).append(name)
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.append((name, reason))
+
+    @property
+    def total(self) -> int:
+        return sum(len(names) for names in self.swapped.values())
+
+    def counts(self) -> Dict[str, int]:
+        return {kind: len(names) for kind, names in self.swapped.items() if names}
+
+    def __str__(self) -> str:
+        lines = [f"PatchReport: {self.total} module(s) swapped, {len(self.skipped)} skipped"]
+        width = max([len(k) for k in self.swapped] + [len(n or "<model>") for n, _ in self.skipped] + [0])
+        for kind, names in self.swapped.items():
+            if names:
+                lines.append(f"  swapped  {kind:<{width}}  {len(names):>4}  {', '.join(names)}")
+        for name, reason in self.skipped:
+            lines.append(f"  skipped  {name or '<model>':<{width}}        {reason}")
+        return "\n".join(lines)
+
+
+def twin_table() -> Dict[type, type]:
+    """Exact reference class -> its fastvid.nn twin (the twin's first base), read from fastvid.nn."""
+    from . import nn as fnn
+
+    table = {}
+    for name in dir(fnn):
+        cls = getattr(fnn, name)
+        if inspect.isclass(cls) and issubclass(cls, nn.Module) and getattr(cls, "patch_kind", None) in KINDS:
+            table[cls.__bases__[0]] = cls
+    return table
+
+
+def _is_reference(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("fastvid.reference")
+
+
+def _is_diffusers(model) -> bool:
+    return type(model).__module__.startswith("diffusers") or (not isinstance(model, nn.Module) and hasattr(model, "unet"))
+
+
+def patch(model, *, temporal_attention: bool = True, frame_attention: bool = True, conv: bool = True,
+          backend: str = "auto") -> PatchReport:
+    """Swaps every fastvid.reference module of ``model`` for its fastvid.nn twin, in place.
+
+    Each enabled kind ("temporal_attention", "frame_attention", "conv") is swapped; modules of a
+    disabled kind, or with no twin, are reported as skipped with the reason. ``backend`` ("auto",
+    "triton", "torch", "reference") is stored on each swapped module. A diffusers model or
+    pipeline is patched through ``fastvid.integrations.diffusers``. Returns a :class:`PatchReport`.
+    """
+    check_choice("patch", "backend", backend, BACKEND_NAMES)
+    enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv}
+    report = PatchReport()
+    if _is_diffusers(model):
+        from .integrations.diffusers import patch_diffusers
+
+        patch_diffusers(model, report, temporal_attention=temporal_attention, frame_attention=frame_attention,
+                        conv=conv, backend=backend)
+    if not isinstance(model, nn.Module):
+        return report
+    table = twin_table()
+    twins = set(table.values())
+    owners: List[str] = []  # modules with a twin own their children (e.g. a RelativePositionBias)
+    for name, module in model.named_modules():
+        if any(name.startswith(owner + ".") for owner in owners):
+            continue
+        cls = type(module)
+        if cls in twins or hasattr(module, _ORIGINAL):
+            owners.append(name)
+            report.skip(name, f"already a fastvid module ({cls.__name__})")
+            continue
+        if not _is_reference(module):
+            continue
+        twin = table.get(cls)
+        if twin is None:
+            if not any(_is_reference(child) for child in module.modules() if child is not module):
+                report.skip(name, f"no fastvid twin for reference.{cls.__name__}")
+            continue
+        owners.append(name)
+        if not enabled[twin.patch_kind]:
+            report.skip(name, f"{twin.patch_kind} disabled")
+            continue
+        setattr(module, _ORIGINAL, cls)
+        setattr(module, _SET_BACKEND, "backend" not in module.__dict__)
+        module.__class__ = twin
+        module.backend = backend
+        report.add(twin.patch_kind, name)
+    return report
+
+
+def unpatch(model) -> int:
+    """Restores the reference classes ``patch()`` swapped out. Returns how many modules it restored."""
+    if _is_diffusers(model):
+        from .integrations.diffusers import unpatch_diffusers
+
+        unpatch_diffusers(model)
+    if not isinstance(model, nn.Module):
+        return 0
+    restored = 0
+    for module in model.modules():
+        original = module.__dict__.pop(_ORIGINAL, None)
+        if original is None:
+            continue
+        if module.__dict__.pop(_SET_BACKEND, False):
+            module.__dict__.pop("backend", None)
+        module.__class__ = original
+        restored += 1
+    return restored
