@@ -1,0 +1,26 @@
+"""Make-A-Video (Singer et al. 2022): a U-Net of pseudo-3D convolutions (2D conv per frame, then a
+1D conv over frames) and pseudo-3D attention (spatial attention, then temporal attention), with
+cross-attention to the text. Sampled with DDIM and classifier-free guidance."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..samplers import ddim_sample
+from .common import ModelSize, make_inputs, unet_sizes
+from .unet import UNetConfig, VideoUNet
+
+BLOCK = ("spatial", "temporal", "cross")
+SIZES = unet_sizes(BLOCK, "pseudo3d")
+
+
+def build(config: UNetConfig) -> VideoUNet:
+    return VideoUNet(config)
+
+
+def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32,
+           progress: Optional[bool] = None) -> torch.Tensor:
+    inp = make_inputs(size, seed=seed, device=device, dtype=dtype)
+    return ddim_sample(model, inp.noise, steps=size.steps, context=inp.context, uncond_context=inp.uncond_context,
+                       guidance_scale=size.guidance_scale, generator=inp.generator, progress=progress)

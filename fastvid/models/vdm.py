@@ -1,0 +1,26 @@
+"""VDM 3D U-Net (Ho et al. 2022): 1x3x3 inflated convs; every block runs spatial attention, then
+temporal attention with a T5 relative-position bias, then cross-attention to the text. Sampled
+with ancestral DDPM and classifier-free guidance."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..samplers import ddpm_sample
+from .common import ModelSize, make_inputs, unet_sizes
+from .unet import UNetConfig, VideoUNet
+
+BLOCK = ("spatial", "temporal_bias", "cross")
+SIZES = unet_sizes(BLOCK, "inflated")
+
+
+def build(config: UNetConfig) -> VideoUNet:
+    return VideoUNet(config)
+
+
+def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32,
+           progress: Optional[bool] = None) -> torch.Tensor:
+    inp = make_inputs(size, seed=seed, device=device, dtype=dtype)
+    return ddpm_sample(model, inp.noise, steps=size.steps, context=inp.context, uncond_context=inp.uncond_context,
+                       guidance_scale=size.guidance_scale, generator=inp.generator, progress=progress)
