@@ -41,7 +41,7 @@ def unet_sizes(block_spec, conv: str = "inflated", *, tiny_frames: int = 4) -> d
     small = UNetConfig(channels=(32, 64), attention_levels=(True, True), block_spec=tuple(block_spec), conv=conv)
     return {
         "tiny": ModelSize(small, frames=tiny_frames, height=8, width=8, steps=3),
-        "cpu": ModelSize(small, frames=8, height=16, width=16, steps=8),
+        "cpu": ModelSize(small, frames=8, height=16, width=16, steps=5),
         "gpu": ModelSize(UNetConfig(channels=(320, 640, 1280, 1280), attention_levels=(True, True, True, False),
                                     layers_per_block=2, block_spec=tuple(block_spec), conv=conv, heads=8,
                                     context_dim=768, groups=32),
