@@ -1,0 +1,129 @@
+"""fastvid.patch / unpatch: every reference module with a fastvid.nn twin is swapped in place, keeping
+its weights; outputs agree with the reference; disabled kinds and modules without a twin are reported."""
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+import fastvid
+from fastvid import reference
+from fastvid.patching import KINDS, PatchReport, twin_table
+from fastvid.testing import assert_close_to_gold
+
+
+def all_reference_modules(dim=16, heads=2, dim_head=8):
+    """One of every reference module class (and FrameAttention mode) that the models use."""
+    mods = {
+        "temporal": reference.TemporalAttention(dim, heads, dim_head),
+        "temporal_causal": reference.TemporalAttention(dim, heads, dim_head, rel_pos_bias=False, causal=True),
+        "spatial": reference.FrameAttention(dim, heads, dim_head, frames="self"),
+        "first": reference.FrameAttention(dim, heads, dim_head, frames="first"),
+        "all": reference.FrameAttention(dim, heads, dim_head, frames="all"),
+        "sparse_causal": reference.SparseCausalAttention(dim, heads, dim_head),
+        "pseudo_conv": reference.PseudoConv3d(dim, dim),
+    }
+    if hasattr(reference, "TemporalConvBlock"):
+        mods["temporal_conv_block"] = reference.TemporalConvBlock(dim)
+    with torch.no_grad():
+        for m in mods.values():
+            for p in m.parameters():
+                p.add_(0.05 * torch.randn_like(p))  # identity inits would hide frame mixing
+    return nn.ModuleDict(mods)
+
+
+def run_all(model, x):
+    return {name: m(x) for name, m in model.items()}
+
+
+def test_twin_table_maps_reference_classes_to_nn_subclasses():
+    table = twin_table()
+    assert reference.TemporalAttention in table
+    for ref_cls, twin in table.items():
+        assert twin.__bases__[0] is ref_cls
+        assert ref_cls.__module__.startswith("fastvid.reference")
+        assert twin.patch_kind in KINDS
+
+
+def test_patch_swaps_every_twinned_module_and_outputs_agree():
+    model = all_reference_modules()
+    x = torch.randn(2, 16, 5, 3, 4)
+    gold = run_all(model.double(), x.double())
+    model.float()
+    plain = run_all(model, x)
+    params = {k: v for k, v in model.state_dict(keep_vars=True).items()}
+    table = twin_table()
+    report = fastvid.patch(model)
+    assert isinstance(report, PatchReport)
+    swapped_names = {n for names in report.swapped.values() for n in names}
+    skipped = dict(report.skipped)
+    for name, module in model.items():
+        if name in swapped_names:
+            assert table.get(type(module).__bases__[0]) is type(module)
+            assert name in report.swapped[type(module).patch_kind]
+        else:
+            assert "no fastvid twin" in skipped[name]
+            assert type(module) not in table
+    assert report.total == len(swapped_names) >= 2  # both temporal attentions at least
+    # weights kept: same tensors under the same keys
+    after = model.state_dict(keep_vars=True)
+    assert list(after) == list(params) and all(after[k] is params[k] for k in params)
+    patched = run_all(model, x)
+    for name in patched:
+        assert_close_to_gold(name, patched[name], plain[name], gold[name], torch.float32)
+    assert "swapped" in str(report) and "temporal_attention" in str(report)
+
+
+def test_disabled_kinds_are_skipped_with_reason():
+    model = all_reference_modules()
+    report = fastvid.patch(model, temporal_attention=False, frame_attention=False, conv=False)
+    assert report.total == 0
+    kinds = {twin.patch_kind for twin in twin_table().values()}
+    reasons = [r for _, r in report.skipped]
+    for kind in kinds:
+        assert f"{kind} disabled" in reasons
+    assert all(type(m).__module__.startswith("fastvid.reference") for m in model.values())
+
+
+def test_unpatch_restores_classes_and_backend():
+    model = all_reference_modules()
+    classes = {n: type(m) for n, m in model.items()}
+    report = fastvid.patch(model, backend="torch")
+    for names in report.swapped.values():
+        for n in names:
+            assert model[n].backend == "torch"
+    again = fastvid.patch(model)
+    assert again.total == 0 and any("already a fastvid module" in r for _, r in again.skipped)
+    assert fastvid.unpatch(model) == report.total
+    assert {n: type(m) for n, m in model.items()} == classes
+    assert not any("backend" in m.__dict__ for m in model.values())
+
+
+def test_patch_rejects_unknown_backend():
+    with pytest.raises(fastvid.FastvidInputError, match="backend"):
+        fastvid.patch(nn.Linear(2, 2), backend="cuda")
+
+
+def test_patch_report_api():
+    r = PatchReport()
+    r.add("conv", "a.b")
+    r.add("conv", "a.c")
+    r.skip("x", "why")
+    assert r.total == 2 and r.counts() == {"conv": 2} and r.skipped == [("x", "why")]
+    assert "a.b, a.c" in str(r) and "why" in str(r)
+
+
+def test_diffusers_objects_go_through_the_integration(monkeypatch):
+    calls = []
+    fake = types.ModuleType("fastvid.integrations.diffusers")
+    fake.patch_diffusers = lambda model, report, **kw: (calls.append(("patch", kw)), report.add("frame_attention", "unet.x"))
+    fake.unpatch_diffusers = lambda model: calls.append(("unpatch", None))
+    monkeypatch.setitem(sys.modules, "fastvid.integrations", types.ModuleType("fastvid.integrations"))
+    monkeypatch.setitem(sys.modules, "fastvid.integrations.diffusers", fake)
+    pipeline = types.SimpleNamespace(unet=nn.Linear(2, 2))
+    report = fastvid.patch(pipeline, conv=False, backend="torch")
+    assert report.swapped["frame_attention"] == ["unet.x"]
+    assert calls[0] == ("patch", dict(temporal_attention=True, frame_attention=True, conv=False, backend="torch"))
+    fastvid.unpatch(pipeline)
+    assert calls[1][0] == "unpatch"
