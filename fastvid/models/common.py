@@ -36,11 +36,12 @@ class ModelSize:
         return (self.batch, self.model.in_channels, self.frames, self.height, self.width)
 
 
-def unet_sizes(block_spec, conv: str = "inflated", *, tiny_frames: int = 4) -> dict:
+def unet_sizes(block_spec, conv: str = "inflated") -> dict:
     """tiny (tests), cpu (the CLI's CPU default) and gpu (Stable-Diffusion-sized, 16 x 40 x 64 latents)."""
+    tiny = UNetConfig(channels=(16, 32), attention_levels=(False, True), block_spec=tuple(block_spec), conv=conv)
     small = UNetConfig(channels=(32, 64), attention_levels=(True, True), block_spec=tuple(block_spec), conv=conv)
     return {
-        "tiny": ModelSize(small, frames=tiny_frames, height=8, width=8, steps=3),
+        "tiny": ModelSize(tiny, frames=3, height=8, width=8, steps=2),
         "cpu": ModelSize(small, frames=8, height=16, width=16, steps=5),
         "gpu": ModelSize(UNetConfig(channels=(320, 640, 1280, 1280), attention_levels=(True, True, True, False),
                                     layers_per_block=2, block_spec=tuple(block_spec), conv=conv, heads=8,

@@ -108,10 +108,11 @@ class VideoDiT(nn.Module):
 
 
 def _sizes(attention: str) -> dict:
-    tiny = DiTConfig(hidden=64, depth=2, heads=2, attention=attention)
+    small = DiTConfig(hidden=64, depth=2, heads=2, attention=attention)
     return {
-        "tiny": ModelSize(tiny, frames=4, height=8, width=8, steps=3),
-        "cpu": ModelSize(tiny, frames=8, height=16, width=16, steps=5),
+        "tiny": ModelSize(DiTConfig(hidden=32, depth=2, heads=2, attention=attention), frames=3, height=8, width=8,
+                          steps=2),
+        "cpu": ModelSize(small, frames=8, height=16, width=16, steps=5),
         # DiT-XL width and depth on 16 x 40 x 64 latents: 16 x 640 spacetime tokens.
         "gpu": ModelSize(DiTConfig(hidden=1152, depth=28, heads=16, attention=attention, context_dim=768),
                          frames=16, height=40, width=64, steps=20, context_len=77),
