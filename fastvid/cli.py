@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto", help="'auto' (default: CUDA when available), 'cpu' or 'cuda[:N]'")
     b.add_argument("--backend", choices=BACKEND_NAMES, default="auto", help="fastvid backend for the patched modules")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--out", default="fastvid-bench", help="output folder for bench.json, bench.md, bench.png")
+    b.add_argument("--out", default="fastvid_report", help="output folder for bench.json, bench.md, bench.png")
     b.add_argument("--no-plot", action="store_true", help="skip the PNG plot (no matplotlib needed)")
     b.add_argument("--progress", action="store_true", help="show a progress bar for each sampling run")
     b.add_argument("--list", action="store_true", help="list the models and their sizes, then exit")
