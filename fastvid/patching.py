@@ -53,15 +53,21 @@ class PatchReport:
         return "\n".join(lines)
 
 
+def reference_class(twin: type) -> type:
+    """The reference class a twin stands in for: the first fastvid.reference class in its MRO (mixins
+    such as a fused-projection helper may come before it)."""
+    return next(c for c in twin.__mro__[1:] if c.__module__.startswith("fastvid.reference"))
+
+
 def twin_table() -> Dict[type, type]:
-    """Exact reference class -> its fastvid.nn twin (the twin's first base), read from fastvid.nn."""
+    """Exact reference class -> its fastvid.nn twin, read from the classes fastvid.nn exports with a ``patch_kind``."""
     from . import nn as fnn
 
     table = {}
     for name in dir(fnn):
         cls = getattr(fnn, name)
         if inspect.isclass(cls) and issubclass(cls, nn.Module) and getattr(cls, "patch_kind", None) in KINDS:
-            table[cls.__bases__[0]] = cls
+            table[reference_class(cls)] = cls
     return table
 
 

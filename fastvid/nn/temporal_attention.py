@@ -16,8 +16,8 @@ class TemporalAttention(reference.TemporalAttention):
     Input: (B, F, N, dim) tokens or a (B, dim, F, H, W) feature map.
     """
 
-    backend = "auto"
     patch_kind = "temporal_attention"
+    backend = "auto"
 
     def project_qkv(self, x: torch.Tensor):
         weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
