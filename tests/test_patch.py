@@ -25,7 +25,7 @@ def all_reference_modules(dim=16, heads=2, dim_head=8):
         "pseudo_conv": reference.PseudoConv3d(dim, dim),
     }
     if hasattr(reference, "TemporalConvBlock"):
-        mods["temporal_conv_block"] = reference.TemporalConvBlock(dim)
+        mods["temporal_conv_block"] = reference.TemporalConvBlock(dim, norm_num_groups=4)
     with torch.no_grad():
         for m in mods.values():
             for p in m.parameters():
@@ -34,7 +34,10 @@ def all_reference_modules(dim=16, heads=2, dim_head=8):
 
 
 def run_all(model, x):
-    return {name: m(x) for name, m in model.items()}
+    """x: (B, C, F, H, W); TemporalConvBlock takes diffusers' (B*F, C, H, W) frames and num_frames."""
+    frames = x.transpose(1, 2).flatten(0, 1)
+    return {name: m(frames, num_frames=x.shape[2]) if name == "temporal_conv_block" else m(x)
+            for name, m in model.items()}
 
 
 def test_twin_table_maps_reference_classes_to_nn_subclasses():
