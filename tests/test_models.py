@@ -11,9 +11,10 @@ import torch.nn.functional as Fn
 import fastvid
 from fastvid import models, reference
 from fastvid.models.controlvideo import interleaved_smooth
-from fastvid.models.text2video_zero import background_smoothing, center_mask, motion_latents, warp_latents
+from fastvid.models.text2video_zero import (background_smoothing, center_mask, motion_latents, translate_first_frame,
+                                            warp_latents)
 from fastvid.patching import twin_table
-from fastvid.samplers import NoiseSchedule
+from fastvid.samplers import NoiseSchedule, ddim_sample
 from fastvid.testing import assert_close_to_gold
 
 NAMES = list(models.MODELS)
@@ -153,6 +154,23 @@ def test_t2v_zero_motion_latents():
     again = motion_latents(model, x1, frames=4, dt=2, strength=40.0, timesteps=ts, schedule=schedule, context=None,
                            uncond_context=None, guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+def test_t2v_zero_motion_latents_ddim_forward_retraces():
+    """forward="ddim": DDIM inversion from T' to T, so dt DDIM steps from x_T^k land on the translated x_{T'}^1."""
+    schedule = NoiseSchedule()
+    ts = schedule.timesteps(10)
+    x1_T = torch.randn(1, 4, 1, 8, 8, dtype=torch.float64)
+    model = lambda x, t, c=None: torch.full_like(x, 0.2) * torch.cos(t.double() / 300)  # noqa: E731
+    kw = dict(frames=3, dt=3, strength=40.0, timesteps=ts, schedule=schedule, context=None, uncond_context=None,
+              guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
+    out = motion_latents(model, x1_T, forward="ddim", **kw)
+    assert torch.equal(out[:, :, :1], x1_T)
+    back = ddim_sample(model, out, steps=3, schedule=schedule, timesteps=ts[:3], t_end=ts[3])
+    x1_prime = ddim_sample(model, x1_T, steps=3, schedule=schedule, timesteps=ts[:3], t_end=ts[3])
+    torch.testing.assert_close(back[:, :, 1:], translate_first_frame(x1_prime, [1, 2], 40.0), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="forward"):
+        motion_latents(model, x1_T, forward="euler", **kw)
 
 
 def test_controlvideo_interleaved_smoother():

@@ -4,7 +4,8 @@ and its zero-shot sampler:
 
 - motion dynamics: DDIM-backward x_T^1 for dt steps to x_{T'}^1, translate it for every frame k
   by delta_k = lambda (k - 1) delta (diffusers' ``create_motion_field_and_warp_latents``,
-  reproduced exactly), then the DDPM forward process back to timestep T;
+  reproduced exactly), then forward back to timestep T: the DDPM forward process (noise, as the
+  paper and diffusers do) or, with ``forward="ddim"``, deterministic DDIM inversion of the clip;
 - background smoothing at every step: x_bar^k = M^k x^k + (1 - M^k) (alpha x_warped^k + (1 - alpha) x^k),
   x_warped^k being frame 1's latents translated for frame k, M the foreground mask.
 """
@@ -15,7 +16,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as Fn
 
-from ..samplers import NoiseSchedule, ddim_sample, randn
+from ..samplers import NoiseSchedule, ddim_invert, ddim_sample, randn
 from .common import ModelSize, make_inputs, unet_sizes
 from .unet import UNetConfig, VideoUNet
 
@@ -73,20 +74,28 @@ def center_mask(frames: int, height: int, width: int, device=None, dtype=torch.f
 
 def motion_latents(model, x1_T: torch.Tensor, *, frames: int, dt: int, strength: float, timesteps: Sequence[int],
                    schedule: NoiseSchedule, context, uncond_context, guidance_scale: float,
-                   generator: torch.Generator, progress: Optional[bool] = None) -> torch.Tensor:
+                   generator: torch.Generator, forward: str = "ddpm", progress: Optional[bool] = None) -> torch.Tensor:
     """x_T^{1..F}: frame 1 keeps x_T^1; frame k is x_{T'}^1 (dt DDIM steps from x_T^1) translated by
-    lambda (k - 1) delta and carried back to timestep T by the DDPM forward process."""
+    lambda (k - 1) delta and carried back to timestep T by the DDPM forward process (``forward="ddpm"``)
+    or by DDIM inversion of the translated clip (``forward="ddim"``)."""
     t_start, t_prime = timesteps[0], timesteps[dt]
-    x1 = ddim_sample(model, x1_T, steps=dt, schedule=schedule, timesteps=timesteps[:dt], t_end=t_prime,
-                     context=context, uncond_context=uncond_context, guidance_scale=guidance_scale, progress=progress)
-    moved = translate_first_frame(x1, range(1, frames), strength)
-    noise = randn(moved.shape, generator, moved.device, moved.dtype)
-    return torch.cat([x1_T, schedule.renoise(moved, noise, t_prime, t_start)], dim=2)
+    guide = dict(context=context, uncond_context=uncond_context, guidance_scale=guidance_scale, progress=progress)
+    x1 = ddim_sample(model, x1_T, steps=dt, schedule=schedule, timesteps=timesteps[:dt], t_end=t_prime, **guide)
+    if forward == "ddpm":
+        moved = translate_first_frame(x1, range(1, frames), strength)
+        noise = randn(moved.shape, generator, moved.device, moved.dtype)
+        return torch.cat([x1_T, schedule.renoise(moved, noise, t_prime, t_start)], dim=2)
+    if forward == "ddim":
+        clip = translate_first_frame(x1, range(frames), strength)
+        inverted = ddim_invert(model, clip, steps=dt, schedule=schedule, timesteps=timesteps[:dt], t_start=t_prime,
+                               **guide)
+        return torch.cat([x1_T, inverted[:, :, 1:]], dim=2)
+    raise ValueError(f"motion_latents: argument 'forward' is {forward!r}; expected 'ddpm' or 'ddim'")
 
 
 def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32,
            progress: Optional[bool] = None, dt: Optional[int] = None, strength: float = MOTION_STRENGTH,
-           mask: Optional[torch.Tensor] = None, alpha: float = 0.5) -> torch.Tensor:
+           mask: Optional[torch.Tensor] = None, alpha: float = 0.5, forward: str = "ddpm") -> torch.Tensor:
     """The zero-shot pipeline. ``dt`` defaults to a tenth of the steps (at least 1); ``mask`` (1 = foreground,
     broadcastable to the (B, C, F, H, W) latents) defaults to :func:`center_mask`."""
     schedule = NoiseSchedule()
@@ -97,7 +106,7 @@ def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.f
     inp = make_inputs(size, seed=seed, device=device, dtype=dtype, frames=1)
     guide = dict(context=inp.context, uncond_context=inp.uncond_context, guidance_scale=size.guidance_scale)
     x_T = motion_latents(model, inp.noise, frames=size.frames, dt=dt, strength=strength, timesteps=timesteps,
-                         schedule=schedule, generator=inp.generator, progress=progress, **guide)
+                         schedule=schedule, generator=inp.generator, forward=forward, progress=progress, **guide)
     mask = center_mask(size.frames, size.height, size.width, device, dtype) if mask is None else mask
 
     def smooth(i, t, x):

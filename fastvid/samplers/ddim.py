@@ -56,18 +56,19 @@ def ddim_sample(model: Denoiser, x: torch.Tensor, *, steps: int, schedule: Optio
 
 
 def ddim_invert(model: Denoiser, x0: torch.Tensor, *, steps: int, schedule: Optional[NoiseSchedule] = None,
-                timesteps: Optional[Sequence[int]] = None, context: Optional[torch.Tensor] = None,
+                timesteps: Optional[Sequence[int]] = None, t_start: int = -1, context: Optional[torch.Tensor] = None,
                 uncond_context: Optional[torch.Tensor] = None, guidance_scale: float = 1.0,
                 progress: Optional[bool] = None) -> torch.Tensor:
     """Deterministic DDIM inversion x_0 -> x_T (Tune-A-Video's ``ddim_inversion``): at each step the
     noise predicted at the next timestep carries x to it. ``timesteps`` are given descending, as for
-    :func:`ddim_sample`, which run on the result retraces the same path backwards."""
+    :func:`ddim_sample`, which run on the result retraces the same path backwards; ``x0`` sits at
+    ``t_start`` (-1: clean data), below the last of them."""
     schedule = schedule or NoiseSchedule()
     timesteps = list(schedule.timesteps(steps) if timesteps is None else timesteps)
     x = x0
     with progress_bar(len(timesteps), progress, "DDIM inversion") as bar:
         for i in reversed(range(len(timesteps))):
-            t, t_from = timesteps[i], schedule.previous(timesteps, i)
+            t, t_from = timesteps[i], schedule.previous(timesteps, i, t_start)
             a_from, a = schedule.alpha_bar(t_from), schedule.alpha_bar(t)
             eps = guided_eps(model, x, t, context, uncond_context, guidance_scale)
             x = a ** 0.5 * predict_x0(x, eps, a_from) + (1 - a) ** 0.5 * eps
