@@ -67,3 +67,11 @@ def make_inputs(size: ModelSize, *, seed: int, device, dtype: torch.dtype, frame
     text_shape = (size.batch, size.context_len, size.model.context_dim)
     return SampleInputs(noise=randn(shape, g, device, dtype), context=randn(text_shape, g, device, dtype),
                         uncond_context=randn(text_shape, g, device, dtype) * 0.1, generator=g)
+
+
+def guided_run(sampler, model, size: ModelSize, *, seed: int, device, dtype: torch.dtype, progress: Optional[bool],
+               **kwargs) -> torch.Tensor:
+    """``sampler`` (ddim_sample / ddpm_sample) from seeded noise with classifier-free guidance on seeded text."""
+    inp = make_inputs(size, seed=seed, device=device, dtype=dtype)
+    return sampler(model, inp.noise, steps=size.steps, context=inp.context, uncond_context=inp.uncond_context,
+                   guidance_scale=size.guidance_scale, generator=inp.generator, progress=progress, **kwargs)

@@ -13,15 +13,14 @@ from typing import Optional, Sequence
 import torch
 
 from ..samplers import ddim_sample
-from .common import ModelSize, make_inputs, unet_sizes
-from .unet import UNetConfig, VideoUNet
+from .common import ModelSize, guided_run, unet_sizes
+from .unet import VideoUNet
 
 BLOCK = ("all", "cross")
 SIZES = unet_sizes(BLOCK, "inflated")
 
 
-def build(config: UNetConfig) -> VideoUNet:
-    return VideoUNet(config)
+build = VideoUNet
 
 
 def interleaved_smooth(x0: torch.Tensor, parity: int) -> torch.Tensor:
@@ -44,11 +43,10 @@ def smoother_steps(steps: int) -> Sequence[int]:
 
 def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32,
            progress: Optional[bool] = None) -> torch.Tensor:
-    inp = make_inputs(size, seed=seed, device=device, dtype=dtype)
     at = smoother_steps(size.steps)
 
     def smooth(i, t, x0):
         return interleaved_smooth(x0, parity=1 + at.index(i)) if i in at else x0
 
-    return ddim_sample(model, inp.noise, steps=size.steps, context=inp.context, uncond_context=inp.uncond_context,
-                       guidance_scale=size.guidance_scale, generator=inp.generator, x0_hook=smooth, progress=progress)
+    return guided_run(ddim_sample, model, size, seed=seed, device=device, dtype=dtype, progress=progress,
+                      x0_hook=smooth)

@@ -18,7 +18,7 @@ from torch import nn
 from .. import reference
 from ..samplers import ddim_sample
 from ..validation import check_tensor, fail
-from .common import ModelSize, make_inputs
+from .common import ModelSize, guided_run
 from .layers import CrossAttention, FeedForward, TimestepEmbedding, timestep_features
 
 
@@ -128,6 +128,4 @@ def build(config: DiTConfig) -> VideoDiT:
 
 
 def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32, progress: Optional[bool] = None):
-    inp = make_inputs(size, seed=seed, device=device, dtype=dtype)
-    return ddim_sample(model, inp.noise, steps=size.steps, context=inp.context, uncond_context=inp.uncond_context,
-                       guidance_scale=size.guidance_scale, generator=inp.generator, progress=progress)
+    return guided_run(ddim_sample, model, size, seed=seed, device=device, dtype=dtype, progress=progress)

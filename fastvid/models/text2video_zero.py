@@ -18,7 +18,7 @@ import torch.nn.functional as Fn
 
 from ..samplers import NoiseSchedule, ddim_invert, ddim_sample, randn
 from .common import ModelSize, make_inputs, unet_sizes
-from .unet import UNetConfig, VideoUNet
+from .unet import VideoUNet
 
 BLOCK = ("first", "cross")
 SIZES = unet_sizes(BLOCK, "inflated")
@@ -27,8 +27,7 @@ MOTION_STRENGTH = 12.0
 FLOW_SIZE = 512
 
 
-def build(config: UNetConfig) -> VideoUNet:
-    return VideoUNet(config)
+build = VideoUNet
 
 
 def warp_latents(latents: torch.Tensor, frame_ids: Sequence[int], strength_x: float = MOTION_STRENGTH,

@@ -10,14 +10,13 @@ import torch
 
 from ..samplers import ddim_invert, ddim_sample, randn
 from .common import ModelSize, make_inputs, unet_sizes
-from .unet import UNetConfig, VideoUNet
+from .unet import VideoUNet
 
 BLOCK = ("sparse_causal", "cross", "temporal")
 SIZES = unet_sizes(BLOCK, "inflated")
 
 
-def build(config: UNetConfig) -> VideoUNet:
-    return VideoUNet(config)
+build = VideoUNet
 
 
 def source_video(shape, generator: torch.Generator, device, dtype) -> torch.Tensor:

@@ -8,19 +8,16 @@ from typing import Optional
 import torch
 
 from ..samplers import ddpm_sample
-from .common import ModelSize, make_inputs, unet_sizes
-from .unet import UNetConfig, VideoUNet
+from .common import ModelSize, guided_run, unet_sizes
+from .unet import VideoUNet
 
 BLOCK = ("spatial", "temporal_bias", "cross")
 SIZES = unet_sizes(BLOCK, "inflated")
 
 
-def build(config: UNetConfig) -> VideoUNet:
-    return VideoUNet(config)
+build = VideoUNet
 
 
 def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32,
            progress: Optional[bool] = None) -> torch.Tensor:
-    inp = make_inputs(size, seed=seed, device=device, dtype=dtype)
-    return ddpm_sample(model, inp.noise, steps=size.steps, context=inp.context, uncond_context=inp.uncond_context,
-                       guidance_scale=size.guidance_scale, generator=inp.generator, progress=progress)
+    return guided_run(ddpm_sample, model, size, seed=seed, device=device, dtype=dtype, progress=progress)
