@@ -25,7 +25,6 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import fastvid  # noqa: E402
 from benchmarks import harness  # noqa: E402
 from fastvid import bench as fb  # noqa: E402
 from fastvid import models, reference  # noqa: E402
@@ -126,12 +125,12 @@ def main(argv=None) -> int:
     rows, jsonl = [], []
     for name, size in sizes.items():
         print(f"{name}: latents {size.latent_shape}, {size.steps} steps", file=sys.stderr, flush=True)
-        row = fb.bench_model(name, size, size_name, device=device, dtype=dtype, backend=args.backend)
-        model = models.build(name, size).to(device=device, dtype=dtype)
-        split = {"reference": breakdown(name, model, size, device=device, dtype=dtype)}
-        fastvid.patch(model, backend=args.backend)
-        split["fastvid"] = breakdown(name, model, size, device=device, dtype=dtype)
-        del model
+        split = {}
+
+        def profile(variant, model, _name=name, _size=size):
+            split[variant] = breakdown(_name, model, _size, device=device, dtype=dtype)
+
+        row = fb.bench_model(name, size, size_name, device=device, dtype=dtype, backend=args.backend, after=profile)
         rows.append(row)
         jsonl.append({**env, "bench": "samplers", "size": size_name, "dtype": str(dtype).replace("torch.", ""),
                       **row.to_dict(), "breakdown": split})

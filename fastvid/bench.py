@@ -137,9 +137,10 @@ def plan(model_names: Sequence[str], size_name: str, **overrides) -> Dict[str, m
 
 def bench_model(name: str, size: models.ModelSize, size_name: str, *, device: torch.device, dtype: torch.dtype,
                 seed: int = 0, backend: str = "auto", warmup: Optional[bool] = None,
-                progress: Optional[bool] = None) -> BenchRow:
+                progress: Optional[bool] = None, after: Optional[Callable[[str, object], None]] = None) -> BenchRow:
     """Reference run, ``fastvid.patch``, fastvid run, comparison. ``warmup`` (default: on CUDA) first runs
-    a 2-step sample of each variant so that compilation and autotuning stay out of the timing."""
+    a 2-step sample of each variant so that compilation and autotuning stay out of the timing.
+    ``after(variant, model)`` is called after each timed run ("reference", then "fastvid")."""
     warmup = device.type == "cuda" if warmup is None else warmup
     model = models.build(name, size, seed=seed).to(device=device, dtype=dtype)
     runs = {}
@@ -150,6 +151,8 @@ def bench_model(name: str, size: models.ModelSize, size_name: str, *, device: to
         if warmup:
             models.sample(name, model, size.with_(steps=2), seed=seed, device=device, dtype=dtype, progress=False)
         runs[variant] = timed_sample(name, model, size, seed=seed, device=device, dtype=dtype, progress=progress)
+        if after is not None:
+            after(variant, model)
     unpatch(model)
     ref, fast = runs["reference"][0].double(), runs["fastvid"][0].double()
     err = (fast - ref).abs().max().item()

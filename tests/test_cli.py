@@ -1,7 +1,9 @@
 """``fastvid bench``: a tiny run writing its report, and clear errors for bad requests."""
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +70,19 @@ def test_list_and_python_m(capsys):
     proc = subprocess.run([sys.executable, "-m", "fastvid", "bench", "--list"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and "text2video_zero" in proc.stdout
+
+
+def test_sampler_benchmark_script_records_a_breakdown(tmp_path, capsys):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_samplers.py"
+    spec = importlib.util.spec_from_file_location("bench_samplers", script)
+    bench_samplers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_samplers)
+    assert bench_samplers.main(["--models", "tune_a_video", "--size", "tiny", "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "samplers.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["model"] == "tune_a_video" and rows[0]["device"] == "cpu"
+    for variant in ("reference", "fastvid"):
+        split = rows[0]["breakdown"][variant]
+        assert split["attention_ms"] > 0 and split["convolution_ms"] > 0 and split["total_ms"] > 0
+        parts = split["attention_ms"] + split["convolution_ms"] + split["other_ms"]
+        assert abs(parts - split["total_ms"]) <= 1e-6 * split["total_ms"] or split["other_ms"] == 0
+    assert (tmp_path / "samplers_cpu.md").exists() and "attention" in capsys.readouterr().out
