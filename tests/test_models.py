@@ -96,12 +96,12 @@ def diffusers_warp():
     spec = importlib.util.find_spec("diffusers")
     if spec is None:
         pytest.skip("diffusers is not installed")
-    try:
-        from diffusers.pipelines.text_to_video_synthesis.pipeline_text_to_video_zero import (
-            create_motion_field_and_warp_latents)
-        return create_motion_field_and_warp_latents
-    except ImportError:
-        pass
+    for module in ("diffusers.pipelines.text_to_video_synthesis.pipeline_text_to_video_zero",
+                   "diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero"):
+        try:
+            return importlib.import_module(module).create_motion_field_and_warp_latents
+        except (ImportError, AttributeError):
+            pass
     root = os.path.dirname(spec.origin)
     for sub in ("pipelines/text_to_video_synthesis", "pipelines/deprecated/text_to_video_synthesis"):
         path = os.path.join(root, sub, "pipeline_text_to_video_zero.py")
