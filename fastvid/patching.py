@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 from torch import nn
 
 from .dispatch import BACKEND_NAMES
-from .validation import check_choice
+from .validation import check_choice, fail
 
 KINDS = ("temporal_attention", "frame_attention", "conv")
 _ORIGINAL = "_fastvid_original_class"
@@ -96,8 +96,9 @@ def patch(model, *, temporal_attention: bool = True, frame_attention: bool = Tru
 
         patch_diffusers(model, report, temporal_attention=temporal_attention, frame_attention=frame_attention,
                         conv=conv, backend=backend)
-    if not isinstance(model, nn.Module):
         return report
+    if not isinstance(model, nn.Module):
+        fail("patch", "model", f"is a {type(model).__name__}", "a torch.nn.Module or a diffusers model or pipeline")
     table = twin_table()
     twins = set(table.values())
     owners: List[str] = []  # modules with a twin own their children (e.g. a RelativePositionBias)

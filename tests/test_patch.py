@@ -105,9 +105,11 @@ def test_unpatch_restores_classes_and_backend():
     assert not any("backend" in m.__dict__ for m in model.values())
 
 
-def test_patch_rejects_unknown_backend():
+def test_patch_rejects_bad_arguments():
     with pytest.raises(fastvid.FastvidInputError, match="backend"):
         fastvid.patch(nn.Linear(2, 2), backend="cuda")
+    with pytest.raises(fastvid.FastvidInputError, match="model"):
+        fastvid.patch([nn.Linear(2, 2)])
 
 
 def test_patch_report_api():
