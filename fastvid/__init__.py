@@ -5,7 +5,7 @@ register_checkout_kernels()
 
 from . import reference  # noqa: E402
 from .dispatch import BackendUnsupportedError, last_backend  # noqa: E402
-from .ops import temporal_attention  # noqa: E402
+from .ops import frame_attention, temporal_attention  # noqa: E402
 from .validation import FastvidInputError  # noqa: E402
 from . import nn  # noqa: E402
 from .patching import PatchReport, patch, unpatch  # noqa: E402
@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnsupportedError",
     "FastvidInputError",
+    "frame_attention",
     "last_backend",
     "nn",
     "patch",

@@ -76,3 +76,22 @@ def check_choice(op: str, name: str, value, choices: Iterable) -> None:
 def check_head_dim(op: str, head_dim: int, limit: int = 256) -> None:
     if head_dim < 1 or head_dim > limit:
         fail(op, "q", f"has head_dim {head_dim}", f"1 <= head_dim <= {limit}")
+
+
+def check_index_table(op: str, name: str, table, rows: int, num_targets: int, layout: str = "(rows, K)") -> None:
+    """An int64/int32 ``(rows, K)`` table of indices in ``[0, num_targets)``, -1 padding short rows;
+    every row lists at least one index. Reads the values (a device sync for a CUDA table)."""
+    check_tensor(op, name, table, ndim=2, layout=layout, dtypes=(torch.int64, torch.int32))
+    if table.shape[0] != rows or table.shape[1] < 1:
+        fail(op, name, f"has shape {tuple(table.shape)}", f"shape ({rows}, K) with K >= 1 {layout}")
+    if table.numel() == 0:
+        return
+    bad = (table < -1) | (table >= num_targets)
+    if bad.any():
+        row, col = (int(i) for i in bad.nonzero()[0])
+        fail(op, name, f"holds {int(table[row, col])} at [{row}, {col}]",
+             f"indices in [0, {num_targets - 1}], or -1 to pad a row")
+    empty = (table < 0).all(dim=1)
+    if empty.any():
+        row = int(empty.nonzero()[0, 0])
+        fail(op, name, f"row {row} lists no index (all -1)", "at least one index per row")

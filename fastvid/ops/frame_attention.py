@@ -1,0 +1,269 @@
+"""Frame attention: launchers, torch.library ops with autograd, dispatch, public function."""
+from __future__ import annotations
+
+import functools
+from typing import List, Tuple, Union
+
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor
+
+from .. import reference
+from ..dispatch import Backend, Dispatcher, triton_auto_reason, triton_reason
+from ..validation import (
+    FLOAT_DTYPES,
+    check_choice,
+    check_head_dim,
+    check_index_table,
+    check_same_device,
+    check_same_dtype,
+    check_shape,
+    check_tensor,
+    fail,
+)
+from . import _alloc
+from .temporal_attention import LOG2E, _next_pow2, triton_cdiv
+
+OP = "frame_attention"
+MODES = ("self", "first", "sparse_causal", "all")
+DENSE_MODES = ("self", "all")
+Q_LAYOUT = "(B, F, N, heads, head_dim)"
+KV_LAYOUT = "(B, F, M, heads, head_dim)"
+TABLE_LAYOUT = "(F, K) frame indices, -1 padding"
+MAX_TRITON_HEAD_DIM = 256
+
+Frames = Union[str, Tensor]
+
+
+@functools.lru_cache(maxsize=64)
+def _mode_table(mode: str, num_frames: int, device: torch.device) -> Tensor:
+    return reference.frame_table(mode, num_frames, device).to(torch.int32).contiguous()
+
+
+def frame_table(frames: Frames, num_frames: int, device) -> Tensor:
+    """The int32 (F, K) table the kernels read: row i lists the frames frame i attends to, -1 pads."""
+    if isinstance(frames, str):
+        return _mode_table(frames, num_frames, torch.device(device))
+    return frames.to(device=device, dtype=torch.int32).contiguous()
+
+
+def frame_counts(table: Tensor, num_frames: int) -> Tensor:
+    """(F, F) int32: counts[i, j] = how many times row i of ``table`` lists frame j."""
+    counts = torch.zeros(num_frames, num_frames, dtype=torch.int32, device=table.device)
+    return counts.scatter_add_(1, table.clamp(min=0).long(), (table >= 0).int())
+
+
+def _block_d(head_dim: int) -> int:
+    return max(16, _next_pow2(head_dim))  # tl.dot needs every dim >= 16
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs use TF32 tensor cores only where torch's own matmuls would."""
+    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+@torch.library.custom_op("fastvid::frame_attention_fwd", mutates_args=())
+def frame_attention_fwd(q: Tensor, k: Tensor, v: Tensor, table: Tensor, scale: float) -> Tuple[Tensor, Tensor]:
+    """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, F, h, N) fp32 (log2 units)."""
+    from ..kernels.frame_attention import frame_attention_fwd_kernel
+
+    batch, frames, tokens, heads, head_dim = q.shape
+    out = _alloc.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
+    lse = _alloc.empty(batch, frames, heads, tokens, dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out, lse
+    programs = batch * frames * heads
+    frame_attention_fwd_kernel[lambda meta: (triton_cdiv(tokens, meta["BLOCK_N"]) * programs,)](
+        q, k, v, table, out, lse,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *table.stride(), *lse.stride(),
+        heads, frames, tokens, k.shape[2], head_dim, table.shape[1], scale * LOG2E,
+        BLOCK_D=_block_d(head_dim), DOT_PRECISION=_dot_precision(q.dtype),
+    )
+    return out, lse
+
+
+@frame_attention_fwd.register_fake
+def _(q, k, v, table, scale):
+    batch, frames, tokens, heads, _ = q.shape
+    return q.new_empty(q.shape), q.new_empty(batch, frames, heads, tokens, dtype=torch.float32)
+
+
+@torch.library.custom_op("fastvid::frame_attention_bwd", mutates_args=())
+def frame_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Tensor, out: Tensor, lse: Tensor,
+                        scale: float) -> List[Tensor]:
+    """Triton backward: dQ kernel (also writes delta = rowsum(dO * O)), then the dK/dV kernel. Returns [dq, dk, dv]."""
+    from ..kernels.frame_attention import frame_attention_bwd_dkv_kernel, frame_attention_bwd_dq_kernel
+
+    batch, frames, tokens, heads, head_dim = q.shape
+    keys = k.shape[2]
+    dq = _alloc.empty(*q.shape, dtype=q.dtype, device=q.device)
+    if q.numel() == 0:  # no query reads a key: dK = dV = 0
+        return [dq, torch.zeros_like(k, memory_format=torch.contiguous_format),
+                torch.zeros_like(v, memory_format=torch.contiguous_format)]
+    dk = _alloc.empty(*k.shape, dtype=k.dtype, device=k.device)
+    dv = _alloc.empty(*k.shape, dtype=k.dtype, device=k.device)
+    delta = _alloc.empty(*lse.shape, dtype=torch.float32, device=q.device)
+    programs = batch * frames * heads
+    common = dict(BLOCK_D=_block_d(head_dim), DOT_PRECISION=_dot_precision(q.dtype))
+    frame_attention_bwd_dq_kernel[lambda meta: (triton_cdiv(tokens, meta["BLOCK_N"]) * programs,)](
+        q, k, v, table, out, dout, lse, delta, dq,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *table.stride(),
+        *lse.stride(),
+        heads, frames, tokens, keys, head_dim, table.shape[1], scale * LOG2E, scale, **common,
+    )
+    counts = frame_counts(table, frames)
+    frame_attention_bwd_dkv_kernel[lambda meta: (triton_cdiv(keys, meta["BLOCK_M"]) * programs,)](
+        q, k, v, counts, dout, lse, delta, dk, dv,
+        *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *counts.stride(), *lse.stride(),
+        heads, frames, tokens, keys, head_dim, scale * LOG2E, scale, **common,
+    )
+    return [dq, dk, dv]
+
+
+@frame_attention_bwd.register_fake
+def _(dout, q, k, v, table, out, lse, scale):
+    return [q.new_empty(q.shape), k.new_empty(k.shape), k.new_empty(k.shape)]
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, table, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, table, out, lse)
+    ctx.scale = scale
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, table, out, lse = ctx.saved_tensors
+    dq, dk, dv = frame_attention_bwd(dout, q, k, v, table, out, lse, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+frame_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- backends ---------------------------------------------------------------------------------
+
+def _run_triton(q, k, v, frames, scale):
+    return frame_attention_fwd(q, k, v, frame_table(frames, q.shape[1], q.device), scale)[0]
+
+
+def _triton_reason(q, k, v, frames, scale):
+    why = triton_reason(q, k, v)
+    if why:
+        return why
+    if q.dtype not in FLOAT_DTYPES:
+        return f"dtype {q.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
+    if q.shape[-1] > MAX_TRITON_HEAD_DIM:
+        return f"head_dim = {q.shape[-1]} > {MAX_TRITON_HEAD_DIM}"
+    return None
+
+
+def _triton_auto_reason(q, k, v, frames, scale):
+    why = triton_auto_reason(q)
+    if why:
+        return why
+    if isinstance(frames, str) and frames in DENSE_MODES and q.dtype in (torch.float16, torch.bfloat16) \
+            and q.shape[-1] % 8 == 0:
+        return (f"frames={frames!r} is dense attention, which SDPA's fused kernels (FlashAttention-2, cuDNN) "
+                "run without copies; auto takes the torch backend")
+    return None
+
+
+def _heads_first(t: Tensor, groups: int) -> Tensor:
+    """(B, F, L, h, d) -> (groups, h, B*F*L/groups, d) view where the layout allows, for SDPA."""
+    return t.reshape(groups, -1, t.shape[3], t.shape[4]).transpose(1, 2)
+
+
+def _run_torch(q, k, v, frames, scale):
+    """SDPA on views of the inputs: "self" over (B*F) groups, "all" over F*M keys, "first" with
+    frame 0's keys for all F*N queries (no repeat); other tables gather K/V (copies) with a pad mask."""
+    batch, num_frames = q.shape[:2]
+    mode = frames if isinstance(frames, str) else None
+    mask = None
+    if mode == "self":
+        qs, ks, vs = (_heads_first(t, batch * num_frames) for t in (q, k, v))
+    elif mode in ("all", "first"):
+        qs = _heads_first(q, batch)
+        ks, vs = (_heads_first(t if mode == "all" else t[:, :1], batch) for t in (k, v))
+    else:
+        table = reference.frame_table(frames, num_frames, q.device).long()
+        qs = _heads_first(q, batch * num_frames)
+        ks, vs = (_heads_first(t[:, table.clamp(min=0)].flatten(2, 3), batch * num_frames) for t in (k, v))
+        if bool((table < 0).any()):
+            keep = (table >= 0).repeat_interleave(k.shape[2], dim=1)  # (F, K*M)
+            mask = keep[None, :, None, None, :].expand(batch, -1, 1, 1, -1).flatten(0, 1)
+    out = Fn.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale)
+    return out.transpose(1, 2).reshape(q.shape).contiguous()
+
+
+def _run_reference(q, k, v, frames, scale):
+    return reference.frame_attention(q, k, v, frames=frames, scale=scale)
+
+
+def _always(*args):
+    return None
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason),
+    Backend("torch", _run_torch, _always),
+    Backend("reference", _run_reference, _always),
+])
+
+
+def _validate(q, k, v, frames, scale):
+    dtypes = FLOAT_DTYPES + (torch.float64,)
+    check_tensor(OP, "q", q, ndim=5, layout=Q_LAYOUT, dtypes=dtypes)
+    for name, t in (("k", k), ("v", v)):
+        check_tensor(OP, name, t, ndim=5, layout=KV_LAYOUT, dtypes=dtypes)
+    batch, num_frames, _, heads, head_dim = q.shape
+    check_shape(OP, "k", k, (batch, num_frames, None, heads, head_dim), KV_LAYOUT + " with q's B, F, heads, head_dim")
+    check_shape(OP, "v", v, tuple(k.shape), KV_LAYOUT + " equal to k")
+    check_same_dtype(OP, q=q, k=k, v=v)
+    check_same_device(OP, q=q, k=k, v=v)
+    check_head_dim(OP, head_dim)
+    if k.shape[2] == 0 and q.numel():
+        fail(OP, "k", f"has shape {tuple(k.shape)} (M = 0 keys per frame)", "M >= 1")
+    if isinstance(frames, str):
+        check_choice(OP, "frames", frames, MODES)
+    elif isinstance(frames, Tensor):
+        check_index_table(OP, "frames", frames, num_frames, num_frames, TABLE_LAYOUT)
+        if frames.device not in (q.device, torch.device("cpu")):
+            fail(OP, "frames", f"is on {frames.device}", f"the device of 'q' ({q.device}) or cpu")
+    else:
+        fail(OP, "frames", f"is a {type(frames).__name__}", "one of " + ", ".join(map(repr, MODES))
+             + " or an integer tensor " + TABLE_LAYOUT)
+    if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
+        fail(OP, "scale", f"is {scale!r}", "a positive float or None (1/sqrt(head_dim))")
+
+
+def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self", scale: float | None = None,
+                    backend: str = "auto") -> Tensor:
+    """Cross-frame attention: the queries of frame i attend to the keys/values of a set of frames.
+
+    Args:
+        q: (B, F, N, heads, head_dim) queries; any strides.
+        k, v: (B, F, M, heads, head_dim) keys and values (M may differ from N); any strides.
+            fp32, fp16 or bf16 (float64 on the torch/reference backends); head_dim <= 256.
+        frames: which frames frame i attends to, its keys concatenated:
+            "self": frame i (spatial attention, batched over frames);
+            "first": frame 0 (Text2Video-Zero);
+            "sparse_causal": frames [0, i-1], frame 0 -> [0, 0] = frame 0 (Tune-A-Video);
+            "all": every frame (ControlVideo; with k, v from the same tokens, full
+            spatio-temporal attention over F*N tokens as in Sora-style DiTs);
+            or an integer tensor (F, K): row i lists frame i's key frames, -1 pads a shorter
+            row; a frame listed twice is attended twice (as with concatenated K/V).
+        scale: score scale, default 1/sqrt(head_dim).
+        backend: "auto", "triton", "torch" (SDPA) or "reference". "auto" takes Triton on CUDA,
+            except "self" and "all" in fp16/bf16 with head_dim % 8 == 0, which are dense
+            attention and go to SDPA's fused kernels; on CPU it takes "torch".
+            ``fastvid.last_backend("frame_attention")`` names the one that ran.
+
+    Returns:
+        (B, F, N, heads, head_dim), contiguous, dtype of q.
+    """
+    _validate(q, k, v, frames, scale)
+    if isinstance(frames, Tensor):
+        frames = frames.to(q.device)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    return DISPATCH(backend, q, k, v, frames, scale)
