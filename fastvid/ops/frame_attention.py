@@ -169,29 +169,29 @@ def _triton_auto_reason(q, k, v, frames, scale):
     return None
 
 
-def _heads_first(t: Tensor, groups: int) -> Tensor:
-    """(B, F, L, h, d) -> (groups, h, B*F*L/groups, d) view where the layout allows, for SDPA."""
-    return t.reshape(groups, -1, t.shape[3], t.shape[4]).transpose(1, 2)
+def _heads_first(t: Tensor, merge_frames: bool) -> Tensor:
+    """(B, F, L, h, d) -> (B, h, F*L, d) or (B*F, h, L, d), a view where the layout allows, for SDPA."""
+    b, f, length, h, d = t.shape
+    return t.reshape((b, f * length, h, d) if merge_frames else (b * f, length, h, d)).transpose(1, 2)
 
 
 def _run_torch(q, k, v, frames, scale):
     """SDPA on views of the inputs: "self" over (B*F) groups, "all" over F*M keys, "first" with
     frame 0's keys for all F*N queries (no repeat); other tables gather K/V (copies) with a pad mask."""
-    batch, num_frames = q.shape[:2]
     mode = frames if isinstance(frames, str) else None
     mask = None
     if mode == "self":
-        qs, ks, vs = (_heads_first(t, batch * num_frames) for t in (q, k, v))
+        qs, ks, vs = (_heads_first(t, False) for t in (q, k, v))
     elif mode in ("all", "first"):
-        qs = _heads_first(q, batch)
-        ks, vs = (_heads_first(t if mode == "all" else t[:, :1], batch) for t in (k, v))
+        qs = _heads_first(q, True)
+        ks, vs = (_heads_first(t if mode == "all" else t[:, :1], True) for t in (k, v))
     else:
-        table = reference.frame_table(frames, num_frames, q.device).long()
-        qs = _heads_first(q, batch * num_frames)
-        ks, vs = (_heads_first(t[:, table.clamp(min=0)].flatten(2, 3), batch * num_frames) for t in (k, v))
+        table = reference.frame_table(frames, q.shape[1], q.device).long()
+        qs = _heads_first(q, False)
+        ks, vs = (_heads_first(t[:, table.clamp(min=0)].flatten(2, 3), False) for t in (k, v))
         if bool((table < 0).any()):
             keep = (table >= 0).repeat_interleave(k.shape[2], dim=1)  # (F, K*M)
-            mask = keep[None, :, None, None, :].expand(batch, -1, 1, 1, -1).flatten(0, 1)
+            mask = keep[None, :, None, None, :].expand(q.shape[0], -1, 1, 1, -1).flatten(0, 1)
     out = Fn.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale)
     return out.transpose(1, 2).reshape(q.shape).contiguous()
 
