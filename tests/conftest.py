@@ -11,6 +11,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Imported now, under the setting above: triton first imported inside a test that sets
+# TRITON_INTERPRET=0 keeps compiled helpers, which later interpreted kernels cannot call.
+import triton  # noqa: E402,F401
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 # (dtype, checked here?) — bf16 tl.dot is wrong under the Triton 3.9 interpreter, so bf16 needs a GPU.

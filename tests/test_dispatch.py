@@ -13,10 +13,18 @@ def _ta_args(frames=5, dtype=torch.float32, bias=True):
     return (q, k, v, b, False, 0.35)
 
 
+def _fa_args(frames="sparse_causal", dtype=torch.float32):
+    q = torch.randn(1, 4, 3, 2, 8, dtype=dtype)
+    k, v = (torch.randn(1, 4, 5, 2, 8, dtype=dtype) for _ in range(2))
+    return (q, k, v, frames, 0.35)
+
+
 # op name -> list of dispatcher argument tuples covering the matrix's corners.
 CASES = {
     "temporal_attention": [_ta_args(), _ta_args(dtype=torch.float64), _ta_args(frames=130, bias=False),
                            _ta_args(dtype=torch.float16)],
+    "frame_attention": [_fa_args(), _fa_args("all", torch.float64), _fa_args("self", torch.float16),
+                        _fa_args(torch.tensor([[0, -1], [1, 0], [3, 3], [2, -1]]))],
 }
 
 

@@ -43,3 +43,30 @@ def test_compile_fullgraph_module():
     torch.testing.assert_close(out, expected)
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def _fa_inputs(requires_grad=True):
+    q = torch.randn(1, 4, 6, 2, 8, device=DEVICE, requires_grad=requires_grad)
+    k, v = (torch.randn(1, 4, 5, 2, 8, device=DEVICE, requires_grad=requires_grad) for _ in range(2))
+    table = torch.tensor([[0, -1], [0, 0], [0, 1], [3, 1]], dtype=torch.int32, device=DEVICE)
+    return q, k, v, table
+
+
+def test_opcheck_frame_attention():
+    q, k, v, table = _fa_inputs()
+    torch.library.opcheck(torch.ops.fastvid.frame_attention_fwd.default, (q, k, v, table, 0.3), test_utils=OPCHECK_TESTS)
+    q, k, v = (t.detach() for t in (q, k, v))
+    out, lse = torch.ops.fastvid.frame_attention_fwd.default(q, k, v, table, 0.3)
+    torch.library.opcheck(torch.ops.fastvid.frame_attention_bwd.default, (torch.randn_like(out), q, k, v, table, out, lse, 0.3),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_compile_fullgraph_frame_attention_module():
+    mod = fastvid.nn.SparseCausalAttention(dim=16, heads=2, dim_head=8).to(DEVICE)
+    mod.backend = "triton"
+    x = torch.randn(1, 4, 6, 16, device=DEVICE, requires_grad=True)
+    compiled = torch.compile(mod, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, mod(x))
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -43,6 +43,8 @@ def _mode_table(mode: str, num_frames: int, device: torch.device) -> Tensor:
 def frame_table(frames: Frames, num_frames: int, device) -> Tensor:
     """The int32 (F, K) table the kernels read: row i lists the frames frame i attends to, -1 pads."""
     if isinstance(frames, str):
+        if torch.compiler.is_compiling():  # traced: built inside the graph, not cached
+            return reference.frame_table(frames, num_frames, device).to(torch.int32)
         return _mode_table(frames, num_frames, torch.device(device))
     return frames.to(device=device, dtype=torch.int32).contiguous()
 
