@@ -14,6 +14,7 @@ from benchmarks import shapes
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
 TA_SHAPES = shapes.TEMPORAL_ATTENTION if DEVICE == "cuda" else shapes.CPU_TEMPORAL_ATTENTION
+FA_SHAPES = shapes.FRAME_ATTENTION if DEVICE == "cuda" else shapes.CPU_FRAME_ATTENTION
 
 
 def _sync():
@@ -40,6 +41,25 @@ def test_temporal_attention_fwd(benchmark, name, provider):
     def run():
         with torch.no_grad():
             out = fn(q, k, v, bias)
+        _sync()
+        return out
+
+    out = benchmark(run)
+    assert out.shape == q.shape
+
+
+@pytest.mark.parametrize("provider", ["fastvid", "reference"])
+@pytest.mark.parametrize("frames", ["first", "sparse_causal", "all"])
+@pytest.mark.parametrize("name", sorted(FA_SHAPES))
+def test_frame_attention_fwd(benchmark, name, frames, provider):
+    B, F, N, H, D = FA_SHAPES[name]
+    q, k, v = (torch.randn(B, F, N, H, D, dtype=DTYPE, device=DEVICE) for _ in range(3))
+    fn = fastvid.frame_attention if provider == "fastvid" else fastvid.reference.frame_attention
+    benchmark.group = f"frame_attention-{frames}-{name}"
+
+    def run():
+        with torch.no_grad():
+            out = fn(q, k, v, frames=frames)
         _sync()
         return out
 

@@ -89,3 +89,19 @@ def check_against_reference(name: str, fn: Callable, reference: Callable, inputs
             continue
         assert a.grad is not None, f"{name}: no gradient for input {i}"
         assert_close_to_gold(f"{name} grad[{i}]", a.grad, b.grad, c.grad, dtype)
+
+
+def assert_twins_agree(ref_module: torch.nn.Module, fast_module: torch.nn.Module, x: torch.Tensor,
+                       atol: float = 2e-5, rtol: float = 1e-4) -> None:
+    """A fastvid module and its reference twin (same weights): same output, input gradient and
+    parameter gradients (None where the reference has none, e.g. frozen projections)."""
+    x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ref, y_fast = ref_module(x_ref), fast_module(x_fast)
+    torch.testing.assert_close(y_fast, y_ref, atol=atol, rtol=rtol)
+    y_ref.square().sum().backward()
+    y_fast.square().sum().backward()
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, atol=atol, rtol=rtol)
+    for (name, p_ref), p_fast in zip(ref_module.named_parameters(), fast_module.parameters()):
+        assert (p_ref.grad is None) == (p_fast.grad is None), name
+        if p_ref.grad is not None:
+            torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=atol, rtol=rtol, msg=name)

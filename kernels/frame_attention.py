@@ -47,15 +47,29 @@ def _store_tile(base, value, offs_r, offs_d, stride_r, stride_d, mask_r, mask_d)
 
 
 @triton.jit
-def _program_coords(pid, n_blocks, num_heads, num_frames):
-    """Flat program id -> (tile, head, frame, batch); the tile index varies fastest."""
-    block = pid % n_blocks
-    rest = pid // n_blocks
+def _program_rows(num_rows, num_heads, num_frames, head_dim, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's (b, frame, head) and its tile of BLOCK_R rows (offsets, masks), from a flat
+    program id in which the tile index varies fastest (one 1D grid never overflows)."""
+    pid = tl.program_id(0)
+    n_tiles = tl.cdiv(num_rows, BLOCK_R)
+    rest = pid // n_tiles
     h = (rest % num_heads).to(tl.int64)
     rest = rest // num_heads
     f = (rest % num_frames).to(tl.int64)
     b = (rest // num_frames).to(tl.int64)
-    return block, h, f, b
+    offs_r = (pid % n_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_d = tl.arange(0, BLOCK_D)
+    return b, f, h, offs_r, offs_r < num_rows, offs_d, offs_d < head_dim
+
+
+@triton.jit
+def _kv_tile(k_frame, v_frame, start, offs_m, offs_d, mask_d, num_k, stride_km, stride_kd, stride_vm, stride_vd):
+    """Key and value rows [start, start + BLOCK_M) of one frame, and their mask."""
+    offs = start + offs_m
+    mask_m = offs < num_k
+    k = _load_tile(k_frame, offs, offs_d, stride_km, stride_kd, mask_m, mask_d)
+    v = _load_tile(v_frame, offs, offs_d, stride_vm, stride_vd, mask_m, mask_d)
+    return k, v, mask_m
 
 
 @triton.autotune(_FWD, key=_KEY)
@@ -71,12 +85,8 @@ def frame_attention_fwd_kernel(
     num_heads, num_frames, num_q, num_k, head_dim, table_width, qk_scale,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    block, h, f, b = _program_coords(tl.program_id(0), tl.cdiv(num_q, BLOCK_N), num_heads, num_frames)
-    offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)
+    b, f, h, offs_n, mask_n, offs_d, mask_d = _program_rows(num_q, num_heads, num_frames, head_dim, BLOCK_N, BLOCK_D)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_n = offs_n < num_q
-    mask_d = offs_d < head_dim
     q = _load_tile(Q + b * stride_qb + f * stride_qf + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd,
                    mask_n, mask_d)
     k_head = K + b * stride_kb + h * stride_kh
@@ -92,16 +102,14 @@ def frame_attention_fwd_kernel(
             k_frame = k_head + j.to(tl.int64) * stride_kf
             v_frame = v_head + j.to(tl.int64) * stride_vf
             for start in range(0, num_k, BLOCK_M):
-                offs = start + offs_m
-                mask_m = offs < num_k
-                k = _load_tile(k_frame, offs, offs_d, stride_km, stride_kd, mask_m, mask_d)
+                k, v, mask_m = _kv_tile(k_frame, v_frame, start, offs_m, offs_d, mask_d, num_k, stride_km, stride_kd,
+                                        stride_vm, stride_vd)
                 s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
                 s = tl.where(mask_m[None, :], s, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s, 1))
                 alpha = tl.exp2(m_i - m_new)
                 p = tl.exp2(s - m_new[:, None])
                 l_i = l_i * alpha + tl.sum(p, 1)
-                v = _load_tile(v_frame, offs, offs_d, stride_vm, stride_vd, mask_m, mask_d)
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
                 m_i = m_new
 
@@ -127,13 +135,10 @@ def frame_attention_bwd_dq_kernel(
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # DQ has strides stride_x*; Lse and Delta share one layout (B, F, heads, N).
-    block, h, f, b = _program_coords(tl.program_id(0), tl.cdiv(num_q, BLOCK_N), num_heads, num_frames)
-    offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)
+    b, f, h, offs_n, mask_n, offs_d, mask_d = _program_rows(num_q, num_heads, num_frames, head_dim, BLOCK_N, BLOCK_D)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_n = offs_n < num_q
-    mask_d = offs_d < head_dim
-    q = _load_tile(Q + b * stride_qb + f * stride_qf + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd, mask_n, mask_d)
+    q = _load_tile(Q + b * stride_qb + f * stride_qf + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd,
+                   mask_n, mask_d)
     do = _load_tile(DOut + b * stride_gb + f * stride_gf + h * stride_gh, offs_n, offs_d, stride_gn, stride_gd,
                     mask_n, mask_d)
     o = _load_tile(Out + b * stride_ob + f * stride_of + h * stride_oh, offs_n, offs_d, stride_on, stride_od,
@@ -153,10 +158,8 @@ def frame_attention_bwd_dq_kernel(
             k_frame = k_head + j.to(tl.int64) * stride_kf
             v_frame = v_head + j.to(tl.int64) * stride_vf
             for start in range(0, num_k, BLOCK_M):
-                offs = start + offs_m
-                mask_m = offs < num_k
-                k = _load_tile(k_frame, offs, offs_d, stride_km, stride_kd, mask_m, mask_d)
-                v = _load_tile(v_frame, offs, offs_d, stride_vm, stride_vd, mask_m, mask_d)
+                k, v, mask_m = _kv_tile(k_frame, v_frame, start, offs_m, offs_d, mask_d, num_k, stride_km, stride_kd,
+                                        stride_vm, stride_vd)
                 s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
                 p = tl.where(mask_m[None, :], tl.exp2(s - lse[:, None]), 0.0)
                 dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
@@ -182,15 +185,10 @@ def frame_attention_bwd_dkv_kernel(
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # DK and DV are allocated alike (strides stride_x*). Program: key tile of (b, key frame j, head).
-    block, h, j, b = _program_coords(tl.program_id(0), tl.cdiv(num_k, BLOCK_M), num_heads, num_frames)
-    offs_m = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    b, j, h, offs_m, mask_m, offs_d, mask_d = _program_rows(num_k, num_heads, num_frames, head_dim, BLOCK_M, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_m = offs_m < num_k
-    mask_d = offs_d < head_dim
-    k = _load_tile(K + b * stride_kb + j * stride_kf + h * stride_kh, offs_m, offs_d, stride_km, stride_kd, mask_m, mask_d)
-    v = _load_tile(V + b * stride_vb + j * stride_vf + h * stride_vh, offs_m, offs_d, stride_vm, stride_vd,
-                   mask_m, mask_d)
+    k, v, _ = _kv_tile(K + b * stride_kb + j * stride_kf + h * stride_kh, V + b * stride_vb + j * stride_vf
+                       + h * stride_vh, 0, offs_m, offs_d, mask_d, num_k, stride_km, stride_kd, stride_vm, stride_vd)
     # Frame 0 of query frame i; advanced by one frame per iteration (64-bit pointer arithmetic).
     q_frame = Q + b * stride_qb + h * stride_qh
     do_frame = DOut + b * stride_gb + h * stride_gh

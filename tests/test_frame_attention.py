@@ -6,7 +6,7 @@ import torch
 
 import fastvid
 from fastvid import reference
-from fastvid.testing import check_against_reference, poisoned_outputs
+from fastvid.testing import assert_twins_agree, check_against_reference, poisoned_outputs
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE, KERNEL_DTYPES
@@ -165,81 +165,47 @@ def test_float64_refused_by_triton_with_reason():
         fastvid.frame_attention(q, k, v, backend="triton")
 
 
-@pytest.mark.parametrize("case, match", [
-    ("table_high", r"argument 'frames' holds 4 at \[2, 1\]; expected indices in \[0, 3\]"),
-    ("table_low", r"argument 'frames' holds -2 at \[0, 0\]"),
-    ("table_rank", r"argument 'frames' has rank 1"),
-    ("table_rows", r"argument 'frames' has shape \(3, 2\); expected shape \(4, K\)"),
-    ("table_width", r"argument 'frames' has shape \(4, 0\)"),
-    ("table_dtype", r"argument 'frames' has dtype float32; expected one of int64, int32"),
-    ("table_empty_row", r"argument 'frames' row 1 lists no index"),
-    ("table_type", r"argument 'frames' is a list"),
-    ("mode", r"argument 'frames' is 'causal'; expected one of 'self', 'first', 'sparse_causal', 'all'"),
-    ("frame_mismatch", r"argument 'k' has shape \(1, 3, 5, 2, 8\); expected shape \(1, 4, \*, 2, 8\)"),
-    ("v_shape", r"argument 'v' has shape"),
-    ("no_keys", r"argument 'k' has shape .*M = 0 keys"),
-    ("rank", r"argument 'q' has rank 4"),
-    ("dtype", r"argument 'q' has dtype int64"),
-    ("mixed_dtype", r"argument 'k' has dtype"),
-    ("device", r"argument 'k' is on meta"),
-    ("scale", r"argument 'scale'"),
-    ("backend", r"argument 'backend' is 'flash'"),
-])
-def test_bad_input_names_the_argument(case, match):
+def _set(t, index, value):
+    t = t.clone()
+    t[index] = value
+    return t
+
+
+# case: (how the valid call {q, k, v, frames, ...} is spoilt, the message expected)
+BAD_INPUTS = {
+    "table_high": (lambda a: dict(a, frames=_set(a["frames"], (2, 1), 4)),
+                   r"argument 'frames' holds 4 at \[2, 1\]; expected indices in \[0, 3\]"),
+    "table_low": (lambda a: dict(a, frames=_set(a["frames"], (0, 0), -2)), r"argument 'frames' holds -2 at \[0, 0\]"),
+    "table_rank": (lambda a: dict(a, frames=a["frames"][:, 0]), r"argument 'frames' has rank 1"),
+    "table_rows": (lambda a: dict(a, frames=a["frames"][:3]),
+                   r"argument 'frames' has shape \(3, 2\); expected shape \(4, K\)"),
+    "table_width": (lambda a: dict(a, frames=a["frames"][:, :0]), r"argument 'frames' has shape \(4, 0\)"),
+    "table_dtype": (lambda a: dict(a, frames=a["frames"].float()),
+                    r"argument 'frames' has dtype float32; expected one of int64, int32"),
+    "table_empty_row": (lambda a: dict(a, frames=_set(a["frames"], 1, -1)), r"argument 'frames' row 1 lists no index"),
+    "table_type": (lambda a: dict(a, frames=a["frames"].tolist()), r"argument 'frames' is a list"),
+    "mode": (lambda a: dict(a, frames="causal"),
+             r"argument 'frames' is 'causal'; expected one of 'self', 'first', 'sparse_causal', 'all'"),
+    "frame_mismatch": (lambda a: dict(a, k=a["k"][:, :3]),
+                       r"argument 'k' has shape \(1, 3, 5, 2, 8\); expected shape \(1, 4, \*, 2, 8\)"),
+    "v_shape": (lambda a: dict(a, v=a["v"][:, :, :4]), r"argument 'v' has shape"),
+    "no_keys": (lambda a: dict(a, k=a["k"][:, :, :0], v=a["v"][:, :, :0]), r"argument 'k' has shape .*M = 0 keys"),
+    "rank": (lambda a: dict(a, q=a["q"][0]), r"argument 'q' has rank 4"),
+    "dtype": (lambda a: dict(a, q=a["q"].long()), r"argument 'q' has dtype int64"),
+    "mixed_dtype": (lambda a: dict(a, k=a["k"].half()), r"argument 'k' has dtype"),
+    "device": (lambda a: dict(a, k=a["k"].to("meta")), r"argument 'k' is on meta"),
+    "scale": (lambda a: dict(a, scale=0.0), r"argument 'scale'"),
+    "backend": (lambda a: dict(a, backend="flash"), r"argument 'backend' is 'flash'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_names_the_argument(case):
     q, k, v = _inputs(1, 4, 6, 5, 2, 8)
-    table = torch.tensor([[0, 1], [1, -1], [2, 3], [3, 0]])
-    kwargs = {}
-    if case == "table_high":
-        table[2, 1] = 4
-    elif case == "table_low":
-        table[0, 0] = -2
-    elif case == "table_rank":
-        table = table[:, 0]
-    elif case == "table_rows":
-        table = table[:3]
-    elif case == "table_width":
-        table = table[:, :0]
-    elif case == "table_dtype":
-        table = table.float()
-    elif case == "table_empty_row":
-        table[1] = -1
-    elif case == "table_type":
-        table = table.tolist()
-    elif case == "mode":
-        table = "causal"
-    elif case == "frame_mismatch":
-        k = k[:, :3]
-    elif case == "v_shape":
-        v = v[:, :, :4]
-    elif case == "no_keys":
-        k, v = k[:, :, :0], v[:, :, :0]
-    elif case == "rank":
-        q = q[0]
-    elif case == "dtype":
-        q = q.long()
-    elif case == "mixed_dtype":
-        k = k.half()
-    elif case == "device":
-        k = k.to("meta")
-    elif case == "scale":
-        kwargs["scale"] = 0.0
-    elif case == "backend":
-        kwargs["backend"] = "flash"
+    spoil, match = BAD_INPUTS[case]
+    args = spoil(dict(q=q, k=k, v=v, frames=torch.tensor([[0, 1], [1, -1], [2, 3], [3, 0]])))
     with pytest.raises((FastvidInputError, fastvid.BackendUnsupportedError), match=match):
-        fastvid.frame_attention(q, k, v, frames=table, **kwargs)
-
-
-def _assert_twins_agree(ref_mod, fast_mod, x):
-    x_ref, x_fast = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y_ref, y_fast = ref_mod(x_ref), fast_mod(x_fast)
-    torch.testing.assert_close(y_fast, y_ref, atol=2e-5, rtol=1e-4)
-    y_ref.square().sum().backward()
-    y_fast.square().sum().backward()
-    torch.testing.assert_close(x_fast.grad, x_ref.grad, atol=2e-5, rtol=1e-4)
-    for (name, p_ref), p_fast in zip(ref_mod.named_parameters(), fast_mod.parameters()):
-        assert (p_ref.grad is None) == (p_fast.grad is None), name
-        if p_ref.grad is not None:
-            torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=2e-5, rtol=1e-4, msg=name)
+        fastvid.frame_attention(args.pop("q"), args.pop("k"), args.pop("v"), **args)
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
@@ -251,7 +217,7 @@ def test_module_matches_reference_twin(frames, backend):
     fast_mod.load_state_dict(ref_mod.state_dict())
     assert list(fast_mod.state_dict()) == list(ref_mod.state_dict())
     fast_mod.backend = backend
-    _assert_twins_agree(ref_mod, fast_mod, torch.randn(2, 5, 7, 32, device=DEVICE))
+    assert_twins_agree(ref_mod, fast_mod, torch.randn(2, 5, 7, 32, device=DEVICE))
 
 
 def test_sparse_causal_module_trains_query_only():
@@ -260,7 +226,7 @@ def test_sparse_causal_module_trains_query_only():
     fast_mod.load_state_dict(ref_mod.state_dict())
     assert [n for n, p in fast_mod.named_parameters() if p.requires_grad] == ["to_q.weight"]
     fast_mod.backend = "triton"
-    _assert_twins_agree(ref_mod, fast_mod, torch.randn(1, 16, 6, 3, 4, device=DEVICE))  # (B, C, F, H, W)
+    assert_twins_agree(ref_mod, fast_mod, torch.randn(1, 16, 6, 3, 4, device=DEVICE))  # (B, C, F, H, W)
 
 
 @pytest.mark.parametrize("twin, make", [
@@ -279,3 +245,23 @@ def test_class_swap_patching(twin, make):
     assert list(module.state_dict()) == keys
     module.backend = "torch"
     torch.testing.assert_close(module(x), expected, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("frames", ["first", "sparse_causal"])
+def test_kv_memory_does_not_grow_with_frames(frames):
+    """Forward + backward allocate out, lse and the gradients only: no repeated or concatenated K/V."""
+    if DEVICE != "cuda":
+        pytest.skip("peak memory is measured on CUDA")
+    for num_frames in (4, 16):
+        q, k, v = (t.requires_grad_() for t in _inputs(1, num_frames, 256, 256, 4, 64, torch.float16))
+        fastvid.frame_attention(q, k, v, frames=frames, backend="triton").sum().backward()  # autotunes first
+        q.grad = k.grad = v.grad = None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fastvid.frame_attention(q, k, v, frames=frames, backend="triton").backward(torch.ones_like(q))
+        torch.cuda.synchronize()
+        rows = q.shape[0] * q.shape[1] * q.shape[2] * q.shape[3]  # lse and delta: fp32 per query row
+        allowed = 5 * q.numel() * q.element_size() + 2 * rows * 4 + 2**20  # out, dout, dq, dk, dv
+        assert torch.cuda.max_memory_allocated() - base <= allowed

@@ -46,7 +46,8 @@ def test_temporal_attention_property(batch, frames, tokens, heads, head_dim, dty
 @SETTINGS
 @given(
     batch=st.integers(1, 2), frames=st.integers(1, 9), tokens=st.integers(1, 20), keys=st.integers(1, 20),
-    heads=st.integers(1, 2), head_dim=st.sampled_from([8, 12, 16, 40]), dtype=st.sampled_from([torch.float32, torch.float16]),
+    heads=st.integers(1, 2), head_dim=st.sampled_from([8, 12, 16, 40]),
+    dtype=st.sampled_from([torch.float32, torch.float16]),
     mode=st.sampled_from(["self", "first", "sparse_causal", "all", "table"]), perm=st.permutations(range(5)),
     backend=st.sampled_from(["triton", "torch"]), data=st.data(),
 )

@@ -4,7 +4,7 @@ import torch
 
 import fastvid
 from fastvid import reference
-from fastvid.testing import check_against_reference, poisoned_outputs
+from fastvid.testing import assert_twins_agree, check_against_reference, poisoned_outputs
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE, KERNEL_DTYPES
@@ -173,16 +173,7 @@ def test_module_matches_reference_twin(backend):
     assert fast_mod.load_state_dict(ref_mod.state_dict()) is not None
     assert list(fast_mod.state_dict()) == list(ref_mod.state_dict())
     fast_mod.backend = backend
-    x = torch.randn(2, 7, 5, 32, device=DEVICE)
-    x_ref = x.clone().requires_grad_()
-    x_fast = x.clone().requires_grad_()
-    y_ref, y_fast = ref_mod(x_ref), fast_mod(x_fast)
-    torch.testing.assert_close(y_fast, y_ref, atol=2e-5, rtol=1e-4)
-    y_ref.square().sum().backward()
-    y_fast.square().sum().backward()
-    torch.testing.assert_close(x_fast.grad, x_ref.grad, atol=2e-5, rtol=1e-4)
-    for (name, p_ref), p_fast in zip(ref_mod.named_parameters(), fast_mod.parameters()):
-        torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=2e-5, rtol=1e-4, msg=name)
+    assert_twins_agree(ref_mod, fast_mod, torch.randn(2, 7, 5, 32, device=DEVICE))
 
 
 def test_module_takes_feature_maps():

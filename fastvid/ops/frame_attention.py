@@ -60,8 +60,9 @@ def _block_d(head_dim: int) -> int:
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs use TF32 tensor cores only where torch's own matmuls would."""
-    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    """fp32 inputs use TF32 tensor cores only where torch's own matmuls would ("tf32" is Triton's
+    default and changes nothing for fp16/bf16)."""
+    return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
 
 
 @torch.library.custom_op("fastvid::frame_attention_fwd", mutates_args=())
