@@ -165,10 +165,9 @@ def _triton_auto_reason(q, k, v, frames, scale):
     why = triton_auto_reason(q)
     if why:
         return why
-    if isinstance(frames, str) and frames in DENSE_MODES and q.dtype in (torch.float16, torch.bfloat16) \
-            and q.shape[-1] % 8 == 0:
-        return (f"frames={frames!r} is dense attention, which SDPA's fused kernels (FlashAttention-2, cuDNN) "
-                "run without copies; auto takes the torch backend")
+    if isinstance(frames, str) and frames in DENSE_MODES and q.shape[-1] % 8 == 0:
+        return (f"frames={frames!r} is dense attention, which SDPA's fused kernels (FlashAttention-2, cuDNN, "
+                "memory-efficient) run on views without copies; auto takes the torch backend")
     return None
 
 
@@ -258,8 +257,8 @@ def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self",
             row; a frame listed twice is attended twice (as with concatenated K/V).
         scale: score scale, default 1/sqrt(head_dim).
         backend: "auto", "triton", "torch" (SDPA) or "reference". "auto" takes Triton on CUDA,
-            except "self" and "all" in fp16/bf16 with head_dim % 8 == 0, which are dense
-            attention and go to SDPA's fused kernels; on CPU it takes "torch".
+            except "self" and "all" with head_dim % 8 == 0, which are dense attention and
+            go to SDPA's fused kernels; on CPU it takes "torch".
             ``fastvid.last_backend("frame_attention")`` names the one that ran.
 
     Returns:
