@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_ships_kernels(tmp_path):
+    # Without PYTHONPATH: pip would take a checkout on it for an installed fastvid and skip the install.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     wheel_dir = tmp_path / "wheel"
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(wheel_dir)], check=True, cwd=tmp_path)
@@ -21,14 +23,13 @@ def test_wheel_ships_kernels(tmp_path):
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, cwd=tmp_path)
+                   check=True, cwd=tmp_path, env=env)
     # torch and triton come from this environment, after the fresh one's own site-packages.
     (Path(site) / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     code = (
-        "import fastvid, fastvid.kernels.temporal_attention as k; "
+        "import fastvid, fastvid.kernels.frame_attention, fastvid.kernels.temporal_attention as k; "
         "print(fastvid.__file__); print(k.__file__); print(k.temporal_attention_fwd_kernel)"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path,
                          env=env).stdout.splitlines()
     assert out[0].startswith(site) and out[1].startswith(site), out
