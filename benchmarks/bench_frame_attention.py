@@ -18,7 +18,9 @@ Providers:
   from the frame table (multiplicity dropped: equal for these modes).
 
 FLOPs: 4*B*heads*F*N*(K*M)*head_dim forward, with K the keys' frames per query frame as
-concatenated (sparse_causal: 2, all: F); backward 2.5x. CPU rows only check the script.
+concatenated (sparse_causal: 2, all: F); backward 2.5x. Bytes: q, k, v and out once forward
+(K/V read in place); backward twice that (inputs, out, dO read; dq, dk, dv written).
+CPU rows only check the script.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ ops = importlib.import_module("fastvid.ops.frame_attention")
 FRAMES = ("first", "sparse_causal", "self", "all")
 SWEEP_FRAMES, SWEEP_TOKENS, SWEEP_HEADS, SWEEP_HEAD_DIM = (8, 16, 24, 32), 64 * 64, (8, 20), 64
 FLOP_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}
+BYTE_FACTOR = {"fwd": 1, "bwd": 2, "fwd+bwd": 3}
 
 
 def _inputs(shape, dtype, device, requires_grad):
@@ -185,7 +188,8 @@ def main(argv=None):
                         continue
                     sets = [_inputs(shape, dtype, device, mode != "fwd") for _ in range(2)]
                     row = harness.bench(op=OP, shape=shape_d, dtype=dtype, mode=mode, workload=item, input_sets=sets,
-                                        device=device, env=env, ceilings=ceilings, flops=flops)
+                                        device=device, env=env, ceilings=ceilings, flops=flops,
+                                        bytes_moved=io_mb * 2**20 * BYTE_FACTOR[mode])
                     row["io_mb"] = io_mb
                     if provider == "fastvid":
                         row["note"] = f"backend={fastvid.last_backend(OP)}"
