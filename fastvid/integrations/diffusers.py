@@ -1,0 +1,419 @@
+"""fastvid inside diffusers video models, installed by ``fastvid.patch(pipe_or_model)``.
+
+What is swapped (each only where its preconditions hold; everything else is reported as skipped):
+
+- temporal self-attention (TransformerTemporalModel blocks of ModelScope / I2VGen-XL, attn1 of
+  SVD's TemporalBasicTransformerBlock): :class:`TemporalAttnProcessor`, which reads the
+  ``(B*H*W, F, C)`` projections in place through ``fastvid.temporal_attention``;
+- TransformerTemporalModel: its forward keeps the tokens frame-major ``(B*F, H*W, C)`` so the
+  ``(b f) <-> (b h w)`` token reshapes disappear and the processors read ``(B, F, N, h, d)`` views;
+- Text2Video-Zero's CrossFrameAttnProcessor: :class:`FirstFrameAttnProcessor` projects K/V of the
+  first frame only and runs ``fastvid.frame_attention(frames="first")`` (no repeated K/V);
+- spatial self-attention, on request (``spatial_self_attention=True``): :class:`FrameAttnProcessor`;
+- TemporalConvLayer (ModelScope) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock whose
+  AlphaBlender is untouched): fused GroupNorm+SiLU and ``fastvid.temporal_conv``.
+
+Processors follow diffusers' protocol (``set_attn_processor``, ``attn_processors``) and keep the
+processor they replaced in ``.original``; calls they cannot take (attention masks, 4D inputs,
+extra kwargs) go to it unchanged. Modules are swapped by class, so weights and state_dict keys
+stay as they are; ``unpatch_diffusers`` restores both.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+import fastvid
+
+from ..validation import fail
+
+TESTED = "diffusers>=0.35,<0.43"
+try:
+    from diffusers.models.attention import TemporalBasicTransformerBlock
+    from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+    from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock
+    from diffusers.models.transformers.transformer_temporal import (
+        TransformerTemporalModel,
+        TransformerTemporalModelOutput,
+    )
+except ImportError as exc:
+    raise ImportError(
+        f"fastvid's diffusers integration needs diffusers ({TESTED}): pip install 'fastvid[diffusers]'"
+    ) from exc
+
+OP = "patch"
+DEFAULT_PROCESSORS = (AttnProcessor, AttnProcessor2_0)
+CROSS_FRAME_PROCESSORS = ("CrossFrameAttnProcessor", "CrossFrameAttnProcessor2_0")
+VIDEO_PIPELINES = ("TextToVideoZeroPipeline", "TextToVideoZeroSDXLPipeline")
+
+
+# ---- attention processors ---------------------------------------------------------------------
+
+class _FastvidAttnProcessor:
+    """Shared by the processors: the replaced processor, the backend, and hand-back of calls."""
+
+    def __init__(self, original, backend: str = "auto"):
+        self.original = original
+        self.backend = backend
+
+    def scale(self, attn: Attention) -> Optional[float]:
+        # The SDPA processors ("...2_0") use SDPA's default scale, the classic ones attn.scale.
+        return None if type(self.original).__name__.endswith("2_0") else attn.scale
+
+    def delegate(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs):
+        if temb is not None:
+            kwargs = dict(kwargs, temb=temb)
+        return self.original(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                             attention_mask=attention_mask, **kwargs)
+
+    @staticmethod
+    def heads(attn: Attention, t: torch.Tensor) -> torch.Tensor:
+        """(..., heads*d) -> (..., heads, d) view."""
+        return t.unflatten(-1, (attn.heads, t.shape[-1] // attn.heads))
+
+    @staticmethod
+    def project_out(attn: Attention, t: torch.Tensor) -> torch.Tensor:
+        return attn.to_out[1](attn.to_out[0](t))
+
+    def __repr__(self):
+        return f"{type(self).__name__}(original={type(self.original).__name__}, backend={self.backend!r})"
+
+
+class TemporalAttnProcessor(_FastvidAttnProcessor):
+    """Temporal self-attention through ``fastvid.temporal_attention``, read in place.
+
+    hidden_states: ``(S, F, C)`` with S = B*H*W sequences of F frames (diffusers' layout), viewed
+    as q/k/v ``(1, F, S, heads, d)``; or, when the patched TransformerTemporalModel passes
+    ``fastvid_num_frames``, frame-major ``(B*F, N, C)`` viewed as ``(B, F, N, heads, d)``.
+    """
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, fastvid_num_frames: Optional[int] = None, **kwargs):
+        if fastvid_num_frames is None and (encoder_hidden_states is not None or attention_mask is not None
+                                           or hidden_states.ndim != 3 or kwargs):
+            return self.delegate(attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
+        q, k, v = (self.heads(attn, proj(hidden_states)) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        rows, cols = hidden_states.shape[:2]
+        if fastvid_num_frames is None:  # (S, F, h, d) -> (1, F, S, h, d)
+            q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+            out = fastvid.temporal_attention(q, k, v, scale=self.scale(attn), backend=self.backend)
+            out = out.view(cols, rows, -1).transpose(0, 1)
+        else:  # (B*F, N, h, d) -> (B, F, N, h, d)
+            q, k, v = (t.unflatten(0, (-1, fastvid_num_frames)) for t in (q, k, v))
+            out = fastvid.temporal_attention(q, k, v, scale=self.scale(attn), backend=self.backend)
+            out = out.view(rows, cols, -1)
+        return self.project_out(attn, out)
+
+
+class FirstFrameAttnProcessor(_FastvidAttnProcessor):
+    """Text2Video-Zero cross-frame attention (every frame attends to the first frame).
+
+    Same semantics as diffusers' CrossFrameAttnProcessor(batch_size): hidden_states ``(G*F, N, C)``
+    holds ``batch_size`` groups of F frames. K/V are projected for the first frame of each group
+    only and reach ``fastvid.frame_attention(frames="first")`` as stride-0 views, never repeated.
+    Cross-attention calls (encoder_hidden_states given) go to the original processor.
+    """
+
+    def __init__(self, original, backend: str = "auto"):
+        super().__init__(original, backend)
+        self.batch_size = original.batch_size
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, **kwargs):
+        rows = hidden_states.shape[0]
+        frames = max(1, rows // self.batch_size)
+        if (encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3 or kwargs
+                or rows % frames):
+            return self.delegate(attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
+        tokens = hidden_states.shape[1]
+        q = self.heads(attn, attn.to_q(hidden_states)).unflatten(0, (-1, frames))  # (G, F, N, h, d)
+        first = hidden_states.unflatten(0, (-1, frames))[:, :1]  # (G, 1, N, C)
+        k, v = (self.heads(attn, proj(first)).expand(q.shape) for proj in (attn.to_k, attn.to_v))
+        out = fastvid.frame_attention(q, k, v, frames="first", scale=self.scale(attn), backend=self.backend)
+        return self.project_out(attn, out.view(rows, tokens, -1))
+
+
+class FrameAttnProcessor(_FastvidAttnProcessor):
+    """Spatial self-attention of ``(B*F, N, C)`` frames through ``fastvid.frame_attention(frames="self")``."""
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, **kwargs):
+        if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3 or kwargs:
+            return self.delegate(attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
+        q, k, v = (self.heads(attn, proj(hidden_states)).unsqueeze(1) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        out = fastvid.frame_attention(q, k, v, frames="self", scale=self.scale(attn), backend=self.backend)
+        return self.project_out(attn, out.view(hidden_states.shape[0], hidden_states.shape[1], -1))
+
+
+# ---- module swaps (by class: same parameters, buffers and state_dict keys) ----------------------
+
+class FastvidTransformerTemporalModel(TransformerTemporalModel):
+    """TransformerTemporalModel that keeps its tokens frame-major ``(B*F, H*W, C)``.
+
+    LayerNorms and feed-forwards act per token, so only the attention needs the frame axis, and
+    :class:`TemporalAttnProcessor` reads it in place. Falls back to diffusers' forward whenever a
+    block's attention is not a fastvid temporal processor, or for encoder states / extra kwargs.
+    """
+
+    def _frame_major(self, encoder_hidden_states, cross_attention_kwargs) -> bool:
+        if encoder_hidden_states is not None or cross_attention_kwargs:
+            return False
+        return all(isinstance(a.processor, TemporalAttnProcessor) for a in _block_attentions(self))
+
+    def forward(self, hidden_states, encoder_hidden_states=None, timestep=None, class_labels=None, num_frames=1,
+                cross_attention_kwargs=None, return_dict=True):
+        if not self._frame_major(encoder_hidden_states, cross_attention_kwargs):
+            return super().forward(hidden_states, encoder_hidden_states, timestep, class_labels, num_frames,
+                                   cross_attention_kwargs, return_dict)
+        batch_frames, channels, height, width = hidden_states.shape
+        x = hidden_states.view(-1, num_frames, channels, height * width).transpose(1, 2)  # (B, C, F, N)
+        x = self.norm(x).permute(0, 2, 3, 1).reshape(batch_frames, height * width, channels)
+        x = self.proj_in(x)
+        kwargs = {"fastvid_num_frames": num_frames}
+        for block in self.transformer_blocks:
+            x = block(x, timestep=timestep, class_labels=class_labels, cross_attention_kwargs=kwargs)
+        x = self.proj_out(x).view(batch_frames, height, width, channels).permute(0, 3, 1, 2)
+        output = hidden_states + x  # contiguous, like the residual
+        return TransformerTemporalModelOutput(sample=output) if return_dict else (output,)
+
+
+def _temporal_conv(conv: nn.Conv3d, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    return fastvid.temporal_conv(x, conv.weight[:, :, :, 0, 0], conv.bias, residual=residual)
+
+
+def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    return fastvid.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+
+
+class FastvidTemporalConvLayer(TemporalConvLayer):
+    """ModelScope's TemporalConvLayer: four (GroupNorm, SiLU, [Dropout], Conv3d (3,1,1)) stages and a
+    residual, as fused GroupNorm+SiLU and ``fastvid.temporal_conv`` (residual fused in the last)."""
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        x = hidden_states.unflatten(0, (-1, num_frames)).transpose(1, 2)  # (B, C, F, H, W) view
+        h = x
+        stages = (self.conv1, self.conv2, self.conv3, self.conv4)
+        for i, stage in enumerate(stages):
+            h = _norm_silu(stage[0], h)
+            if len(stage) == 4:
+                h = stage[2](h)
+            h = _temporal_conv(stage[-1], h, residual=x if i == len(stages) - 1 else None)
+        return h.transpose(1, 2).reshape(hidden_states.shape[0], -1, *hidden_states.shape[2:])
+
+
+class FastvidTemporalResnetBlock(TemporalResnetBlock):
+    """SVD's TemporalResnetBlock with fused GroupNorm+SiLU and ``fastvid.temporal_conv`` (the residual
+    add fused in the second conv). SpatioTemporalResBlock's AlphaBlender mixing is not touched."""
+
+    def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = _temporal_conv(self.conv1, _norm_silu(self.norm1, input_tensor))
+        if self.time_emb_proj is not None:
+            h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, :, None, None].permute(0, 2, 1, 3, 4)
+        h = self.dropout(_norm_silu(self.norm2, h))
+        shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
+        return _temporal_conv(self.conv2, h, residual=shortcut)
+
+
+SWAPS = {
+    TransformerTemporalModel: FastvidTransformerTemporalModel,
+    TemporalConvLayer: FastvidTemporalConvLayer,
+    TemporalResnetBlock: FastvidTemporalResnetBlock,
+}
+ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
+
+
+# ---- patch / unpatch ---------------------------------------------------------------------------
+
+def _block_attentions(model: TransformerTemporalModel):
+    return [m for m in model.transformer_blocks.modules() if isinstance(m, Attention)]
+
+
+def _unet(model) -> nn.Module:
+    target = model if isinstance(model, nn.Module) else getattr(model, "unet", None)
+    if not isinstance(target, nn.Module):
+        fail(OP, "model", f"is a {type(model).__name__} with no UNet", "a diffusers video model or pipeline")
+    return target
+
+
+def _attention_reason(attn: Attention) -> Optional[str]:
+    """Why a fastvid processor cannot stand in for this Attention's processor, or None."""
+    features = {
+        "spatial_norm": attn.spatial_norm is not None,
+        "group_norm": attn.group_norm is not None,
+        "norm_q/norm_k": attn.norm_q is not None or attn.norm_k is not None,
+        "added K/V projections": getattr(attn, "add_k_proj", None) is not None,
+        "residual_connection": attn.residual_connection,
+        "rescale_output_factor": attn.rescale_output_factor != 1.0,
+    }
+    used = [name for name, on in features.items() if on]
+    return f"uses {', '.join(used)}, which fastvid's processors do not implement" if used else None
+
+
+def _processor_reason(attn: Attention, expected) -> Optional[str]:
+    proc = attn.processor
+    if isinstance(proc, _FastvidAttnProcessor):
+        return f"already patched ({type(proc).__name__})"
+    if type(proc) not in expected and type(proc).__name__ not in expected:
+        return f"custom processor {type(proc).__name__} left alone"
+    return _attention_reason(attn)
+
+
+def _conv_reason(module: nn.Module) -> Optional[str]:
+    for name, conv in module.named_modules():
+        if not isinstance(conv, nn.Conv3d) or name == "conv_shortcut":
+            continue
+        k = conv.kernel_size[0]
+        if (conv.kernel_size[1:], conv.padding, conv.stride, conv.dilation, conv.groups) != (
+                (1, 1), ((k - 1) // 2, 0, 0), (1, 1, 1), (1, 1, 1), 1):
+            return f"{name} is not a (k, 1, 1) 'same' Conv3d, which fastvid.temporal_conv computes"
+    return None
+
+
+def _missing(*names: str) -> Optional[str]:
+    absent = [n for n in names if not hasattr(fastvid, n)]
+    return f"fastvid.{', fastvid.'.join(absent)} not available in this build" if absent else None
+
+
+def _roles(unet: nn.Module):
+    """Every Attention of the UNet as "temporal", "cross_frame", "spatial" or "cross" (left alone)."""
+    temporal = set()
+    for module in unet.modules():
+        if isinstance(module, TransformerTemporalModel):
+            temporal.update(id(a) for a in _block_attentions(module) if not a.is_cross_attention)
+        elif isinstance(module, TemporalBasicTransformerBlock):
+            temporal.add(id(module.attn1))
+    roles = {}
+    for name, module in unet.named_modules():
+        if not isinstance(module, Attention):
+            continue
+        if type(module.processor).__name__ in CROSS_FRAME_PROCESSORS:
+            roles[name] = "cross_frame"
+        elif id(module) in temporal:
+            roles[name] = "temporal"
+        else:
+            roles[name] = "cross" if module.is_cross_attention else "spatial"
+    return roles
+
+
+def _is_video(model, unet: nn.Module, roles) -> bool:
+    return (type(model).__name__ in VIDEO_PIPELINES or any(r in ("temporal", "cross_frame") for r in roles.values())
+            or any(isinstance(m, tuple(SWAPS)) for m in unet.modules()))
+
+
+def _translating_set_attn_processor(unet: nn.Module, backend: str):
+    """A pipeline that installs CrossFrameAttnProcessor on each call (Text2Video-Zero) gets fastvid's."""
+    original = type(unet).set_attn_processor.__get__(unet)
+
+    def translate(proc):
+        if type(proc).__name__ in CROSS_FRAME_PROCESSORS:
+            return FirstFrameAttnProcessor(proc, backend)
+        return proc
+
+    def set_attn_processor(processor):
+        if isinstance(processor, dict):
+            processor = {name: translate(p) for name, p in processor.items()}
+        return original(translate(processor))
+
+    set_attn_processor.fastvid = True
+    return set_attn_processor
+
+
+def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_attention: bool = True,
+                    conv: bool = True, backend: str = "auto", spatial_self_attention: bool = False) -> None:
+    """Installs fastvid processors and modules in a diffusers video model or pipeline, in place.
+
+    ``model``: a UNet3DConditionModel, UNetSpatioTemporalConditionModel, I2VGenXLUNet, a UNet with
+    CrossFrameAttnProcessor, or a pipeline holding one as ``.unet`` (TextToVideoZeroPipeline too:
+    the processors it installs on each call are translated). Swaps go to ``report.add(kind, name)``
+    with kind "temporal_attention", "frame_attention" or "conv"; everything left alone goes to
+    ``report.skip(name, reason)``. Spatial self-attention stays on diffusers' SDPA unless
+    ``spatial_self_attention`` is True. Raises FastvidInputError for a model with no video layers.
+    """
+    unet = _unet(model)
+    roles = _roles(unet)
+    if not _is_video(model, unet, roles):
+        fail(OP, "model", f"is a {type(unet).__name__} with no temporal layers or cross-frame processors",
+             "a diffusers video model (UNet3DConditionModel, UNetSpatioTemporalConditionModel, I2VGenXLUNet) or a "
+             "Text2Video-Zero pipeline")
+    enabled = {"temporal": temporal_attention, "cross_frame": frame_attention,
+               "spatial": frame_attention and spatial_self_attention}
+    kinds = {"temporal": "temporal_attention", "cross_frame": "frame_attention", "spatial": "frame_attention"}
+    installs = {
+        "temporal": (TemporalAttnProcessor, DEFAULT_PROCESSORS, _missing("temporal_attention")),
+        "cross_frame": (FirstFrameAttnProcessor, CROSS_FRAME_PROCESSORS, _missing("frame_attention")),
+        "spatial": (FrameAttnProcessor, DEFAULT_PROCESSORS, _missing("frame_attention")),
+    }
+    for name, attn in unet.named_modules():
+        role = roles.get(name)
+        if role == "spatial" and frame_attention and not spatial_self_attention:
+            report.skip(name, "spatial self-attention kept on diffusers' SDPA (spatial_self_attention=False)")
+        if role not in enabled or not enabled[role]:
+            continue
+        cls, expected, missing = installs[role]
+        why = missing or _processor_reason(attn, expected)
+        if why:
+            report.skip(name, why)
+            continue
+        attn.set_processor(cls(attn.processor, backend))
+        report.add(kinds[role], name)
+
+    conv_missing = _missing("temporal_conv", "group_norm_silu")
+    for name, module in unet.named_modules():
+        swap = SWAPS.get(type(module))
+        if swap is None:
+            continue
+        if swap is FastvidTransformerTemporalModel:
+            if not temporal_attention:
+                continue
+            blocks = module.transformer_blocks
+            why = ("its blocks use positional embeddings or a non-LayerNorm norm"
+                   if any(b.pos_embed is not None or b.norm_type != "layer_norm" for b in blocks) else None)
+            if why is None and not all(isinstance(a.processor, TemporalAttnProcessor) for a in _block_attentions(module)):
+                why = "not every attention of its blocks runs fastvid's temporal processor"
+            kind = "temporal_attention"
+        else:
+            if not conv:
+                continue
+            why = conv_missing or _conv_reason(module)
+            kind = "conv"
+        if why:
+            report.skip(name, why)
+            continue
+        module.__class__ = swap
+        report.add(kind, name)
+
+    if type(model).__name__ in VIDEO_PIPELINES and frame_attention:
+        if "set_attn_processor" in unet.__dict__:
+            report.skip("unet.set_attn_processor", "already patched")
+        elif installs["cross_frame"][2]:
+            report.skip("unet.set_attn_processor", installs["cross_frame"][2])
+        else:
+            unet.set_attn_processor = _translating_set_attn_processor(unet, backend)
+            report.add("frame_attention", "unet.set_attn_processor (CrossFrameAttnProcessor of each call)")
+
+
+def unpatch_diffusers(model) -> None:
+    """Restores every processor and module class ``patch_diffusers`` installed (processors replaced
+    by the user since are left as they are)."""
+    unet = _unet(model)
+    unet.__dict__.pop("set_attn_processor", None)
+    for module in unet.modules():
+        if isinstance(module, Attention) and isinstance(module.processor, _FastvidAttnProcessor):
+            module.set_processor(module.processor.original)
+        original = ORIGINAL_CLASS.get(type(module))
+        if original is not None:
+            module.__class__ = original
+
+
+__all__ = [
+    "FastvidTemporalConvLayer",
+    "FastvidTemporalResnetBlock",
+    "FastvidTransformerTemporalModel",
+    "FirstFrameAttnProcessor",
+    "FrameAttnProcessor",
+    "TemporalAttnProcessor",
+    "patch_diffusers",
+    "unpatch_diffusers",
+]
