@@ -16,6 +16,7 @@ Rows go to benchmarks/results/diffusers.jsonl.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -32,10 +33,9 @@ STEPS = 25
 
 
 def _text2video_zero_processor():
-    from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
-        CrossFrameAttnProcessor2_0,
-    )
-    return CrossFrameAttnProcessor2_0(batch_size=2)
+    from diffusers.pipelines import TextToVideoZeroPipeline
+
+    return importlib.import_module(TextToVideoZeroPipeline.__module__).CrossFrameAttnProcessor2_0(batch_size=2)
 
 
 def build(name: str, device: str, dtype: torch.dtype, tiny: bool):

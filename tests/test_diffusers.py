@@ -1,6 +1,7 @@
 """fastvid inside diffusers video models: patched vs unpatched tiny random-weight models, the
 Text2Video-Zero processor vs diffusers' own, the processor protocol, patch/unpatch round trips,
 and the errors for a missing diffusers or a non-video model."""
+import importlib
 import sys
 
 import pytest
@@ -24,10 +25,10 @@ BACKENDS = ["torch", "triton"]  # "triton" runs under the interpreter on CPU
 
 try:  # Text2Video-Zero's module imports transformers (part of the fastvid[diffusers] extra)
     from diffusers.pipelines import TextToVideoZeroPipeline
-    from diffusers.pipelines.deprecated.text_to_video_synthesis.pipeline_text_to_video_zero import (
-        CrossFrameAttnProcessor,
-        CrossFrameAttnProcessor2_0,
-    )
+
+    t2v_zero = importlib.import_module(TextToVideoZeroPipeline.__module__)  # moved to deprecated/ in 0.36
+    CrossFrameAttnProcessor = t2v_zero.CrossFrameAttnProcessor
+    CrossFrameAttnProcessor2_0 = t2v_zero.CrossFrameAttnProcessor2_0
     T2V_ZERO_MISSING = ""
 except ImportError as exc:
     T2V_ZERO_MISSING = f"TextToVideoZeroPipeline cannot be imported: {exc}"
@@ -248,7 +249,8 @@ def test_temporal_processor_hands_masks_to_the_original():
     mask[:, :, -1] = float("-inf")
     ours = fd.TemporalAttnProcessor(AttnProcessor2_0())
     with torch.no_grad():
-        assert torch.equal(ours(attn, hidden, attention_mask=mask), AttnProcessor2_0()(attn, hidden, attention_mask=mask))
+        expected = AttnProcessor2_0()(attn, hidden, attention_mask=mask)
+        assert torch.equal(ours(attn, hidden, attention_mask=mask), expected)
 
 
 @pytest.mark.parametrize("make, inputs", [(unet3d, unet3d_inputs), (svd, svd_inputs)])

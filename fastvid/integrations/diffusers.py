@@ -179,41 +179,38 @@ class FastvidTransformerTemporalModel(TransformerTemporalModel):
         return TransformerTemporalModelOutput(sample=output) if return_dict else (output,)
 
 
-def _temporal_conv(conv: nn.Conv3d, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-    return fastvid.temporal_conv(x, conv.weight[:, :, :, 0, 0], conv.bias, residual=residual)
-
-
-def _norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-    return fastvid.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
-
-
 class FastvidTemporalConvLayer(TemporalConvLayer):
-    """ModelScope's TemporalConvLayer: four (GroupNorm, SiLU, [Dropout], Conv3d (3,1,1)) stages and a
-    residual, as fused GroupNorm+SiLU and ``fastvid.temporal_conv`` (residual fused in the last)."""
+    """ModelScope's TemporalConvLayer computed by ``fastvid.nn.TemporalConvBlock`` (its twin with the
+    same submodules): fused GroupNorm+SiLU, ``fastvid.temporal_conv`` on the frame-major view, the
+    residual fused in the last conv."""
+
+    backend = "auto"
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-        x = hidden_states.unflatten(0, (-1, num_frames)).transpose(1, 2)  # (B, C, F, H, W) view
-        h = x
-        stages = (self.conv1, self.conv2, self.conv3, self.conv4)
-        for i, stage in enumerate(stages):
-            h = _norm_silu(stage[0], h)
-            if len(stage) == 4:
-                h = stage[2](h)
-            h = _temporal_conv(stage[-1], h, residual=x if i == len(stages) - 1 else None)
-        return h.transpose(1, 2).reshape(hidden_states.shape[0], -1, *hidden_states.shape[2:])
+        return fastvid.nn.TemporalConvBlock.forward(self, hidden_states, num_frames)
 
 
 class FastvidTemporalResnetBlock(TemporalResnetBlock):
     """SVD's TemporalResnetBlock with fused GroupNorm+SiLU and ``fastvid.temporal_conv`` (the residual
-    add fused in the second conv). SpatioTemporalResBlock's AlphaBlender mixing is not touched."""
+    add fused in the second conv), on SpatioTemporalResBlock's frame-major view. The AlphaBlender
+    mixing around it is not touched."""
+
+    backend = "auto"
+
+    def _norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+        return fastvid.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps, backend=self.backend)
+
+    def _conv(self, conv: nn.Conv3d, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return fastvid.temporal_conv(x, conv.weight[:, :, :, 0, 0], conv.bias, residual=residual,
+                                     padding=conv.padding[0], backend=self.backend)
 
     def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = _temporal_conv(self.conv1, _norm_silu(self.norm1, input_tensor))
+        h = self._conv(self.conv1, self._norm_silu(self.norm1, input_tensor))
         if self.time_emb_proj is not None:
             h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, :, None, None].permute(0, 2, 1, 3, 4)
-        h = self.dropout(_norm_silu(self.norm2, h))
+        h = self.dropout(self._norm_silu(self.norm2, h))
         shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
-        return _temporal_conv(self.conv2, h, residual=shortcut)
+        return self._conv(self.conv2, h, residual=shortcut)
 
 
 SWAPS = {
@@ -272,7 +269,8 @@ def _conv_reason(module: nn.Module) -> Optional[str]:
 
 
 def _missing(*names: str) -> Optional[str]:
-    absent = [n for n in names if not hasattr(fastvid, n)]
+    """Why the named fastvid functions ("temporal_conv", "nn.TemporalConvBlock") cannot be used, or None."""
+    absent = [n for n in names if not hasattr(fastvid.nn if n.startswith("nn.") else fastvid, n.split(".")[-1])]
     return f"fastvid.{', fastvid.'.join(absent)} not available in this build" if absent else None
 
 
@@ -359,7 +357,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
         attn.set_processor(cls(attn.processor, backend))
         report.add(kinds[role], name)
 
-    conv_missing = _missing("temporal_conv", "group_norm_silu")
+    conv_missing = _missing("temporal_conv", "group_norm_silu", "nn.TemporalConvBlock")
     for name, module in unet.named_modules():
         swap = SWAPS.get(type(module))
         if swap is None:
@@ -370,7 +368,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
             blocks = module.transformer_blocks
             why = ("its blocks use positional embeddings or a non-LayerNorm norm"
                    if any(b.pos_embed is not None or b.norm_type != "layer_norm" for b in blocks) else None)
-            if why is None and not all(isinstance(a.processor, TemporalAttnProcessor) for a in _block_attentions(module)):
+            if why is None and not FastvidTransformerTemporalModel._frame_major(module, None, None):
                 why = "not every attention of its blocks runs fastvid's temporal processor"
             kind = "temporal_attention"
         else:
@@ -382,6 +380,8 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
             report.skip(name, why)
             continue
         module.__class__ = swap
+        if kind == "conv":
+            module.backend = backend
         report.add(kind, name)
 
     if type(model).__name__ in VIDEO_PIPELINES and frame_attention:
@@ -404,6 +404,7 @@ def unpatch_diffusers(model) -> None:
             module.set_processor(module.processor.original)
         original = ORIGINAL_CLASS.get(type(module))
         if original is not None:
+            module.__dict__.pop("backend", None)
             module.__class__ = original
 
 
