@@ -18,10 +18,14 @@ patching = pytest.importorskip("fastvid.patching", reason="fastvid.patching (iss
 
 from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetSpatioTemporalConditionModel  # noqa: E402
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0  # noqa: E402
+from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock  # noqa: E402
 
 from fastvid.integrations import diffusers as fd  # noqa: E402
 
 BACKENDS = ["torch", "triton"]  # "triton" runs under the interpreter on CPU
+# Whole models under the interpreter swap attention only (group_norm_silu costs seconds a call there);
+# the conv swaps run under the interpreter module by module in test_conv_modules_match_diffusers.
+WHOLE_MODEL = {"torch": {"backend": "torch"}, "triton": {"backend": "triton", "conv": False}}
 
 try:  # Text2Video-Zero's module imports transformers (part of the fastvid[diffusers] extra)
     from diffusers.pipelines import TextToVideoZeroPipeline
@@ -37,7 +41,7 @@ T2V_ZERO = pytest.mark.skipif(bool(T2V_ZERO_MISSING), reason=T2V_ZERO_MISSING)
 
 
 def needs(*names):
-    missing = [n for n in names if not hasattr(fastvid, n)]
+    missing = [n for n in names if not hasattr(fastvid.nn if n.startswith("nn.") else fastvid, n.split(".")[-1])]
     return pytest.mark.skipif(bool(missing), reason=f"fastvid.{', fastvid.'.join(missing)} not in this build")
 
 
@@ -96,7 +100,8 @@ def unet2d_inputs(frames=3):  # two groups (classifier-free guidance) of `frames
 
 def run(model, inputs):
     with torch.no_grad():
-        return model(*inputs).sample
+        out = model(*inputs)
+    return getattr(out, "sample", out)
 
 
 def patch(model, **kwargs):
@@ -107,7 +112,7 @@ def patch(model, **kwargs):
 
 def check_patched_matches(model, inputs, **kwargs):
     """Patched fp32 vs unpatched fp32, both against the unpatched model in float64 (the gold)."""
-    gold = run(model.double(), [t.double() if t.is_floating_point() else t for t in inputs])
+    gold = run(model.double(), [t.double() if torch.is_tensor(t) and t.is_floating_point() else t for t in inputs])
     model.float()
     expected = run(model, inputs)
     report = patch(model, **kwargs)
@@ -120,25 +125,25 @@ def kinds(report):
 
 
 def has_conv():
-    return all(hasattr(fastvid, n) for n in ("temporal_conv", "group_norm_silu"))
+    return all(hasattr(fastvid, n) for n in ("temporal_conv", "group_norm_silu")) and hasattr(fastvid.nn, "TemporalConvBlock")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_unet3d_patched_matches_diffusers(backend):
     model = unet3d()
-    report = check_patched_matches(model, unet3d_inputs(), backend=backend)
+    report = check_patched_matches(model, unet3d_inputs(), **WHOLE_MODEL[backend])
     # 5 TransformerTemporalModels (transformer_in + 4 temp_attentions), each with 2 temporal self-attentions.
     assert kinds(report).get("temporal_attention") == 5 * 2 + 5
-    assert kinds(report).get("conv", 0) == (8 if has_conv() else 0)
+    assert kinds(report).get("conv", 0) == (8 if has_conv() and backend == "torch" else 0)
     assert all(type(m) is not fd.TransformerTemporalModel for m in model.modules())
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_svd_patched_matches_diffusers(backend):
     model = svd()
-    report = check_patched_matches(model, svd_inputs(), backend=backend)
+    report = check_patched_matches(model, svd_inputs(), **WHOLE_MODEL[backend])
     assert kinds(report).get("temporal_attention") == 4
-    assert kinds(report).get("conv", 0) == (8 if has_conv() else 0)
+    assert kinds(report).get("conv", 0) == (8 if has_conv() and backend == "torch" else 0)
 
 
 @needs("temporal_conv", "group_norm_silu")
@@ -152,11 +157,23 @@ def test_svd_alpha_blender_mixing_is_kept_exact():
     assert any(isinstance(m, fd.FastvidTemporalResnetBlock) for m in model.modules())
 
 
+@needs("temporal_conv", "group_norm_silu", "nn.TemporalConvBlock")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv_modules_match_diffusers(backend):
+    layer = _randomize(TemporalConvLayer(32, 32, norm_num_groups=8))
+    frames_major = torch.randn(2 * 3, 32, 4, 3, device=DEVICE)
+    assert kinds(check_patched_matches(layer, (frames_major, 3), backend=backend)) == {"conv": 1}
+    block = _randomize(TemporalResnetBlock(32, 32, temb_channels=16))
+    video = frames_major.unflatten(0, (2, 3)).permute(0, 2, 1, 3, 4)  # SpatioTemporalResBlock's view
+    temb = torch.randn(2, 3, 16, device=DEVICE)
+    assert kinds(check_patched_matches(block, (video, temb), backend=backend)) == {"conv": 1}
+
+
 @needs("frame_attention")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_spatial_self_attention_on_request(backend):
     model = unet3d()
-    report = check_patched_matches(model, unet3d_inputs(frames=2), backend=backend, spatial_self_attention=True)
+    report = check_patched_matches(model, unet3d_inputs(frames=2), spatial_self_attention=True, **WHOLE_MODEL[backend])
     assert kinds(report)["frame_attention"] == 4
     assert isinstance(model.down_blocks[0].attentions[0].transformer_blocks[0].attn1.processor, fd.FrameAttnProcessor)
 
