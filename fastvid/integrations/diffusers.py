@@ -2,7 +2,7 @@
 
 What is swapped (each only where its preconditions hold; everything else is reported as skipped):
 
-- temporal self-attention (TransformerTemporalModel blocks of ModelScope / I2VGen-XL, attn1 of
+- temporal self-attention (TransformerTemporalModel blocks of ModelScope, attn1 of
   SVD's TemporalBasicTransformerBlock): :class:`TemporalAttnProcessor`, which reads the
   ``(B*H*W, F, C)`` projections in place through ``fastvid.temporal_attention``;
 - TransformerTemporalModel: its forward keeps the tokens frame-major ``(B*F, H*W, C)`` so the
@@ -314,7 +314,6 @@ def _translating_set_attn_processor(unet: nn.Module, backend: str):
             processor = {name: translate(p) for name, p in processor.items()}
         return original(translate(processor))
 
-    set_attn_processor.fastvid = True
     return set_attn_processor
 
 
@@ -322,8 +321,8 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
                     conv: bool = True, backend: str = "auto", spatial_self_attention: bool = False) -> None:
     """Installs fastvid processors and modules in a diffusers video model or pipeline, in place.
 
-    ``model``: a UNet3DConditionModel, UNetSpatioTemporalConditionModel, I2VGenXLUNet, a UNet with
-    CrossFrameAttnProcessor, or a pipeline holding one as ``.unet`` (TextToVideoZeroPipeline too:
+    ``model``: a UNet3DConditionModel (ModelScope), a UNetSpatioTemporalConditionModel (SVD), a UNet
+    with CrossFrameAttnProcessor, another UNet built from the same temporal layers, or a pipeline holding one as ``.unet`` (TextToVideoZeroPipeline too:
     the processors it installs on each call are translated). Swaps go to ``report.add(kind, name)``
     with kind "temporal_attention", "frame_attention" or "conv"; everything left alone goes to
     ``report.skip(name, reason)``. Spatial self-attention stays on diffusers' SDPA unless
