@@ -19,6 +19,7 @@ patching = pytest.importorskip("fastvid.patching", reason="fastvid.patching (iss
 from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetSpatioTemporalConditionModel  # noqa: E402
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0  # noqa: E402
 from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock  # noqa: E402
+from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel  # noqa: E402
 
 from fastvid.integrations import diffusers as fd  # noqa: E402
 
@@ -120,6 +121,30 @@ def check_patched_matches(model, inputs, **kwargs):
     return report
 
 
+def gradients(model, inputs):
+    """d(out . dout) / d(sample and every parameter), for a fixed random dout."""
+    inputs = [t.clone().requires_grad_() if torch.is_tensor(t) and t.is_floating_point() else t for t in inputs]
+    out = model(*inputs)
+    out = getattr(out, "sample", out)
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    model.zero_grad(set_to_none=True)
+    out.backward(dout.to(out))
+    return [inputs[0].grad] + [p.grad for p in model.parameters()]
+
+
+def check_patched_gradients(model, inputs, **kwargs):
+    gold = gradients(model.double(), [t.double() if torch.is_tensor(t) and t.is_floating_point() else t for t in inputs])
+    model.float()
+    expected = gradients(model, inputs)
+    patch(model, **kwargs)
+    got = gradients(model, inputs)
+    names = ["sample"] + [name for name, _ in model.named_parameters()]
+    for name, g, e, ref in zip(names, got, expected, gold):
+        assert (g is None) == (ref is None), name
+        if ref is not None:
+            assert_close_to_gold(f"grad {name}", g, e, ref, torch.float32)
+
+
 def kinds(report):
     return {kind: len(names) for kind, names in report.swapped.items() if names}
 
@@ -157,6 +182,26 @@ def test_svd_alpha_blender_mixing_is_kept_exact():
     assert any(isinstance(m, fd.FastvidTemporalResnetBlock) for m in model.modules())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_temporal_transformer_gradients_match_diffusers(backend):
+    # Module level: through a whole random-weight UNet, fp32 gradients are ill-conditioned (torch's own
+    # error reaches the size of some gradients), so the 2x-torch-error rule cannot judge them there.
+    model = _randomize(TransformerTemporalModel(num_attention_heads=2, attention_head_dim=8, in_channels=16,
+                                                norm_num_groups=8))
+    check_patched_gradients(model, (torch.randn(2 * 5, 16, 3, 4, device=DEVICE), None, None, None, 5),
+                            backend=backend)
+    assert type(model) is fd.FastvidTransformerTemporalModel
+
+
+@T2V_ZERO
+@needs("frame_attention")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_first_frame_processor_gradients_match_diffusers(backend):
+    attn = _randomize(Attention(query_dim=32, heads=2, dim_head=16))
+    attn.set_processor(CrossFrameAttnProcessor2_0(batch_size=2))
+    check_patched_gradients(attn, (torch.randn(2 * 3, 7, 32, device=DEVICE),), backend=backend)
+
+
 @needs("temporal_conv", "group_norm_silu", "nn.TemporalConvBlock")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_conv_modules_match_diffusers(backend):
@@ -167,6 +212,10 @@ def test_conv_modules_match_diffusers(backend):
     video = frames_major.unflatten(0, (2, 3)).permute(0, 2, 1, 3, 4)  # SpatioTemporalResBlock's view
     temb = torch.randn(2, 3, 16, device=DEVICE)
     assert kinds(check_patched_matches(block, (video, temb), backend=backend)) == {"conv": 1}
+    fd.unpatch_diffusers(layer)
+    fd.unpatch_diffusers(block)
+    check_patched_gradients(layer, (frames_major, 3), backend=backend)
+    check_patched_gradients(block, (video, temb), backend=backend)
 
 
 @needs("frame_attention")
