@@ -65,7 +65,7 @@ def group_norm_silu_apply_kernel(
     X, Wt, Bias, Y, Mean, M2, Stats,
     stride_xb, stride_xc, stride_xf, stride_xp,
     stride_yb, stride_yc, stride_yf, stride_yp,
-    stride_sk, stride_sb, stride_sg, stride_sf,
+    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
     groups, channels_per_group, frames, pixels, n_chunks, chunk_pixels, n_p_blocks, eps,
     PER_FRAME: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_PARTS: tl.constexpr,
@@ -110,10 +110,10 @@ def group_norm_silu_apply_kernel(
     mask = mask_c[:, None] & (offs_p < pixels)[None, :]
     scale = tl.zeros([BLOCK_C], tl.float32) + rstd
     if HAS_WEIGHT:
-        scale *= tl.load(Wt + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        scale *= tl.load(Wt + offs_c * stride_w, mask=mask_c, other=0.0).to(tl.float32)
     shift = -mean * scale
     if HAS_BIAS:
-        shift += tl.load(Bias + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        shift += tl.load(Bias + offs_c * stride_bias, mask=mask_c, other=0.0).to(tl.float32)
     c64 = offs_c[:, None].to(tl.int64)
     p64 = offs_p[None, :].to(tl.int64)
     x = tl.load(X + b64 * stride_xb + f64 * stride_xf + c64 * stride_xc + p64 * stride_xp, mask=mask, other=0.0)

@@ -23,7 +23,7 @@ def _pixel_offsets(offs_p, width, stride_h, stride_w):
 def temporal_conv_fwd_kernel(
     X, Wt, Bias, Res, Out,
     stride_xb, stride_xc, stride_xf, stride_xh, stride_xw,
-    stride_wo, stride_wi, stride_wt,
+    stride_wo, stride_wi, stride_wt, stride_bias,
     stride_rb, stride_rc, stride_rf, stride_rh, stride_rw,
     stride_ob, stride_oc, stride_of, stride_oh, stride_ow,
     c_in, c_out, frames_in, frames_out, width, pixels, taps, pad, n_co_blocks,
@@ -62,7 +62,7 @@ def temporal_conv_fwd_kernel(
             w_ptrs += BLOCK_CI * stride_wi
 
     if HAS_BIAS:
-        acc += tl.load(Bias + offs_co, mask=mask_co, other=0.0).to(tl.float32)[:, None]
+        acc += tl.load(Bias + offs_co * stride_bias, mask=mask_co, other=0.0).to(tl.float32)[:, None]
     mask = mask_co[:, None] & mask_p[None, :]
     f64 = f.to(tl.int64)
     if HAS_RES:

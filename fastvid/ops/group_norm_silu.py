@@ -66,7 +66,7 @@ def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tens
     parts = n_chunks * (1 if per_frame else frames)
     group_norm_silu_apply_kernel[(rows * n_p_blocks,)](
         x4, weight if weight is not None else x4, bias if bias is not None else x4, y4, mean, m2, stats,
-        *x4.stride(), *y4.stride(), *stats.stride(),
+        *x4.stride(), *y4.stride(), *stats.stride(), *(t.stride(0) if t is not None else 0 for t in (weight, bias)),
         num_groups, cpg, frames, pixels, n_chunks, chunk_pixels, n_p_blocks, eps,
         PER_FRAME=per_frame, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
         BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_PARTS=max(2, triton.next_power_of_2(parts)), num_warps=4,
@@ -101,17 +101,15 @@ def group_norm_silu_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: O
     dims = (2, 4) if per_frame else (2, 3, 4)
     dx = stats[1][:, :, None, :, None] * (dxh - dxh.mean(dims, keepdim=True)
                                           - xh * (dxh * xh).mean(dims, keepdim=True))
-    none = x.new_empty(0)
-    dw = (dz * xh).sum((0, 3, 4)).reshape(channels).to(weight.dtype) if weight is not None else none
-    db = dz.sum((0, 3, 4)).reshape(channels).to(bias.dtype) if bias is not None else none
+    dw = (dz * xh).sum((0, 3, 4)).reshape(channels).to(weight.dtype) if weight is not None else x.new_empty(0)
+    db = dz.sum((0, 3, 4)).reshape(channels).to(bias.dtype) if bias is not None else x.new_empty(0)
     return [dx.reshape(x.shape).to(x.dtype), dw, db]
 
 
 @group_norm_silu_bwd.register_fake
 def _(dy, x, weight, bias, stats, num_groups, per_frame):
-    none = x.new_empty(0)
-    return [x.new_empty(x.shape), weight.new_empty(weight.shape) if weight is not None else none,
-            bias.new_empty(bias.shape) if bias is not None else none]
+    return [x.new_empty(x.shape), weight.new_empty(weight.shape) if weight is not None else x.new_empty(0),
+            bias.new_empty(bias.shape) if bias is not None else x.new_empty(0)]
 
 
 def _setup_context(ctx, inputs, output):

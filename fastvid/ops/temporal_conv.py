@@ -47,7 +47,7 @@ def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Op
     res = residual if residual is not None else out
     temporal_conv_fwd_kernel[grid](
         x, weight, bias if bias is not None else weight, res, out,
-        *x.stride(), *weight.stride(), *(res.stride() if residual is not None else (0,) * 5), *out.stride(),
+        *x.stride(), *weight.stride(), bias.stride(0) if bias is not None else 0, *(res.stride() if residual is not None else (0,) * 5), *out.stride(),
         c_in, c_out, frames_in, frames_out, width, pixels, weight.shape[-1], pad, n_co,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, PRECISION=_precision(x.dtype),
         BLOCK_CO=block_co, BLOCK_P=block_p, BLOCK_CI=block_ci,
@@ -114,8 +114,7 @@ def temporal_conv_bwd(dout: Tensor, x: Tensor, weight: Tensor, pad: int, input_g
                       bias_grad: bool) -> List[Tensor]:
     """Triton backward: [dx, dweight, dbias]; a gradient not asked for is an empty tensor."""
     taps = weight.shape[-1]
-    none = x.new_empty(0)
-    dx = dw = db = none
+    dx, dw, db = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # returned when not asked for
     if input_grad:
         dx = _alloc.empty_in_order(x.shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device)
         if dx.numel():
@@ -127,17 +126,17 @@ def temporal_conv_bwd(dout: Tensor, x: Tensor, weight: Tensor, pad: int, input_g
         else:
             dw32 = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
             db32 = torch.zeros(weight.shape[0], dtype=torch.float32, device=x.device)
-        dw = dw32.to(weight.dtype) if weight_grad else none
-        db = db32.to(weight.dtype) if bias_grad else none
+        dw = dw32.to(weight.dtype) if weight_grad else dw
+        db = db32.to(weight.dtype) if bias_grad else db
     return [dx, dw, db]
 
 
 @temporal_conv_bwd.register_fake
 def _(dout, x, weight, pad, input_grad, weight_grad, bias_grad):
-    none = x.new_empty(0)
-    dx = _alloc.empty_in_order(x.shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device) if input_grad else none
-    dw = weight.new_empty(weight.shape) if weight_grad else none
-    db = weight.new_empty(weight.shape[0]) if bias_grad else none
+    dx = _alloc.empty_in_order(x.shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device) if input_grad else None
+    dw = weight.new_empty(weight.shape) if weight_grad else weight.new_empty(0)
+    db = weight.new_empty(weight.shape[0]) if bias_grad else weight.new_empty(0)
+    dx = x.new_empty(0) if dx is None else dx
     return [dx, dw, db]
 
 
