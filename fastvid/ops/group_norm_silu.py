@@ -2,8 +2,8 @@
 public function.
 
 Forward: two Triton launches (statistics partials, then combine + normalise + SiLU).
-Backward: plain torch on the saved per-group mean and rstd (fp32 formulas below, no second
-statistics pass); it is not a Triton kernel.
+Backward: two Triton launches from the saved per-group mean and rstd (per-channel partial sums,
+then dx); the weight and bias gradients are those partials summed by torch in a fixed order.
 """
 from __future__ import annotations
 
@@ -25,11 +25,41 @@ MAX_TRITON_CHANNELS_PER_GROUP = 512
 TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
 
 
-def _tiles(channels_per_group: int) -> Tuple[int, int]:
-    import triton
+class _Plan:
+    """Tile sizes and the pixel-chunk split shared by the forward and backward launches."""
 
-    block_c = triton.next_power_of_2(channels_per_group)
-    return block_c, max(16, TILE // block_c)
+    def __init__(self, x: Tensor, num_groups: int, per_frame: bool):
+        import triton
+
+        batch, channels, frames, height, width = x.shape
+        self.groups, self.frames, self.pixels = num_groups, frames, height * width
+        self.cpg = channels // num_groups
+        self.block_c = triton.next_power_of_2(self.cpg)
+        self.block_p = max(16, TILE // self.block_c)
+        rows = batch * num_groups * frames
+        # Split the pixels into chunks so that batch 1 still gives a few programs per SM.
+        target = 4 * _multiprocessors(x.device.index or 0) if x.is_cuda else 4
+        n_chunks = max(1, min(triton.cdiv(self.pixels, self.block_p), triton.cdiv(target, rows)))
+        self.chunk_pixels = triton.cdiv(triton.cdiv(self.pixels, n_chunks), self.block_p) * self.block_p
+        self.n_chunks = triton.cdiv(self.pixels, self.chunk_pixels)
+        self.n_p_blocks = triton.cdiv(self.pixels, self.block_p)
+        self.reduce_programs = rows * self.n_chunks
+        self.apply_programs = rows * self.n_p_blocks
+        parts = self.n_chunks * (1 if per_frame else frames)
+        self.block_parts = max(2, triton.next_power_of_2(parts))
+
+    def stats_strides(self, stats: Tensor, per_frame: bool):
+        # Per-sample statistics have one entry per (b, g): every frame reads it (stride 0).
+        sk, sb, sg, sf = stats.stride()
+        return sk, sb, sg, sf if per_frame else 0
+
+
+def _affine_strides(weight: Optional[Tensor], bias: Optional[Tensor]):
+    return tuple(t.stride(0) if t is not None else 0 for t in (weight, bias))
+
+
+def _like_x(x: Tensor) -> Tensor:
+    return _alloc.empty_in_order(x.shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device)
 
 
 @torch.library.custom_op("fastvid::group_norm_silu_fwd", mutates_args=())
@@ -37,78 +67,82 @@ def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tens
                         per_frame: bool) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns y (x's shape, memory order and dtype) and stats (2, B, G, F or 1) fp32:
     mean and rstd."""
-    import triton
-
     from ..kernels.group_norm_silu import group_norm_silu_apply_kernel, group_norm_stats_kernel
 
-    batch, channels, frames, height, width = x.shape
-    y = _alloc.empty_in_order(x.shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device)
-    stats = _alloc.empty(2, batch, num_groups, frames if per_frame else 1, dtype=torch.float32, device=x.device)
+    y = _like_x(x)
+    stats = _alloc.empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32,
+                         device=x.device)
     if x.numel() == 0:
         return y, stats
-    x4, y4 = x.flatten(3), y.flatten(3)  # views when H and W merge (always for y; copies x otherwise)
-    pixels = height * width
-    cpg = channels // num_groups
-    block_c, block_p = _tiles(cpg)
-    rows = batch * num_groups * frames
-    # Split the pixels so that batch 1 still gives a few programs per SM.
-    target = 4 * _multiprocessors(x.device.index or 0) if x.is_cuda else 4
-    n_chunks = max(1, min(triton.cdiv(pixels, block_p), triton.cdiv(target, rows)))
-    chunk_pixels = triton.cdiv(triton.cdiv(pixels, n_chunks), block_p) * block_p
-    n_chunks = triton.cdiv(pixels, chunk_pixels)
-    mean = torch.empty(rows * n_chunks, dtype=torch.float32, device=x.device)
+    plan = _Plan(x, num_groups, per_frame)
+    x4, y4 = x.flatten(3), y.flatten(3)  # views when H and W merge (always for y; x is copied otherwise)
+    mean = torch.empty(plan.reduce_programs, dtype=torch.float32, device=x.device)
     m2 = torch.empty_like(mean)
-    group_norm_stats_kernel[(rows * n_chunks,)](
-        x4, mean, m2, *x4.stride(), num_groups, cpg, frames, pixels, n_chunks, chunk_pixels,
-        BLOCK_C=block_c, BLOCK_P=block_p, num_warps=4,
+    group_norm_stats_kernel[(plan.reduce_programs,)](
+        x4, mean, m2, *x4.stride(), num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.chunk_pixels,
+        BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4,
     )
-    n_p_blocks = triton.cdiv(pixels, block_p)
-    parts = n_chunks * (1 if per_frame else frames)
-    group_norm_silu_apply_kernel[(rows * n_p_blocks,)](
+    group_norm_silu_apply_kernel[(plan.apply_programs,)](
         x4, weight if weight is not None else x4, bias if bias is not None else x4, y4, mean, m2, stats,
-        *x4.stride(), *y4.stride(), *stats.stride(), *(t.stride(0) if t is not None else 0 for t in (weight, bias)),
-        num_groups, cpg, frames, pixels, n_chunks, chunk_pixels, n_p_blocks, eps,
+        *x4.stride(), *y4.stride(), *plan.stats_strides(stats, per_frame), *_affine_strides(weight, bias),
+        num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.chunk_pixels, plan.n_p_blocks, eps,
         PER_FRAME=per_frame, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        BLOCK_C=block_c, BLOCK_P=block_p, BLOCK_PARTS=max(2, triton.next_power_of_2(parts)), num_warps=4,
+        BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_PARTS=plan.block_parts, num_warps=4,
     )
     return y, stats
 
 
 @group_norm_silu_fwd.register_fake
 def _(x, weight, bias, num_groups, eps, per_frame):
-    y = _alloc.empty_in_order(x.shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device)
-    return y, x.new_empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32)
+    return _like_x(x), x.new_empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32)
 
 
 @torch.library.custom_op("fastvid::group_norm_silu_bwd", mutates_args=())
 def group_norm_silu_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], stats: Tensor,
                         num_groups: int, per_frame: bool) -> List[Tensor]:
-    """Torch backward from the saved statistics, in fp32. Returns [dx, dweight, dbias] (empty when
-    weight / bias is None). With xh = (x - mean) * rstd, z = xh * w + b, s = sigmoid(z):
-    dz = dy * s * (1 + z * (1 - s)); dw = sum dz * xh; db = sum dz;
-    dx = rstd * (dz * w - mean_group(dz * w) - xh * mean_group(dz * w * xh))."""
-    batch, channels, frames, height, width = x.shape
-    cpg = channels // num_groups
-    grouped = (batch, num_groups, cpg, frames, height * width)
-    xh = (x.float().reshape(grouped) - stats[0][:, :, None, :, None]) * stats[1][:, :, None, :, None]
-    w = weight.float().view(1, num_groups, cpg, 1, 1) if weight is not None else None
-    z = xh * w if w is not None else xh
-    if bias is not None:
-        z = z + bias.float().view(1, num_groups, cpg, 1, 1)
-    s = torch.sigmoid(z)
-    dz = dy.float().reshape(grouped) * s * (1 + z * (1 - s))
-    dxh = dz * w if w is not None else dz
-    dims = (2, 4) if per_frame else (2, 3, 4)
-    dx = stats[1][:, :, None, :, None] * (dxh - dxh.mean(dims, keepdim=True)
-                                          - xh * (dxh * xh).mean(dims, keepdim=True))
-    dw = (dz * xh).sum((0, 3, 4)).reshape(channels).to(weight.dtype) if weight is not None else x.new_empty(0)
-    db = dz.sum((0, 3, 4)).reshape(channels).to(bias.dtype) if bias is not None else x.new_empty(0)
-    return [dx.reshape(x.shape).to(x.dtype), dw, db]
+    """Triton backward from the saved statistics. Returns [dx, dweight, dbias] (empty when weight /
+    bias is None). With xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
+    dw = sum dz * xh; db = sum dz; dx = rstd * (dz * w - mean_group(dz * w) - xh * mean_group(dz * w * xh))."""
+    from ..kernels.group_norm_silu import group_norm_silu_bwd_apply_kernel, group_norm_silu_bwd_reduce_kernel
+
+    channels = x.shape[1]
+    dx = _like_x(x)
+    if x.numel() == 0:
+        zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
+        return [dx, zeros if weight is not None else x.new_empty(0), zeros.clone() if bias is not None else x.new_empty(0)]
+    plan = _Plan(x, num_groups, per_frame)
+    x4, dy4, dx4 = x.flatten(3), dy.flatten(3), dx.flatten(3)
+    # Per-channel partial sums of dz * xh and dz, one row of cpg values per (b, g, f, chunk) program.
+    dw_part = torch.empty(plan.reduce_programs, plan.cpg, dtype=torch.float32, device=x.device)
+    db_part = torch.empty_like(dw_part)
+    common = (*plan.stats_strides(stats, per_frame), *_affine_strides(weight, bias), dw_part.stride(0))
+    affine = (weight if weight is not None else x4, bias if bias is not None else x4)
+    group_norm_silu_bwd_reduce_kernel[(plan.reduce_programs,)](
+        x4, dy4, *affine, stats, dw_part, db_part, *x4.stride(), *dy4.stride(), *common,
+        num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.chunk_pixels,
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
+        num_warps=4,
+    )
+    group_norm_silu_bwd_apply_kernel[(plan.apply_programs,)](
+        x4, dy4, *affine, stats, dw_part, db_part, dx4, *x4.stride(), *dy4.stride(), *dx4.stride(), *common,
+        num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.n_p_blocks,
+        PER_FRAME=per_frame, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_PARTS=plan.block_parts, num_warps=4,
+    )
+
+    def channel_sum(part: Tensor, like: Optional[Tensor]) -> Tensor:
+        if like is None:
+            return x.new_empty(0)
+        # (B, G, F, chunks, cpg) summed over (B, F, chunks) in a fixed order: deterministic.
+        rows = part.view(x.shape[0], num_groups, plan.frames * plan.n_chunks, plan.cpg)
+        return rows.sum((0, 2)).reshape(channels).to(like.dtype)
+
+    return [dx, channel_sum(dw_part, weight), channel_sum(db_part, bias)]
 
 
 @group_norm_silu_bwd.register_fake
 def _(dy, x, weight, bias, stats, num_groups, per_frame):
-    return [x.new_empty(x.shape), weight.new_empty(weight.shape) if weight is not None else x.new_empty(0),
+    return [_like_x(x), weight.new_empty(weight.shape) if weight is not None else x.new_empty(0),
             bias.new_empty(bias.shape) if bias is not None else x.new_empty(0)]
 
 
@@ -205,7 +239,7 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
 
     Returns:
         (B, C, F, H, W) in the memory order of x, dtype of x. Differentiable in x, weight, bias
-        (the backward runs in torch from the saved statistics).
+        (Triton backward from the saved statistics).
     """
     _validate(x, num_groups, weight, bias, eps, per_frame)
     return DISPATCH(backend, x, num_groups, weight, bias, float(eps), per_frame)
