@@ -1,0 +1,115 @@
+"""Temporal convolution: fastvid vs permute + Conv1d vs cuDNN's (3, 1, 1) Conv3d.
+
+    python benchmarks/bench_temporal_conv.py            # GPU shapes on CUDA, tiny ones on CPU
+
+Each peer runs on the layout it is given: "contiguous" (B, C, F, H, W) or "channels_last_3d";
+torch.backends.cudnn.benchmark is on, so cuDNN picks its algorithm per shape. The kernels each
+provider launched (cuDNN's algorithm, layout transposes, copies) are recorded in the row's note.
+Rows are appended to benchmarks/results/temporal_conv.jsonl.
+
+FLOPs: 2 * B * C_out * C_in * k * F * H * W forward; the backward computes dX and dW, each as
+many FLOPs as the forward (2x; dbias is negligible); fwd+bwd 3x. The roofline is the bf16
+matmul rate measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as Fn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import fastvid  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.peers import kernel_path  # noqa: E402
+
+OP = "temporal_conv"
+TAPS = 3
+# (B, C, F, H, W): the channel widths of SD-based video UNets, 16 frames, 32x32 and 64x64 latents.
+GPU_SHAPES = [(1, c, 16, s, s) for c in (320, 640, 1280) for s in (32, 64)]
+CPU_SHAPES = [(1, 32, 8, 8, 8), (1, 20, 7, 5, 9)]
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+
+
+def _inputs(shape, dtype, device, layout, requires_grad):
+    B, C, F, H, W = shape
+    x = torch.randn(shape, dtype=dtype, device=device).to(memory_format=LAYOUTS[layout])
+    weight = torch.randn(C, C, TAPS, dtype=dtype, device=device) / (C * TAPS) ** 0.5
+    bias = torch.randn(C, dtype=dtype, device=device)
+    return [t.requires_grad_(requires_grad) for t in (x, weight, bias)]
+
+
+def _conv3d(x, weight, bias):
+    return Fn.conv3d(x, weight[:, :, :, None, None], bias, padding=(TAPS // 2, 0, 0))
+
+
+def workloads():
+    """(provider, run, layout of its inputs)."""
+    for layout in LAYOUTS:
+        suffix = "" if layout == "contiguous" else "-cl3d"
+        yield harness.Workload(f"fastvid{suffix}", lambda x, w, b: fastvid.temporal_conv(x, w, b)), layout
+    yield harness.Workload("permute+conv1d", lambda x, w, b: fastvid.reference.temporal_conv(x, w, b)), "contiguous"
+    for layout in LAYOUTS:
+        suffix = "" if layout == "contiguous" else "-cl3d"
+        yield harness.Workload(f"conv3d(3,1,1){suffix}", _conv3d), layout
+
+
+def note(item, inputs, mode, layout, device, op=OP):
+    """The layout, fastvid's backend and the kernels one call launched (the path each peer took)."""
+    if mode == "fwd":
+        path = kernel_path(lambda: item.run(*inputs), device)
+    elif mode == "bwd":
+        out = item.run(*inputs)
+        grad = torch.ones_like(out)
+        path = kernel_path(lambda: out.backward(grad), device)
+    else:
+        path = "see the fwd and bwd rows"
+    backend = f"backend={fastvid.last_backend(op)}; " if item.provider.startswith("fastvid") else ""
+    return f"{backend}layout={layout}; {mode} kernels: {path}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=harness.default_device())
+    parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on CPU")
+    parser.add_argument("--modes", default="fwd,bwd,fwd+bwd")
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    device = args.device
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
+    torch.backends.cudnn.benchmark = True
+    shapes = GPU_SHAPES if device == "cuda" else CPU_SHAPES
+    env = harness.environment(device)
+    ceilings = harness.measure_ceilings(device)
+    print(f"# {OP} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
+          + ("" if device == "cuda" else " -- CPU run: harness check only, not a speed measurement"))
+    if ceilings["matmul_tflops"]:
+        print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
+    rows = []
+    size = torch.empty((), dtype=dtype).element_size()
+    for shape in shapes:
+        B, C, F, H, W = shape
+        shape_d = dict(B=B, C=C, F=F, H=H, W=W, k=TAPS)
+        fwd_flops = 2 * B * C * C * TAPS * F * H * W
+        for mode in args.modes.split(","):
+            grad = mode != "fwd"
+            flops = fwd_flops * {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[mode]
+            # x read and y written forward; dY, x read and dX written backward (weights are small).
+            bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
+            for item, layout in workloads():
+                sets = [_inputs(shape, dtype, device, layout, grad) for _ in range(2)]
+                row = harness.bench(op=OP, shape=shape_d, dtype=dtype, mode=mode, workload=item, input_sets=sets,
+                                    device=device, env=env, ceilings=ceilings, flops=flops, bytes_moved=bytes_moved)
+                if row.get("status") == "ok":
+                    row["note"] = note(item, sets[0], mode, layout, device)
+                rows.append(row)
+    harness.print_rows(rows)
+    path = harness.write_rows(OP, rows, Path(args.out) if args.out else harness.RESULTS)
+    print(f"# {len(rows)} rows appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
