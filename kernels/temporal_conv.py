@@ -46,20 +46,23 @@ def temporal_conv_fwd_kernel(
     x_pix = _pixel_offsets(offs_p, width, stride_xh, stride_xw)
 
     acc = tl.zeros([BLOCK_CO, BLOCK_P], dtype=tl.float32)
-    # Only taps whose input frame f + t - pad lies in [0, frames_in): the rest read zero padding.
+    # One reduction loop over (tap, input-channel block), taps folded in: only taps whose input
+    # frame f + t - pad lies in [0, frames_in); the others read zero padding and are skipped.
+    n_ci_blocks = tl.cdiv(c_in, BLOCK_CI)
     t_lo = tl.maximum(pad - f, 0)
     t_hi = tl.minimum(frames_in + pad - f, taps)
-    for t in range(t_lo, t_hi):
+    x_base = X + b * stride_xb + x_pix[None, :]
+    w_base = Wt + offs_co[:, None] * stride_wo
+    for kk in range(t_lo * n_ci_blocks, t_hi * n_ci_blocks):
+        t = kk // n_ci_blocks
+        ci = (kk % n_ci_blocks) * BLOCK_CI + offs_ci
+        mask_ci = ci < c_in
         f_in = (f + t - pad).to(tl.int64)
-        x_ptrs = X + b * stride_xb + f_in * stride_xf + offs_ci[:, None] * stride_xc + x_pix[None, :]
-        w_ptrs = Wt + offs_co[:, None] * stride_wo + offs_ci[None, :] * stride_wi + t * stride_wt
-        for ci in range(0, c_in, BLOCK_CI):
-            mask_ci = offs_ci < c_in - ci
-            w = tl.load(w_ptrs, mask=mask_co[:, None] & mask_ci[None, :], other=0.0)
-            x = tl.load(x_ptrs, mask=mask_ci[:, None] & mask_p[None, :], other=0.0)
-            acc += tl.dot(w, x, input_precision=PRECISION)
-            x_ptrs += BLOCK_CI * stride_xc
-            w_ptrs += BLOCK_CI * stride_wi
+        w = tl.load(w_base + ci[None, :] * stride_wi + t * stride_wt, mask=mask_co[:, None] & mask_ci[None, :],
+                    other=0.0)
+        x = tl.load(x_base + f_in * stride_xf + ci[:, None].to(tl.int64) * stride_xc,
+                    mask=mask_ci[:, None] & mask_p[None, :], other=0.0)
+        acc += tl.dot(w, x, input_precision=PRECISION)
 
     if HAS_BIAS:
         acc += tl.load(Bias + offs_co * stride_bias, mask=mask_co, other=0.0).to(tl.float32)[:, None]
@@ -112,23 +115,23 @@ def temporal_conv_dw_kernel(
     db = tl.zeros([BLOCK_CO], dtype=tl.float32)
     x_b = X + offs_ci[:, None].to(tl.int64) * stride_xc
     y_b = DY + offs_co[:, None].to(tl.int64) * stride_yc
+    n_p_blocks = tl.cdiv(pixels, BLOCK_P)
     for _b in range(0, batch):
-        for f in range(f_lo, f_hi):
+        # One loop over (frame, pixel block) of this sample.
+        for kk in range(f_lo * n_p_blocks, f_hi * n_p_blocks):
+            f = kk // n_p_blocks
+            offs_p = (kk % n_p_blocks) * BLOCK_P + offs_pb
+            mask_p = offs_p < pixels
             f_in = f + t - pad
             f_rows = offs_ci * 0 + f_in  # a vector: scalar masks lose their dtype in the interpreter
             x_rows = mask_ci & (f_rows >= 0) & (f_rows < frames_in)
-            x_f = x_b + f_in * stride_xf
-            y_f = y_b + f * stride_yf
-            for p in range(0, pixels, BLOCK_P):
-                offs_p = p + offs_pb
-                mask_p = offs_p < pixels
-                dy = tl.load(y_f + _pixel_offsets(offs_p, width, stride_yh, stride_yw)[None, :],
-                             mask=mask_co[:, None] & mask_p[None, :], other=0.0)
-                x = tl.load(x_f + _pixel_offsets(offs_p, width, stride_xh, stride_xw)[None, :],
-                            mask=x_rows[:, None] & mask_p[None, :], other=0.0)
-                acc += tl.dot(dy, tl.trans(x), input_precision=PRECISION)
-                if bias_prog:
-                    db += tl.sum(dy.to(tl.float32), axis=1)
+            dy = tl.load(y_b + f * stride_yf + _pixel_offsets(offs_p, width, stride_yh, stride_yw)[None, :],
+                         mask=mask_co[:, None] & mask_p[None, :], other=0.0)
+            x = tl.load(x_b + f_in * stride_xf + _pixel_offsets(offs_p, width, stride_xh, stride_xw)[None, :],
+                        mask=x_rows[:, None] & mask_p[None, :], other=0.0)
+            acc += tl.dot(dy, tl.trans(x), input_precision=PRECISION)
+            if bias_prog:
+                db += tl.sum(dy.to(tl.float32), axis=1)
         x_b += stride_xb
         y_b += stride_yb
 
