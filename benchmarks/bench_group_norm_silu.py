@@ -14,7 +14,6 @@ x twice in each direction (a statistics pass, then the apply pass), which L2 abs
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
 from benchmarks import harness  # noqa: E402
-from benchmarks.bench_temporal_conv import CPU_SHAPES, GPU_SHAPES, LAYOUTS, note  # noqa: E402
+from benchmarks.bench_temporal_conv import CPU_SHAPES, GPU_SHAPES, LAYOUTS, parse, run  # noqa: E402
 
 OP = "group_norm_silu"
 GROUPS = 32
@@ -63,41 +62,15 @@ def workloads(groups, compile_peers):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default=harness.default_device())
-    parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on CPU")
-    parser.add_argument("--modes", default="fwd,bwd,fwd+bwd")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    args = parser.parse_args(argv)
-    device = args.device
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
-    shapes, groups = (GPU_SHAPES, GROUPS) if device == "cuda" else (CPU_SHAPES, CPU_GROUPS)
-    env = harness.environment(device)
-    ceilings = harness.measure_ceilings(device)
-    print(f"# {OP} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
-          + ("" if device == "cuda" else " -- CPU run: harness check only, not a speed measurement"))
-    if ceilings["copy_gbps"]:
-        print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
-    providers = list(workloads(groups, not args.no_compile))
-    rows = []
-    size = torch.empty((), dtype=dtype).element_size()
-    for shape in shapes:
+    args = parse(__doc__, argv, extra=[("--no-compile", "skip the torch.compile peer")])
+    shapes, groups = (GPU_SHAPES, GROUPS) if args.device == "cuda" else (CPU_SHAPES, CPU_GROUPS)
+
+    def describe(shape, mode, size):
         B, C, F, H, W = shape
-        shape_d = dict(B=B, C=C, F=F, H=H, W=W, groups=groups)
-        for mode in args.modes.split(","):
-            grad = mode != "fwd"
-            bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
-            for item, layout in providers:
-                sets = [_inputs(shape, dtype, device, layout, grad) for _ in range(2)]
-                row = harness.bench(op=OP, shape=shape_d, dtype=dtype, mode=mode, workload=item, input_sets=sets,
-                                    device=device, env=env, ceilings=ceilings, bytes_moved=bytes_moved)
-                if row.get("status") == "ok":
-                    row["note"] = note(item, sets[0], mode, layout, device, op=OP)
-                rows.append(row)
-    harness.print_rows(rows)
-    path = harness.write_rows(OP, rows, Path(args.out) if args.out else harness.RESULTS)
-    print(f"# {len(rows)} rows appended to {path}")
+        bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
+        return dict(B=B, C=C, F=F, H=H, W=W, groups=groups), None, bytes_moved
+
+    run(OP, args, shapes, list(workloads(groups, not args.no_compile)), _inputs, describe)
 
 
 if __name__ == "__main__":

@@ -71,44 +71,60 @@ def note(item, inputs, mode, layout, device, op=OP):
     return f"{backend}layout={layout}; {mode} kernels: {path}"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse(doc, argv, extra=()):
+    """The options both conv-family benchmarks take (``extra``: (flag, help) store_true options)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=harness.default_device())
     parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--modes", default="fwd,bwd,fwd+bwd")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    for flag, text in extra:
+        parser.add_argument(flag, action="store_true", help=text)
     args = parser.parse_args(argv)
-    device = args.device
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
+    args.dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
+    return args
+
+
+def run(op, args, shapes, providers, make_inputs, describe):
+    """Times every provider on every shape and mode; ``describe(shape, mode, element_size)`` gives
+    (shape dict, flops or None, bytes moved). Prints the rows and appends them to the results."""
+    device, dtype = args.device, args.dtype
     torch.backends.cudnn.benchmark = True
-    shapes = GPU_SHAPES if device == "cuda" else CPU_SHAPES
     env = harness.environment(device)
     ceilings = harness.measure_ceilings(device)
-    print(f"# {OP} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
+    print(f"# {op} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
           + ("" if device == "cuda" else " -- CPU run: harness check only, not a speed measurement"))
-    if ceilings["matmul_tflops"]:
+    if ceilings["copy_gbps"]:
         print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
     rows = []
     size = torch.empty((), dtype=dtype).element_size()
     for shape in shapes:
-        B, C, F, H, W = shape
-        shape_d = dict(B=B, C=C, F=F, H=H, W=W, k=TAPS)
-        fwd_flops = 2 * B * C * C * TAPS * F * H * W
         for mode in args.modes.split(","):
-            grad = mode != "fwd"
-            flops = fwd_flops * {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[mode]
-            # x read and y written forward; dY, x read and dX written backward (weights are small).
-            bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
-            for item, layout in workloads():
-                sets = [_inputs(shape, dtype, device, layout, grad) for _ in range(2)]
-                row = harness.bench(op=OP, shape=shape_d, dtype=dtype, mode=mode, workload=item, input_sets=sets,
+            shape_d, flops, bytes_moved = describe(shape, mode, size)
+            for item, layout in providers:
+                sets = [make_inputs(shape, dtype, device, layout, mode != "fwd") for _ in range(2)]
+                row = harness.bench(op=op, shape=shape_d, dtype=dtype, mode=mode, workload=item, input_sets=sets,
                                     device=device, env=env, ceilings=ceilings, flops=flops, bytes_moved=bytes_moved)
                 if row.get("status") == "ok":
-                    row["note"] = note(item, sets[0], mode, layout, device)
+                    row["note"] = note(item, sets[0], mode, layout, device, op)
                 rows.append(row)
     harness.print_rows(rows)
-    path = harness.write_rows(OP, rows, Path(args.out) if args.out else harness.RESULTS)
+    path = harness.write_rows(op, rows, Path(args.out) if args.out else harness.RESULTS)
     print(f"# {len(rows)} rows appended to {path}")
+
+
+def describe(shape, mode, size):
+    B, C, F, H, W = shape
+    flops = 2 * B * C * C * TAPS * F * H * W * {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[mode]
+    # x read and y written forward; dY, x read and dX written backward (weights are small).
+    bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
+    return dict(B=B, C=C, F=F, H=H, W=W, k=TAPS), flops, bytes_moved
+
+
+def main(argv=None):
+    args = parse(__doc__, argv)
+    shapes = GPU_SHAPES if args.device == "cuda" else CPU_SHAPES
+    run(OP, args, shapes, list(workloads()), _inputs, describe)
 
 
 if __name__ == "__main__":

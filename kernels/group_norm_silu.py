@@ -168,6 +168,16 @@ def _grad_tile(X, DY, b, f, offs_c, offs_p, mask, w, bias, mean, rstd,
 
 
 @triton.jit
+def _row_setup(Stats, Wt, Bias, b, g, f, stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
+               channels_per_group, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """A backward row's saved mean and rstd, its group's channels and their affine parameters."""
+    s_ptr = Stats + b.to(tl.int64) * stride_sb + g * stride_sg + f * stride_sf
+    offs_c, local, mask_c = _group_channels(g, channels_per_group, BLOCK_C)
+    w, bias = _affine(Wt, Bias, offs_c, mask_c, stride_w, stride_bias, HAS_WEIGHT, HAS_BIAS, BLOCK_C)
+    return tl.load(s_ptr), tl.load(s_ptr + stride_sk), offs_c, local, mask_c, w, bias
+
+
+@triton.jit
 def group_norm_silu_bwd_reduce_kernel(
     X, DY, Wt, Bias, Stats, DWPart, DBPart,
     stride_xb, stride_xc, stride_xf, stride_xp,
@@ -179,11 +189,9 @@ def group_norm_silu_bwd_reduce_kernel(
     # stride_sf is 0 for per-sample statistics (one entry per (b, g)).
     pid = tl.program_id(0)
     chunk, f, g, b, bg = _row(pid, n_chunks, frames, groups)
-    s_ptr = Stats + b.to(tl.int64) * stride_sb + g * stride_sg + f * stride_sf
-    mean = tl.load(s_ptr)
-    rstd = tl.load(s_ptr + stride_sk)
-    offs_c, local, mask_c = _group_channels(g, channels_per_group, BLOCK_C)
-    w, bias = _affine(Wt, Bias, offs_c, mask_c, stride_w, stride_bias, HAS_WEIGHT, HAS_BIAS, BLOCK_C)
+    mean, rstd, offs_c, local, mask_c, w, bias = _row_setup(
+        Stats, Wt, Bias, b, g, f, stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
+        channels_per_group, HAS_WEIGHT, HAS_BIAS, BLOCK_C)
     p_start = chunk * chunk_pixels
     p_end = tl.minimum(p_start + chunk_pixels, pixels)
     sum_dz_xh = tl.zeros([BLOCK_C], tl.float32)
@@ -213,11 +221,9 @@ def group_norm_silu_bwd_apply_kernel(
 ):
     pid = tl.program_id(0)
     p_block, f, g, b, bg = _row(pid, n_p_blocks, frames, groups)
-    s_ptr = Stats + b.to(tl.int64) * stride_sb + g * stride_sg + f * stride_sf
-    mean = tl.load(s_ptr)
-    rstd = tl.load(s_ptr + stride_sk)
-    offs_c, local, mask_c = _group_channels(g, channels_per_group, BLOCK_C)
-    w, bias = _affine(Wt, Bias, offs_c, mask_c, stride_w, stride_bias, HAS_WEIGHT, HAS_BIAS, BLOCK_C)
+    mean, rstd, offs_c, local, mask_c, w, bias = _row_setup(
+        Stats, Wt, Bias, b, g, f, stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
+        channels_per_group, HAS_WEIGHT, HAS_BIAS, BLOCK_C)
 
     # Group means of dxh = dz * w and dxh * xh over the statistic, from the per-channel partials.
     first, n_parts = _parts(bg, f, frames, n_chunks, PER_FRAME)
