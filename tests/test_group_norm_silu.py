@@ -85,6 +85,16 @@ def test_output_keeps_the_memory_order_of_x(layout):
     assert out.permute(*sorted(range(5), key=lambda d: -x.stride(d))).is_contiguous()
 
 
+@pytest.mark.parametrize("layout, per_frame", [("channels_last_3d", False), ("frame_major", True)])
+def test_custom_op_passes_opcheck(layout, per_frame):
+    """Schema, fake tensor (strides included), autograd registration and AOT dispatch (torch.compile)."""
+    from fastvid.ops.group_norm_silu import group_norm_silu_fwd
+
+    x = _video((1, 6, 5, 3, 4), torch.float32, layout).requires_grad_()
+    w, b = (t.requires_grad_() for t in _affine(6, torch.float32))
+    torch.library.opcheck(group_norm_silu_fwd, (x, w, b, 3, 1e-5, per_frame))
+
+
 def test_auto_uses_torch_on_cpu_and_reports_it():
     fastvid.group_norm_silu(_video((1, 4, 3, 2, 5), torch.float32), 2)
     assert fastvid.last_backend("group_norm_silu") == ("triton" if DEVICE == "cuda" else "torch")

@@ -124,6 +124,17 @@ def test_torch_backends_match_reference(backend):
     check_against_reference(backend, _fastvid(backend), _reference(), [x, weight, bias, res], torch.float32)
 
 
+@pytest.mark.parametrize("layout", ["channels_last_3d", "frame_major"])
+def test_custom_op_passes_opcheck(layout):
+    """Schema, fake tensor (strides included), autograd registration and AOT dispatch (torch.compile)."""
+    from fastvid.ops.temporal_conv import temporal_conv_fwd
+
+    x = _video((1, 6, 5, 3, 4), torch.float32, layout).requires_grad_()
+    weight, bias = (t.requires_grad_() for t in _params(6, 8, 3, torch.float32))
+    res = _video((1, 8, 5, 3, 4), torch.float32, layout).requires_grad_()
+    torch.library.opcheck(temporal_conv_fwd, (x, weight, bias, res, 1))
+
+
 def test_empty_batch_returns_empty():
     x = _video((0, 4, 3, 2, 5), torch.float32)
     weight, bias = _params(4, 6, 3, torch.float32)
