@@ -4,9 +4,10 @@
 
 An implicit GEMM: one program computes a [BLOCK_CO, BLOCK_P] tile of output frame f of one
 sample, reducing over (ci, t) with ``tl.dot`` (the k taps are folded into the reduction; taps
-whose input frame falls outside the clip are skipped, which is the zero padding). Pixels
-p = h * W + w are addressed through the h and w strides, so contiguous (B, C, F, H, W),
-channels_last_3d and frame-major views all run in place. The input gradient is the same kernel
+whose input frame falls outside the clip are skipped, which is the zero padding). Tensors are
+seen as (B, C, F, P) with P = H * W and one stride per axis, so contiguous (B, C, F, H, W),
+channels_last_3d and frame-major views all run in place; the axis with stride 1 (pixels or
+channels) gives vectorised, pipelined loads. The input gradient is the same kernel
 on dY with the transposed, flipped weight; the weight (and bias) gradient kernel reduces
 dY x^T over (b, f, p) into per-program partials summed by the launcher (deterministic).
 """
@@ -15,18 +16,13 @@ import triton.language as tl
 
 
 @triton.jit
-def _pixel_offsets(offs_p, width, stride_h, stride_w):
-    return (offs_p // width).to(tl.int64) * stride_h + (offs_p % width).to(tl.int64) * stride_w
-
-
-@triton.jit
 def temporal_conv_fwd_kernel(
     X, Wt, Bias, Res, Out,
-    stride_xb, stride_xc, stride_xf, stride_xh, stride_xw,
+    stride_xb, stride_xc, stride_xf, stride_xp,
     stride_wo, stride_wi, stride_wt, stride_bias,
-    stride_rb, stride_rc, stride_rf, stride_rh, stride_rw,
-    stride_ob, stride_oc, stride_of, stride_oh, stride_ow,
-    c_in, c_out, frames_in, frames_out, width, pixels, taps, pad, n_co_blocks,
+    stride_rb, stride_rc, stride_rf, stride_rp,
+    stride_ob, stride_oc, stride_of, stride_op,
+    c_in, c_out, frames_in, frames_out, pixels, taps, pad, n_co_blocks,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_CO: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
@@ -43,7 +39,6 @@ def temporal_conv_fwd_kernel(
     offs_ci = tl.arange(0, BLOCK_CI)
     mask_co = offs_co < c_out
     mask_p = offs_p < pixels
-    x_pix = _pixel_offsets(offs_p, width, stride_xh, stride_xw)
 
     acc = tl.zeros([BLOCK_CO, BLOCK_P], dtype=tl.float32)
     # One reduction loop over (tap, input-channel block), taps folded in: only taps whose input
@@ -51,7 +46,7 @@ def temporal_conv_fwd_kernel(
     n_ci_blocks = tl.cdiv(c_in, BLOCK_CI)
     t_lo = tl.maximum(pad - f, 0)
     t_hi = tl.minimum(frames_in + pad - f, taps)
-    x_base = X + b * stride_xb + x_pix[None, :]
+    x_base = X + b * stride_xb + offs_p[None, :].to(tl.int64) * stride_xp
     w_base = Wt + offs_co[:, None] * stride_wo
     for kk in range(t_lo * n_ci_blocks, t_hi * n_ci_blocks):
         t = kk // n_ci_blocks
@@ -70,21 +65,21 @@ def temporal_conv_fwd_kernel(
     f64 = f.to(tl.int64)
     if HAS_RES:
         r_ptrs = (Res + b * stride_rb + f64 * stride_rf + offs_co[:, None].to(tl.int64) * stride_rc
-                  + _pixel_offsets(offs_p, width, stride_rh, stride_rw)[None, :])
+                  + offs_p[None, :].to(tl.int64) * stride_rp)
         acc += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
     o_ptrs = (Out + b * stride_ob + f64 * stride_of + offs_co[:, None].to(tl.int64) * stride_oc
-              + _pixel_offsets(offs_p, width, stride_oh, stride_ow)[None, :])
+              + offs_p[None, :].to(tl.int64) * stride_op)
     tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def temporal_conv_dw_kernel(
     X, DY, DWPart, DBPart,
-    stride_xb, stride_xc, stride_xf, stride_xh, stride_xw,
-    stride_yb, stride_yc, stride_yf, stride_yh, stride_yw,
+    stride_xb, stride_xc, stride_xf, stride_xp,
+    stride_yb, stride_yc, stride_yf, stride_yp,
     stride_ps, stride_po, stride_pi, stride_pt,
     stride_qs, stride_qo,
-    batch, c_in, c_out, frames_in, frames_out, width, pixels, pad, n_co_blocks, frames_per_split,
+    batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co_blocks, frames_per_split,
     HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
@@ -125,9 +120,9 @@ def temporal_conv_dw_kernel(
             f_in = f + t - pad
             f_rows = offs_ci * 0 + f_in  # a vector: scalar masks lose their dtype in the interpreter
             x_rows = mask_ci & (f_rows >= 0) & (f_rows < frames_in)
-            dy = tl.load(y_b + f * stride_yf + _pixel_offsets(offs_p, width, stride_yh, stride_yw)[None, :],
+            dy = tl.load(y_b + f * stride_yf + offs_p[None, :].to(tl.int64) * stride_yp,
                          mask=mask_co[:, None] & mask_p[None, :], other=0.0)
-            x = tl.load(x_b + f_in * stride_xf + _pixel_offsets(offs_p, width, stride_xh, stride_xw)[None, :],
+            x = tl.load(x_b + f_in * stride_xf + offs_p[None, :].to(tl.int64) * stride_xp,
                         mask=x_rows[:, None] & mask_p[None, :], other=0.0)
             acc += tl.dot(dy, tl.trans(x), input_precision=PRECISION)
             if bias_prog:

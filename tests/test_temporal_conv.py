@@ -63,6 +63,14 @@ def test_triton_matches_conv3d(k, padding):
                             lambda x, w, b: reference.temporal_conv3d(x, w, b, padding=pad), [x, weight, bias], dtype)
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_several_tiles_along_every_axis(dtype):
+    # 130 output channels, 70 input channels and 153 pixels each span several tiles (ragged last ones).
+    x = _video((1, 70, 5, 9, 17), dtype, "channels_last_3d")
+    weight, bias = _params(70, 130, 3, dtype)
+    check_against_reference("tiles", _fastvid(), _reference(), [x, weight, bias], dtype)
+
+
 def test_non_contiguous_inputs_are_read_in_place():
     # Every second column (H and W no longer merge), a tap-major weight, a transposed residual.
     dtype = torch.float32

@@ -23,6 +23,14 @@ def _block(size: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, triton.next_power_of_2(max(size, 1))))
 
 
+def _block_co(c_out: int) -> int:
+    """Output-channel tile: 128 or 64, whichever pads C_out less (320 -> 64, 640 -> 128); small C_out
+    take the next power of two."""
+    if c_out < 64:
+        return _block(c_out, 16, 64)
+    return min((128, 64), key=lambda b: (-(-c_out // b) * b, -b))
+
+
 def _precision(dtype: torch.dtype) -> str:
     # fp32 inputs multiply in full fp32 (no TF32), as torch's own conv1d reference does by default.
     return "ieee" if dtype == torch.float32 else "tf32"
@@ -35,20 +43,24 @@ def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Op
 
     from ..kernels.temporal_conv import temporal_conv_fwd_kernel
 
-    batch, c_in, frames_in, height, width = x.shape
-    c_out, frames_out = out.shape[1], out.shape[2]
-    pixels = height * width
+    # (B, C, F, H*W) views (H and W that do not merge are copied); out is dense, always a view.
+    x4, out4 = x.flatten(3), out.flatten(3)
+    res4 = residual.flatten(3) if residual is not None else out4
+    # The weight as (k, C_out, C_in), C_in contiguous: each tap's [C_out, C_in] tile is a dense load.
+    w_k = weight.permute(2, 0, 1).contiguous()
+    batch, c_in, frames_in, pixels = x4.shape
+    c_out, frames_out = out4.shape[1], out4.shape[2]
     wide = x.element_size() == 2
-    block_co = _block(c_out, 16, 128)
-    block_p = _block(pixels, 16, 128)
+    block_co = _block_co(c_out)
+    block_p = _block(pixels, 16, 16384 // block_co)  # a 128 x 128 (or 64 x 256) fp32 accumulator
     block_ci = _block(c_in, 16, 64 if wide else 32)
     n_co = triton.cdiv(c_out, block_co)
     grid = (n_co * triton.cdiv(pixels, block_p), batch * frames_out)
-    res = residual if residual is not None else out
     temporal_conv_fwd_kernel[grid](
-        x, weight, bias if bias is not None else weight, res, out,
-        *x.stride(), *weight.stride(), bias.stride(0) if bias is not None else 0, *(res.stride() if residual is not None else (0,) * 5), *out.stride(),
-        c_in, c_out, frames_in, frames_out, width, pixels, weight.shape[-1], pad, n_co,
+        x4, w_k, bias if bias is not None else w_k, res4, out4,
+        *x4.stride(), w_k.stride(1), w_k.stride(2), w_k.stride(0), bias.stride(0) if bias is not None else 0,
+        *(res4.stride() if residual is not None else (0,) * 4), *out4.stride(),
+        c_in, c_out, frames_in, frames_out, pixels, w_k.shape[0], pad, n_co,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, PRECISION=_precision(x.dtype),
         BLOCK_CO=block_co, BLOCK_P=block_p, BLOCK_CI=block_ci,
         num_warps=8 if block_co * block_p >= 128 * 128 else 4, num_stages=3,
@@ -84,9 +96,9 @@ def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad:
 
     from ..kernels.temporal_conv import temporal_conv_dw_kernel
 
-    batch, c_in, frames_in, height, width = x.shape
-    c_out, frames_out = dout.shape[1], dout.shape[2]
-    pixels = height * width
+    x4, dout4 = x.flatten(3), dout.flatten(3)
+    batch, c_in, frames_in, pixels = x4.shape
+    c_out, frames_out = dout4.shape[1], dout4.shape[2]
     block_co, block_ci = _block(c_out, 16, 64), _block(c_in, 16, 64)
     block_p = _block(pixels, 16, 64)
     n_co = triton.cdiv(c_out, block_co)
@@ -100,9 +112,9 @@ def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad:
     db_part = torch.empty(n_split, c_out, dtype=torch.float32, device=x.device) if bias_grad else dw_part
     grid = (tiles // taps, taps, n_split)
     temporal_conv_dw_kernel[grid](
-        x, dout, dw_part, db_part,
-        *x.stride(), *dout.stride(), *dw_part.stride(), *(db_part.stride() if bias_grad else (0, 0)),
-        batch, c_in, c_out, frames_in, frames_out, width, pixels, pad, n_co, per_split,
+        x4, dout4, dw_part, db_part,
+        *x4.stride(), *dout4.stride(), *dw_part.stride(), *(db_part.stride() if bias_grad else (0, 0)),
+        batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co, per_split,
         HAS_BIAS=bias_grad, PRECISION=_precision(x.dtype),
         BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p, num_warps=4, num_stages=3,
     )
