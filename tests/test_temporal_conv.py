@@ -143,6 +143,25 @@ def test_custom_op_passes_opcheck(layout):
     torch.library.opcheck(temporal_conv_fwd, (x, weight, bias, res, 1))
 
 
+@pytest.mark.skipif(DEVICE == "cuda", reason="the kernels run for real on this machine")
+def test_kernels_compile_for_hopper():
+    """Without a GPU: both kernels compile for sm_90 (bf16 and fp32; pixels or channels at unit stride)."""
+    from aot_compile import run_in_subprocess
+
+    specs = []
+    for dtype, precision, block_ci in (("bf16", "tf32", 64), ("fp32", "ieee", 32)):
+        for unit in ("p", "c"):  # contiguous, channels_last_3d
+            specs.append(dict(kernel="temporal_conv_fwd_kernel", num_warps=8, unit_axis=unit,
+                              pointers=dict(X=dtype, Wt=dtype, Bias=dtype, Res=dtype, Out=dtype),
+                              constexprs=dict(stride_wi=1, HAS_BIAS=True, HAS_RES=True, PRECISION=precision,
+                                              BLOCK_CO=128, BLOCK_P=128, BLOCK_CI=block_ci)))
+            specs.append(dict(kernel="temporal_conv_dw_kernel", unit_axis=unit,
+                              pointers=dict(X=dtype, DY=dtype, DWPart="fp32", DBPart="fp32"),
+                              constexprs=dict(stride_pt=1, stride_qo=1, HAS_BIAS=True, PRECISION=precision,
+                                              BLOCK_CO=64, BLOCK_CI=64, BLOCK_P=64)))
+    assert len(run_in_subprocess("fastvid.kernels.temporal_conv", specs)) == len(specs)
+
+
 def test_empty_batch_returns_empty():
     x = _video((0, 4, 3, 2, 5), torch.float32)
     weight, bias = _params(4, 6, 3, torch.float32)
