@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
 from benchmarks import harness  # noqa: E402
-from benchmarks.bench_temporal_conv import CPU_SHAPES, GPU_SHAPES, LAYOUTS, parse, run  # noqa: E402
+from benchmarks.bench_temporal_conv import LAYOUTS, cases, parse, run  # noqa: E402
 
 OP = "group_norm_silu"
 GROUPS = 32
@@ -63,14 +63,14 @@ def workloads(groups, compile_peers):
 
 def main(argv=None):
     args = parse(__doc__, argv, extra=[("--no-compile", "skip the torch.compile peer")])
-    shapes, groups = (GPU_SHAPES, GROUPS) if args.device == "cuda" else (CPU_SHAPES, CPU_GROUPS)
+    groups = GROUPS if args.device == "cuda" else CPU_GROUPS
 
-    def describe(shape, mode, size):
-        B, C, F, H, W = shape
+    def describe(case, mode, size):
+        name, (B, C, F, H, W) = case
         bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
-        return dict(B=B, C=C, F=F, H=H, W=W, groups=groups), None, bytes_moved
+        return dict(model=name, B=B, C=C, F=F, H=H, W=W, groups=groups), None, bytes_moved
 
-    run(OP, args, shapes, list(workloads(groups, not args.no_compile)), _inputs, describe)
+    run(OP, args, cases(args.device), list(workloads(groups, not args.no_compile)), _inputs, describe)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,11 @@ import torch.nn.functional as Fn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from benchmarks import harness  # noqa: E402
+from benchmarks import harness, shapes  # noqa: E402
 from benchmarks.peers import kernel_path  # noqa: E402
 
 OP = "temporal_conv"
 TAPS = 3
-# (B, C, F, H, W): the channel widths of SD-based video UNets, 16 frames, 32x32 and 64x64 latents.
-GPU_SHAPES = [(1, c, 16, s, s) for c in (320, 640, 1280) for s in (32, 64)]
-CPU_SHAPES = [(1, 32, 8, 8, 8), (1, 20, 7, 5, 9)]
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
 
 
@@ -85,9 +82,10 @@ def parse(doc, argv, extra=()):
     return args
 
 
-def run(op, args, shapes, providers, make_inputs, describe):
-    """Times every provider on every shape and mode; ``describe(shape, mode, element_size)`` gives
-    (shape dict, flops or None, bytes moved). Prints the rows and appends them to the results."""
+def run(op, args, named_shapes, providers, make_inputs, describe):
+    """Times every provider on every (name, shape) and mode; ``describe((name, shape), mode,
+    element_size)`` gives (shape dict, flops or None, bytes moved). Prints the rows and appends
+    them to the results."""
     device, dtype = args.device, args.dtype
     torch.backends.cudnn.benchmark = True
     env = harness.environment(device)
@@ -98,9 +96,10 @@ def run(op, args, shapes, providers, make_inputs, describe):
         print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
     rows = []
     size = torch.empty((), dtype=dtype).element_size()
-    for shape in shapes:
+    for case in named_shapes:
+        shape = case[1]
         for mode in args.modes.split(","):
-            shape_d, flops, bytes_moved = describe(shape, mode, size)
+            shape_d, flops, bytes_moved = describe(case, mode, size)
             for item, layout in providers:
                 sets = [make_inputs(shape, dtype, device, layout, mode != "fwd") for _ in range(2)]
                 row = harness.bench(op=op, shape=shape_d, dtype=dtype, mode=mode, workload=item, input_sets=sets,
@@ -113,18 +112,22 @@ def run(op, args, shapes, providers, make_inputs, describe):
     print(f"# {len(rows)} rows appended to {path}")
 
 
-def describe(shape, mode, size):
-    B, C, F, H, W = shape
+def cases(device):
+    """(model name, (B, C, F, H, W)): SD-based video UNet widths, 16 frames, 32x32 and 64x64 latents."""
+    return list((shapes.TEMPORAL_CONV if device == "cuda" else shapes.CPU_TEMPORAL_CONV).items())
+
+
+def describe(case, mode, size):
+    name, (B, C, F, H, W) = case
     flops = 2 * B * C * C * TAPS * F * H * W * {"fwd": 1, "bwd": 2, "fwd+bwd": 3}[mode]
     # x read and y written forward; dY, x read and dX written backward (weights are small).
     bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
-    return dict(B=B, C=C, F=F, H=H, W=W, k=TAPS), flops, bytes_moved
+    return dict(model=name, B=B, C=C, F=F, H=H, W=W, k=TAPS), flops, bytes_moved
 
 
 def main(argv=None):
     args = parse(__doc__, argv)
-    shapes = GPU_SHAPES if args.device == "cuda" else CPU_SHAPES
-    run(OP, args, shapes, list(workloads()), _inputs, describe)
+    run(OP, args, cases(args.device), list(workloads()), _inputs, describe)
 
 
 if __name__ == "__main__":
