@@ -68,6 +68,14 @@ def test_strided_pixels_and_affine():
     check_against_reference("strided", _fastvid(2, True), _reference(2, True), [x, w, b], torch.float32)
 
 
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_width_outer_to_height_layout(per_frame):
+    # (B, C, F, W, H) storage: y and dx are allocated with H and W adjacent (one pixel axis).
+    x = torch.randn(2, 8, 3, 5, 4, device=DEVICE).transpose(-1, -2)
+    w, b = _affine(8, torch.float32)
+    check_against_reference("w-major", _fastvid(2, per_frame), _reference(2, per_frame), [x, w, b], torch.float32)
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "frame_major"])
 @pytest.mark.parametrize("per_frame", [False, True])
 def test_torch_backends_match_reference(layout, per_frame):

@@ -82,6 +82,15 @@ def test_non_contiguous_inputs_are_read_in_place():
     check_against_reference("strided", _fastvid(), _reference(), [x, weight, bias, res], dtype)
 
 
+def test_width_outer_to_height_layout():
+    # (B, C, F, W, H) storage: H and W do not merge into one pixel axis; the outputs (and dX) are
+    # allocated with H and W adjacent, so they still view as (B, C, F, H * W).
+    x = torch.randn(B, C_IN, F, W, H, device=DEVICE).transpose(-1, -2)
+    res = torch.randn(B, C_OUT, F, W, H, device=DEVICE).transpose(-1, -2)
+    weight, bias = _params(C_IN, C_OUT, 3, torch.float32)
+    check_against_reference("w-major", _fastvid(), _reference(), [x, weight, bias, res], torch.float32)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_output_keeps_the_memory_order_of_x(layout):
     x = _video((1, 4, 3, 2, 5), torch.float32, layout)

@@ -25,6 +25,14 @@ def dim_order(t: torch.Tensor):
     return sorted(range(t.dim()), key=lambda d: -t.stride(d))
 
 
+def video_order(t: torch.Tensor):
+    """:func:`dim_order` of a (B, C, F, H, W) tensor with H and W kept adjacent (H outer), so that
+    a tensor allocated in this order always views as (B, C, F, H * W)."""
+    order = [d for d in dim_order(t) if d != 4]
+    order.insert(order.index(3) + 1, 4)
+    return order
+
+
 def empty_in_order(shape, order, *, dtype, device) -> torch.Tensor:
     """A dense tensor of ``shape`` whose dims lie in memory in ``order`` (see :func:`dim_order`),
     e.g. the memory format of an input (contiguous, channels_last_3d or a frame-major view)."""

@@ -59,7 +59,7 @@ def _affine_strides(weight: Optional[Tensor], bias: Optional[Tensor]):
 
 
 def _like_x(x: Tensor) -> Tensor:
-    return _alloc.empty_in_order(x.shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device)
+    return _alloc.empty_in_order(x.shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
 
 
 @torch.library.custom_op("fastvid::group_norm_silu_fwd", mutates_args=())
@@ -75,7 +75,7 @@ def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tens
     if x.numel() == 0:
         return y, stats
     plan = _Plan(x, num_groups, per_frame)
-    x4, y4 = x.flatten(3), y.flatten(3)  # views when H and W merge (always for y; x is copied otherwise)
+    x4, y4 = x.flatten(3), y.flatten(3)  # views (y has H and W adjacent; an x whose H and W do not merge is copied)
     mean = torch.empty(plan.reduce_programs, dtype=torch.float32, device=x.device)
     m2 = torch.empty_like(mean)
     group_norm_stats_kernel[(plan.reduce_programs,)](

@@ -43,7 +43,7 @@ def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Op
 
     from ..kernels.temporal_conv import temporal_conv_fwd_kernel
 
-    # (B, C, F, H*W) views (H and W that do not merge are copied); out is dense, always a view.
+    # (B, C, F, H*W) views: out has H and W adjacent (video_order); inputs whose H and W do not merge are copied.
     x4, out4 = x.flatten(3), out.flatten(3)
     res4 = residual.flatten(3) if residual is not None else out4
     # The weight as (k, C_out, C_in), C_in contiguous: each tap's [C_out, C_in] tile is a dense load.
@@ -77,7 +77,7 @@ def temporal_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], residua
     """Triton forward: (B, C_out, F_out, H, W) in the memory order of x."""
     batch, _, frames, height, width = x.shape
     shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
-    out = _alloc.empty_in_order(shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device)
+    out = _alloc.empty_in_order(shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
     if out.numel():
         _launch_conv(x, weight, bias, residual, out, pad)
     return out
@@ -87,7 +87,7 @@ def temporal_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], residua
 def _(x, weight, bias, residual, pad):
     batch, _, frames, height, width = x.shape
     shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
-    return _alloc.empty_in_order(shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device)
+    return _alloc.empty_in_order(shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
 
 
 def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad: bool):
@@ -128,7 +128,7 @@ def temporal_conv_bwd(dout: Tensor, x: Tensor, weight: Tensor, pad: int, input_g
     taps = weight.shape[-1]
     dx, dw, db = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # returned when not asked for
     if input_grad:
-        dx = _alloc.empty_in_order(x.shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device)
+        dx = _alloc.empty_in_order(x.shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
         if dx.numel():
             # dx = the same conv over dY with the transposed, time-flipped weight and padding k-1-pad.
             _launch_conv(dout, weight.flip(-1).transpose(0, 1), None, None, dx, taps - 1 - pad)
@@ -145,7 +145,7 @@ def temporal_conv_bwd(dout: Tensor, x: Tensor, weight: Tensor, pad: int, input_g
 
 @temporal_conv_bwd.register_fake
 def _(dout, x, weight, pad, input_grad, weight_grad, bias_grad):
-    dx = _alloc.empty_in_order(x.shape, _alloc.dim_order(x), dtype=x.dtype, device=x.device) if input_grad else None
+    dx = _alloc.empty_in_order(x.shape, _alloc.video_order(x), dtype=x.dtype, device=x.device) if input_grad else None
     dw = weight.new_empty(weight.shape) if weight_grad else weight.new_empty(0)
     db = weight.new_empty(weight.shape[0]) if bias_grad else weight.new_empty(0)
     dx = x.new_empty(0) if dx is None else dx
