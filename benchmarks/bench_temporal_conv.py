@@ -93,7 +93,8 @@ def run(op, args, named_shapes, providers, make_inputs, describe):
     print(f"# {op} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
           + ("" if device == "cuda" else " -- CPU run: harness check only, not a speed measurement"))
     if ceilings["copy_gbps"]:
-        print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
+        print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, "
+              f"bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
     rows = []
     size = torch.empty((), dtype=dtype).element_size()
     for case in named_shapes:

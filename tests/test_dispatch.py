@@ -39,10 +39,11 @@ CASES = {
                            _ta_args(dtype=torch.float16)],
     "frame_attention": [_fa_args(), _fa_args("all", torch.float64), _fa_args("self", torch.float16),
                         _fa_args(torch.tensor([[0, -1], [1, 0], [3, 3], [2, -1]]))],
-    "temporal_conv": [_tc_args(), _tc_args(dtype=torch.float64), _tc_args(dtype=torch.float16, bias=False, residual=True),
-                      _tc_args(pad=0)],
+    "temporal_conv": [_tc_args(), _tc_args(dtype=torch.float64),
+                      _tc_args(dtype=torch.float16, bias=False, residual=True), _tc_args(pad=0)],
     "group_norm_silu": [_gn_args(), _gn_args(dtype=torch.float64), _gn_args(affine=False, per_frame=True),
-                        _gn_args(groups=1, dtype=torch.float16), (torch.randn(1, 1024, 1, 1, 2), 1, None, None, 1e-5, False)],
+                        _gn_args(groups=1, dtype=torch.float16),
+                        (torch.randn(1, 1024, 1, 1, 2), 1, None, None, 1e-5, False)],  # 1024 channels per group
 }
 
 

@@ -110,7 +110,8 @@ def test_kernels_compile_for_hopper():
 
     dt, f32 = "bf16", "fp32"
     kernels = [("group_norm_stats_kernel", dict(X=dt, Mean=f32, M2=f32), dict(BLOCK_C=16, BLOCK_P=256)),
-               ("group_norm_silu_bwd_reduce_kernel", dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, DWPart=f32, DBPart=f32),
+               ("group_norm_silu_bwd_reduce_kernel",
+                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, DWPart=f32, DBPart=f32),
                 dict(HAS_WEIGHT=True, HAS_BIAS=True, BLOCK_C=64, BLOCK_P=64))]
     for per_frame in (False, True):
         flags = dict(PER_FRAME=per_frame, HAS_WEIGHT=True, HAS_BIAS=True, BLOCK_C=16, BLOCK_P=256, BLOCK_PARTS=32)

@@ -102,6 +102,7 @@ def test_group_norm_silu_property(batch, groups, per_group, frames, height, widt
     assume(per_group * height * width * (1 if per_frame else frames) > 1)  # a variance over one value is 0
     x = _strided((batch, channels, frames, height, width), dtype, list(perm))
     w, b = ((torch.randn(channels, dtype=dtype, device=DEVICE) if affine else None) for _ in range(2))
-    fn = lambda x, w=None, b=None: fastvid.group_norm_silu(x, groups, w, b, per_frame=per_frame, backend=backend)  # noqa: E731
+    fn = lambda x, w=None, b=None: fastvid.group_norm_silu(  # noqa: E731
+        x, groups, w, b, per_frame=per_frame, backend=backend)
     ref = lambda x, w=None, b=None: reference.group_norm_silu(x, groups, w, b, per_frame=per_frame)  # noqa: E731
     check_against_reference("property", fn, ref, [x, w, b] if affine else [x], dtype)

@@ -338,3 +338,19 @@ def test_reference_block_equals_diffusers_temporal_conv_layer():
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn(2 * 5, 16, 3, 4, device=DEVICE)
     assert torch.equal(ours(x, num_frames=5), theirs(x, num_frames=5))
+
+
+def test_modules_compile_into_one_graph():
+    """Both twins trace with torch.compile(fullgraph=True), the custom ops inside (aot_eager: no codegen)."""
+    block = _randomise(fastvid.nn.TemporalConvBlock(8, norm_num_groups=2)).to(DEVICE)
+    block.backend = "triton"
+    x = torch.randn(2 * 3, 8, 2, 3, device=DEVICE, requires_grad=True)
+    expected = block(x, num_frames=3)
+    out = torch.compile(block, fullgraph=True, backend="aot_eager")(x, num_frames=3)
+    _close(out, expected, "compiled TemporalConvBlock")
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    conv = fastvid.nn.PseudoConv3d(4, 6).to(DEVICE)
+    conv.backend = "triton"
+    video = torch.randn(1, 4, 3, 5, 4, device=DEVICE)
+    _close(torch.compile(conv, fullgraph=True, backend="aot_eager")(video), conv(video), "compiled PseudoConv3d")

@@ -109,7 +109,8 @@ def group_norm_silu_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: O
     dx = _like_x(x)
     if x.numel() == 0:
         zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
-        return [dx, zeros if weight is not None else x.new_empty(0), zeros.clone() if bias is not None else x.new_empty(0)]
+        return [dx, zeros if weight is not None else x.new_empty(0),
+                zeros.clone() if bias is not None else x.new_empty(0)]
     plan = _Plan(x, num_groups, per_frame)
     x4, dy4, dx4 = x.flatten(3), dy.flatten(3), dx.flatten(3)
     # Per-channel partial sums of dz * xh and dz, one row of cpg values per (b, g, f, chunk) program.

@@ -223,7 +223,8 @@ def _validate(x, weight, bias, residual, padding) -> int:
     dtypes = FLOAT_DTYPES + (torch.float64,)
     check_tensor(OP, "x", x, ndim=5, layout=LAYOUT, dtypes=dtypes)
     check_tensor(OP, "weight", weight, ndim=3, layout="(C_out, C_in, k)", dtypes=dtypes)
-    check_shape(OP, "weight", weight, (None, x.shape[1], None), f"(C_out, C_in, k) with C_in = {x.shape[1]} (x's channels)")
+    check_shape(OP, "weight", weight, (None, x.shape[1], None),
+                f"(C_out, C_in, k) with C_in = {x.shape[1]} (x's channels)")
     if weight.shape[-1] < 1:
         fail(OP, "weight", "has a temporal kernel of size 0", "k >= 1")
     pad = _padding(padding, weight.shape[-1])
