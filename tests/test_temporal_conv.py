@@ -310,6 +310,15 @@ def test_temporal_conv_block_starts_as_identity():
     assert out.is_contiguous() and torch.equal(out, x)
 
 
+@pytest.mark.parametrize("num_frames, match", [(4, r"argument 'num_frames' is 4"), (0, r"argument 'num_frames' is 0")])
+def test_temporal_conv_block_bad_frame_count(num_frames, match):
+    mod = fastvid.nn.TemporalConvBlock(8, norm_num_groups=2)
+    with pytest.raises(FastvidInputError, match=match):
+        mod(torch.randn(6, 8, 2, 3, device=DEVICE), num_frames=num_frames)
+    with pytest.raises(FastvidInputError, match=r"argument 'hidden_states' has rank 5"):
+        mod(torch.randn(1, 8, 6, 2, 3, device=DEVICE), num_frames=6)
+
+
 def test_twins_add_nothing_and_declare_their_patch_kind():
     for twin, ref_cls, args in ((fastvid.nn.PseudoConv3d, reference.PseudoConv3d, (8,)),
                                 (fastvid.nn.TemporalConvBlock, reference.TemporalConvBlock, (8, None, 0.0, 2))):
