@@ -363,3 +363,14 @@ def test_modules_compile_into_one_graph():
     conv.backend = "triton"
     video = torch.randn(1, 4, 3, 5, 4, device=DEVICE)
     _close(torch.compile(conv, fullgraph=True, backend="aot_eager")(video), conv(video), "compiled PseudoConv3d")
+
+
+def test_diffusers_layer_patched_by_class_swap():
+    """patch() swaps ``module.__class__``: a diffusers TemporalConvLayer becomes the fastvid twin in place."""
+    resnet = pytest.importorskip("diffusers.models.resnet", reason="diffusers is not installed")
+    layer = _randomise(resnet.TemporalConvLayer(16, norm_num_groups=4)).to(DEVICE).eval()
+    x = torch.randn(2 * 5, 16, 3, 4, device=DEVICE)
+    expected = layer(x, num_frames=5)
+    layer.__class__ = fastvid.nn.TemporalConvBlock
+    layer.backend = "triton"
+    _close(layer(x, num_frames=5), expected, "patched diffusers layer")
