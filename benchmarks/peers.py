@@ -1,4 +1,4 @@
-"""Which attention peers are installed, asked per run (never at import)."""
+"""Which peers are installed, and which kernels a call launched, asked per run (never at import)."""
 from __future__ import annotations
 
 import importlib
