@@ -65,3 +65,36 @@ def test_frame_attention_fwd(benchmark, name, frames, provider):
 
     out = benchmark(run)
     assert out.shape == q.shape
+
+
+TC_SHAPES = shapes.TEMPORAL_CONV if DEVICE == "cuda" else shapes.CPU_TEMPORAL_CONV
+GN_GROUPS = 32 if DEVICE == "cuda" else 4
+CONV_PROVIDERS = {
+    "temporal_conv": {
+        "fastvid": lambda x, w, b: fastvid.temporal_conv(x, w, b),
+        "reference": lambda x, w, b: fastvid.reference.temporal_conv(x, w, b),
+    },
+    "group_norm_silu": {
+        "fastvid": lambda x, w, b: fastvid.group_norm_silu(x, GN_GROUPS, w, b),
+        "reference": lambda x, w, b: fastvid.reference.group_norm_silu(x, GN_GROUPS, w, b),
+    },
+}
+
+
+@pytest.mark.parametrize("op, provider", [(op, p) for op in sorted(CONV_PROVIDERS) for p in sorted(CONV_PROVIDERS[op])])
+@pytest.mark.parametrize("name", sorted(TC_SHAPES))
+def test_conv_family_fwd(benchmark, name, op, provider):
+    B, C, F, H, W = TC_SHAPES[name]
+    x = torch.randn(B, C, F, H, W, dtype=DTYPE, device=DEVICE)
+    weight = torch.randn((C, C, 3) if op == "temporal_conv" else (C,), dtype=DTYPE, device=DEVICE)
+    bias = torch.randn(C, dtype=DTYPE, device=DEVICE)
+    fn = CONV_PROVIDERS[op][provider]
+    benchmark.group = f"{op}-{name}"
+
+    def run():
+        with torch.no_grad():
+            out = fn(x, weight, bias)
+        _sync()
+        return out
+
+    assert benchmark(run).shape == x.shape

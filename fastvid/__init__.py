@@ -6,13 +6,19 @@ register_checkout_kernels()
 from . import reference  # noqa: E402
 from .dispatch import BackendUnsupportedError, last_backend  # noqa: E402
 from .ops import frame_attention, temporal_attention  # noqa: E402
+from .ops import group_norm_silu, temporal_conv  # noqa: E402
 from .validation import FastvidInputError  # noqa: E402
 from . import nn  # noqa: E402
+from .nn.inflate import deflate_conv3d, inflate_conv2d  # noqa: E402
 from .patching import PatchReport, patch, unpatch  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "BackendUnsupportedError",
+    "deflate_conv3d",
+    "group_norm_silu",
+    "inflate_conv2d",
+    "temporal_conv",
     "FastvidInputError",
     "frame_attention",
     "last_backend",

@@ -19,12 +19,31 @@ def _fa_args(frames="sparse_causal", dtype=torch.float32):
     return (q, k, v, frames, 0.35)
 
 
+def _tc_args(dtype=torch.float32, bias=True, residual=False, pad=1):
+    x = torch.randn(1, 4, 5, 2, 3, dtype=dtype)
+    w = torch.randn(6, 4, 3, dtype=dtype)
+    b = torch.randn(6, dtype=dtype) if bias else None
+    r = torch.randn(1, 6, 5 + 2 * pad - 2, 2, 3, dtype=dtype) if residual else None
+    return (x, w, b, r, pad)
+
+
+def _gn_args(dtype=torch.float32, groups=2, affine=True, per_frame=False):
+    x = torch.randn(1, 4 * groups, 3, 2, 3, dtype=dtype)
+    w, b = (torch.randn(4 * groups, dtype=dtype) if affine else None for _ in range(2))
+    return (x, groups, w, b, 1e-5, per_frame)
+
+
 # op name -> list of dispatcher argument tuples covering the matrix's corners.
 CASES = {
     "temporal_attention": [_ta_args(), _ta_args(dtype=torch.float64), _ta_args(frames=130, bias=False),
                            _ta_args(dtype=torch.float16)],
     "frame_attention": [_fa_args(), _fa_args("all", torch.float64), _fa_args("self", torch.float16),
                         _fa_args(torch.tensor([[0, -1], [1, 0], [3, 3], [2, -1]]))],
+    "temporal_conv": [_tc_args(), _tc_args(dtype=torch.float64),
+                      _tc_args(dtype=torch.float16, bias=False, residual=True), _tc_args(pad=0)],
+    "group_norm_silu": [_gn_args(), _gn_args(dtype=torch.float64), _gn_args(affine=False, per_frame=True),
+                        _gn_args(groups=1, dtype=torch.float16),
+                        (torch.randn(1, 1024, 1, 1, 2), 1, None, None, 1e-5, False)],  # 1024 channels per group
 }
 
 

@@ -3,7 +3,7 @@ backend with the reference. Failing cases that hypothesis shrinks are kept below
 regression examples (@example)."""
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import fastvid
@@ -63,3 +63,46 @@ def test_frame_attention_property(batch, frames, tokens, keys, heads, head_dim, 
     fn = lambda q, k, v: fastvid.frame_attention(q, k, v, frames=table, backend=backend)  # noqa: E731
     ref = lambda q, k, v: reference.frame_attention(q, k, v, frames=table)  # noqa: E731
     check_against_reference("property", fn, ref, [q, k, v], dtype)
+
+
+@SETTINGS
+@given(
+    batch=st.integers(1, 2), c_in=st.integers(1, 24), c_out=st.integers(1, 24), frames=st.integers(1, 9),
+    height=st.integers(1, 4), width=st.integers(1, 6), taps=st.sampled_from([1, 2, 3, 5]), pad_choice=st.integers(0, 4),
+    dtype=st.sampled_from([torch.float32, torch.float16]), with_bias=st.booleans(), with_residual=st.booleans(),
+    perm=st.permutations(range(5)), backend=st.sampled_from(["triton", "torch"]),
+)
+@example(batch=1, c_in=1, c_out=1, frames=1, height=1, width=1, taps=3, pad_choice=1, dtype=torch.float32,
+         with_bias=True, with_residual=True, perm=[0, 1, 2, 3, 4], backend="triton")  # one frame, one pixel
+def test_temporal_conv_property(batch, c_in, c_out, frames, height, width, taps, pad_choice, dtype, with_bias,
+                                with_residual, perm, backend):
+    padding = "same" if taps % 2 and pad_choice == 0 else min(pad_choice, taps - 1)
+    pad = (taps - 1) // 2 if padding == "same" else padding
+    frames_out = frames + 2 * pad - taps + 1
+    assume(frames_out >= 1)
+    x = _strided((batch, c_in, frames, height, width), dtype, list(perm))
+    weight = torch.randn(c_out, c_in, taps, dtype=dtype, device=DEVICE) / (c_in * taps) ** 0.5
+    bias = torch.randn(c_out, dtype=dtype, device=DEVICE) if with_bias else None
+    res = _strided((batch, c_out, frames_out, height, width), dtype, list(perm)) if with_residual else None
+    fn = lambda x, w, b, r: fastvid.temporal_conv(x, w, b, residual=r, padding=padding, backend=backend)  # noqa: E731
+    ref = lambda x, w, b, r: reference.temporal_conv(x, w, b, residual=r, padding=pad)  # noqa: E731
+    check_against_reference("property", fn, ref, [x, weight, bias, res], dtype)
+
+
+@SETTINGS
+@given(
+    batch=st.integers(1, 2), groups=st.integers(1, 4), per_group=st.integers(1, 6), frames=st.integers(1, 6),
+    height=st.integers(1, 5), width=st.integers(1, 6), dtype=st.sampled_from([torch.float32, torch.float16]),
+    per_frame=st.booleans(), affine=st.booleans(), perm=st.permutations(range(5)),
+    backend=st.sampled_from(["triton", "torch"]),
+)
+def test_group_norm_silu_property(batch, groups, per_group, frames, height, width, dtype, per_frame, affine, perm,
+                                  backend):
+    channels = groups * per_group
+    assume(per_group * height * width * (1 if per_frame else frames) > 1)  # a variance over one value is 0
+    x = _strided((batch, channels, frames, height, width), dtype, list(perm))
+    w, b = ((torch.randn(channels, dtype=dtype, device=DEVICE) if affine else None) for _ in range(2))
+    fn = lambda x, w=None, b=None: fastvid.group_norm_silu(  # noqa: E731
+        x, groups, w, b, per_frame=per_frame, backend=backend)
+    ref = lambda x, w=None, b=None: reference.group_norm_silu(x, groups, w, b, per_frame=per_frame)  # noqa: E731
+    check_against_reference("property", fn, ref, [x, w, b] if affine else [x], dtype)

@@ -18,3 +18,23 @@ def empty(*shape, dtype, device) -> torch.Tensor:
         fill = float("nan") if dtype.is_floating_point else -1
         return torch.full(shape, fill, dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
+
+
+def dim_order(t: torch.Tensor):
+    """t's dims from outermost to innermost in memory (ties, e.g. size-1 dims, keep their order)."""
+    return sorted(range(t.dim()), key=lambda d: -t.stride(d))
+
+
+def video_order(t: torch.Tensor):
+    """:func:`dim_order` of a (B, C, F, H, W) tensor with H and W kept adjacent (H outer), so that
+    a tensor allocated in this order always views as (B, C, F, H * W)."""
+    order = [d for d in dim_order(t) if d != 4]
+    order.insert(order.index(3) + 1, 4)
+    return order
+
+
+def empty_in_order(shape, order, *, dtype, device) -> torch.Tensor:
+    """A dense tensor of ``shape`` whose dims lie in memory in ``order`` (see :func:`dim_order`),
+    e.g. the memory format of an input (contiguous, channels_last_3d or a frame-major view)."""
+    t = empty(*[shape[d] for d in order], dtype=dtype, device=device)
+    return t.permute(*sorted(range(len(order)), key=lambda d: order[d]))

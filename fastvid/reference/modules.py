@@ -145,10 +145,41 @@ class PseudoConv3d(nn.Module):
             return self.spatial_conv(x)
         if x.dim() != 5:
             raise ValueError(f"PseudoConv3d: argument 'x' has shape {tuple(x.shape)}; expected (B, C, F, H, W) or (B, C, H, W)")
-        h = ref.spatial_conv(x, self.spatial_conv.weight, self.spatial_conv.bias, padding=self.spatial_conv.padding)
+        h = self.spatial(x)
         if not enable_time:
             return h
         return self.temporal(h)
 
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        return ref.spatial_conv(x, self.spatial_conv.weight, self.spatial_conv.bias, padding=self.spatial_conv.padding)
+
     def temporal(self, h: torch.Tensor) -> torch.Tensor:
         return ref.temporal_conv(h, self.temporal_conv.weight, self.temporal_conv.bias)
+
+
+class TemporalConvBlock(nn.Module):
+    """diffusers' ``TemporalConvLayer`` (ModelScope T2V / UNet3DConditionModel), same structure and
+    state_dict keys: four (GroupNorm, SiLU, [Dropout], (3, 1, 1) Conv3d) stages, the last conv
+    zero-initialised so the block starts as the identity, and a residual around all four.
+    Takes (B*F, C, H, W) frames and ``num_frames``, as diffusers does."""
+
+    def __init__(self, in_dim: int, out_dim: int | None = None, dropout: float = 0.0, norm_num_groups: int = 32):
+        super().__init__()
+        out_dim = out_dim or in_dim
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.conv1 = nn.Sequential(
+            nn.GroupNorm(norm_num_groups, in_dim), nn.SiLU(), nn.Conv3d(in_dim, out_dim, (3, 1, 1), padding=(1, 0, 0))
+        )
+        self.conv2, self.conv3, self.conv4 = (
+            nn.Sequential(nn.GroupNorm(norm_num_groups, out_dim), nn.SiLU(), nn.Dropout(dropout),
+                          nn.Conv3d(out_dim, in_dim, (3, 1, 1), padding=(1, 0, 0)))
+            for _ in range(3)
+        )
+        nn.init.zeros_(self.conv4[-1].weight)
+        nn.init.zeros_(self.conv4[-1].bias)
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
+        x = hidden_states[None, :].reshape((-1, num_frames) + hidden_states.shape[1:]).permute(0, 2, 1, 3, 4)
+        h = self.conv4(self.conv3(self.conv2(self.conv1(x))))
+        h = x + h
+        return h.permute(0, 2, 1, 3, 4).reshape((h.shape[0] * h.shape[2], -1) + h.shape[3:])

@@ -1,0 +1,77 @@
+"""GroupNorm + SiLU on (B, C, F, H, W): fastvid's fused kernels vs eager GroupNorm then SiLU.
+
+    python benchmarks/bench_group_norm_silu.py          # GPU shapes on CUDA, tiny ones on CPU
+
+Statistics per sample over (C/G, F, H, W), as diffusers' TemporalConvLayer and SVD's
+TemporalResnetBlock normalise; 32 groups. Peers: eager Fn.group_norm + Fn.silu on contiguous and
+channels_last_3d inputs, and the same two ops under torch.compile (unless --no-compile). The
+kernels each provider launched are recorded in the row's note. Rows are appended to
+benchmarks/results/group_norm_silu.jsonl.
+
+Bytes (the roofline is the device-copy bandwidth measured in the same run): forward reads x and
+writes y (2 x the tensor); backward reads x and dY and writes dX (3x); fwd+bwd 5x. fastvid reads
+x twice in each direction (a statistics pass, then the apply pass), which L2 absorbs only partly.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch._dynamo
+import torch.nn.functional as Fn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import fastvid  # noqa: E402
+from benchmarks import harness  # noqa: E402
+from benchmarks.bench_temporal_conv import LAYOUTS, cases, parse, run  # noqa: E402
+
+OP = "group_norm_silu"
+GROUPS = 32
+CPU_GROUPS = 4
+
+
+def _inputs(shape, dtype, device, layout, requires_grad):
+    C = shape[1]
+    x = torch.randn(shape, dtype=dtype, device=device).to(memory_format=LAYOUTS[layout])
+    weight = 1 + 0.1 * torch.randn(C, dtype=dtype, device=device)
+    bias = 0.1 * torch.randn(C, dtype=dtype, device=device)
+    return [t.requires_grad_(requires_grad) for t in (x, weight, bias)]
+
+
+def workloads(groups, compile_peers):
+    """(provider, run, layout of its inputs)."""
+    def eager(x, w, b):
+        return Fn.silu(Fn.group_norm(x, groups, w, b, 1e-5))
+
+    compiled = None
+    if compile_peers:
+        # One specialisation per (shape, layout, grad mode): more than dynamo's default of 8.
+        for limit in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
+                      "accumulated_recompile_limit"):
+            if hasattr(torch._dynamo.config, limit):
+                setattr(torch._dynamo.config, limit, max(256, getattr(torch._dynamo.config, limit)))
+        compiled = torch.compile(eager, dynamic=False)
+    for layout in LAYOUTS:
+        suffix = "" if layout == "contiguous" else "-cl3d"
+        yield harness.Workload(f"fastvid{suffix}", lambda x, w, b: fastvid.group_norm_silu(x, groups, w, b)), layout
+        yield harness.Workload(f"eager{suffix}", eager), layout
+        if compiled is not None:
+            yield harness.Workload(f"compiled{suffix}", compiled), layout
+
+
+def main(argv=None):
+    args = parse(__doc__, argv, extra=[("--no-compile", "skip the torch.compile peer")])
+    groups = GROUPS if args.device == "cuda" else CPU_GROUPS
+
+    def describe(case, mode, size):
+        name, (B, C, F, H, W) = case
+        bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
+        return dict(model=name, B=B, C=C, F=F, H=H, W=W, groups=groups), None, bytes_moved
+
+    run(OP, args, cases(args.device), list(workloads(groups, not args.no_compile)), _inputs, describe)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""GroupNorm + SiLU on video feature maps: launchers, torch.library ops with autograd, dispatch,
+public function.
+
+Forward: two Triton launches (statistics partials, then combine + normalise + SiLU).
+Backward: two Triton launches from the saved per-group mean and rstd (per-channel partial sums,
+then dx); the weight and bias gradients are those partials summed by torch in a fixed order.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor
+
+from .. import reference
+from ..dispatch import Backend, Dispatcher, triton_auto_reason, triton_reason
+from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
+from . import _alloc
+from .temporal_attention import _multiprocessors
+
+OP = "group_norm_silu"
+LAYOUT = "(B, C, F, H, W)"
+MAX_TRITON_CHANNELS_PER_GROUP = 512
+TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
+
+
+class _Plan:
+    """Tile sizes and the pixel-chunk split shared by the forward and backward launches."""
+
+    def __init__(self, x: Tensor, num_groups: int, per_frame: bool):
+        import triton
+
+        batch, channels, frames, height, width = x.shape
+        self.groups, self.frames, self.pixels = num_groups, frames, height * width
+        self.cpg = channels // num_groups
+        self.block_c = triton.next_power_of_2(self.cpg)
+        self.block_p = max(16, TILE // self.block_c)
+        rows = batch * num_groups * frames
+        # Split the pixels into chunks so that batch 1 still gives a few programs per SM.
+        target = 4 * _multiprocessors(x.device.index or 0) if x.is_cuda else 4
+        n_chunks = max(1, min(triton.cdiv(self.pixels, self.block_p), triton.cdiv(target, rows)))
+        self.chunk_pixels = triton.cdiv(triton.cdiv(self.pixels, n_chunks), self.block_p) * self.block_p
+        self.n_chunks = triton.cdiv(self.pixels, self.chunk_pixels)
+        self.n_p_blocks = triton.cdiv(self.pixels, self.block_p)
+        self.reduce_programs = rows * self.n_chunks
+        self.apply_programs = rows * self.n_p_blocks
+        parts = self.n_chunks * (1 if per_frame else frames)
+        self.block_parts = max(2, triton.next_power_of_2(parts))
+
+    def stats_strides(self, stats: Tensor, per_frame: bool):
+        # Per-sample statistics have one entry per (b, g): every frame reads it (stride 0).
+        sk, sb, sg, sf = stats.stride()
+        return sk, sb, sg, sf if per_frame else 0
+
+
+def _affine_strides(weight: Optional[Tensor], bias: Optional[Tensor]):
+    return tuple(t.stride(0) if t is not None else 0 for t in (weight, bias))
+
+
+def _like_x(x: Tensor) -> Tensor:
+    return _alloc.empty_in_order(x.shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
+
+
+@torch.library.custom_op("fastvid::group_norm_silu_fwd", mutates_args=())
+def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], num_groups: int, eps: float,
+                        per_frame: bool) -> Tuple[Tensor, Tensor]:
+    """Triton forward. Returns y (x's shape, memory order and dtype) and stats (2, B, G, F or 1) fp32:
+    mean and rstd."""
+    from ..kernels.group_norm_silu import group_norm_silu_apply_kernel, group_norm_stats_kernel
+
+    y = _like_x(x)
+    stats = _alloc.empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32,
+                         device=x.device)
+    if x.numel() == 0:
+        return y, stats
+    plan = _Plan(x, num_groups, per_frame)
+    x4, y4 = x.flatten(3), y.flatten(3)  # views (y has H and W adjacent; an x whose H and W do not merge is copied)
+    mean = torch.empty(plan.reduce_programs, dtype=torch.float32, device=x.device)
+    m2 = torch.empty_like(mean)
+    group_norm_stats_kernel[(plan.reduce_programs,)](
+        x4, mean, m2, *x4.stride(), num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.chunk_pixels,
+        BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4,
+    )
+    group_norm_silu_apply_kernel[(plan.apply_programs,)](
+        x4, weight if weight is not None else x4, bias if bias is not None else x4, y4, mean, m2, stats,
+        *x4.stride(), *y4.stride(), *plan.stats_strides(stats, per_frame), *_affine_strides(weight, bias),
+        num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.chunk_pixels, plan.n_p_blocks, eps,
+        PER_FRAME=per_frame, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_PARTS=plan.block_parts, num_warps=4,
+    )
+    return y, stats
+
+
+@group_norm_silu_fwd.register_fake
+def _(x, weight, bias, num_groups, eps, per_frame):
+    return _like_x(x), x.new_empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32)
+
+
+@torch.library.custom_op("fastvid::group_norm_silu_bwd", mutates_args=())
+def group_norm_silu_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], stats: Tensor,
+                        num_groups: int, per_frame: bool) -> List[Tensor]:
+    """Triton backward from the saved statistics. Returns [dx, dweight, dbias] (empty when weight /
+    bias is None). With xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
+    dw = sum dz * xh; db = sum dz; dx = rstd * (dz * w - mean_group(dz * w) - xh * mean_group(dz * w * xh))."""
+    from ..kernels.group_norm_silu import group_norm_silu_bwd_apply_kernel, group_norm_silu_bwd_reduce_kernel
+
+    channels = x.shape[1]
+    dx = _like_x(x)
+    if x.numel() == 0:
+        zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
+        return [dx, zeros if weight is not None else x.new_empty(0),
+                zeros.clone() if bias is not None else x.new_empty(0)]
+    plan = _Plan(x, num_groups, per_frame)
+    x4, dy4, dx4 = x.flatten(3), dy.flatten(3), dx.flatten(3)
+    # Per-channel partial sums of dz * xh and dz, one row of cpg values per (b, g, f, chunk) program.
+    dw_part = torch.empty(plan.reduce_programs, plan.cpg, dtype=torch.float32, device=x.device)
+    db_part = torch.empty_like(dw_part)
+    common = (*plan.stats_strides(stats, per_frame), *_affine_strides(weight, bias), dw_part.stride(0))
+    affine = (weight if weight is not None else x4, bias if bias is not None else x4)
+    group_norm_silu_bwd_reduce_kernel[(plan.reduce_programs,)](
+        x4, dy4, *affine, stats, dw_part, db_part, *x4.stride(), *dy4.stride(), *common,
+        num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.chunk_pixels,
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
+        num_warps=4,
+    )
+    group_norm_silu_bwd_apply_kernel[(plan.apply_programs,)](
+        x4, dy4, *affine, stats, dw_part, db_part, dx4, *x4.stride(), *dy4.stride(), *dx4.stride(), *common,
+        num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.n_p_blocks,
+        PER_FRAME=per_frame, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+        BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_PARTS=plan.block_parts, num_warps=4,
+    )
+
+    def channel_sum(part: Tensor, like: Optional[Tensor]) -> Tensor:
+        if like is None:
+            return x.new_empty(0)
+        # (B, G, F, chunks, cpg) summed over (B, F, chunks) in a fixed order: deterministic.
+        rows = part.view(x.shape[0], num_groups, plan.frames * plan.n_chunks, plan.cpg)
+        return rows.sum((0, 2)).reshape(channels).to(like.dtype)
+
+    return [dx, channel_sum(dw_part, weight), channel_sum(db_part, bias)]
+
+
+@group_norm_silu_bwd.register_fake
+def _(dy, x, weight, bias, stats, num_groups, per_frame):
+    return [_like_x(x), weight.new_empty(weight.shape) if weight is not None else x.new_empty(0),
+            bias.new_empty(bias.shape) if bias is not None else x.new_empty(0)]
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, num_groups, eps, per_frame = inputs
+    ctx.save_for_backward(x, weight, bias, output[1])
+    ctx.num_groups, ctx.per_frame = num_groups, per_frame
+
+
+def _backward(ctx, dy, dstats):
+    x, weight, bias, stats = ctx.saved_tensors
+    dx, dw, db = group_norm_silu_bwd(dy, x, weight, bias, stats, ctx.num_groups, ctx.per_frame)
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    return (dx if need_x else None, dw if need_w and weight is not None else None,
+            db if need_b and bias is not None else None, None, None, None)
+
+
+group_norm_silu_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- backends ---------------------------------------------------------------------------------
+
+def _run_triton(x, num_groups, weight, bias, eps, per_frame):
+    return group_norm_silu_fwd(x, weight, bias, num_groups, eps, per_frame)[0]
+
+
+def _triton_reason(x, num_groups, weight, bias, eps, per_frame):
+    why = triton_reason(x, weight, bias)
+    if why:
+        return why
+    if x.dtype not in FLOAT_DTYPES:
+        return f"dtype {x.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
+    if x.shape[1] // num_groups > MAX_TRITON_CHANNELS_PER_GROUP:
+        return (f"{x.shape[1] // num_groups} channels per group > {MAX_TRITON_CHANNELS_PER_GROUP}: "
+                "a group's channels form one tile")
+    return None
+
+
+def _run_torch(x, num_groups, weight, bias, eps, per_frame):
+    """Eager GroupNorm + SiLU; per frame through a (B*F, C, H, W) view when x is frame-major."""
+    if not per_frame:
+        return Fn.silu(Fn.group_norm(x, num_groups, weight, bias, eps))
+    frames = x.transpose(1, 2).flatten(0, 1)
+    y = Fn.silu(Fn.group_norm(frames, num_groups, weight, bias, eps))
+    return y.unflatten(0, (x.shape[0], x.shape[2])).transpose(1, 2)
+
+
+def _run_reference(x, num_groups, weight, bias, eps, per_frame):
+    return reference.group_norm_silu(x, num_groups, weight, bias, eps, per_frame=per_frame)
+
+
+def _always(*args):
+    return None
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: triton_auto_reason(x)),
+    Backend("torch", _run_torch, _always),
+    Backend("reference", _run_reference, _always),
+])
+
+
+def _validate(x, num_groups, weight, bias, eps, per_frame):
+    dtypes = FLOAT_DTYPES + (torch.float64,)
+    check_tensor(OP, "x", x, ndim=5, layout=LAYOUT, dtypes=dtypes)
+    channels = x.shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1 or channels % num_groups:
+        fail(OP, "num_groups", f"is {num_groups!r}", f"a positive integer dividing C = {channels}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            check_tensor(OP, name, t, ndim=1, layout="(C,)", dtypes=dtypes)
+            check_shape(OP, name, t, (channels,), "(C,)")
+    check_same_dtype(OP, x=x, weight=weight, bias=bias)
+    check_same_device(OP, x=x, weight=weight, bias=bias)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+        fail(OP, "eps", f"is {eps!r}", "a float >= 0")
+    if not isinstance(per_frame, bool):
+        fail(OP, "per_frame", f"is {per_frame!r}", "a bool")
+
+
+def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                    eps: float = 1e-5, *, per_frame: bool = False, backend: str = "auto") -> Tensor:
+    """silu(GroupNorm(x)) on a video feature map, fused (TemporalConvLayer, SVD's TemporalResnetBlock).
+
+    Args:
+        x: (B, C, F, H, W), contiguous, channels_last_3d or a frame-major view (read in place when
+            H and W are adjacent in memory). fp32, fp16 or bf16 (float64 on the torch/reference backends).
+        num_groups: G, dividing C.
+        weight, bias: optional (C,) affine parameters, dtype of x.
+        eps: added to the variance.
+        per_frame: statistics over (C/G, H, W) of each frame, as a spatial ResNet applied per frame
+            does; default over (C/G, F, H, W) of each sample, as GroupNorm on the 5D tensor does.
+        backend: "auto" (Triton on CUDA, else eager torch), "triton", "torch" or "reference".
+
+    Returns:
+        (B, C, F, H, W) in the memory order of x, dtype of x. Differentiable in x, weight, bias
+        (Triton backward from the saved statistics).
+    """
+    _validate(x, num_groups, weight, bias, eps, per_frame)
+    return DISPATCH(backend, x, num_groups, weight, bias, float(eps), per_frame)

@@ -1,0 +1,268 @@
+"""Temporal convolution: launchers, torch.library ops with autograd, dispatch, public function."""
+from __future__ import annotations
+
+from typing import List, Optional, Union
+
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor
+
+from .. import reference
+from ..dispatch import Backend, Dispatcher, triton_auto_reason, triton_reason
+from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
+from . import _alloc
+from .temporal_attention import _multiprocessors
+
+OP = "temporal_conv"
+LAYOUT = "(B, C_in, F, H, W)"
+
+
+def _block(size: int, lo: int, hi: int) -> int:
+    import triton
+
+    return max(lo, min(hi, triton.next_power_of_2(max(size, 1))))
+
+
+def _block_co(c_out: int) -> int:
+    """Output-channel tile: 128 or 64, whichever pads C_out less (320 -> 64, 640 -> 128); small C_out
+    take the next power of two."""
+    if c_out < 64:
+        return _block(c_out, 16, 64)
+    return min((128, 64), key=lambda b: (-(-c_out // b) * b, -b))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs multiply in full fp32 (no TF32), as torch's own conv1d reference does by default.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor], out: Tensor,
+                 pad: int) -> None:
+    """out = conv over frames of x (B, C_in, F_in, H, W) with weight (C_out, C_in, k), any strides."""
+    import triton
+
+    from ..kernels.temporal_conv import temporal_conv_fwd_kernel
+
+    # (B, C, F, H*W) views: out has H and W adjacent (video_order); inputs whose H and W do not merge are copied.
+    x4, out4 = x.flatten(3), out.flatten(3)
+    res4 = residual.flatten(3) if residual is not None else out4
+    # The weight as (k, C_out, C_in), C_in contiguous: each tap's [C_out, C_in] tile is a dense load.
+    w_k = weight.permute(2, 0, 1).contiguous()
+    batch, c_in, frames_in, pixels = x4.shape
+    c_out, frames_out = out4.shape[1], out4.shape[2]
+    wide = x.element_size() == 2
+    block_co = _block_co(c_out)
+    block_p = _block(pixels, 16, 16384 // block_co)  # a 128 x 128 (or 64 x 256) fp32 accumulator
+    block_ci = _block(c_in, 16, 64 if wide else 32)
+    n_co = triton.cdiv(c_out, block_co)
+    grid = (n_co * triton.cdiv(pixels, block_p), batch * frames_out)
+    temporal_conv_fwd_kernel[grid](
+        x4, w_k, bias if bias is not None else w_k, res4, out4,
+        *x4.stride(), w_k.stride(1), w_k.stride(2), w_k.stride(0), bias.stride(0) if bias is not None else 0,
+        *(res4.stride() if residual is not None else (0,) * 4), *out4.stride(),
+        c_in, c_out, frames_in, frames_out, pixels, w_k.shape[0], pad, n_co,
+        HAS_BIAS=bias is not None, HAS_RES=residual is not None, PRECISION=_precision(x.dtype),
+        BLOCK_CO=block_co, BLOCK_P=block_p, BLOCK_CI=block_ci,
+        num_warps=8 if block_co * block_p >= 128 * 128 else 4, num_stages=3,
+    )
+
+
+def _out_frames(frames: int, taps: int, pad: int) -> int:
+    return frames + 2 * pad - taps + 1
+
+
+@torch.library.custom_op("fastvid::temporal_conv_fwd", mutates_args=())
+def temporal_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
+                      pad: int) -> Tensor:
+    """Triton forward: (B, C_out, F_out, H, W) in the memory order of x."""
+    batch, _, frames, height, width = x.shape
+    shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
+    out = _alloc.empty_in_order(shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
+    if out.numel():
+        _launch_conv(x, weight, bias, residual, out, pad)
+    return out
+
+
+@temporal_conv_fwd.register_fake
+def _(x, weight, bias, residual, pad):
+    batch, _, frames, height, width = x.shape
+    shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
+    return _alloc.empty_in_order(shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
+
+
+def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad: bool):
+    """dW (C_out, C_in, k) and dbias (C_out,) in fp32, from per-program partials summed in fixed order."""
+    import triton
+
+    from ..kernels.temporal_conv import temporal_conv_dw_kernel
+
+    x4, dout4 = x.flatten(3), dout.flatten(3)
+    batch, c_in, frames_in, pixels = x4.shape
+    c_out, frames_out = dout4.shape[1], dout4.shape[2]
+    block_co, block_ci = _block(c_out, 16, 64), _block(c_in, 16, 64)
+    block_p = _block(pixels, 16, 64)
+    n_co = triton.cdiv(c_out, block_co)
+    tiles = n_co * triton.cdiv(c_in, block_ci) * taps
+    # Split the frames until the GPU has a few programs per SM (at batch 1 the tiles alone are few).
+    target = 4 * _multiprocessors(x.device.index or 0) if x.is_cuda else 4
+    n_split = max(1, min(frames_out, triton.cdiv(target, tiles)))
+    per_split = triton.cdiv(frames_out, n_split)
+    n_split = triton.cdiv(frames_out, per_split)
+    dw_part = torch.empty(n_split, c_out, c_in, taps, dtype=torch.float32, device=x.device)
+    db_part = torch.empty(n_split, c_out, dtype=torch.float32, device=x.device) if bias_grad else dw_part
+    grid = (tiles // taps, taps, n_split)
+    temporal_conv_dw_kernel[grid](
+        x4, dout4, dw_part, db_part,
+        *x4.stride(), *dout4.stride(), *dw_part.stride(), *(db_part.stride() if bias_grad else (0, 0)),
+        batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co, per_split,
+        HAS_BIAS=bias_grad, PRECISION=_precision(x.dtype),
+        BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p, num_warps=4, num_stages=3,
+    )
+    return dw_part.sum(0), (db_part.sum(0) if bias_grad else None)
+
+
+@torch.library.custom_op("fastvid::temporal_conv_bwd", mutates_args=())
+def temporal_conv_bwd(dout: Tensor, x: Tensor, weight: Tensor, pad: int, input_grad: bool, weight_grad: bool,
+                      bias_grad: bool) -> List[Tensor]:
+    """Triton backward: [dx, dweight, dbias]; a gradient not asked for is an empty tensor."""
+    taps = weight.shape[-1]
+    dx, dw, db = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # returned when not asked for
+    if input_grad:
+        dx = _alloc.empty_in_order(x.shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
+        if dx.numel():
+            # dx = the same conv over dY with the transposed, time-flipped weight and padding k-1-pad.
+            _launch_conv(dout, weight.flip(-1).transpose(0, 1), None, None, dx, taps - 1 - pad)
+    if weight_grad or bias_grad:
+        if dout.numel():
+            dw32, db32 = _launch_weight_grad(dout, x, taps, pad, bias_grad)
+        else:
+            dw32 = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
+            db32 = torch.zeros(weight.shape[0], dtype=torch.float32, device=x.device)
+        dw = dw32.to(weight.dtype) if weight_grad else dw
+        db = db32.to(weight.dtype) if bias_grad else db
+    return [dx, dw, db]
+
+
+@temporal_conv_bwd.register_fake
+def _(dout, x, weight, pad, input_grad, weight_grad, bias_grad):
+    dx = _alloc.empty_in_order(x.shape, _alloc.video_order(x), dtype=x.dtype, device=x.device) if input_grad else None
+    dw = weight.new_empty(weight.shape) if weight_grad else weight.new_empty(0)
+    db = weight.new_empty(weight.shape[0]) if bias_grad else weight.new_empty(0)
+    dx = x.new_empty(0) if dx is None else dx
+    return [dx, dw, db]
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, residual, pad = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.pad = pad
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, dout):
+    x, weight = ctx.saved_tensors
+    need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
+    dx, dw, db = temporal_conv_bwd(dout, x, weight, ctx.pad, need_x, need_w, ctx.has_bias and need_b)
+    return (dx if need_x else None, dw if need_w else None, db if ctx.has_bias and need_b else None,
+            dout if need_r else None, None)
+
+
+temporal_conv_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- backends ---------------------------------------------------------------------------------
+
+def _run_triton(x, weight, bias, residual, pad):
+    return temporal_conv_fwd(x, weight, bias, residual, pad)
+
+
+def _triton_reason(x, weight, bias, residual, pad):
+    why = triton_reason(x, weight, bias, residual)
+    if why:
+        return why
+    if x.dtype not in FLOAT_DTYPES:
+        return f"dtype {x.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
+    return None
+
+
+def _run_torch(x, weight, bias, residual, pad):
+    """cuDNN's (k, 1, 1) Conv3d on x's own memory format, residual added after."""
+    out = Fn.conv3d(x, weight[:, :, :, None, None], bias, padding=(pad, 0, 0))
+    return out if residual is None else out + residual
+
+
+def _run_reference(x, weight, bias, residual, pad):
+    return reference.temporal_conv(x, weight, bias, residual=residual, padding=pad)
+
+
+def _always(*args):
+    return None
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: triton_auto_reason(x)),
+    Backend("torch", _run_torch, _always),
+    Backend("reference", _run_reference, _always),
+])
+
+
+def _padding(padding, taps: int) -> int:
+    if padding == "same":
+        if taps % 2 == 0:
+            fail(OP, "padding", f"is 'same' with an even temporal kernel (k = {taps})",
+                 "an odd kernel size for 'same', or an integer padding")
+        return (taps - 1) // 2
+    if padding == "valid":
+        return 0
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        fail(OP, "padding", f"is {padding!r}", "'same', 'valid' or an integer >= 0")
+    return padding
+
+
+def _validate(x, weight, bias, residual, padding) -> int:
+    dtypes = FLOAT_DTYPES + (torch.float64,)
+    check_tensor(OP, "x", x, ndim=5, layout=LAYOUT, dtypes=dtypes)
+    check_tensor(OP, "weight", weight, ndim=3, layout="(C_out, C_in, k)", dtypes=dtypes)
+    check_shape(OP, "weight", weight, (None, x.shape[1], None),
+                f"(C_out, C_in, k) with C_in = {x.shape[1]} (x's channels)")
+    if weight.shape[-1] < 1:
+        fail(OP, "weight", "has a temporal kernel of size 0", "k >= 1")
+    pad = _padding(padding, weight.shape[-1])
+    frames_out = _out_frames(x.shape[2], weight.shape[-1], pad)
+    if frames_out < 1:
+        fail(OP, "x", f"has {x.shape[2]} frames, too few for k = {weight.shape[-1]} and padding {pad}",
+             "F + 2 * padding >= k")
+    if bias is not None:
+        check_tensor(OP, "bias", bias, ndim=1, layout="(C_out,)", dtypes=dtypes)
+        check_shape(OP, "bias", bias, (weight.shape[0],), "(C_out,)")
+    if residual is not None:
+        check_tensor(OP, "residual", residual, ndim=5, layout="(B, C_out, F_out, H, W)", dtypes=dtypes)
+        expected = (x.shape[0], weight.shape[0], frames_out, x.shape[3], x.shape[4])
+        check_shape(OP, "residual", residual, expected, "(B, C_out, F_out, H, W), the output's shape")
+    check_same_dtype(OP, x=x, weight=weight, bias=bias, residual=residual)
+    check_same_device(OP, x=x, weight=weight, bias=bias, residual=residual)
+    return pad
+
+
+def temporal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, residual: Optional[Tensor] = None,
+                  padding: Union[str, int] = "same", backend: str = "auto") -> Tensor:
+    """Conv1d over the frames at every pixel (Make-A-Video's Conv1D, TemporalConvLayer's (k,1,1) Conv3d),
+    read in place on the video layout: no permute to ((B H W), C, F) and back.
+
+    Args:
+        x: (B, C_in, F, H, W), any strides: contiguous, channels_last_3d, or a frame-major view
+            such as ``hidden_states.unflatten(0, (B, F)).permute(0, 2, 1, 3, 4)``.
+            fp32, fp16 or bf16 (float64 on the torch/reference backends).
+        weight: (C_out, C_in, k), e.g. ``conv1d.weight`` or ``conv3d.weight[:, :, :, 0, 0]``.
+        bias: optional (C_out,).
+        residual: optional (B, C_out, F_out, H, W), added in the epilogue (any strides).
+        padding: "same" (odd k only; F_out = F), "valid" (0), or an integer number of zero frames
+            on each side; F_out = F + 2 * padding - k + 1.
+        backend: "auto" (Triton on CUDA, else the torch Conv3d path), "triton", "torch" or "reference".
+
+    Returns:
+        (B, C_out, F_out, H, W) in the memory order of x (channels_last_3d in, channels_last_3d out),
+        dtype of x. Differentiable in x, weight, bias and residual.
+    """
+    pad = _validate(x, weight, bias, residual, padding)
+    return DISPATCH(backend, x, weight, bias, residual, pad)

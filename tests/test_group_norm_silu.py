@@ -1,0 +1,170 @@
+"""fastvid.group_norm_silu against fastvid.reference.group_norm_silu (GroupNorm then SiLU)."""
+import pytest
+import torch
+
+import fastvid
+from fastvid import reference
+from fastvid.testing import check_against_reference
+from fastvid.validation import FastvidInputError
+
+from conftest import DEVICE, KERNEL_DTYPES
+
+LAYOUTS = ["contiguous", "channels_last_3d", "frame_major"]
+
+
+def _video(shape, dtype, layout="contiguous", offset=0.0):
+    b, c, f, h, w = shape
+    if layout == "frame_major":
+        x = torch.randn(b, f, c, h, w, dtype=dtype, device=DEVICE).permute(0, 2, 1, 3, 4)
+    else:
+        x = torch.randn(shape, dtype=dtype, device=DEVICE)
+        if layout == "channels_last_3d":
+            x = x.to(memory_format=torch.channels_last_3d)
+    return x * 2 + offset if offset else x
+
+
+def _affine(channels, dtype):
+    return (torch.randn(channels, dtype=dtype, device=DEVICE), torch.randn(channels, dtype=dtype, device=DEVICE))
+
+
+def _fastvid(groups, per_frame, backend="triton", eps=1e-5):
+    return lambda x, w=None, b=None: fastvid.group_norm_silu(x, groups, w, b, eps, per_frame=per_frame, backend=backend)
+
+
+def _reference(groups, per_frame, eps=1e-5):
+    return lambda x, w=None, b=None: reference.group_norm_silu(x, groups, w, b, eps, per_frame=per_frame)
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_triton_matches_reference(dtype, layout, per_frame):
+    x = _video((2, 20, 7, 5, 9), dtype, layout, offset=1.5)
+    w, b = _affine(20, dtype)
+    check_against_reference(f"group_norm_silu {layout}", _fastvid(4, per_frame), _reference(4, per_frame), [x, w, b],
+                            dtype)
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_statistics_split_into_chunks_stay_accurate(per_frame):
+    # One (sample, group) with 289 pixels: the statistics pass splits it into pixel chunks
+    # combined with Chan's formula; a large mean checks there is no sum-of-squares cancellation.
+    x = torch.randn(1, 20, 2, 17, 17, device=DEVICE) * 0.01 + 300.0
+    w, b = _affine(20, torch.float32)
+    check_against_reference("chunked", _fastvid(1, per_frame, eps=1e-6), _reference(1, per_frame, eps=1e-6),
+                            [x, w, b], torch.float32)
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_without_affine(dtype):
+    x = _video((1, 12, 3, 4, 5), dtype, "channels_last_3d")
+    check_against_reference("no affine", _fastvid(3, False), _reference(3, False), [x], dtype)
+
+
+def test_strided_pixels_and_affine():
+    # W sliced with a step (H and W no longer merge); weight and bias strided.
+    x = torch.randn(2, 8, 3, 4, 10, device=DEVICE)[..., ::2]
+    w, b = (torch.randn(16, device=DEVICE)[::2] for _ in range(2))
+    check_against_reference("strided", _fastvid(2, True), _reference(2, True), [x, w, b], torch.float32)
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_width_outer_to_height_layout(per_frame):
+    # (B, C, F, W, H) storage: y and dx are allocated with H and W adjacent (one pixel axis).
+    x = torch.randn(2, 8, 3, 5, 4, device=DEVICE).transpose(-1, -2)
+    w, b = _affine(8, torch.float32)
+    check_against_reference("w-major", _fastvid(2, per_frame), _reference(2, per_frame), [x, w, b], torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "frame_major"])
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_torch_backends_match_reference(layout, per_frame):
+    x = _video((2, 8, 3, 4, 5), torch.float32, layout)
+    w, b = _affine(8, torch.float32)
+    for backend in ("torch", "reference"):
+        check_against_reference(backend, _fastvid(2, per_frame, backend), _reference(2, per_frame), [x, w, b],
+                                torch.float32)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_output_keeps_the_memory_order_of_x(layout):
+    x = _video((1, 4, 3, 2, 5), torch.float32, layout)
+    out = fastvid.group_norm_silu(x, 2, backend="triton")
+    assert out.permute(*sorted(range(5), key=lambda d: -x.stride(d))).is_contiguous()
+
+
+@pytest.mark.parametrize("layout, per_frame", [("channels_last_3d", False), ("frame_major", True)])
+def test_custom_op_passes_opcheck(layout, per_frame):
+    """Schema, fake tensor (strides included), autograd registration and AOT dispatch (torch.compile)."""
+    from fastvid.ops.group_norm_silu import group_norm_silu_fwd
+
+    x = _video((1, 6, 5, 3, 4), torch.float32, layout).requires_grad_()
+    w, b = (t.requires_grad_() for t in _affine(6, torch.float32))
+    torch.library.opcheck(group_norm_silu_fwd, (x, w, b, 3, 1e-5, per_frame))
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the kernels run for real on this machine")
+def test_kernels_compile_for_hopper():
+    """Without a GPU: the four kernels compile for sm_90 (bf16, pixels or channels at unit stride)."""
+    from aot_compile import run_in_subprocess
+
+    dt, f32 = "bf16", "fp32"
+    kernels = [("group_norm_stats_kernel", dict(X=dt, Mean=f32, M2=f32), dict(BLOCK_C=16, BLOCK_P=256)),
+               ("group_norm_silu_bwd_reduce_kernel",
+                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, DWPart=f32, DBPart=f32),
+                dict(HAS_WEIGHT=True, HAS_BIAS=True, BLOCK_C=64, BLOCK_P=64))]
+    for per_frame in (False, True):
+        flags = dict(PER_FRAME=per_frame, HAS_WEIGHT=True, HAS_BIAS=True, BLOCK_C=16, BLOCK_P=256, BLOCK_PARTS=32)
+        kernels += [("group_norm_silu_apply_kernel", dict(X=dt, Wt=dt, Bias=dt, Y=dt, Mean=f32, M2=f32, Stats=f32),
+                     flags),
+                    ("group_norm_silu_bwd_apply_kernel",
+                     dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, DWPart=f32, DBPart=f32, DX=dt), flags)]
+    specs = [dict(kernel=name, pointers=pointers, constexprs=constexprs, floats=["eps"], unit_axis=unit)
+             for name, pointers, constexprs in kernels for unit in ("p", "c")]
+    assert len(run_in_subprocess("fastvid.kernels.group_norm_silu", specs)) == len(specs)
+
+
+def test_auto_uses_torch_on_cpu_and_reports_it():
+    fastvid.group_norm_silu(_video((1, 4, 3, 2, 5), torch.float32), 2)
+    assert fastvid.last_backend("group_norm_silu") == ("triton" if DEVICE == "cuda" else "torch")
+
+
+def test_triton_refusals_give_reasons():
+    with pytest.raises(fastvid.BackendUnsupportedError, match="float64"):
+        fastvid.group_norm_silu(_video((1, 4, 3, 2, 5), torch.float64), 2, backend="triton")
+    with pytest.raises(fastvid.BackendUnsupportedError, match="channels per group"):
+        fastvid.group_norm_silu(_video((1, 1024, 1, 1, 2), torch.float32), 1, backend="triton")
+
+
+@pytest.mark.parametrize("case, match", [
+    ("rank", r"argument 'x' has rank 4"),
+    ("groups", r"argument 'num_groups' is 3"),
+    ("dtype", r"argument 'x' has dtype int64"),
+    ("weight_shape", r"argument 'weight' has shape"),
+    ("mixed_dtype", r"argument 'bias' has dtype"),
+    ("eps", r"argument 'eps'"),
+    ("per_frame", r"argument 'per_frame'"),
+    ("backend", r"argument 'backend' is 'apex'"),
+])
+def test_bad_input_names_the_argument(case, match):
+    x = _video((1, 4, 3, 2, 5), torch.float32)
+    w, b = _affine(4, torch.float32)
+    groups, kwargs = 2, {}
+    if case == "rank":
+        x = x[0]
+    elif case == "groups":
+        groups = 3
+    elif case == "dtype":
+        x = x.long()
+    elif case == "weight_shape":
+        w = w[:3]
+    elif case == "mixed_dtype":
+        b = b.half()
+    elif case == "eps":
+        kwargs["eps"] = -1.0
+    elif case == "per_frame":
+        kwargs["per_frame"] = "yes"
+    elif case == "backend":
+        kwargs["backend"] = "apex"
+    with pytest.raises((FastvidInputError, fastvid.BackendUnsupportedError), match=match):
+        fastvid.group_norm_silu(x, groups, w, b, **kwargs)
