@@ -24,12 +24,17 @@ class BackendUnsupportedError(RuntimeError):
     """The requested backend (or, for "auto", every backend) cannot take this input."""
 
 
+def takes_any_input(*args, **kwargs) -> Optional[str]:
+    """The ``reason`` of a backend that can run every valid call (the torch paths)."""
+    return None
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
     run: Callable
     # Returns None when the backend can run the call, else why not.
-    reason: Callable[..., Optional[str]]
+    reason: Callable[..., Optional[str]] = takes_any_input
     # Extra condition for "auto" (e.g. Triton only on CUDA, never the CPU interpreter).
     auto_reason: Optional[Callable[..., Optional[str]]] = None
 

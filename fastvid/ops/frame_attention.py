@@ -202,14 +202,10 @@ def _run_reference(q, k, v, frames, scale):
     return reference.frame_attention(q, k, v, frames=frames, scale=scale)
 
 
-def _always(*args):
-    return None
-
-
 DISPATCH = Dispatcher(OP, [
     Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason),
-    Backend("torch", _run_torch, _always),
-    Backend("reference", _run_reference, _always),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
 ])
 
 

@@ -195,14 +195,10 @@ def _run_reference(x, num_groups, weight, bias, eps, per_frame):
     return reference.group_norm_silu(x, num_groups, weight, bias, eps, per_frame=per_frame)
 
 
-def _always(*args):
-    return None
-
-
 DISPATCH = Dispatcher(OP, [
     Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: triton_auto_reason(x)),
-    Backend("torch", _run_torch, _always),
-    Backend("reference", _run_reference, _always),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
 ])
 
 

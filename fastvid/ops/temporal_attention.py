@@ -184,14 +184,10 @@ def _run_reference(q, k, v, bias, causal, scale):
                                         scale=scale)
 
 
-def _always(*args):
-    return None
-
-
 DISPATCH = Dispatcher(OP, [
     Backend("triton", _run_triton, _triton_reason, auto_reason=lambda q, *a: triton_auto_reason(q)),
-    Backend("torch", _run_torch, _always),
-    Backend("reference", _run_reference, _always),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
 ])
 
 
