@@ -10,7 +10,7 @@ Scores are kept in log2 units (exp2); the saved log-sum-exp is in the same units
 import triton
 import triton.language as tl
 
-LOG2E: tl.constexpr = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)  # a global must be a tl.constexpr instance to compile
 
 
 @triton.jit

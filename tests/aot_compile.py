@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import triton
@@ -40,10 +41,33 @@ def compile_kernel(fn, pointers, constexprs, floats=(), num_warps=4, unit_axis="
         else:
             signature[name] = "fp32" if name in floats else "i32"
     aligned = [n for n in names if signature[n] not in ("constexpr", "fp32")]
+    return compile_signature(fn, signature, constexprs, aligned, num_warps, 3, capability)
+
+
+def compile_signature(fn, signature, constexprs, aligned, num_warps=4, num_stages=3, capability=90):
+    """Compiles ``fn`` for sm_<capability>: ``signature`` maps every argument to a Triton type or
+    "constexpr"; ``aligned`` names the arguments marked divisible by 16."""
+    names = fn.arg_names
     source = ASTSource(fn, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()},
                        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in aligned})
     return triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                          options=dict(num_warps=num_warps, num_stages=3))
+                          options=dict(num_warps=num_warps, num_stages=num_stages))
+
+
+def ptxas_usage(kernel, capability=90):
+    """(ptxas version, registers, spill store bytes, spill load bytes) of a compiled kernel, from
+    ``ptxas -v`` run again on its PTX with the options Triton uses (no driver needed)."""
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+
+    ptxas = get_ptxas(capability)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(kernel.asm["ptx"])
+        log = subprocess.run([ptxas.path, "-v", "--regAllocOptLevel=2", f"--gpu-name={sm_arch_from_capability(capability)}",
+                              str(src), "-o", str(Path(tmp) / "k.o")], capture_output=True, text=True, check=True).stderr
+    regs = int(re.search(r"Used (\d+) registers", log).group(1))
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    return ptxas.version, regs, int(spills.group(1)), int(spills.group(2))
 
 
 def run_in_subprocess(module_name, specs):

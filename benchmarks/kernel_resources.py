@@ -1,0 +1,254 @@
+"""Registers, spills and shared memory of every fastvid Triton kernel, compiled for sm_90a without a GPU.
+
+    python benchmarks/kernel_resources.py            # prints the table, writes benchmarks/results/kernel_resources.md
+    python benchmarks/kernel_resources.py --quick    # one shape per op, no file (what the test runs)
+
+Each op's launcher runs for real on the benchmark shapes (benchmarks/shapes.py, bf16), on meta
+tensors (no memory, no driver) that say they are CUDA tensors, with an H100's 132 SMs, and each kernel launch is
+captured instead of run: the tile sizes, flags and warps are those the launcher chooses. Autotuned
+kernels (frame attention) contribute every config of their autotune list. Each distinct launch is
+compiled for sm_90a with the JIT's own argument specialisation (ints equal to 1 are constants, ints
+divisible by 16 and pointers are marked 16-byte aligned), then ``ptxas -v`` reports registers and
+spills. Compiler output only: nothing here was run on a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import torch  # noqa: E402
+
+from benchmarks import shapes  # noqa: E402
+
+H100_SMS = 132
+GROUPS = 32
+OPS_MODULES = ("temporal_attention", "frame_attention", "temporal_conv", "group_norm_silu")
+_TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
+          torch.int64: "i64", torch.uint8: "u8", torch.bool: "i1"}
+
+
+@dataclass
+class Launch:
+    """One distinct compilation: kernel, its specialised signature and compile options."""
+    kernel: object  # the JITFunction
+    signature: Dict[str, str]
+    constexprs: Dict[str, object]
+    aligned: Tuple[str, ...]
+    num_warps: int
+    num_stages: int
+    cases: List[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.kernel.__name__
+
+    def key(self):
+        return (self.name, tuple(sorted(self.signature.items())), tuple(sorted(self.constexprs.items())),
+                self.aligned, self.num_warps, self.num_stages)
+
+    def config(self) -> str:
+        """Tile sizes and flags (the upper-case constexprs), warps, stages."""
+        flags = ",".join(f"{k}={v}" for k, v in sorted(self.constexprs.items()) if k.isupper())
+        return f"{flags} w{self.num_warps} s{self.num_stages}"
+
+
+def _specialise(jit_fn, args, kwargs, num_warps, num_stages) -> Launch:
+    """The JIT's specialisation of one call's arguments, as a compile signature."""
+    bound = dict(zip(jit_fn.arg_names, args))
+    bound.update(kwargs)
+    signature, constexprs, aligned = {}, {}, []
+    for param in jit_fn.params:
+        name = param.name
+        value = bound[name] if name in bound else param.default
+        if param.is_constexpr or value is None or (isinstance(value, int) and not isinstance(value, bool)
+                                                   and value == 1):
+            signature[name], constexprs[name] = "constexpr", value
+        elif isinstance(value, torch.Tensor):
+            signature[name] = "*" + _TYPES[value.dtype]
+            aligned.append(name)
+        elif isinstance(value, bool):
+            signature[name] = "i1"
+        elif isinstance(value, int):
+            signature[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                aligned.append(name)
+        elif isinstance(value, float):
+            signature[name] = "fp32"
+        else:
+            raise TypeError(f"{jit_fn.__name__}: argument {name} of type {type(value).__name__}")
+    return Launch(jit_fn, signature, constexprs, tuple(aligned), num_warps, num_stages)
+
+
+class _Recorder:
+    """Stands in for a kernel object: ``kernel[grid](*args, **kwargs)`` records the launch(es)."""
+
+    def __init__(self, kernel, sink: List[Launch]):
+        self.kernel, self.sink = kernel, sink
+
+    def __getitem__(self, grid):
+        return self._record
+
+    def _record(self, *args, **kwargs):
+        kernel = self.kernel
+        configs = getattr(kernel, "configs", None)
+        if configs is None:
+            kwargs = dict(kwargs)
+            warps, stages = kwargs.pop("num_warps", 4), kwargs.pop("num_stages", 3)
+            self.sink.append(_specialise(kernel, args, kwargs, warps, stages))
+            return
+        for config in configs:  # an autotuner: every config may be picked on some GPU
+            self.sink.append(_specialise(kernel.fn, args, {**kwargs, **config.kwargs}, config.num_warps,
+                                         config.num_stages))
+
+
+@contextlib.contextmanager
+def _capturing(sink: List[Launch]):
+    """Kernel objects replaced by recorders, the SM count fixed, meta tensors seen as CUDA ones."""
+    kernels = [importlib.import_module(f"fastvid.kernels.{name}") for name in OPS_MODULES]
+    ops = [sys.modules[f"fastvid.ops.{name}"] for name in OPS_MODULES]
+    saved = []
+    for module in kernels:
+        for name, obj in list(vars(module).items()):
+            if name.endswith("_kernel") and hasattr(obj, "__getitem__"):
+                saved.append((module, name, obj))
+                setattr(module, name, _Recorder(obj, sink))
+    for module in ops:
+        if hasattr(module, "_multiprocessors"):
+            saved.append((module, "_multiprocessors", module._multiprocessors))
+            module._multiprocessors = lambda index: H100_SMS
+    torch.Tensor.is_cuda = property(lambda self: True)  # meta tensors take the launchers' CUDA paths
+    try:
+        yield
+    finally:
+        del torch.Tensor.is_cuda
+        for module, name, obj in saved:
+            setattr(module, name, obj)
+
+
+def _op(name):
+    return sys.modules[f"fastvid.ops.{name}"]
+
+
+def _temporal_attention(shape, dtype):
+    ops = _op("temporal_attention")
+    B, F, N, H, D = shape
+    q, k, v = (torch.empty(B, F, N, H, D, dtype=dtype, device="meta") for _ in range(3))
+    bias = torch.empty(H, F, F, dtype=dtype, device="meta")
+    out, lse = ops.temporal_attention_fwd._init_fn(q, k, v, bias, False, D ** -0.5)
+    ops.temporal_attention_bwd._init_fn(out, q, k, v, bias, out, lse, False, D ** -0.5, True)
+
+
+def _frame_attention(shape, dtype):
+    ops = _op("frame_attention")
+    B, F, N, H, D = shape
+    q, k, v = (torch.empty(B, F, N, H, D, dtype=dtype, device="meta") for _ in range(3))
+    table = torch.zeros(F, 2, dtype=torch.int32, device="meta")
+    out, lse = ops.frame_attention_fwd._init_fn(q, k, v, table, D ** -0.5)
+    ops.frame_attention_bwd._init_fn(out, q, k, v, table, out, lse, D ** -0.5)
+
+
+def _temporal_conv(shape, dtype):
+    ops = _op("temporal_conv")
+    B, C, F, H, W = shape
+    x = torch.empty(B, C, F, H, W, dtype=dtype, device="meta")
+    weight, bias = torch.empty(C, C, 3, dtype=dtype, device="meta"), torch.empty(C, dtype=dtype, device="meta")
+    out = ops.temporal_conv_fwd._init_fn(x, weight, bias, x, 1)
+    ops.temporal_conv_bwd._init_fn(out, x, weight, 1, True, True, True)
+
+
+def _group_norm_silu(shape, dtype):
+    ops = _op("group_norm_silu")
+    B, C, F, H, W = shape
+    x = torch.empty(B, C, F, H, W, dtype=dtype, device="meta")
+    weight, bias = torch.empty(C, dtype=dtype, device="meta"), torch.empty(C, dtype=dtype, device="meta")
+    for per_frame in (False, True):
+        y, stats = ops.group_norm_silu_fwd._init_fn(x, weight, bias, GROUPS, 1e-5, per_frame)
+        ops.group_norm_silu_bwd._init_fn(y, x, weight, bias, stats, GROUPS, per_frame)
+
+
+OPS = {
+    "temporal_attention": (_temporal_attention, shapes.TEMPORAL_ATTENTION),
+    "frame_attention": (_frame_attention, shapes.FRAME_ATTENTION),
+    "temporal_conv": (_temporal_conv, shapes.TEMPORAL_CONV),
+    "group_norm_silu": (_group_norm_silu, shapes.TEMPORAL_CONV),
+}
+
+
+def capture(ops=OPS, dtype=torch.bfloat16, quick=False) -> List[Launch]:
+    """The distinct launches of ``ops`` over their benchmark shapes (the first shape only if ``quick``)."""
+    import fastvid  # noqa: F401  (registers fastvid.kernels)
+
+    distinct: Dict[tuple, Launch] = {}
+    for op in ops:
+        launch_op, cases = OPS[op]
+        for case, shape in list(cases.items())[:1 if quick else None]:
+            sink: List[Launch] = []
+            with _capturing(sink):
+                launch_op(shape, dtype)
+            for launch in sink:
+                distinct.setdefault(launch.key(), launch).cases.append(case)
+    return list(distinct.values())
+
+
+def compile_all(launches: List[Launch], usage=True):
+    """Compiles each launch for sm_90a; returns rows (launch, shared bytes, ptxas usage or None)."""
+    from aot_compile import compile_signature, ptxas_usage
+
+    rows = []
+    for launch in launches:
+        kernel = compile_signature(launch.kernel, launch.signature, launch.constexprs, launch.aligned,
+                                   launch.num_warps, launch.num_stages)
+        rows.append((launch, kernel.metadata.shared, ptxas_usage(kernel) if usage else None))
+    return rows
+
+
+def report(rows, dtype_name: str) -> str:
+    version = next((u[0] for _, _, u in rows if u), "?")
+    lines = [
+        "# Kernel resources (compiler output)",
+        "",
+        f"Compiled for sm_90a by ptxas {version} (Triton's bundled ptxas), not run: no GPU was used. "
+        f"Generated by `python benchmarks/kernel_resources.py`. Launch configs are the ones the launchers choose "
+        f"for the benchmark shapes of benchmarks/shapes.py in {dtype_name} (an H100's 132 SMs assumed); "
+        "autotuned kernels list every config of their autotune list. Registers are per thread "
+        "(65,536 per SM; 255 max); shared memory is Triton's dynamic allocation per program (228 KiB per SM on H100).",
+        "",
+        "| kernel | config | regs | spill st/ld (B) | smem (KiB) | benchmark cases |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for launch, shared, usage in rows:
+        _, regs, stores, loads = usage
+        spill = f"**{stores}/{loads}**" if stores or loads else "0/0"
+        lines.append(f"| {launch.name} | {launch.config()} | {regs} | {spill} | {shared / 1024:.1f} | "
+                     f"{', '.join(sorted(set(launch.cases)))} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", default=",".join(OPS), help="comma-separated ops")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--quick", action="store_true", help="first shape of each op; print only")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kernel_resources.md"))
+    args = parser.parse_args(argv)
+    os.environ.pop("TRITON_INTERPRET", None)
+    rows = compile_all(capture(args.ops.split(","), getattr(torch, args.dtype), args.quick))
+    text = report(rows, args.dtype)
+    print(text)
+    if not args.quick:
+        Path(args.out).write_text(text)
+        print(f"# written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
