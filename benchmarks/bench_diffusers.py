@@ -168,29 +168,22 @@ def run_case(name, args, device, dtype, env, ceilings):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default=harness.default_device())
-    parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on CPU")
+    parser = harness.parser(__doc__, modes=None, no_compile=None)
     parser.add_argument("--models", default="modelscope,svd,t2v_zero")
     parser.add_argument("--backend", default="auto", help="fastvid backend for the patched model")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="also time torch.compile'd models (default: on CUDA only)")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    args = parser.parse_args(argv)
-    device = args.device
+    args = harness.parse(parser, argv)
+    device, dtype = args.device, args.dtype
     args.compile = device == "cuda" if args.compile is None else args.compile
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
     env = harness.environment(device)
     ceilings = harness.measure_ceilings(device)
-    print(f"# {OP} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
-          + ("" if device == "cuda" else " -- CPU run on tiny configs: harness check only, not a speed measurement"))
+    harness.announce(OP, env, ceilings, what=" on tiny configs")
     rows = []
     for name in args.models.split(","):
         rows += run_case(name, args, device, dtype, env, ceilings)
-    harness.print_rows(rows)
-    path = harness.write_rows(OP, rows, Path(args.out) if args.out else harness.RESULTS)
-    print(f"# {len(rows)} rows appended to {path}")
+    harness.finish(OP, rows, args.out)
 
 
 if __name__ == "__main__":

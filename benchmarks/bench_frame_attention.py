@@ -24,7 +24,6 @@ CPU rows only check the script.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from pathlib import Path
@@ -136,30 +135,23 @@ def cases(device, args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default=harness.default_device())
-    parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on CPU")
-    parser.add_argument("--modes", default="fwd,fwd+bwd")
+    parser = harness.parser(__doc__, modes="fwd,fwd+bwd", no_compile="skip torch.compile peers (FlexAttention)")
     parser.add_argument("--frames", default=",".join(FRAMES), help="frames modes to run")
     parser.add_argument("--num-frames", default=",".join(map(str, SWEEP_FRAMES)), help="F values of the GPU sweep")
     parser.add_argument("--heads", default=",".join(map(str, SWEEP_HEADS)), help="heads of the GPU sweep")
     parser.add_argument("--sweep-only", action="store_true", help="skip the model shapes")
     parser.add_argument("--providers", default=None, help="comma-separated subset of providers")
-    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile peers (FlexAttention)")
     parser.add_argument("--memory-budget", type=float, default=0.4,
                         help="skip materialising providers estimated above this fraction of GPU memory")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv)
     args.num_frames = [int(x) for x in args.num_frames.split(",")]
     args.heads = [int(x) for x in args.heads.split(",")]
-    device = args.device
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
+    device, dtype = args.device, args.dtype
     size = torch.empty((), dtype=dtype).element_size()
     budget = args.memory_budget * torch.cuda.get_device_properties(0).total_memory if device == "cuda" else 2**31
     env = harness.environment(device)
     ceilings = harness.measure_ceilings(device)
-    print(f"# {OP} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
-          + ("" if device == "cuda" else " -- CPU run: harness check only, not a speed measurement"))
+    harness.announce(OP, env, ceilings)
     flex_compiled = None
     if not args.no_compile:
         from torch.nn.attention.flex_attention import flex_attention
@@ -197,9 +189,7 @@ def main(argv=None):
                     del sets
                     if device == "cuda":
                         torch.cuda.empty_cache()
-    harness.print_rows(rows)
-    path = harness.write_rows(OP, rows, Path(args.out) if args.out else harness.RESULTS)
-    print(f"# {len(rows)} rows appended to {path}")
+    harness.finish(OP, rows, args.out)
 
 
 if __name__ == "__main__":

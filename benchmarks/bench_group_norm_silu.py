@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
 from benchmarks import harness  # noqa: E402
-from benchmarks.bench_temporal_conv import LAYOUTS, cases, parse, run  # noqa: E402
+from benchmarks.bench_temporal_conv import LAYOUTS, cases, run  # noqa: E402
 
 OP = "group_norm_silu"
 GROUPS = 32
@@ -62,7 +62,7 @@ def workloads(groups, compile_peers):
 
 
 def main(argv=None):
-    args = parse(__doc__, argv, extra=[("--no-compile", "skip the torch.compile peer")])
+    args = harness.parse(harness.parser(__doc__, no_compile="skip the torch.compile peer"), argv)
     groups = GROUPS if args.device == "cuda" else CPU_GROUPS
 
     def describe(case, mode, size):

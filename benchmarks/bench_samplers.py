@@ -15,7 +15,6 @@ outside attention, activations, resampling). Times are device (CUDA kernel) time
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Dict
@@ -102,24 +101,21 @@ def breakdown(name: str, model: nn.Module, size: models.ModelSize, *, device: to
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__, modes=None, no_compile=None)
     parser.add_argument("--models", default="all")
     parser.add_argument("--size", default=None, help="gpu on CUDA, tiny on CPU")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--frames", type=int, default=None)
-    parser.add_argument("--dtype", default=None, help="float16 on CUDA, float32 on CPU")
-    parser.add_argument("--device", default=harness.default_device())
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    args = parser.parse_args(argv)
+    args = harness.parse(parser, argv, cuda_dtype="float16")
 
     device = fb.resolve_device(args.device)
     size_name = args.size or ("gpu" if device.type == "cuda" else "tiny")
-    dtype = fb.DTYPES[args.dtype or ("float16" if device.type == "cuda" else "float32")]
+    dtype = args.dtype
     names = list(models.MODELS) if args.models == "all" else args.models.split(",")
     overrides = {k: v for k, v in (("steps", args.steps), ("frames", args.frames)) if v is not None}
     sizes = fb.plan(names, size_name, **overrides)
-    out_dir = Path(args.out) if args.out else harness.RESULTS
+    out_dir = args.out
     env = harness.environment(device.type)
 
     rows, jsonl = [], []

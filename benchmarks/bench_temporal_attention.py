@@ -9,7 +9,6 @@ is the device-copy bandwidth. FLOPs: 4*B*N*h*F^2*d forward, 2.5x that backward.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -92,22 +91,12 @@ def workloads(device, compile_peers):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default=harness.default_device())
-    parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on CPU")
-    parser.add_argument("--modes", default="fwd,bwd,fwd+bwd")
-    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile peers (FlexAttention)")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    args = parser.parse_args(argv)
-    device = args.device
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
+    args = harness.parse(harness.parser(__doc__, no_compile="skip torch.compile peers (FlexAttention)"), argv)
+    device, dtype = args.device, args.dtype
     cases = shapes.TEMPORAL_ATTENTION if device == "cuda" else shapes.CPU_TEMPORAL_ATTENTION
     env = harness.environment(device)
     ceilings = harness.measure_ceilings(device)
-    print(f"# {OP} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
-          + ("" if device == "cuda" else " -- CPU run: harness check only, not a speed measurement"))
-    if ceilings["copy_gbps"]:
-        print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
+    harness.announce(OP, env, ceilings)
     rows = []
     size = torch.empty((), dtype=dtype).element_size()
     for name, shape in cases.items():
@@ -131,9 +120,7 @@ def main(argv=None):
                 if item.provider == "fastvid":
                     row["note"] = f"backend={fastvid.last_backend(OP)}"
                 rows.append(row)
-    harness.print_rows(rows)
-    path = harness.write_rows(OP, rows, Path(args.out) if args.out else harness.RESULTS)
-    print(f"# {len(rows)} rows appended to {path}")
+    harness.finish(OP, rows, args.out)
 
 
 if __name__ == "__main__":

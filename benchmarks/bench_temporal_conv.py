@@ -13,7 +13,6 @@ matmul rate measured in the same run.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -68,20 +67,6 @@ def note(item, inputs, mode, layout, device, op=OP):
     return f"{backend}layout={layout}; {mode} kernels: {path}"
 
 
-def parse(doc, argv, extra=()):
-    """The options both conv-family benchmarks take (``extra``: (flag, help) store_true options)."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default=harness.default_device())
-    parser.add_argument("--dtype", default=None, help="bfloat16 on CUDA, float32 on CPU")
-    parser.add_argument("--modes", default="fwd,bwd,fwd+bwd")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    for flag, text in extra:
-        parser.add_argument(flag, action="store_true", help=text)
-    args = parser.parse_args(argv)
-    args.dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
-    return args
-
-
 def run(op, args, named_shapes, providers, make_inputs, describe):
     """Times every provider on every (name, shape) and mode; ``describe((name, shape), mode,
     element_size)`` gives (shape dict, flops or None, bytes moved). Prints the rows and appends
@@ -90,11 +75,7 @@ def run(op, args, named_shapes, providers, make_inputs, describe):
     torch.backends.cudnn.benchmark = True
     env = harness.environment(device)
     ceilings = harness.measure_ceilings(device)
-    print(f"# {op} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
-          + ("" if device == "cuda" else " -- CPU run: harness check only, not a speed measurement"))
-    if ceilings["copy_gbps"]:
-        print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, "
-              f"bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
+    harness.announce(op, env, ceilings)
     rows = []
     size = torch.empty((), dtype=dtype).element_size()
     for case in named_shapes:
@@ -108,9 +89,7 @@ def run(op, args, named_shapes, providers, make_inputs, describe):
                 if row.get("status") == "ok":
                     row["note"] = note(item, sets[0], mode, layout, device, op)
                 rows.append(row)
-    harness.print_rows(rows)
-    path = harness.write_rows(op, rows, Path(args.out) if args.out else harness.RESULTS)
-    print(f"# {len(rows)} rows appended to {path}")
+    harness.finish(op, rows, args.out)
 
 
 def cases(device):
@@ -127,7 +106,7 @@ def describe(case, mode, size):
 
 
 def main(argv=None):
-    args = parse(__doc__, argv)
+    args = harness.parse(harness.parser(__doc__, no_compile=None), argv)
     run(OP, args, cases(args.device), list(workloads()), _inputs, describe)
 
 

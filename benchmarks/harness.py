@@ -12,6 +12,7 @@ On CPU every row says device "cpu": those timings are for checking the harness, 
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import platform
@@ -54,6 +55,46 @@ def environment(device: str) -> Dict[str, str]:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def parser(doc: str, *, modes: Optional[str] = "fwd,bwd,fwd+bwd",
+           no_compile: Optional[str] = "skip the torch.compile peers") -> argparse.ArgumentParser:
+    """The options every benchmark takes: --device, --dtype, --out, and unless None --modes (its
+    default) and --no-compile (its help). Add a script's own options to the returned parser."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default=default_device())
+    p.add_argument("--dtype", default=None, help="bfloat16 on CUDA (unless the script says), float32 on CPU")
+    if modes is not None:
+        p.add_argument("--modes", default=modes, help=f"comma-separated subset of {','.join(MODES)}")
+    if no_compile is not None:
+        p.add_argument("--no-compile", action="store_true", help=no_compile)
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv=None, cuda_dtype: str = "bfloat16") -> argparse.Namespace:
+    """``p.parse_args(argv)`` with --dtype made a torch.dtype and --out a Path."""
+    args = p.parse_args(argv)
+    args.dtype = getattr(torch, args.dtype or (cuda_dtype if args.device == "cuda" else "float32"))
+    args.out = Path(args.out) if args.out else RESULTS
+    return args
+
+
+def announce(op: str, env: Dict[str, str], ceilings: Dict[str, Optional[float]], what: str = "") -> None:
+    """The header a benchmark prints: where it runs, and on CPU that it is no speed measurement."""
+    print(f"# {op} on {env['gpu']} (torch {env['torch']}, triton {env['triton']}, commit {env['commit']})"
+          + ("" if env["device"] == "cuda" else f" -- CPU run{what}: harness check only, not a speed measurement"))
+    if ceilings.get("copy_gbps"):
+        print(f"# measured ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, "
+              f"bf16 matmul {ceilings['matmul_tflops']:.0f} TFLOP/s")
+
+
+def finish(op: str, rows: List[Dict[str, object]], out_dir: Path) -> Path:
+    """Prints the rows and appends them to ``out_dir/<op>.jsonl``."""
+    print_rows(rows)
+    path = write_rows(op, rows, out_dir)
+    print(f"# {len(rows)} rows appended to {path}")
+    return path
 
 
 def _sync(device: str) -> None:
