@@ -144,8 +144,8 @@ def main(argv=None):
     parser.add_argument("--memory-budget", type=float, default=0.4,
                         help="skip materialising providers estimated above this fraction of GPU memory")
     args = harness.parse(parser, argv)
-    args.num_frames = [int(x) for x in args.num_frames.split(",")]
-    args.heads = [int(x) for x in args.heads.split(",")]
+    args.num_frames = [int(x) for x in args.num_frames.split(",") if x]
+    args.heads = [int(x) for x in args.heads.split(",") if x]
     device, dtype = args.device, args.dtype
     size = torch.empty((), dtype=dtype).element_size()
     budget = args.memory_budget * torch.cuda.get_device_properties(0).total_memory if device == "cuda" else 2**31

@@ -1,7 +1,7 @@
 """Registers, spills and shared memory of every fastvid Triton kernel, compiled for sm_90a without a GPU.
 
     python benchmarks/kernel_resources.py            # prints the table, writes benchmarks/results/kernel_resources.md
-    python benchmarks/kernel_resources.py --quick    # one shape per op, no file (what the test runs)
+    python benchmarks/kernel_resources.py --quick    # one shape per op, no sweep, no file
 
 Each op's launcher runs for real on the benchmark shapes (benchmarks/shapes.py, bf16), on meta
 tensors (no memory, no driver) that say they are CUDA tensors, with an H100's 132 SMs, and each kernel launch is
@@ -182,15 +182,50 @@ OPS = {
     "temporal_conv": (_temporal_conv, shapes.TEMPORAL_CONV),
     "group_norm_silu": (_group_norm_silu, shapes.TEMPORAL_CONV),
 }
+# Temporal attention keeps [BLOCK_N, BLOCK_F, BLOCK_D] fp32 tiles in registers: its launcher's tile
+# heuristic is checked over frame counts and head sizes beyond the benchmark shapes too.
+SWEEP = {"temporal_attention": (_temporal_attention, {f"F{F}-d{D}": (2, F, 1024, 8, D) for F in (8, 16, 24, 32, 64)
+                                                      for D in (40, 64, 72, 128)})}
+
+HISTORY = """## Tuning history
+
+Before (commit 1547437), temporal attention ran 4 warps whatever the tile, and the budget ignored
+unaligned head sizes. Spills (bytes stored/loaded) and registers then, from this script:
+
+| case | fwd before | bwd before | fwd after | bwd after |
+|---|---|---|---|---|
+| F8-d40 | 255 regs, 28/28 | 250 regs | 145 regs | 142 regs |
+| F16-d40 | 237 regs | 254 regs | 128 regs | 214 regs |
+| F16-d72 (latte) | 236 regs | 253 regs | 128 regs | 232 regs (8 warps) |
+| F24-d40 | 255 regs, 8/8 | 255 regs, 64/64 | 142 regs | 233 regs (8 warps) |
+| F24-d72 | 247 regs | 255 regs, 112/112 | 150 regs (8 warps) | 255 regs, 60/60 (8 warps) |
+| F32-d40 | 244 regs | 255 regs, 32/28 | 119 regs | 235 regs (8 warps) |
+| F32-d72 | 220 regs | 255 regs, 88/92 | 127 regs (8 warps) | 255 regs, 52/52 (8 warps) |
+| F64-d40 | 236 regs | 255 regs, 1316/1320 | 127 regs (8 warps) | 255 regs, 104/104 (8 warps) |
+| F64-d72 | 255 regs, 540/484 | 255 regs, 1868/1592 | 224 regs (8 warps) | 255 regs, 1292/1292 (8 warps) |
+| F64-d128 | 243 regs | 255 regs, 588/592 | 122 regs (8 warps) | 235 regs (8 warps) |
+
+Change (fastvid/ops/temporal_attention.py `_tiles`): a tile larger than the budget even at BLOCK_N = 1
+gets 8 warps instead of 4 (16 warps cap registers at 128 per thread and spilled more); a head size
+that is not a multiple of 16 (unvectorised loads, one 64-bit pointer per element) halves the budget.
+Aligned head sizes at the benchmark shapes (F 14/16, d 64) keep their tiles. What remains: the
+backward at F 24..64 with d 72 or 40, outside the benchmark shapes.
+
+Frame attention's backward autotune list had no config without spills at BLOCK_D = 128 (Latte's
+head_dim 72): dQ spilled 240..444 bytes in all four, dK/dV in three. Added (BLOCK_N 32, BLOCK_M 32,
+8 warps, 1 stage): 207 registers for dQ and 184 for dK/dV, no spills. The forward's list keeps
+spilling members at BLOCK_D = 128 (128x64 and 64x64 with 4 warps); the autotuner times them against
+three that do not spill. Effect on speed: not measured (no GPU).
+"""
 
 
-def capture(ops=OPS, dtype=torch.bfloat16, quick=False) -> List[Launch]:
+def capture(ops=OPS, dtype=torch.bfloat16, quick=False, table=OPS) -> List[Launch]:
     """The distinct launches of ``ops`` over their benchmark shapes (the first shape only if ``quick``)."""
     import fastvid  # noqa: F401  (registers fastvid.kernels)
 
     distinct: Dict[tuple, Launch] = {}
     for op in ops:
-        launch_op, cases = OPS[op]
+        launch_op, cases = table[op]
         for case, shape in list(cases.items())[:1 if quick else None]:
             sink: List[Launch] = []
             with _capturing(sink):
@@ -212,7 +247,24 @@ def compile_all(launches: List[Launch], usage=True):
     return rows
 
 
-def report(rows, dtype_name: str) -> str:
+def _table(rows) -> List[str]:
+    """One line per (kernel, config): the worst registers / spills / shared memory over its specialisations."""
+    merged: Dict[tuple, list] = {}
+    for launch, shared, (_, regs, stores, loads) in rows:
+        entry = merged.setdefault((launch.name, launch.config()), [0, 0, 0, 0, set(), 0])
+        entry[:4] = [max(entry[0], regs), max(entry[1], stores), max(entry[2], loads), max(entry[3], shared)]
+        entry[4].update(launch.cases)
+        entry[5] += 1
+    lines = ["| kernel | config | regs | spill st/ld (B) | smem (KiB) | specialisations | cases |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for (name, config), (regs, stores, loads, shared, cases, count) in merged.items():
+        spill = f"**{stores}/{loads}**" if stores or loads else "0/0"
+        lines.append(f"| {name} | {config} | {regs} | {spill} | {shared / 1024:.1f} | {count} | "
+                     f"{', '.join(sorted(cases))} |")
+    return lines
+
+
+def report(rows, sweep_rows, dtype_name: str) -> str:
     version = next((u[0] for _, _, u in rows if u), "?")
     lines = [
         "# Kernel resources (compiler output)",
@@ -221,16 +273,17 @@ def report(rows, dtype_name: str) -> str:
         f"Generated by `python benchmarks/kernel_resources.py`. Launch configs are the ones the launchers choose "
         f"for the benchmark shapes of benchmarks/shapes.py in {dtype_name} (an H100's 132 SMs assumed); "
         "autotuned kernels list every config of their autotune list. Registers are per thread "
-        "(65,536 per SM; 255 max); shared memory is Triton's dynamic allocation per program (228 KiB per SM on H100).",
+        "(65,536 per SM; 255 max); shared memory is Triton's dynamic allocation per program (228 KiB per SM on H100). "
+        "A (kernel, config) row takes the worst over its specialisations (which integer arguments are 1 or "
+        "divisible by 16 differs between shapes).",
         "",
-        "| kernel | config | regs | spill st/ld (B) | smem (KiB) | benchmark cases |",
-        "|---|---|---:|---:|---:|---|",
+        "## Benchmark shapes",
+        "",
+        *_table(rows),
     ]
-    for launch, shared, usage in rows:
-        _, regs, stores, loads = usage
-        spill = f"**{stores}/{loads}**" if stores or loads else "0/0"
-        lines.append(f"| {launch.name} | {launch.config()} | {regs} | {spill} | {shared / 1024:.1f} | "
-                     f"{', '.join(sorted(set(launch.cases)))} |")
+    if sweep_rows:
+        lines += ["", "## Temporal attention sweep (B 2, N 1024, 8 heads; F x head_dim)", "", *_table(sweep_rows),
+                  "", HISTORY]
     return "\n".join(lines) + "\n"
 
 
@@ -242,8 +295,10 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kernel_resources.md"))
     args = parser.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
-    rows = compile_all(capture(args.ops.split(","), getattr(torch, args.dtype), args.quick))
-    text = report(rows, args.dtype)
+    dtype = getattr(torch, args.dtype)
+    rows = compile_all(capture(args.ops.split(","), dtype, args.quick))
+    sweep = [] if args.quick else compile_all(capture(list(SWEEP), dtype, table=SWEEP))
+    text = report(rows, sweep, args.dtype)
     print(text)
     if not args.quick:
         Path(args.out).write_text(text)

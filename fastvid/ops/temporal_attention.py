@@ -42,11 +42,17 @@ def _multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _tiles(num_frames: int, head_dim: int, budget: int) -> Tuple[int, int, int]:
-    """BLOCK_N positions per program so that a [BLOCK_N, BLOCK_F, BLOCK_D] fp32 tile stays near ``budget``."""
+def _tiles(num_frames: int, head_dim: int, budget: int) -> Tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_F, BLOCK_D, num_warps): BLOCK_N positions per program so that a [BLOCK_N, BLOCK_F,
+    BLOCK_D] fp32 tile stays near ``budget`` elements per 4 warps. Where one position's tile alone is
+    larger (many frames, wide heads), more warps share it so that each thread holds as much as at the
+    budget: with 4 warps ptxas spilled (benchmarks/results/kernel_resources.md)."""
     block_f, block_d = _next_pow2(num_frames), _next_pow2(head_dim)
+    if head_dim % 16:  # rows not 16-byte aligned: unvectorised loads, a 64-bit pointer per element
+        budget //= 2
     block_n = max(1, min(64, budget // (block_f * block_d)))
-    return 1 << (block_n.bit_length() - 1), block_f, block_d
+    num_warps = min(8, max(4, 4 * block_f * block_d // budget))
+    return 1 << (block_n.bit_length() - 1), block_f, block_d, num_warps
 
 
 def _bias_args(bias: Optional[Tensor], like: Tensor):
@@ -66,7 +72,7 @@ def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tenso
     lse = _alloc.empty(batch, heads, frames, tokens, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
-    block_n, block_f, block_d = _tiles(frames, head_dim, budget=4096)
+    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, budget=4096)
     n_blocks = triton_cdiv(tokens, block_n)
     bias_t, bias_strides = _bias_args(bias, q)
     grid = (n_blocks * batch * heads,)
@@ -75,7 +81,7 @@ def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tenso
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bias_strides, *lse.stride(),
         heads, frames, tokens, head_dim, n_blocks, scale * LOG2E,
         HAS_BIAS=bias is not None, CAUSAL=causal, BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d,
-        num_warps=4,
+        num_warps=num_warps,
     )
     return out, lse
 
@@ -99,7 +105,7 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
     if q.numel() == 0:
         dbias = torch.zeros(heads, frames, frames, dtype=torch.float32, device=q.device)
         return [dq, dk, dv, dbias if bias_grad else dbias.new_empty(0)]
-    block_n, block_f, block_d = _tiles(frames, head_dim, budget=2048)
+    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, budget=2048)
     n_blocks = triton_cdiv(tokens, block_n)
     # Enough programs to fill the GPU, few enough that the per-program bias partials stay small.
     target = 4 * _multiprocessors(q.device.index or 0) if q.is_cuda else 8
@@ -114,7 +120,7 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
         *lse.stride(), *partial_strides,
         heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * LOG2E, scale,
         HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal,
-        BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d, num_warps=4,
+        BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d, num_warps=num_warps,
     )
     if bias_grad:
         # Fixed-order reduction over (batch, chunk): bit-identical from run to run.
