@@ -213,7 +213,8 @@ backward at F 24..64 with d 72 or 40, outside the benchmark shapes.
 
 Frame attention's backward autotune list had no config without spills at BLOCK_D = 128 (Latte's
 head_dim 72): dQ spilled 240..444 bytes in all four, dK/dV in three. Added (BLOCK_N 32, BLOCK_M 32,
-8 warps, 1 stage): 207 registers for dQ and 184 for dK/dV, no spills. The forward's list keeps
+8 warps, 1 stage): 207 registers for dQ and 184 for dK/dV, no spills (at BLOCK_D = 64 its dQ
+spills a little, where the other four do not). The forward's list keeps
 spilling members at BLOCK_D = 128 (128x64 and 64x64 with 4 warps); the autotuner times them against
 three that do not spill. Effect on speed: not measured (no GPU).
 """
@@ -248,19 +249,14 @@ def compile_all(launches: List[Launch], usage=True):
 
 
 def _table(rows) -> List[str]:
-    """One line per (kernel, config): the worst registers / spills / shared memory over its specialisations."""
-    merged: Dict[tuple, list] = {}
+    """One line per (kernel, config, result): specialisations with the same result are merged."""
+    merged: Dict[tuple, set] = {}
     for launch, shared, (_, regs, stores, loads) in rows:
-        entry = merged.setdefault((launch.name, launch.config()), [0, 0, 0, 0, set(), 0])
-        entry[:4] = [max(entry[0], regs), max(entry[1], stores), max(entry[2], loads), max(entry[3], shared)]
-        entry[4].update(launch.cases)
-        entry[5] += 1
-    lines = ["| kernel | config | regs | spill st/ld (B) | smem (KiB) | specialisations | cases |",
-             "|---|---|---:|---:|---:|---:|---|"]
-    for (name, config), (regs, stores, loads, shared, cases, count) in merged.items():
+        merged.setdefault((launch.name, launch.config(), regs, stores, loads, shared), set()).update(launch.cases)
+    lines = ["| kernel | config | regs | spill st/ld (B) | smem (KiB) | cases |", "|---|---|---:|---:|---:|---|"]
+    for (name, config, regs, stores, loads, shared), cases in merged.items():
         spill = f"**{stores}/{loads}**" if stores or loads else "0/0"
-        lines.append(f"| {name} | {config} | {regs} | {spill} | {shared / 1024:.1f} | {count} | "
-                     f"{', '.join(sorted(cases))} |")
+        lines.append(f"| {name} | {config} | {regs} | {spill} | {shared / 1024:.1f} | {', '.join(sorted(cases))} |")
     return lines
 
 
@@ -274,8 +270,8 @@ def report(rows, sweep_rows, dtype_name: str) -> str:
         f"for the benchmark shapes of benchmarks/shapes.py in {dtype_name} (an H100's 132 SMs assumed); "
         "autotuned kernels list every config of their autotune list. Registers are per thread "
         "(65,536 per SM; 255 max); shared memory is Triton's dynamic allocation per program (228 KiB per SM on H100). "
-        "A (kernel, config) row takes the worst over its specialisations (which integer arguments are 1 or "
-        "divisible by 16 differs between shapes).",
+        "A (kernel, config) can take several rows: shapes differ in which integer arguments are 1 or divisible "
+        "by 16, and so in the code ptxas sees.",
         "",
         "## Benchmark shapes",
         "",
