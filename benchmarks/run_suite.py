@@ -135,9 +135,9 @@ def run_benchmarks(ops, args, out: Path):
         print(f"## {op}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def write_plots(results: Path, out: Path, ops):
-    """SUMMARY.md into ``out``; the plots into ``out``/plots.tar."""
-    rows = [r for r in plot.newest_runs(plot.load(results)) if r["op"] in ops]
+def write_plots(results: Path, out: Path, ops, label: str):
+    """SUMMARY.md into ``out`` (``label`` under its title); the plots into ``out``/plots.tar."""
+    rows = plot.newest_runs([r for r in plot.load(results) if r.get("op") in ops])
     groups = defaultdict(list)
     for r in rows:
         groups[(r["op"], r["device"], r["dtype"], r["mode"])].append(r)
@@ -147,7 +147,8 @@ def write_plots(results: Path, out: Path, ops):
                 name = f"{op}_{device}_{dtype}_{mode.replace('+', '_')}.png"
                 plot.plot_group(group, Path(tmp) / name, f"{op} {mode} {dtype} on {group[0]['gpu']}")
                 tar.add(Path(tmp) / name, arcname=name)
-    (out / "SUMMARY.md").write_text(plot.summary(rows, groups))
+    title, rest = plot.summary(rows, groups).split("\n", 1)
+    (out / "SUMMARY.md").write_text(f"{title}{label}\n{rest}")
     print(f"# SUMMARY.md and plots.tar ({len(groups)} plots) written to {out}")
 
 
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
             print(f"# not timed (failed correctness): {sorted(failed)}")
         if not args.skip_bench and timed:
             run_benchmarks(timed, args, out)
-            write_plots(out, out, timed)
+            write_plots(out, out, timed, label)
     return 1 if failed else 0
 
 
