@@ -33,6 +33,9 @@ def header(result: BenchResult) -> str:
             f"backend {s['backend']}; torch {e['torch']}, triton {e['triton']}, commit {e['commit']}, {e['date']}")
 
 
+CPU_NOTE = "Measured on a CPU, where fastvid runs its torch fallbacks: these timings say nothing about GPU speed."
+
+
 def format_table(result: BenchResult) -> str:
     rows = [list(COLUMNS)] + rows_as_text(result)
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
@@ -44,6 +47,8 @@ def format_table(result: BenchResult) -> str:
     tol = result.settings["tolerance"]
     verdict = "all samples agree" if result.all_agree else "SOME SAMPLES DISAGREE"
     lines.append(f"{verdict} (max |fastvid - reference| <= {tol:g} x max |reference| over the whole sampling run)")
+    if result.env["device"] != "cuda":
+        lines.append(CPU_NOTE)
     return "\n".join(lines)
 
 
@@ -54,7 +59,7 @@ def to_markdown(result: BenchResult) -> str:
     lines += ["", f"Samples agree when max |fastvid - reference| <= {result.settings['tolerance']:g} x max |reference|.",
               "ms/step is the sampling time divided by the model evaluations (a classifier-free-guidance batch counts once)."]
     if result.env["device"] != "cuda":
-        lines.append("Measured on a CPU, where fastvid runs its torch fallbacks: these timings say nothing about GPU speed.")
+        lines.append(CPU_NOTE)
     return "\n".join(lines) + "\n"
 
 
