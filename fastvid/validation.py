@@ -95,3 +95,22 @@ def check_index_table(op: str, name: str, table, rows: int, num_targets: int, la
     if empty.any():
         row = int(empty.nonzero()[0, 0])
         fail(op, name, f"row {row} lists no index (all -1)", "at least one index per row")
+
+
+def check_module_input(op: str, name: str, x, module, *, ranks: Sequence[int], channel_dim, channels: int,
+                       layout: str) -> None:
+    """An input of a module: a tensor of one of ``ranks``, ``channels`` at ``channel_dim(rank)``, on the device
+    of the module's parameters and, outside autocast, of their dtype."""
+    check_tensor(op, name, x, layout=layout, dtypes=FLOAT_DTYPES + (torch.float64,))
+    if x.dim() not in ranks:
+        fail(op, name, f"has rank {x.dim()} (shape {tuple(x.shape)})",
+             " or ".join(f"rank {r}" for r in ranks) + f": {layout}")
+    param = next(module.parameters(), None)
+    if param is not None:
+        if x.device != param.device:
+            fail(op, name, f"is on {x.device}", f"the device of the module's parameters ({param.device})")
+        if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+            fail(op, name, f"has dtype {x.dtype}", f"the dtype of the module's parameters ({param.dtype})")
+    dim = channel_dim(x.dim())
+    if x.shape[dim] != channels:
+        fail(op, name, f"has shape {tuple(x.shape)}", f"{channels} channels at dim {dim}: {layout}")

@@ -7,7 +7,6 @@ import torch.nn.functional as Fn
 from .. import reference
 from ..ops.group_norm_silu import group_norm_silu
 from ..ops.temporal_conv import temporal_conv
-from ..validation import check_tensor, fail
 
 
 class PseudoConv3d(reference.PseudoConv3d):
@@ -46,11 +45,7 @@ class TemporalConvBlock(reference.TemporalConvBlock):
     backend = "auto"
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-        op = type(self).__name__
-        check_tensor(op, "hidden_states", hidden_states, ndim=4, layout="(B * F, C, H, W)", dtypes=())
-        if not isinstance(num_frames, int) or num_frames < 1 or hidden_states.shape[0] % num_frames:
-            fail(op, "num_frames", f"is {num_frames!r}",
-                 f"a positive integer dividing the {hidden_states.shape[0]} frames of 'hidden_states'")
+        self.check_input(hidden_states, num_frames)
         x = hidden_states.unflatten(0, (-1, num_frames)).permute(0, 2, 1, 3, 4)
         h = x
         stages = (self.conv1, self.conv2, self.conv3, self.conv4)

@@ -184,6 +184,8 @@ def _triton_reason(x, num_groups, weight, bias, eps, per_frame):
 
 def _run_torch(x, num_groups, weight, bias, eps, per_frame):
     """Eager GroupNorm + SiLU; per frame through a (B*F, C, H, W) view when x is frame-major."""
+    if x.numel() == 0:
+        return _run_reference(x, num_groups, weight, bias, eps, per_frame)
     if not per_frame:
         return Fn.silu(Fn.group_norm(x, num_groups, weight, bias, eps))
     frames = x.transpose(1, 2).flatten(0, 1)

@@ -175,6 +175,8 @@ def _triton_reason(q, k, v, bias, causal, scale):
 
 def _run_torch(q, k, v, bias, causal, scale):
     """SDPA over (B*N, h, F, d) views of the frame axis; bias and causal mask as one float attn_mask."""
+    if q.numel() == 0:  # SDPA gives an empty input no gradient path to its mask (the bias)
+        return _run_reference(q, k, v, bias, causal, scale)
     batch, frames, tokens, heads, head_dim = q.shape
     qt, kt, vt = (t.permute(0, 2, 3, 1, 4).reshape(batch * tokens, heads, frames, head_dim) for t in (q, k, v))
     mask = None if bias is None else bias.to(q.dtype)

@@ -187,6 +187,8 @@ def _triton_reason(x, weight, bias, residual, pad):
 
 def _run_torch(x, weight, bias, residual, pad):
     """cuDNN's (k, 1, 1) Conv3d on x's own memory format, residual added after."""
+    if x.numel() == 0:  # conv3d refuses H = 0 or W = 0
+        return _run_reference(x, weight, bias, residual, pad)
     out = Fn.conv3d(x, weight[:, :, :, None, None], bias, padding=(pad, 0, 0))
     return out if residual is None else out + residual
 

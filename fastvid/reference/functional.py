@@ -140,9 +140,9 @@ def temporal_conv3d(x, weight, bias=None, *, padding="same"):
 
 def spatial_conv(x, weight, bias=None, *, padding=1):
     """A 2D conv per frame of (B, C, F, H, W): the (1, kh, kw) inflated conv of VDM."""
-    b = x.shape[0]
+    b, f = x.shape[:3:2]
     y = Fn.conv2d(rearrange(x, "b c f h w -> (b f) c h w"), weight, bias, padding=padding)
-    return rearrange(y, "(b f) c h w -> b c f h w", b=b)
+    return rearrange(y, "(b f) c h w -> b c f h w", b=b, f=f)
 
 
 def pseudo3d_conv(x, weight2d, bias2d, weight1d, bias1d):
@@ -152,10 +152,14 @@ def pseudo3d_conv(x, weight2d, bias2d, weight1d, bias1d):
 
 def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5, *, per_frame=False):
     """GroupNorm then SiLU on (B, C, F, H, W); statistics over (C/G, F, H, W), or (C/G, H, W) per frame."""
+    if x.numel() == 0:  # torch's statistics of an empty group are NaN, and so its weight and bias gradients
+        shape = (1, -1, 1, 1, 1)
+        y = x if weight is None else x * weight.view(shape)
+        return Fn.silu(y if bias is None else y + bias.view(shape))
     if per_frame:
-        b = x.shape[0]
+        b, f = x.shape[:3:2]
         y = Fn.group_norm(rearrange(x, "b c f h w -> (b f) c h w"), num_groups, weight, bias, eps)
-        y = rearrange(y, "(b f) c h w -> b c f h w", b=b)
+        y = rearrange(y, "(b f) c h w -> b c f h w", b=b, f=f)
     else:
         y = Fn.group_norm(x, num_groups, weight, bias, eps)
     return Fn.silu(y)

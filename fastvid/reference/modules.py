@@ -10,6 +10,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..validation import check_module_input, fail
 from . import functional as ref
 
 
@@ -65,14 +66,12 @@ class _TokenAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, F, N, dim) tokens, or a (B, dim, F, H, W) feature map (returned in the same form)."""
+        check_module_input(type(self).__name__, "x", x, self, ranks=(4, 5), channel_dim=lambda r: -1 if r == 4 else 1,
+                           channels=self.to_q.in_features,
+                           layout="(B, F, N, dim) tokens or a (B, dim, F, H, W) feature map")
         if x.dim() == 5:
             height, width = x.shape[-2:]
             return video_from_tokens(self.forward(tokens_from_video(x)), height, width)
-        if x.dim() != 4:
-            raise ValueError(
-                f"{type(self).__name__}: argument 'x' has shape {tuple(x.shape)}; "
-                "expected (B, F, N, dim) tokens or a (B, dim, F, H, W) feature map"
-            )
         q, k, v = self.project_qkv(x)
         return self.project_out(self.attend(q, k, v))
 
@@ -141,10 +140,10 @@ class PseudoConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor, enable_time: bool = True) -> torch.Tensor:
         """x: (B, C, F, H, W) video or (B, C, H, W) image."""
+        check_module_input(type(self).__name__, "x", x, self, ranks=(4, 5), channel_dim=lambda r: 1,
+                           channels=self.spatial_conv.in_channels, layout="(B, C, F, H, W) video or (B, C, H, W) image")
         if x.dim() == 4:
             return self.spatial_conv(x)
-        if x.dim() != 5:
-            raise ValueError(f"PseudoConv3d: argument 'x' has shape {tuple(x.shape)}; expected (B, C, F, H, W) or (B, C, H, W)")
         h = self.spatial(x)
         if not enable_time:
             return h
@@ -178,8 +177,18 @@ class TemporalConvBlock(nn.Module):
         nn.init.zeros_(self.conv4[-1].weight)
         nn.init.zeros_(self.conv4[-1].bias)
 
+    def check_input(self, hidden_states: torch.Tensor, num_frames: int) -> None:
+        op = type(self).__name__
+        check_module_input(op, "hidden_states", hidden_states, self, ranks=(4,), channel_dim=lambda r: 1,
+                           channels=self.in_dim, layout="(B * F, C, H, W)")
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1 \
+                or hidden_states.shape[0] % num_frames:
+            fail(op, "num_frames", f"is {num_frames!r}",
+                 f"a positive integer dividing the {hidden_states.shape[0]} frames of 'hidden_states'")
+
     def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-        x = hidden_states[None, :].reshape((-1, num_frames) + hidden_states.shape[1:]).permute(0, 2, 1, 3, 4)
+        self.check_input(hidden_states, num_frames)
+        x = hidden_states.unflatten(0, (-1, num_frames)).permute(0, 2, 1, 3, 4)
         h = self.conv4(self.conv3(self.conv2(self.conv1(x))))
         h = x + h
-        return h.permute(0, 2, 1, 3, 4).reshape((h.shape[0] * h.shape[2], -1) + h.shape[3:])
+        return h.permute(0, 2, 1, 3, 4).flatten(0, 1)
