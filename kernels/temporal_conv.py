@@ -114,7 +114,7 @@ def temporal_conv_dw_kernel(
     for _b in range(0, batch):
         # One loop over (frame, pixel block) of this sample.
         for kk in range(f_lo * n_p_blocks, f_hi * n_p_blocks):
-            f = kk // n_p_blocks
+            f = (kk // n_p_blocks).to(tl.int64)  # f * stride_f may pass 2**31 (frame-major views)
             offs_p = (kk % n_p_blocks) * BLOCK_P + offs_pb
             mask_p = offs_p < pixels
             f_in = f + t - pad

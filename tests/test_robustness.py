@@ -286,3 +286,213 @@ def test_module_repeated_runs_are_bit_identical(name):
         runs.append([out.detach(), leaf.grad] + [p.grad.clone() for p in fast_mod.parameters() if p.grad is not None])
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+# ---- torch.library registration -----------------------------------------------------------------
+
+OPCHECK_FULL = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+OPCHECK_BWD = ("test_schema", "test_autograd_registration", "test_faketensor")
+
+
+def _opcheck_cases():
+    """Registered op name -> (args, test_utils). Backward ops take the forward's saved outputs."""
+    ops = torch.ops.fastvid
+    ta = OPS["temporal_attention"].make(1, 3)
+    q, k, v, bias = (ta[n].requires_grad_() for n in ("q", "k", "v", "bias"))
+    fa = OPS["frame_attention"].make(1, 3)
+    table = torch.tensor([[0, -1], [0, 0], [2, 1]], dtype=torch.int32, device=DEVICE)
+    tc = OPS["temporal_conv"].make(1, 2)
+    gn = OPS["group_norm_silu"].make(1, 2)
+    with torch.no_grad():
+        ta_out, ta_lse = ops.temporal_attention_fwd(q, k, v, bias, True, 0.35)
+        fa_out, fa_lse = ops.frame_attention_fwd(fa["q"], fa["k"], fa["v"], table, 0.35)
+        gn_out, gn_stats = ops.group_norm_silu_fwd(gn["x"], gn["weight"], gn["bias"], 2, 1e-5, True)
+    grad = lambda t: torch.randn_like(t)  # noqa: E731
+    return {
+        "temporal_attention_fwd": ((q, k, v, bias, True, 0.35), OPCHECK_FULL),
+        "temporal_attention_bwd": ((grad(ta_out), *(t.detach() for t in (q, k, v, bias)), ta_out, ta_lse, True, 0.35,
+                                    True), OPCHECK_BWD),
+        "frame_attention_fwd": ((*(fa[n].requires_grad_() for n in ("q", "k", "v")), table, 0.35), OPCHECK_FULL),
+        "frame_attention_bwd": ((grad(fa_out), fa["q"].detach(), fa["k"].detach(), fa["v"].detach(), table, fa_out,
+                                 fa_lse, 0.35), OPCHECK_BWD),
+        "temporal_conv_fwd": ((*(tc[n].requires_grad_() for n in ("x", "weight", "bias", "residual")), 1),
+                              OPCHECK_FULL),
+        "temporal_conv_bwd": ((grad(tc["residual"]), tc["x"].detach(), tc["weight"].detach(), 1, True, True, True),
+                              OPCHECK_BWD),
+        "group_norm_silu_fwd": ((*(gn[n].requires_grad_() for n in ("x", "weight", "bias")), 2, 1e-5, True),
+                                OPCHECK_FULL),
+        "group_norm_silu_bwd": ((grad(gn_out), gn["x"].detach(), gn["weight"].detach(), gn["bias"].detach(),
+                                 gn_stats, 2, True), OPCHECK_BWD),
+    }
+
+
+def _registered_ops():
+    return sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("fastvid::"))
+
+
+def test_every_registered_op_passes_opcheck():
+    cases = _opcheck_cases()
+    registered = _registered_ops()
+    assert registered and set(registered) == set(cases), f"ops without an opcheck case: {set(registered) - set(cases)}"
+    for name in registered:
+        args, utils = cases[name]
+        torch.library.opcheck(getattr(torch.ops.fastvid, name).default, args, test_utils=utils)
+
+
+class _EveryOp(nn.Module):
+    """GroupNorm+SiLU, temporal conv (residual), temporal attention (bias) and frame attention on one video."""
+
+    def __init__(self, channels=16, frames=3, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.norm_weight, self.norm_bias = nn.Parameter(torch.randn(channels)), nn.Parameter(torch.randn(channels))
+        self.conv = nn.Parameter(torch.randn(channels, channels, 3) / (3 * channels) ** 0.5)
+        self.bias = nn.Parameter(torch.randn(heads, frames, frames))
+        self.backend = "triton"
+
+    def forward(self, x):
+        h = fastvid.group_norm_silu(x, 2, self.norm_weight, self.norm_bias, backend=self.backend)
+        h = fastvid.temporal_conv(h, self.conv, residual=x, backend=self.backend)
+        tokens = h.flatten(3).permute(0, 2, 3, 1).unflatten(-1, (self.heads, -1))  # (B, F, H*W, heads, d)
+        t = fastvid.temporal_attention(tokens, tokens, tokens, bias=self.bias, backend=self.backend)
+        return fastvid.frame_attention(t, tokens, tokens, frames="sparse_causal", backend=self.backend)
+
+
+def test_compile_fullgraph_over_every_op_with_gradients():
+    torch._dynamo.reset()
+    mod = _EveryOp().to(DEVICE)
+    x = torch.randn(1, 16, 3, 2, 3, device=DEVICE)
+    outs, grads = [], []
+    for fn in (mod, torch.compile(mod, fullgraph=True, backend="aot_eager")):
+        mod.zero_grad()
+        leaf = x.clone().requires_grad_()
+        out = fn(leaf)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([leaf.grad] + [p.grad for p in mod.parameters()])
+    torch.testing.assert_close(outs[1], outs[0])
+    for compiled, eager in zip(grads[1], grads[0]):
+        torch.testing.assert_close(compiled, eager)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA-graph capture needs a GPU")
+def test_cuda_graph_replays_a_patched_ddim_step():
+    from fastvid import models
+    from fastvid.models.common import make_inputs
+    from fastvid.samplers import NoiseSchedule
+    from fastvid.samplers.ddim import ddim_step, predict_x0
+
+    size = models.size("make_a_video", "tiny")
+    model = models.build("make_a_video", size).to(DEVICE)
+    fastvid.patch(model, backend="triton")
+    inp = make_inputs(size, seed=0, device=DEVICE, dtype=torch.float32)
+    schedule = NoiseSchedule()
+    timesteps = schedule.timesteps(size.steps)
+    a, a_prev = schedule.alpha_bar(timesteps[0]), schedule.alpha_bar(schedule.previous(timesteps, 0))
+    tt = torch.tensor([timesteps[0]], device=DEVICE)
+    context = torch.cat([inp.uncond_context, inp.context])
+
+    @torch.no_grad()
+    def step(x):  # one guided DDIM step, as ddim_sample runs it
+        eps_uncond, eps_cond = model(torch.cat([x, x]), tt, context).chunk(2)
+        eps = eps_uncond + size.guidance_scale * (eps_cond - eps_uncond)
+        return ddim_step(x, eps, predict_x0(x, eps, a), a, a_prev, 0.0, None)
+
+    static_x = inp.noise.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: Triton compilation and autotuning happen outside the capture
+        for _ in range(2):
+            step(static_x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = step(static_x)
+    fresh = torch.randn_like(static_x)
+    static_x.copy_(fresh)
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(static_out, step(fresh))
+
+
+# ---- large sizes ---------------------------------------------------------------------------------
+
+def _far_frames(shape, strides):
+    """A view whose frame 2 starts past 2**31 elements into its buffer; untouched memory is never paged in."""
+    size = 1 + sum((n - 1) * s for n, s in zip(shape, strides))
+    view = torch.empty(size, dtype=torch.float16, device=DEVICE).as_strided(shape, strides)
+    return view.copy_(torch.randn(shape, dtype=torch.float16))
+
+
+FAR = 2**30 + 16  # frame stride: frame 2 at 2**31 + 32
+
+
+def test_temporal_conv_offsets_beyond_int32_use_int64():
+    """The forward, the input gradient and the weight-gradient kernel all read frame 2."""
+    x = _far_frames((1, 2, 3, 1, 16), (0, 16, FAR, 16, 1))
+    weight = torch.randn(2, 2, 3, dtype=torch.float16, device=DEVICE)
+    check_against_reference("int64 offsets", lambda x, w: fastvid.temporal_conv(x, w, backend="triton"),
+                            lambda x, w: reference.temporal_conv(x, w), [x, weight], torch.float16)
+
+
+def test_group_norm_silu_offsets_beyond_int32_use_int64():
+    x = _far_frames((1, 2, 3, 1, 16), (0, 16, FAR, 16, 1))
+    weight, bias = (torch.randn(2, dtype=torch.float16, device=DEVICE) for _ in range(2))
+    check_against_reference("int64 offsets", lambda x, w, b: fastvid.group_norm_silu(x, 1, w, b, backend="triton"),
+                            lambda x, w, b: reference.group_norm_silu(x, 1, w, b), [x, weight, bias], torch.float16)
+
+
+class _LaunchRecorder:
+    """Stands in for a Triton kernel: records each launch's grid, resolving a grid function with every
+    autotune config it could pick."""
+
+    def __init__(self, kernel):
+        self.configs = [c.kwargs for c in getattr(kernel, "configs", [])] or [{}]
+        self.grids: List[tuple] = []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            for config in self.configs:
+                self.grids.append(tuple(grid({**kwargs, **config}) if callable(grid) else grid))
+        return launch
+
+
+@pytest.mark.parametrize("batch", [4, 8])
+def test_svd_scale_launch_arithmetic(batch, monkeypatch):
+    """SVD's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor), on the meta
+    device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
+    import importlib
+
+    recorders = {}
+    for op in OPS:
+        module = importlib.import_module(f"fastvid.kernels.{op}")
+        for name in dir(module):
+            if name.endswith("_kernel"):
+                recorders[name] = _LaunchRecorder(getattr(module, name))
+                monkeypatch.setattr(module, name, recorders[name])
+    ta, fa, tc, gn = (importlib.import_module(f"fastvid.ops.{op}") for op in
+                      ("temporal_attention", "frame_attention", "temporal_conv", "group_norm_silu"))
+
+    meta = dict(device="meta", dtype=torch.float16)
+    frames, channels, heads = 25, 1280, 20
+    video = torch.empty(batch, channels, frames, 72, 128, **meta)
+    tokens = torch.empty(batch, frames, 72 * 128, heads, channels // heads, **meta)
+    assert (video.numel() > 2**31) == (batch == 8)
+
+    out, lse = ta.temporal_attention_fwd._init_fn(tokens, tokens, tokens, None, False, 0.125)
+    ta.temporal_attention_bwd._init_fn(out, tokens, tokens, tokens, None, out, lse, False, 0.125, False)
+    table = fa.frame_table("sparse_causal", frames, "cpu").to("meta")
+    out, lse = fa.frame_attention_fwd._init_fn(tokens, tokens, tokens, table, 0.125)
+    fa.frame_attention_bwd._init_fn(out, tokens, tokens, tokens, table, out, lse, 0.125)
+    weight = torch.empty(channels, channels, 3, **meta)
+    y = tc.temporal_conv_fwd._init_fn(video, weight, None, video, 1)
+    tc.temporal_conv_bwd._init_fn(y, video, weight, 1, True, True, False)
+    affine = torch.empty(channels, **meta)
+    y, stats = gn.group_norm_silu_fwd._init_fn(video, affine, affine, 32, 1e-5, True)
+    gn.group_norm_silu_bwd._init_fn(y, video, affine, affine, stats, 32, True)
+
+    for name, recorder in recorders.items():
+        assert recorder.grids, f"{name} was never launched"
+        for grid in recorder.grids:
+            assert 1 <= len(grid) <= 3 and all(g >= 1 for g in grid), (name, grid)
+            assert grid[0] < 2**31 and all(g < 65536 for g in grid[1:]), (name, grid)
