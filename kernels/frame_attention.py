@@ -37,13 +37,13 @@ _KEY = ["num_q", "num_k", "head_dim"]
 @triton.jit
 def _load_tile(base, offs_r, offs_d, stride_r, stride_d, mask_r, mask_d):
     """[rows, BLOCK_D] tile; rows and head dims past the end read as 0."""
-    ptrs = base + offs_r.to(tl.int64)[:, None] * stride_r + offs_d[None, :] * stride_d
+    ptrs = base + offs_r.to(tl.int64)[:, None] * stride_r + offs_d.to(tl.int64)[None, :] * stride_d
     return tl.load(ptrs, mask=mask_r[:, None] & mask_d[None, :], other=0.0)
 
 
 @triton.jit
 def _store_tile(base, value, offs_r, offs_d, stride_r, stride_d, mask_r, mask_d):
-    ptrs = base + offs_r.to(tl.int64)[:, None] * stride_r + offs_d[None, :] * stride_d
+    ptrs = base + offs_r.to(tl.int64)[:, None] * stride_r + offs_d.to(tl.int64)[None, :] * stride_d
     tl.store(ptrs, value.to(base.dtype.element_ty), mask=mask_r[:, None] & mask_d[None, :])
 
 

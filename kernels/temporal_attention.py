@@ -17,14 +17,14 @@ LOG2E = tl.constexpr(1.4426950408889634)  # a global must be a tl.constexpr inst
 def _frame_ptrs(base, offs_n, offs_d, stride_n, stride_d):
     """Pointers to frame 0 of BLOCK_N positions: [BLOCK_N, BLOCK_D]; add j * stride_f for frame j
     by advancing the pointers (pointer arithmetic never overflows int32)."""
-    return base + offs_n[:, None] * stride_n + offs_d[None, :] * stride_d
+    return base + offs_n[:, None] * stride_n + offs_d.to(tl.int64)[None, :] * stride_d
 
 
 @triton.jit
 def _tile_ptrs(base, offs_n, offs_f, offs_d, stride_n, stride_f, stride_d):
     """Pointers to all frames of BLOCK_N positions: [BLOCK_N, BLOCK_F, BLOCK_D]."""
     return (base + offs_n[:, None, None] * stride_n + offs_f.to(tl.int64)[None, :, None] * stride_f
-            + offs_d[None, None, :] * stride_d)
+            + offs_d.to(tl.int64)[None, None, :] * stride_d)
 
 
 @triton.jit

@@ -496,3 +496,14 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
         for grid in recorder.grids:
             assert 1 <= len(grid) <= 3 and all(g >= 1 for g in grid), (name, grid)
             assert grid[0] < 2**31 and all(g < 65536 for g in grid[1:]), (name, grid)
+
+
+@pytest.mark.parametrize("op", ["temporal_attention", "frame_attention"])
+def test_attention_head_dim_outermost_beyond_int32(op):
+    """head_dim outermost in memory ("any strides"): element d = 2 of every row lies past 2**31."""
+    shape, strides = (1, 3, 2, 1, 3), (0, 2, 1, 0, FAR)
+    q, k, v = (_far_frames(shape, strides) for _ in range(3))
+    fast = getattr(fastvid, op)
+    ref = getattr(reference, op)
+    check_against_reference("int64 offsets", lambda q, k, v: fast(q, k, v, backend="triton"),
+                            lambda q, k, v: ref(q, k, v), [q, k, v], torch.float16)
