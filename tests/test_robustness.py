@@ -93,6 +93,7 @@ def test_empty_input_gives_empty_result_and_zero_gradients(op, backend, empty):
         assert torch.count_nonzero(t.grad) == 0 and not torch.isnan(t.grad).any(), name
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy under the Triton interpreter, on NaN/Inf
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", sorted(OPS))
@@ -126,6 +127,13 @@ def _bad_inputs(case: OpCase):
         ("device", swap(other, lambda t: t.to("meta")), rf"argument '{other}' is on meta"),
         ("shape", swap(other, lambda t: t.narrow(case.other_dim, 0, 1)), rf"argument '{other}' has shape"),
     ]
+
+
+@pytest.mark.parametrize("op", ["temporal_attention", "frame_attention"])
+def test_attention_head_dim_limit_names_the_argument(op):
+    q = torch.empty(1, 2, 3, 1, 257, device="meta")  # validation runs before any compute
+    with pytest.raises(fastvid.FastvidInputError, match=r"argument 'q' has head_dim 257; expected 1 <= head_dim <= 256"):
+        getattr(fastvid, op)(q, q, q)
 
 
 @pytest.mark.parametrize("kind", ["rank", "dtype", "device", "shape"])
