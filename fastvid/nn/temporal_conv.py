@@ -45,7 +45,7 @@ class TemporalConvBlock(reference.TemporalConvBlock):
     backend = "auto"
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-        self.check_input(hidden_states, num_frames)
+        reference.modules.check_frames_input(self, hidden_states, num_frames)
         x = hidden_states.unflatten(0, (-1, num_frames)).permute(0, 2, 1, 3, 4)
         h = x
         stages = (self.conv1, self.conv2, self.conv3, self.conv4)

@@ -156,6 +156,17 @@ class PseudoConv3d(nn.Module):
         return ref.temporal_conv(h, self.temporal_conv.weight, self.temporal_conv.bias)
 
 
+def check_frames_input(module: nn.Module, hidden_states: torch.Tensor, num_frames: int) -> None:
+    """The (B * F, C, H, W) input of a TemporalConvBlock-like module (with ``in_dim``) and its ``num_frames``."""
+    op = type(module).__name__
+    check_module_input(op, "hidden_states", hidden_states, module, ranks=(4,), channel_dim=lambda r: 1,
+                       channels=module.in_dim, layout="(B * F, C, H, W)")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1 \
+            or hidden_states.shape[0] % num_frames:
+        fail(op, "num_frames", f"is {num_frames!r}",
+             f"a positive integer dividing the {hidden_states.shape[0]} frames of 'hidden_states'")
+
+
 class TemporalConvBlock(nn.Module):
     """diffusers' ``TemporalConvLayer`` (ModelScope T2V / UNet3DConditionModel), same structure and
     state_dict keys: four (GroupNorm, SiLU, [Dropout], (3, 1, 1) Conv3d) stages, the last conv
@@ -177,17 +188,8 @@ class TemporalConvBlock(nn.Module):
         nn.init.zeros_(self.conv4[-1].weight)
         nn.init.zeros_(self.conv4[-1].bias)
 
-    def check_input(self, hidden_states: torch.Tensor, num_frames: int) -> None:
-        op = type(self).__name__
-        check_module_input(op, "hidden_states", hidden_states, self, ranks=(4,), channel_dim=lambda r: 1,
-                           channels=self.in_dim, layout="(B * F, C, H, W)")
-        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1 \
-                or hidden_states.shape[0] % num_frames:
-            fail(op, "num_frames", f"is {num_frames!r}",
-                 f"a positive integer dividing the {hidden_states.shape[0]} frames of 'hidden_states'")
-
     def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-        self.check_input(hidden_states, num_frames)
+        check_frames_input(self, hidden_states, num_frames)
         x = hidden_states.unflatten(0, (-1, num_frames)).permute(0, 2, 1, 3, 4)
         h = self.conv4(self.conv3(self.conv2(self.conv1(x))))
         h = x + h
