@@ -132,7 +132,8 @@ def _bad_inputs(case: OpCase):
 @pytest.mark.parametrize("op", ["temporal_attention", "frame_attention"])
 def test_attention_head_dim_limit_names_the_argument(op):
     q = torch.empty(1, 2, 3, 1, 257, device="meta")  # validation runs before any compute
-    with pytest.raises(fastvid.FastvidInputError, match=r"argument 'q' has head_dim 257; expected 1 <= head_dim <= 256"):
+    message = r"argument 'q' has head_dim 257; expected 1 <= head_dim <= 256"
+    with pytest.raises(fastvid.FastvidInputError, match=message):
         getattr(fastvid, op)(q, q, q)
 
 
@@ -187,8 +188,9 @@ def _twins(ref_cls, fast_cls, *args, **kwargs):
 
 
 def _inflated():
-    conv = nn.Conv2d(4, 4, 3, padding=1).to(DEVICE)
-    return fastvid.deflate_conv3d(fastvid.inflate_conv2d(conv)), fastvid.inflate_conv2d(conv)
+    """inflate_conv2d's Conv3d against its deflate_conv3d round trip applied per frame."""
+    inflated = fastvid.inflate_conv2d(nn.Conv2d(4, 4, 3, padding=1).to(DEVICE))
+    return _PerFrame(fastvid.deflate_conv3d(inflated)), inflated
 
 
 def _patched():
@@ -229,8 +231,7 @@ MODULES: Dict[str, ModuleCase] = {
                                                    norm_num_groups=2),
                                     lambda b: _randn(3 * b, 4, 2, 3), name="hidden_states",
                                     kwargs=dict(num_frames=3)),
-    "inflate_conv2d": ModuleCase(lambda: (lambda ref, fast: (_PerFrame(ref), fast))(*_inflated()),
-                                 lambda b: _randn(b, 4, 3, 2, 3)),
+    "inflate_conv2d": ModuleCase(_inflated, lambda b: _randn(b, 4, 3, 2, 3)),
     "patch": ModuleCase(_patched, lambda b: _randn(b, 8, 3, 2, 2)),
 }
 
