@@ -5,8 +5,7 @@ register_checkout_kernels()
 
 from . import reference  # noqa: E402
 from .dispatch import BackendUnsupportedError, last_backend  # noqa: E402
-from .ops import frame_attention, temporal_attention  # noqa: E402
-from .ops import group_norm_silu, temporal_conv  # noqa: E402
+from .ops import frame_attention, group_norm_silu, temporal_attention, temporal_conv  # noqa: E402
 from .validation import FastvidInputError  # noqa: E402
 from . import nn  # noqa: E402
 from .nn.inflate import deflate_conv3d, inflate_conv2d  # noqa: E402
@@ -15,17 +14,17 @@ from .patching import PatchReport, patch, unpatch  # noqa: E402
 __version__ = "0.1.0"
 __all__ = [
     "BackendUnsupportedError",
+    "FastvidInputError",
+    "PatchReport",
     "deflate_conv3d",
+    "frame_attention",
     "group_norm_silu",
     "inflate_conv2d",
-    "temporal_conv",
-    "FastvidInputError",
-    "frame_attention",
     "last_backend",
     "nn",
     "patch",
-    "PatchReport",
     "reference",
     "temporal_attention",
+    "temporal_conv",
     "unpatch",
 ]
