@@ -24,16 +24,38 @@ _SET_BACKEND = "_fastvid_set_backend"
 
 @dataclass
 class PatchReport:
-    """What ``patch()`` swapped, per kind, and what it skipped and why."""
+    """What ``patch()`` swapped, per kind, what it skipped and why, and which swapped modules run
+    their unfused path because their submodules carry hooks or are wrapped (offload, layerwise
+    casting, LoRA, quantized layers). ``PatchReport.of(model)`` reports the model as it is now."""
 
     swapped: Dict[str, List[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    unfused: List[Tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, model) -> "PatchReport":
+        """What fastvid runs in ``model`` now (after later changes such as ``set_default_attn_processor``,
+        hooks added by offloading or layerwise casting, or ``unpatch``); nothing goes to ``skipped``."""
+        report = cls()
+        if _is_diffusers(model):
+            from .integrations.diffusers import describe_diffusers
+
+            describe_diffusers(model, report)
+            return report
+        for name, module in model.named_modules():
+            if hasattr(module, _ORIGINAL):
+                report.add(type(module).patch_kind, name)
+        _add_unfused(model, report)
+        return report
 
     def add(self, kind: str, name: str) -> None:
         self.swapped.setdefault(kind, []).append(name)
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.append((name, reason))
+
+    def add_unfused(self, name: str, reason: str) -> None:
+        self.unfused.append((name, reason))
 
     @property
     def total(self) -> int:
@@ -44,12 +66,15 @@ class PatchReport:
 
     def __str__(self) -> str:
         lines = [f"PatchReport: {self.total} module(s) swapped, {len(self.skipped)} skipped"]
-        width = max([len(k) for k in self.swapped] + [len(n or "<model>") for n, _ in self.skipped] + [0])
+        width = max([len(k) for k in self.swapped] + [len(n or "<model>") for n, _ in self.skipped + self.unfused]
+                    + [0])
         for kind, names in self.swapped.items():
             if names:
                 lines.append(f"  swapped  {kind:<{width}}  {len(names):>4}  {', '.join(names)}")
         for name, reason in self.skipped:
             lines.append(f"  skipped  {name or '<model>':<{width}}        {reason}")
+        for name, reason in self.unfused:
+            lines.append(f"  unfused  {name or '<model>':<{width}}        {reason}")
         return "\n".join(lines)
 
 
@@ -73,6 +98,13 @@ def twin_table() -> Dict[type, type]:
 
 def _is_reference(module: nn.Module) -> bool:
     return type(module).__module__.startswith("fastvid.reference")
+
+
+def _add_unfused(model: nn.Module, report: PatchReport) -> None:
+    from .nn._hooks import unfused_modules
+
+    for name, why in unfused_modules(model):
+        report.add_unfused(name, why)
 
 
 def _is_diffusers(model) -> bool:
@@ -126,6 +158,7 @@ def patch(model, *, temporal_attention: bool = True, frame_attention: bool = Tru
         module.__class__ = twin
         module.backend = backend
         report.add(twin.patch_kind, name)
+    _add_unfused(model, report)
     return report
 
 
