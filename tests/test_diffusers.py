@@ -620,3 +620,7 @@ def test_pyramid_attention_broadcast_on_a_patched_model():
             outputs[-1].append(run(model, (sample, torch.tensor([t], device=DEVICE), context)))
     for native, ours in zip(*outputs):
         torch.testing.assert_close(ours, native, atol=1e-5, rtol=1e-5)
+    uncached = unet3d()
+    patch(uncached, backend="torch")
+    assert not torch.allclose(run(uncached, (sample, torch.tensor([800], device=DEVICE), context)), outputs[1][1],
+                              atol=1e-3)  # step 800 reused step 900's cached attention
