@@ -624,3 +624,20 @@ def test_pyramid_attention_broadcast_on_a_patched_model():
     patch(uncached, backend="torch")
     assert not torch.allclose(run(uncached, (sample, torch.tensor([800], device=DEVICE), context)), outputs[1][1],
                               atol=1e-3)  # step 800 reused step 900's cached attention
+
+
+def test_i2vgenxl_temporal_layers_patched_match_diffusers():
+    from diffusers import I2VGenXLUNet
+
+    model = _randomize(I2VGenXLUNet(
+        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, attention_head_dim=8,
+        norm_num_groups=32, in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+    ))
+    frames = 3
+    inputs = (torch.randn(1, 4, frames, 8, 8, device=DEVICE), torch.tensor([10], device=DEVICE),
+              torch.tensor([8], device=DEVICE), torch.randn(1, 4, frames, 8, 8, device=DEVICE),
+              torch.randn(1, 32, device=DEVICE), torch.randn(1, 5, 32, device=DEVICE))
+    report = check_patched_matches(model, inputs, backend="torch")
+    assert "image_latents_temporal_encoder.attn1" in report.swapped["temporal_attention"]
+    assert kinds(report) == {"temporal_attention": 5 * 2 + 5 + 1, "conv": len(conv_modules(model))}
