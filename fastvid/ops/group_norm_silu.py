@@ -70,7 +70,7 @@ def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tens
 
     y = _like_x(x)
     stats = _launch.empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32,
-                         device=x.device)
+                          device=x.device)
     if x.numel() == 0:
         return y, stats
     plan = _Plan(x, num_groups, per_frame)
