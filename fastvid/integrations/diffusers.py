@@ -35,7 +35,8 @@ from torch import nn
 from ..nn._autocast import call_under_autocast
 from ..nn._hooks import unfused_modules, unfused_reason
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
-from ..ops import frame_attention, temporal_attention
+from ..ops.frame_attention import frame_attention
+from ..ops.temporal_attention import temporal_attention
 from ..validation import fail
 
 TESTED = "diffusers>=0.35,<0.43"
