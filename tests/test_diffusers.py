@@ -435,8 +435,9 @@ def test_autocast_follows_native_dtype_rules(make, inputs, dtype):
 
 
 @needs("temporal_conv", "group_norm_silu")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_autocast_conv_modules_compute_in_native_dtypes(dtype, monkeypatch):
+@pytest.mark.parametrize("backend, dtype", [("torch", torch.bfloat16), ("torch", torch.float16),
+                                            ("triton", torch.float16)])  # bf16 tl.dot: GPU only
+def test_autocast_conv_modules_compute_in_native_dtypes(backend, dtype, monkeypatch):
     """GroupNorm+SiLU in float32, the temporal convs in the autocast dtype, the residual added after."""
     layer = _randomize(TemporalConvLayer(32, 32, norm_num_groups=8))
     frames = torch.randn(2 * 3, 32, 4, 3, device=DEVICE)
@@ -445,7 +446,7 @@ def test_autocast_conv_modules_compute_in_native_dtypes(dtype, monkeypatch):
     layer.float()
     with torch.no_grad(), torch.autocast(DEVICE, dtype=dtype):
         expected = layer(frames, 3)
-        patch(layer, backend="torch")
+        patch(layer, backend=backend)
         seen = []
         for name in ("group_norm_silu", "temporal_conv"):
             op = getattr(fastvid.nn.temporal_conv, name)

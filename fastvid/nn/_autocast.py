@@ -15,7 +15,7 @@ import torch
 def autocast_dtype(device_type: str, *, fp32_op: bool) -> Optional[torch.dtype]:
     """The dtype autocast computes the op in (float32 for its fp32 ops such as GroupNorm, the
     autocast dtype for convs and matmuls), or None when autocast is off for this device."""
-    if not torch.is_autocast_enabled(device_type):
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
         return None
     return torch.float32 if fp32_op else torch.get_autocast_dtype(device_type)
 
