@@ -149,6 +149,14 @@ def test_list_and_python_m(capsys):
     assert proc.returncode == 0 and "text2video_zero" in proc.stdout
 
 
+def test_import_fastvid_reaches_models_without_importing_diffusers():
+    code = ("import sys, fastvid; assert 'fastvid.models' not in sys.modules; "
+            "assert 'vdm' in fastvid.models.MODELS and 'models' in fastvid.__all__; "
+            "assert 'diffusers' not in sys.modules; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
 def test_sampler_benchmark_script_records_a_breakdown(tmp_path, capsys):
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_samplers.py"
     spec = importlib.util.spec_from_file_location("bench_samplers", script)
