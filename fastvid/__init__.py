@@ -21,6 +21,7 @@ def __getattr__(name):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fastvid' has no attribute {name!r}")
 
+
 __all__ = [
     "BackendUnsupportedError",
     "FastvidInputError",
