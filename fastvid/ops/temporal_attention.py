@@ -163,7 +163,8 @@ def _triton_reason(q, k, v, bias, causal, scale):
 def _run_torch(q, k, v, bias, causal, scale):
     """SDPA over (B*N, h, F, d) views of the frame axis; bias and causal mask as one float attn_mask.
     On CPU a non-finite input runs the reference (see ``_nonfinite``)."""
-    # SDPA gives an empty input no gradient path to its mask (the bias)
+    # The reference: for an empty input (SDPA gives it no gradient path to its mask, the bias) and on
+    # CPU for a non-finite one.
     if q.numel() == 0 or has_nonfinite_on_cpu(q, k, v, bias):
         return _run_reference(q, k, v, bias, causal, scale)
     batch, frames, tokens, heads, head_dim = q.shape
