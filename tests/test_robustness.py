@@ -398,6 +398,18 @@ def test_compile_fullgraph_over_every_op_with_gradients():
         torch.testing.assert_close(compiled, eager)
 
 
+def test_compile_fullgraph_over_the_torch_attention_backends():
+    """The CPU non-finite check steps aside while tracing (no graph break)."""
+    torch._dynamo.reset()
+    q = torch.randn(1, 3, 4, 2, 8, device=DEVICE)
+
+    def both(t):
+        return (fastvid.frame_attention(t, t, t, frames="self", backend="torch")
+                + fastvid.temporal_attention(t, t, t, backend="torch"))
+
+    torch.testing.assert_close(torch.compile(both, fullgraph=True, backend="aot_eager")(q), both(q))
+
+
 @pytest.mark.skipif(DEVICE != "cuda", reason="CUDA-graph capture needs a GPU")
 def test_cuda_graph_replays_a_patched_ddim_step():
     from fastvid import models
