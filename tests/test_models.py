@@ -36,6 +36,11 @@ def test_models_are_built_from_reference_modules():
         "dit": lambda m: frame_modes(m) == {"all"},
         "dit_alternating": lambda m: frame_modes(m) == {"self"} and any(
             isinstance(x, reference.TemporalAttention) for x in m.modules()),
+        "video_ldm": lambda m: frame_modes(m) == {"self"} and {reference.TemporalAttention, reference.TemporalResBlock}
+        <= {type(x) for x in m.decoder.modules()} | {type(x) for x in m.unet.modules()}
+        and any(type(x) is reference.TemporalResBlock for x in m.decoder.modules()),
+        "svd": lambda m: frame_modes(m) == {"self"} and {reference.TemporalAttention, reference.TemporalResBlock}
+        <= {type(x) for x in m.modules()},
     }
     assert set(expect) == set(NAMES)
     for name in NAMES:
@@ -173,12 +178,88 @@ def test_t2v_zero_motion_latents_ddim_forward_retraces():
         motion_latents(model, x1_T, forward="euler", **kw)
 
 
-def test_controlvideo_interleaved_smoother():
-    x0 = torch.randn(1, 2, 6, 3, 3)
-    odd, even = interleaved_smooth(x0, 1), interleaved_smooth(x0, 2)
-    for i in range(6):
-        avg = 0.5 * (x0[:, :, i - 1] + x0[:, :, (i + 1) % 6])
-        torch.testing.assert_close(odd[:, :, i], avg if i in (1, 3) else x0[:, :, i])
-        torch.testing.assert_close(even[:, :, i], avg if i in (2, 4) else x0[:, :, i])
+def original_smoother(x0, step):
+    """ControlVideo's pipeline loop, transcribed: in-place interpolation on a copy, step parity picks the frames."""
+    out, frames = x0.clone(), x0.shape[2]
+    evens, odds = list(range(0, frames, 2)), list(range(1, frames, 2))
+    interp = lambda s, e: 0.5 * (out[:, :, s] + out[:, :, e])  # noqa: E731
+    if step % 2 == 0:
+        for k in range(len(evens) - 1):
+            out[:, :, odds[k]] = interp(evens[k], evens[k + 1])
+    else:
+        keys = [0] + odds + ([frames - 1] if frames % 2 else [])
+        for k in range(len(keys) - 1):
+            out[:, :, evens[k]] = interp(keys[k], keys[k + 1])
+    return out
+
+
+@pytest.mark.parametrize("frames", [1, 2, 5, 6])
+def test_controlvideo_interleaved_smoother_matches_the_original(frames):
+    x0 = torch.randn(2, 3, frames, 3, 4, dtype=torch.float64)
+    for step in (30, 31):
+        torch.testing.assert_close(interleaved_smooth(x0, parity=1 - step % 2), original_smoother(x0, step),
+                                   rtol=0, atol=0)
+    if frames == 5:
+        even = interleaved_smooth(x0, 0)
+        torch.testing.assert_close(even[:, :, 0], 0.5 * (x0[:, :, 0] + x0[:, :, 1]))
+        torch.testing.assert_close(even[:, :, 4], 0.5 * (x0[:, :, 3] + x0[:, :, 4]))
+        torch.testing.assert_close(even[:, :, 2], 0.5 * (x0[:, :, 1] + x0[:, :, 3]))
     with pytest.raises(ValueError, match="parity"):
-        interleaved_smooth(x0, 0)
+        interleaved_smooth(x0, 2)
+
+
+def test_controlvideo_step_keeps_the_model_eps():
+    """x_{t-1} = sqrt(a_prev) x0_smoothed + sqrt(1 - a_prev) eps_model at a smoothing step."""
+    schedule = NoiseSchedule()
+    ts = schedule.timesteps(4)
+    model = lambda x, t, c=None: torch.sin(x) * 0.5  # noqa: E731
+    x = torch.randn(1, 2, 5, 3, 3, dtype=torch.float64)
+    out = ddim_sample(model, x, steps=1, schedule=schedule, timesteps=ts[:1], t_end=ts[1],
+                      x0_hook=lambda i, t, x0: interleaved_smooth(x0, 0))
+    a, a_prev = schedule.alpha_bar(ts[0]), schedule.alpha_bar(ts[1])
+    eps = model(x, None)
+    x0 = (x - (1 - a) ** 0.5 * eps) / a ** 0.5
+    torch.testing.assert_close(out, a_prev ** 0.5 * interleaved_smooth(x0, 0) + (1 - a_prev) ** 0.5 * eps)
+
+
+def test_svd_conditioning_inputs_are_checked():
+    model = models.build("svd", "tiny")
+    x, t, ctx = torch.randn(1, 8, 3, 8, 8), torch.tensor([0.5]), torch.randn(1, 1, 32)
+    assert model(x, t, ctx, added_time_ids=torch.tensor([[6.0, 127.0, 0.02]])).shape == (1, 4, 3, 8, 8)
+    with pytest.raises(fastvid.FastvidInputError, match="added_time_ids"):
+        model(x, t, ctx, added_time_ids=torch.tensor([[6.0, 127.0]]))
+    with pytest.raises(fastvid.FastvidInputError, match="4 latent \\+ 4 conditioning"):
+        model(x[:, :4], t, ctx, added_time_ids=torch.tensor([[6.0, 127.0, 0.02]]))
+
+
+def test_video_ldm_trains_only_the_temporal_layers():
+    """Spatial layers frozen; every temporal parameter (alphas included) gets a gradient, through the kernels."""
+    model = models.build("video_ldm", "tiny")
+    fastvid.patch(model)
+    x = torch.randn(1, 9, 4, 8, 8)
+    loss = model.decoder(model(x, torch.tensor([10]), torch.randn(1, 8, 32))).square().mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        temporal = any(k in name.split(".") for k in ("temporal_res_block", "temporal_block", "time_pos_embed",
+                                                       "time_mixer", "temporal"))
+        assert p.requires_grad == temporal, name
+        assert (p.grad is not None) == temporal, name
+    mixers = [m for m in model.modules() if type(m).__name__ == "AlphaBlender"]
+    assert mixers and all(m.mix_factor.grad is not None for m in mixers)
+
+
+def test_video_ldm_interpolation_mode():
+    from fastvid.models.video_ldm import interpolation_condition
+
+    frames = torch.randn(1, 4, 7, 8, 8)
+    cond = interpolation_condition(frames, 3)
+    assert cond[:, 4, :, 0, 0].tolist() == [[1, 0, 0, 1, 0, 0, 1]]
+    torch.testing.assert_close(cond[:, :4, ::3], frames[:, :, ::3])
+    assert not cond[:, :4, 1::3].any() and not cond[:, :4, 2::3].any()
+    model = models.build("video_ldm", "tiny")
+    a, b = (models.sample("video_ldm", model, "tiny", mode=m, stride=2, decode=False) for m in ("generate", "interpolate"))
+    assert a.shape == b.shape and not torch.equal(a, b)
+    with pytest.raises(fastvid.FastvidInputError, match="stride"):
+        models.sample("video_ldm", model, "tiny", mode="interpolate", stride=4)
+    with pytest.raises(fastvid.FastvidInputError, match="mode"):
+        models.sample("video_ldm", model, "tiny", mode="extrapolate")

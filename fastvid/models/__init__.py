@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..validation import check_choice, fail
-from . import controlvideo, dit, make_a_video, text2video_zero, tune_a_video, vdm
+from . import controlvideo, dit, imagen_video, make_a_video, svd, text2video_zero, tune_a_video, vdm, video_ldm
 from .common import SIZE_NAMES, ModelSize, SampleInputs, make_inputs
 from .dit import DiTConfig, VideoDiT
 from .layers import perturb_identity_inits
@@ -44,6 +44,12 @@ MODELS: Dict[str, ModelEntry] = {e.name: e for e in [
                dit.SIZES, dit.build, dit.sample),
     ModelEntry("dit_alternating", "Sora-style DiT, alternating spatial / temporal attention blocks; DDIM",
                dit.SIZES_ALTERNATING, dit.build, dit.sample),
+    ModelEntry("svd", "Stable Video Diffusion: spatial + temporal blocks, AlphaBlender; image-to-video, EDM Euler",
+               svd.SIZES, svd.build, svd.sample),
+    ModelEntry("video_ldm", "Video LDM: frozen spatial layers + alpha-mixed temporal layers, temporal VAE decoder; DDIM",
+               video_ldm.SIZES, video_ldm.build, video_ldm.sample),
+    ModelEntry("imagen_video", "Imagen Video cascade: base, TSR, SSR pseudo-3D U-Nets; v-prediction DDIM, CFG, "
+               "dynamic thresholding", imagen_video.SIZES, imagen_video.build, imagen_video.sample),
 ]}
 
 
