@@ -39,6 +39,10 @@ def test_models_are_built_from_reference_modules():
         "video_ldm": lambda m: frame_modes(m) == {"self"} and {reference.TemporalAttention, reference.TemporalResBlock}
         <= {type(x) for x in m.decoder.modules()} | {type(x) for x in m.unet.modules()}
         and any(type(x) is reference.TemporalResBlock for x in m.decoder.modules()),
+        "imagen_video": lambda m: all(frame_modes(u) == {"self"} and {reference.TemporalAttention, reference.PseudoConv3d}
+                                      <= {type(x) for x in u.modules()} for u in (m.base, m.tsr, m.ssr)),
+        "gen1": lambda m: frame_modes(m) == {"self"} and any(isinstance(x, reference.PseudoConv3d) for x in m.modules())
+        and m.config.cond_channels == 1,
         "svd": lambda m: frame_modes(m) == {"self"} and {reference.TemporalAttention, reference.TemporalResBlock}
         <= {type(x) for x in m.modules()},
     }
@@ -263,3 +267,52 @@ def test_video_ldm_interpolation_mode():
         models.sample("video_ldm", model, "tiny", mode="interpolate", stride=4)
     with pytest.raises(fastvid.FastvidInputError, match="mode"):
         models.sample("video_ldm", model, "tiny", mode="extrapolate")
+
+
+def test_imagen_video_cascade_stages():
+    from fastvid.models.imagen_video import dynamic_threshold, stage_condition
+
+    size = models.size("imagen_video", "tiny")
+    model = models.build("imagen_video", size)
+    video = models.sample("imagen_video", model, size)
+    assert [r["stage"] for r in model.stage_report] == ["base", "tsr", "ssr"]
+    assert [r["shape"] for r in model.stage_report] == [[1, 3, 2, 8, 8], [1, 3, 4, 8, 8], [1, 3, 4, 16, 16]]
+    assert list(video.shape) == [1, 3, 4, 16, 16] and video.abs().max() <= 1
+    base = torch.randn(1, 3, 2, 8, 8)
+    tsr = stage_condition(model.config, size, "tsr", base)
+    assert torch.equal(tsr[:, :, 0::2], base) and torch.equal(tsr[:, :, 1::2], base)
+    ssr = stage_condition(model.config, size, "ssr", tsr)
+    torch.testing.assert_close(ssr[:, :, 1], Fn.interpolate(tsr[:, :, 1], scale_factor=2, mode="bilinear"))
+    with pytest.raises(fastvid.FastvidInputError, match="low_res.*2 frames"):
+        stage_condition(model.config, size, "tsr", torch.randn(1, 3, 3, 8, 8))
+    with pytest.raises(fastvid.FastvidInputError, match="stage"):
+        model(torch.randn(1, 3, 2, 8, 8), torch.tensor([1]), None, stage="tssr")
+    x0 = torch.randn(2, 3, 4, 5, 6) * torch.tensor([0.2, 5.0]).view(2, 1, 1, 1, 1)
+    out = dynamic_threshold(x0, 0.9)
+    torch.testing.assert_close(out[0], x0[0])  # |x0| quantile below 1: s = 1, nothing clipped
+    s = torch.quantile(x0[1].abs().flatten(), 0.9, interpolation="higher")
+    torch.testing.assert_close(out[1], x0[1].clamp(-s, s) / s)
+
+
+def test_gen1_structure_conditioning():
+    from fastvid.models.gen1 import blur_structure, structure_condition
+
+    size = models.size("gen1", "tiny")
+    structure = torch.randn(1, 1, 3, 16, 16, dtype=torch.float64)
+    assert torch.equal(blur_structure(structure, 0), structure)
+    once = blur_structure(structure, 1)
+    k = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64) / 4
+    padded = Fn.pad(structure[0, :, 1], (1, 1, 1, 1), mode="replicate")[0]
+    expected = sum(k[i] * k[j] * padded[i:i + 16, j:j + 16] for i in range(3) for j in range(3))
+    torch.testing.assert_close(once[0, 0, 1], expected)
+    assert blur_structure(structure, 3).std() < once.std() < structure.std()
+    cond = structure_condition(structure, size, 0)
+    torch.testing.assert_close(cond[0, 0, 2, 0, 0], structure[0, 0, 2, :2, :2].mean())
+    for bad in (torch.randn(1, 1, 3, 12, 16), torch.randn(1, 1, 2, 16, 16), torch.randn(1, 2, 3, 16, 16)):
+        with pytest.raises(fastvid.FastvidInputError, match="structure"):
+            structure_condition(bad, size)
+    with pytest.raises(fastvid.FastvidInputError, match="t_s"):
+        blur_structure(structure, -1)
+    model = models.build("gen1", size)
+    a, b = (models.sample("gen1", model, size, structure=structure.float(), t_s=t) for t in (0, 4))
+    assert a.shape == size.latent_shape and not torch.equal(a, b)

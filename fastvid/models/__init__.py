@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..validation import check_choice, fail
-from . import controlvideo, dit, imagen_video, make_a_video, svd, text2video_zero, tune_a_video, vdm, video_ldm
+from . import controlvideo, dit, gen1, imagen_video, make_a_video, svd, text2video_zero, tune_a_video, vdm, video_ldm
 from .common import SIZE_NAMES, ModelSize, SampleInputs, make_inputs
 from .dit import DiTConfig, VideoDiT
 from .layers import perturb_identity_inits
@@ -50,6 +50,8 @@ MODELS: Dict[str, ModelEntry] = {e.name: e for e in [
                video_ldm.SIZES, video_ldm.build, video_ldm.sample),
     ModelEntry("imagen_video", "Imagen Video cascade: base, TSR, SSR pseudo-3D U-Nets; v-prediction DDIM, CFG, "
                "dynamic thresholding", imagen_video.SIZES, imagen_video.build, imagen_video.sample),
+    ModelEntry("gen1", "Gen-1: pseudo-3D U-Net, structure map concatenated (t_s blur), content embedding; DDIM",
+               gen1.SIZES, gen1.build, gen1.sample),
 ]}
 
 

@@ -72,7 +72,7 @@ class ImagenVideo(nn.Module):
 def _sizes() -> dict:
     def cascade(channels, attention, **kw):
         stage = UNetConfig(channels=channels, attention_levels=attention, block_spec=("spatial", "temporal", "cross"),
-                           conv="pseudo3d", in_channels=3, **kw)
+                           conv="pseudo3d", in_channels=3, prediction="v", **kw)
         return CascadeConfig(stage, replace(stage, cond_channels=3), replace(stage, cond_channels=3))
 
     return {
@@ -91,9 +91,11 @@ build = ImagenVideo
 
 
 def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995) -> torch.Tensor:
-    """Per sample s = max(the ``percentile`` quantile of |x0|, 1); x0 clipped to [-s, s], divided by s."""
+    """Per sample s = max(the ``percentile`` quantile of |x0| (the next order statistic up, as
+    ``torch.quantile(..., interpolation="higher")``, which cannot take the large tensors), 1);
+    x0 clipped to [-s, s], divided by s."""
     flat = x0.detach().flatten(1).abs()
-    k = max(1, math.ceil(percentile * flat.shape[1]))
+    k = math.ceil(percentile * (flat.shape[1] - 1)) + 1
     s = flat.kthvalue(k, dim=1).values.clamp(min=1).view(-1, *[1] * (x0.dim() - 1))
     return torch.minimum(torch.maximum(x0, -s), s) / s
 

@@ -25,6 +25,7 @@ class UNetConfig:
     conv: str = "inflated"
     in_channels: int = 4
     cond_channels: int = 0  # conditioning channels concatenated to the latents at the input
+    prediction: str = "eps"  # what the network outputs: "eps" or "v"
     heads: int = 2
     context_dim: int = 32
     groups: int = 8
@@ -43,6 +44,7 @@ class VideoUNet(nn.Module):
         super().__init__()
         c = config
         self.config = c
+        self.prediction = c.prediction
         temb_dim = 4 * c.channels[0]
         self.time_embed = TimestepEmbedding(c.channels[0], temb_dim)
         self.conv_in = make_conv(c.conv, c.in_channels + c.cond_channels, c.channels[0])
