@@ -88,6 +88,23 @@ def build(name: str, size_or_name="tiny", *, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def evaluation(model: nn.Module, size: ModelSize, *, device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    """One classifier-free-guided model evaluation at ``size`` on seeded latents, as a closure: zero
+    conditioning channels where the model takes them, SVD's default micro-conditioning, the base stage
+    of a cascade."""
+    inp = make_inputs(size, seed=0, device=device, dtype=dtype)
+    x = torch.cat([inp.noise, inp.noise])
+    cond = getattr(model.config, "cond_channels", 0)
+    if cond:
+        x = torch.cat([x, x.new_zeros((x.shape[0], cond) + tuple(x.shape[2:]))], dim=1)
+    context = torch.cat([inp.uncond_context, inp.context])
+    t = torch.tensor([500], device=device)
+    kwargs = {}
+    if isinstance(model, svd.SVDUNet):
+        kwargs["added_time_ids"] = torch.tensor([[6.0, 127.0, 0.02]] * x.shape[0], device=device, dtype=dtype)
+    return lambda: model(x, t, context, **kwargs)
+
+
 @torch.no_grad()
 def sample(name: str, model: nn.Module, size_or_name="tiny", *, seed: int = 0, device=None, dtype=None,
            progress: Optional[bool] = None, **kwargs) -> torch.Tensor:
@@ -100,4 +117,4 @@ def sample(name: str, model: nn.Module, size_or_name="tiny", *, seed: int = 0, d
 
 
 __all__ = ["MODELS", "SIZE_NAMES", "DiTConfig", "ModelEntry", "ModelSize", "SampleInputs", "UNetConfig", "VideoDiT",
-           "VideoUNet", "build", "entry", "make_inputs", "sample", "size"]
+           "VideoUNet", "build", "entry", "evaluation", "make_inputs", "sample", "size"]
