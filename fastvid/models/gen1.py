@@ -32,7 +32,7 @@ def _sizes() -> dict:
 
     return {
         "tiny": ModelSize(config((16, 32), (False, True)), frames=3, height=8, width=8, steps=2, context_len=1),
-        "cpu": ModelSize(config((32, 64), (True, True)), frames=6, height=16, width=16, steps=4, context_len=1),
+        "cpu": ModelSize(config((32, 64), (True, True)), frames=4, height=16, width=16, steps=3, context_len=1),
         "gpu": ModelSize(config((320, 640, 1280, 1280), (True, True, True, False), layers_per_block=2, heads=8,
                                 context_dim=768, groups=32), frames=16, height=40, width=64, steps=20, context_len=1),
     }

@@ -77,7 +77,7 @@ def _sizes() -> dict:
 
     return {
         "tiny": ModelSize(cascade((16, 32), (False, True)), frames=2, height=8, width=8, steps=2),
-        "cpu": ModelSize(cascade((32, 64), (False, True)), frames=4, height=8, width=8, steps=3),
+        "cpu": ModelSize(cascade((32, 64), (False, True)), frames=4, height=8, width=8, steps=2),
         # Pixel-space stages: 16 x 40 x 64 base -> 32 x 40 x 64 (TSR) -> 32 x 80 x 128 (SSR).
         "gpu": ModelSize(cascade((128, 256, 512), (False, True, True), layers_per_block=2, heads=8, context_dim=768,
                                  groups=32), frames=16, height=40, width=64, steps=20, context_len=77),

@@ -69,7 +69,7 @@ def _sizes() -> dict:
     return {
         "tiny": ModelSize(config((16, 32), (False, True)), frames=3, height=8, width=8, steps=2, context_len=1,
                           guidance_scale=3.0),
-        "cpu": ModelSize(config((32, 64), (True, True)), frames=6, height=16, width=16, steps=4, context_len=1,
+        "cpu": ModelSize(config((32, 64), (True, True)), frames=4, height=16, width=16, steps=3, context_len=1,
                          guidance_scale=3.0),
         # SVD-XT: 14 frames at 576 x 1024 (latents 72 x 128), 25 Euler steps, CLIP image embedding 1024.
         "gpu": ModelSize(config((320, 640, 1280, 1280), (True, True, True, False), layers_per_block=2, heads=5,

@@ -118,7 +118,7 @@ def _sizes() -> dict:
                          decoder_channels=(512, 512, 256, 128))
     return {
         "tiny": ModelSize(tiny, frames=4, height=8, width=8, steps=2),
-        "cpu": ModelSize(small, frames=6, height=16, width=16, steps=4),
+        "cpu": ModelSize(small, frames=4, height=16, width=16, steps=3),
         "gpu": ModelSize(gpu, frames=16, height=40, width=64, steps=20, context_len=77),
     }
 
