@@ -11,7 +11,8 @@ run goes to benchmarks/results/samplers_<device>.*. CPU rows are labelled "cpu" 
 The breakdown labels each outermost attention module (the reference attention modules, their fastvid
 twins and the text cross-attention) and each outermost convolution module (Conv1d/2d/3d, PseudoConv3d,
 TemporalConvBlock, TemporalResBlock) with a profiler range; "other" is the rest of the evaluation (norms,
-linear layers outside attention, activations, resampling). Times are device (CUDA kernel) time on a GPU, CPU time on a CPU.
+linear layers outside attention, activations, resampling). Times are device (CUDA kernel) time on a GPU,
+CPU time on a CPU.
 """
 from __future__ import annotations
 

@@ -53,8 +53,8 @@ def test_target_is_the_two_teacher_steps_in_one():
     z = torch.randn(2, *SHAPE)
     for i in range(STEPS // 2):
         v = distillation_target(teacher, z, i, timesteps, schedule, context)
-        one = ddim_sample(lambda x, t, c: v, z, steps=1, schedule=schedule, timesteps=student_timesteps(timesteps)[i:i + 1],
-                          t_end=schedule.previous(timesteps, 2 * i + 1), prediction="v")
+        one = ddim_sample(lambda x, t, c: v, z, steps=1, schedule=schedule,
+                          timesteps=student_timesteps(timesteps)[i:i + 1], t_end=schedule.previous(timesteps, 2 * i + 1), prediction="v")
         with torch.no_grad():
             two = ddim_sample(teacher, z, steps=2, schedule=schedule, timesteps=timesteps[2 * i:2 * i + 2],
                               t_end=schedule.previous(timesteps, 2 * i + 1), context=context, prediction="v")

@@ -40,8 +40,9 @@ def test_models_are_built_from_reference_modules():
         "video_ldm": lambda m: frame_modes(m) == {"self"} and {reference.TemporalAttention, reference.TemporalResBlock}
         <= {type(x) for x in m.decoder.modules()} | {type(x) for x in m.unet.modules()}
         and any(type(x) is reference.TemporalResBlock for x in m.decoder.modules()),
-        "imagen_video": lambda m: all(frame_modes(u) == {"self"} and {reference.TemporalAttention, reference.PseudoConv3d}
-                                      <= {type(x) for x in u.modules()} for u in (m.base, m.tsr, m.ssr)),
+        "imagen_video": lambda m: all(
+            frame_modes(u) == {"self"} and {reference.TemporalAttention, reference.PseudoConv3d}
+            <= {type(x) for x in u.modules()} for u in (m.base, m.tsr, m.ssr)),
         "gen1": lambda m: frame_modes(m) == {"self"} and any(isinstance(x, reference.PseudoConv3d) for x in m.modules())
         and m.config.cond_channels == 1,
         "svd": lambda m: frame_modes(m) == {"self"} and {reference.TemporalAttention, reference.TemporalResBlock}
@@ -267,7 +268,8 @@ def test_video_ldm_interpolation_mode():
     torch.testing.assert_close(cond[:, :4, ::3], frames[:, :, ::3])
     assert not cond[:, :4, 1::3].any() and not cond[:, :4, 2::3].any()
     model = models.build("video_ldm", "tiny")
-    a, b = (models.sample("video_ldm", model, "tiny", mode=m, stride=2, decode=False) for m in ("generate", "interpolate"))
+    a, b = (models.sample("video_ldm", model, "tiny", mode=m, stride=2, decode=False)
+            for m in ("generate", "interpolate"))
     assert a.shape == b.shape and not torch.equal(a, b)
     with pytest.raises(fastvid.FastvidInputError, match="stride"):
         models.sample("video_ldm", model, "tiny", mode="interpolate", stride=4)

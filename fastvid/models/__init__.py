@@ -46,7 +46,7 @@ MODELS: Dict[str, ModelEntry] = {e.name: e for e in [
                dit.SIZES_ALTERNATING, dit.build, dit.sample),
     ModelEntry("svd", "Stable Video Diffusion: spatial + temporal blocks, AlphaBlender; image-to-video, EDM Euler",
                svd.SIZES, svd.build, svd.sample),
-    ModelEntry("video_ldm", "Video LDM: frozen spatial layers + alpha-mixed temporal layers, temporal VAE decoder; DDIM",
+    ModelEntry("video_ldm", "Video LDM: frozen spatial + alpha-mixed temporal layers, temporal VAE decoder; DDIM",
                video_ldm.SIZES, video_ldm.build, video_ldm.sample),
     ModelEntry("imagen_video", "Imagen Video cascade: base, TSR, SSR pseudo-3D U-Nets; v-prediction DDIM, CFG, "
                "dynamic thresholding", imagen_video.SIZES, imagen_video.build, imagen_video.sample),

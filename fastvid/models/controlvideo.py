@@ -33,7 +33,8 @@ def interleaved_smooth(x0: torch.Tensor, parity: int) -> torch.Tensor:
     comes from keys k and k + 1: frame 0 from frames 0 and 1, frame 2k (k >= 1) from 2k - 1 and
     2k + 1, and for an odd F the last frame from frames F - 2 and F - 1."""
     if parity not in (0, 1):
-        raise ValueError(f"interleaved_smooth: argument 'parity' is {parity!r}; expected 1 (odd frames) or 0 (even frames)")
+        raise ValueError(f"interleaved_smooth: argument 'parity' is {parity!r}; "
+                         "expected 1 (odd frames) or 0 (even frames)")
     frames = x0.shape[2]
     if parity == 1:
         targets = list(range(1, frames - 1, 2))

@@ -91,7 +91,7 @@ class VideoUNet(nn.Module):
         check_tensor(type(self).__name__, "x", x, ndim=5, layout="(B, C, F, H, W)", dtypes=())
         c, m = self.config, self.config.spatial_multiple
         if x.shape[1] != c.in_channels + c.cond_channels:
-            what = f"{c.in_channels} latent + {c.cond_channels} conditioning" if c.cond_channels else f"{c.in_channels} latent"
+            what = f"{c.in_channels} latent" + (f" + {c.cond_channels} conditioning" if c.cond_channels else "")
             fail(type(self).__name__, "x", f"has {x.shape[1]} channels", f"{what} channels")
         if x.shape[-2] % m or x.shape[-1] % m:
             fail(type(self).__name__, "x", f"has latent size {tuple(x.shape[-2:])}",

@@ -43,7 +43,8 @@ def ddim_sample(model: Denoiser, x: torch.Tensor, *, steps: int, schedule: Optio
                 timesteps: Optional[Sequence[int]] = None, t_end: int = -1, eta: float = 0.0, context: Optional[torch.Tensor] = None,
                 uncond_context: Optional[torch.Tensor] = None, guidance_scale: float = 1.0,
                 generator: Optional[torch.Generator] = None, x0_hook: Optional[StepHook] = None,
-                x_hook: Optional[StepHook] = None, prediction: str = "eps", progress: Optional[bool] = None) -> torch.Tensor:
+                x_hook: Optional[StepHook] = None, prediction: str = "eps",
+                progress: Optional[bool] = None) -> torch.Tensor:
     """Runs DDIM from the noisy latents ``x`` (B, C, F, H, W) at ``timesteps[0]`` down to x_0
     (or to timestep ``t_end``, for a partial run).
 
