@@ -244,6 +244,9 @@ MODULES: Dict[str, ModuleCase] = {
                                                    norm_num_groups=2),
                                     lambda b: _randn(3 * b, 4, 2, 3), name="hidden_states",
                                     kwargs=dict(num_frames=3)),
+    "TemporalResBlock": ModuleCase(lambda: _twins(reference.TemporalResBlock, fastvid.nn.TemporalResBlock, 4, None,
+                                                  norm_num_groups=2),
+                                   lambda b: _randn(b, 4, 3, 2, 3)),
     "inflate_conv2d": ModuleCase(_inflated, lambda b: _randn(b, 4, 3, 2, 3)),
     "patch": ModuleCase(_patched, lambda b: _randn(b, 8, 3, 2, 2)),
 }

@@ -57,3 +57,18 @@ class TemporalConvBlock(reference.TemporalConvBlock):
             h = temporal_conv(h, conv.weight[:, :, :, 0, 0], conv.bias, residual=x if i == len(stages) - 1 else None,
                               padding=conv.padding[0], backend=self.backend)
         return h.permute(0, 2, 1, 3, 4).flatten(0, 1)
+
+
+class TemporalResBlock(reference.TemporalResBlock):
+    """SVD's temporal residual block with fused GroupNorm+SiLU and ``fastvid.temporal_conv`` (the residual
+    added in the second conv's epilogue). Same parameters and state_dict keys as its reference twin."""
+
+    patch_kind = "conv"
+    backend = "auto"
+
+    def norm_silu(self, norm, x: torch.Tensor) -> torch.Tensor:
+        return group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps, backend=self.backend)
+
+    def conv(self, conv, x: torch.Tensor, residual=None) -> torch.Tensor:
+        return temporal_conv(x, conv.weight[:, :, :, 0, 0], conv.bias, residual=residual, padding=conv.padding[0],
+                             backend=self.backend)
