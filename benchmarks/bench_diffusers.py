@@ -1,6 +1,7 @@
 """diffusers video models with random weights: diffusers' default (SDPA) vs ``fastvid.patch``, and
-both under torch.compile where it compiles. UNet forward and a 25-step DDIM sampling loop (with
-classifier-free guidance, batch 2), time and peak memory.
+both under torch.compile where it compiles. UNet forward and a 25-step sampling loop (with
+classifier-free guidance, batch 2), time and peak memory: DDIM, except for SVD, which runs the EDM
+sampler of ``fastvid.models.svd`` (Karras sigmas, Euler, v preconditioning, per-frame guidance).
 
     python benchmarks/bench_diffusers.py                  # realistic configs on CUDA, tiny ones on CPU
     python benchmarks/bench_diffusers.py --models svd --no-compile --steps 10
@@ -39,7 +40,7 @@ def _text2video_zero_processor():
 
 
 def build(name: str, device: str, dtype: torch.dtype, tiny: bool):
-    """(model, inputs(latents, t) -> UNet kwargs, latent shape, frames) for one case."""
+    """(model, inputs(latents, t) -> UNet kwargs, latent shape, frames, loop(model, latents, steps)) for one case."""
     from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetSpatioTemporalConditionModel
 
     small = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=8)
@@ -69,6 +70,10 @@ def build(name: str, device: str, dtype: torch.dtype, tiny: bool):
             def inputs(x, t):
                 return dict(sample=torch.cat([x, image_latents.to(x.dtype)], dim=2), timestep=t,
                             encoder_hidden_states=cond[:, :1], added_time_ids=time_ids.to(x.dtype))
+
+            def loop(fn, latents, steps):
+                return svd_sample(fn, latents[:1], image_latents[:1].to(latents.dtype), cond[1:, :1],
+                                  time_ids[:1].to(latents.dtype), steps)
         else:
             kw = dict(small, cross_attention_dim=32, attention_head_dim=8,
                       down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -83,7 +88,10 @@ def build(name: str, device: str, dtype: torch.dtype, tiny: bool):
         cond = torch.randn(2, 77, ctx)
     model = model.to(dtype).eval()
     cond = cond.to(dtype)
-    return model, inputs, shape, frames
+    if name != "svd":
+        def loop(fn, latents, steps):
+            return sample(fn, inputs, latents, steps)
+    return model, inputs, shape, frames, loop
 
 
 def sample(model, inputs, latents, steps=STEPS):
@@ -98,6 +106,23 @@ def sample(model, inputs, latents, steps=STEPS):
         guided = uncond + 7.5 * (cond - uncond)
         latents = scheduler.step(torch.cat([guided, guided]), t, latents).prev_sample
     return latents
+
+
+def svd_sample(unet, latents, image_latents, embedding, time_ids, steps=STEPS):
+    """``fastvid.models.svd``'s EDM sampler driving a diffusers UNetSpatioTemporalConditionModel on
+    (B, F, C, H, W) latents: the image latents concatenated to every frame, guidance 1 -> 3 over the frames."""
+    from fastvid.models.svd import SIGMA_MAX, SIGMA_MIN, image_to_video_denoiser
+    from fastvid.samplers import euler_sample, karras_sigmas
+
+    def model(x, t, context, added_time_ids):  # fastvid's (B, C, F, H, W) convention <-> diffusers'
+        return unet(sample=x.transpose(1, 2), timestep=t, encoder_hidden_states=context,
+                    added_time_ids=added_time_ids).sample.transpose(1, 2)
+
+    frames = latents.shape[1]
+    guidance = torch.linspace(1.0, 3.0, frames, device=latents.device, dtype=latents.dtype).view(1, 1, frames, 1, 1)
+    denoised = image_to_video_denoiser(model, image_latents.transpose(1, 2), embedding, time_ids, guidance)
+    sigmas = karras_sigmas(steps, SIGMA_MIN, SIGMA_MAX)
+    return euler_sample(denoised, latents.transpose(1, 2) * sigmas[0], sigmas).transpose(1, 2)
 
 
 def providers(model, backend, compile_):
@@ -126,7 +151,7 @@ def _cuda_ms(fn):
 
 
 def run_case(name, args, device, dtype, env, ceilings):
-    model, inputs, shape, frames = build(name, device, dtype, tiny=device != "cuda")
+    model, inputs, shape, frames, sampling_loop = build(name, device, dtype, tiny=device != "cuda")
     g = torch.Generator(device=device).manual_seed(0)
     latents = torch.randn(shape, generator=g, device=device, dtype=dtype)
     t = torch.tensor(500, device=device)
@@ -136,7 +161,7 @@ def run_case(name, args, device, dtype, env, ceilings):
         prepare()
         if provider.endswith("compile"):
             torch._dynamo.reset()
-        loop = lambda: sample(fn, inputs, latents, args.steps)  # noqa: E731
+        loop = lambda: sampling_loop(fn, latents, args.steps)  # noqa: E731
         try:
             with torch.no_grad():
                 outputs = {"unet": fn(**inputs(latents, t)).sample, f"sampling_{args.steps}": loop()}

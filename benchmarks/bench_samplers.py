@@ -10,8 +10,9 @@ run goes to benchmarks/results/samplers_<device>.*. CPU rows are labelled "cpu" 
 
 The breakdown labels each outermost attention module (the reference attention modules, their fastvid
 twins and the text cross-attention) and each outermost convolution module (Conv1d/2d/3d, PseudoConv3d,
-TemporalConvBlock) with a profiler range; "other" is the rest of the evaluation (norms, linear layers
-outside attention, activations, resampling). Times are device (CUDA kernel) time on a GPU, CPU time on a CPU.
+TemporalConvBlock, TemporalResBlock) with a profiler range; "other" is the rest of the evaluation (norms,
+linear layers outside attention, activations, resampling). Times are device (CUDA kernel) time on a GPU,
+CPU time on a CPU.
 """
 from __future__ import annotations
 
@@ -27,14 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import harness  # noqa: E402
 from fastvid import bench as fb  # noqa: E402
 from fastvid import models, reference  # noqa: E402
-from fastvid.models.common import make_inputs  # noqa: E402
 from fastvid.models.layers import CrossAttention  # noqa: E402
 from fastvid.reference.modules import _TokenAttention  # noqa: E402
 from fastvid.report import format_table, write_report  # noqa: E402
 
 ATTENTION = (_TokenAttention, CrossAttention)
-CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, reference.PseudoConv3d) + (
-    (reference.TemporalConvBlock,) if hasattr(reference, "TemporalConvBlock") else ())
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, reference.PseudoConv3d, reference.TemporalConvBlock,
+        reference.TemporalResBlock)
 LABELS = {"attention": "fastvid.bench.attention", "convolution": "fastvid.bench.convolution"}
 
 
@@ -70,11 +70,8 @@ def _event_ms(event, device: torch.device) -> float:
 def breakdown(name: str, model: nn.Module, size: models.ModelSize, *, device: torch.device,
               dtype: torch.dtype) -> Dict[str, float]:
     """Milliseconds of one classifier-free-guided model evaluation: attention, convolution, other, total."""
-    inp = make_inputs(size, seed=0, device=device, dtype=dtype)
-    x = torch.cat([inp.noise, inp.noise])
-    context = torch.cat([inp.uncond_context, inp.context])
-    t = torch.tensor([500], device=device)
-    model(x, t, context)  # warm-up: compilation and autotuning stay out of the profile
+    evaluate = models.evaluation(model, size, device=device, dtype=dtype)
+    evaluate()  # warm-up: compilation and autotuning stay out of the profile
     handles = _label_modules(model)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
@@ -82,7 +79,7 @@ def breakdown(name: str, model: nn.Module, size: models.ModelSize, *, device: to
     try:
         with torch.profiler.profile(activities=activities) as prof:
             with torch.autograd.profiler.record_function("fastvid.bench.step"):
-                model(x, t, context)
+                evaluate()
                 fb._sync(device)
     finally:
         for h in handles:

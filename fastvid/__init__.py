@@ -11,6 +11,17 @@ from .nn.inflate import deflate_conv3d, inflate_conv2d
 from .patching import PatchReport, patch, unpatch
 
 __version__ = "0.1.0"
+_LAZY_SUBMODULES = ("bench", "models", "samplers", "timing")  # imported on first use: keeps `import fastvid` light
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastvid' has no attribute {name!r}")
+
+
 __all__ = [
     "BackendUnsupportedError",
     "FastvidInputError",
@@ -20,6 +31,7 @@ __all__ = [
     "group_norm_silu",
     "inflate_conv2d",
     "last_backend",
+    "models",
     "nn",
     "patch",
     "reference",

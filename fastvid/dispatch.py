@@ -4,12 +4,14 @@ Each op owns a :class:`Dispatcher` holding its backends in preference order. A b
 whether it can take a given call (``reason`` returns None) or why not (a sentence). The
 backend that ran last is observable through :func:`last_backend`; forcing a backend that
 cannot take the input raises :class:`BackendUnsupportedError` with its reason, and "auto"
-failing lists every backend's reason.
+failing lists every backend's reason; a backend name that is not one raises ``FastvidInputError``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
+
+from .validation import fail
 
 BACKEND_NAMES = ("auto", "triton", "torch", "reference")
 
@@ -40,6 +42,9 @@ class Backend:
 class Dispatcher:
     op: str
     backends: List[Backend] = field(default_factory=list)
+    # The public function's arguments (all but ``backend``, its defaults applied) -> the backends'
+    # positional arguments, validated; lets ``explain`` take what the public function takes.
+    arguments: Optional[Callable[..., tuple]] = None
 
     def __post_init__(self):
         _registry[self.op] = self
@@ -48,7 +53,10 @@ class Dispatcher:
         return ("auto",) + tuple(b.name for b in self.backends)
 
     def explain(self, *args, **kwargs) -> Dict[str, Optional[str]]:
-        """Each backend's reason for refusing this call under "auto" (None: it can run it)."""
+        """Each backend's reason for refusing this call under "auto" (None: it can run it). Takes the
+        public function's arguments, e.g. ``dispatchers()["temporal_attention"].explain(q, k, v)``."""
+        if self.arguments is not None:
+            args, kwargs = self.arguments(*args, **kwargs), {}
         out = {}
         for b in self.backends:
             why = b.reason(*args, **kwargs)
@@ -71,9 +79,7 @@ class Dispatcher:
                 if why is not None:
                     raise BackendUnsupportedError(f"{self.op}: backend '{backend}' cannot run this input: {why}")
                 return b
-        raise BackendUnsupportedError(
-            f"{self.op}: argument 'backend' is {backend!r}; expected one of {', '.join(map(repr, self.names()))}"
-        )
+        fail(self.op, "backend", f"is {backend!r}", "one of " + ", ".join(map(repr, self.names())))
 
     def __call__(self, backend: str, *args, **kwargs):
         chosen = self.select(backend, *args, **kwargs)

@@ -95,21 +95,36 @@ def test_empty_input_gives_empty_result_and_zero_gradients(op, backend, empty):
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", sorted(OPS))
-def test_nan_and_inf_propagate_like_torch(op, backend, value, request):
+def test_nan_and_inf_propagate_like_torch(op, backend, value):
     case = OPS[op]
-    if (op, backend, DEVICE) == ("frame_attention", "torch", "cpu") and value != value:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "torch's fused CPU SDPA kernel (no mask) turns a NaN query row into zeros; the math "
-            "kernel and the reference give NaN. The torch backend inherits SDPA's behaviour")))
     inputs = case.make(1, 3)
     inputs[case.main].view(-1)[5] = value
     with poisoned_outputs():
         out = case.call(inputs, backend)
-    expected = case.ref(inputs)
+    _assert_same_nonfinite(out, case.ref(inputs))
+
+
+def _assert_same_nonfinite(out, expected):
     assert torch.equal(torch.isnan(out), torch.isnan(expected))
     assert torch.equal(torch.isinf(out), torch.isinf(expected))
     finite = torch.isfinite(expected)
     torch.testing.assert_close(out[finite], expected[finite], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy under the Triton interpreter, on NaN/Inf
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("poisoned", ["q", "k", "v"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("frames", ["self", "first", "sparse_causal", "all", "table"])
+def test_frame_attention_nan_and_inf_like_the_reference_in_every_mode(frames, backend, poisoned, value):
+    """NaN/Inf propagate as in the reference whichever fused SDPA kernel this CPU and mask pick."""
+    inputs = OPS["frame_attention"].make(1, 3)
+    inputs[poisoned][0, 0, 2, 1, 3] = value  # frame 0, which other frames read in every mode but "self"
+    if frames == "table":
+        frames = torch.tensor([[0, -1], [1, 0], [1, 1]], device=DEVICE)
+    with poisoned_outputs():
+        out = fastvid.frame_attention(inputs["q"], inputs["k"], inputs["v"], frames=frames, backend=backend)
+    _assert_same_nonfinite(out, reference.frame_attention(inputs["q"], inputs["k"], inputs["v"], frames=frames))
 
 
 def _bad_inputs(case: OpCase):
@@ -229,6 +244,9 @@ MODULES: Dict[str, ModuleCase] = {
                                                    norm_num_groups=2),
                                     lambda b: _randn(3 * b, 4, 2, 3), name="hidden_states",
                                     kwargs=dict(num_frames=3)),
+    "TemporalResBlock": ModuleCase(lambda: _twins(reference.TemporalResBlock, fastvid.nn.TemporalResBlock, 4, None,
+                                                  norm_num_groups=2),
+                                   lambda b: _randn(b, 4, 3, 2, 3)),
     "inflate_conv2d": ModuleCase(_inflated, lambda b: _randn(b, 4, 3, 2, 3)),
     "patch": ModuleCase(_patched, lambda b: _randn(b, 8, 3, 2, 2)),
 }
@@ -381,6 +399,18 @@ def test_compile_fullgraph_over_every_op_with_gradients():
     torch.testing.assert_close(outs[1], outs[0])
     for compiled, eager in zip(grads[1], grads[0]):
         torch.testing.assert_close(compiled, eager)
+
+
+def test_compile_fullgraph_over_the_torch_attention_backends():
+    """The CPU non-finite check steps aside while tracing (no graph break)."""
+    torch._dynamo.reset()
+    q = torch.randn(1, 3, 4, 2, 8, device=DEVICE)
+
+    def both(t):
+        return (fastvid.frame_attention(t, t, t, frames="self", backend="torch")
+                + fastvid.temporal_attention(t, t, t, backend="torch"))
+
+    torch.testing.assert_close(torch.compile(both, fullgraph=True, backend="aot_eager")(q), both(q))
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="CUDA-graph capture needs a GPU")

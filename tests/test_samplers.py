@@ -1,9 +1,12 @@
 """DDPM / DDIM / inversion / guidance against closed-form cases, plus seeding."""
+import math
+
 import pytest
 import torch
 
 import fastvid
-from fastvid.samplers import NoiseSchedule, ddim_invert, ddim_sample, ddpm_sample, guided_eps, progress_bar
+from fastvid.samplers import (NoiseSchedule, ddim_invert, ddim_sample, ddpm_sample, euler_sample, guided_eps,
+                              karras_sigmas, preconditioning, progress_bar, x0_and_eps)
 
 SHAPE = (2, 3, 4, 5, 6)
 
@@ -99,3 +102,44 @@ def test_progress_bar_shows_on_request(capsys):
     with progress_bar(3, False) as bar:
         bar.update()
     assert capsys.readouterr().err == ""
+
+
+def test_v_prediction_recovers_x0_and_eps():
+    x0, eps = torch.randn(SHAPE, dtype=torch.float64), torch.randn(SHAPE, dtype=torch.float64)
+    a = 0.3
+    x_t = a ** 0.5 * x0 + (1 - a) ** 0.5 * eps
+    v = a ** 0.5 * eps - (1 - a) ** 0.5 * x0
+    got_x0, got_eps = x0_and_eps(x_t, v, a, "v")
+    torch.testing.assert_close(got_x0, x0)
+    torch.testing.assert_close(got_eps, eps)
+    with pytest.raises(fastvid.FastvidInputError, match="prediction"):
+        x0_and_eps(x_t, v, a, "x0")
+
+
+def test_karras_sigmas():
+    sigmas = karras_sigmas(5, 0.002, 700.0, 7.0)
+    assert len(sigmas) == 6 and sigmas[-1] == 0.0
+    assert sigmas[0] == pytest.approx(700.0) and sigmas[4] == pytest.approx(0.002)
+    roots = [s ** (1 / 7) for s in sigmas[:5]]
+    steps = [b - a for a, b in zip(roots, roots[1:])]
+    assert max(steps) == pytest.approx(min(steps))  # evenly spaced in sigma^(1/rho)
+    with pytest.raises(fastvid.FastvidInputError, match="steps"):
+        karras_sigmas(0)
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+def test_edm_euler_recovers_a_point_mass(prediction):
+    """The exact network for data = target, through the preconditioning: D(x; sigma) = target, so one
+    Euler step from any sigma lands on it and every later step stays."""
+    target = torch.randn(SHAPE, dtype=torch.float64)
+
+    def denoised(x, sigma):
+        c_skip, c_out, c_in, c_noise = preconditioning(sigma, prediction=prediction)
+        network = (target - c_skip * x) / c_out  # what a perfect F outputs
+        return c_skip * x + c_out * network
+
+    x = torch.randn(SHAPE, dtype=torch.float64) * 80.0
+    torch.testing.assert_close(euler_sample(denoised, x, karras_sigmas(4, 0.002, 80.0)), target)
+    c_skip, c_out, c_in, c_noise = preconditioning(2.0, 0.5, "v")
+    assert (c_skip, c_out, c_in) == pytest.approx((0.25 / 4.25, -1.0 / 4.25 ** 0.5, 1 / 4.25 ** 0.5))
+    assert c_noise == pytest.approx(0.25 * math.log(2.0))

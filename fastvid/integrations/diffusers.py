@@ -420,7 +420,9 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     for name, attn in unet.named_modules():
         role = roles.get(name)
         if role == "spatial" and frame_attention and not spatial_self_attention:
-            report.skip(name, "spatial self-attention kept on diffusers' SDPA (spatial_self_attention=False)")
+            report.skip(name, "spatial self-attention kept on diffusers' SDPA (fastvid.patch leaves it; "
+                              "fastvid.integrations.diffusers.patch_diffusers(model, report, "
+                              "spatial_self_attention=True) swaps it)")
         if role not in enabled or not enabled[role]:
             continue
         cls, expected = installs[role]
@@ -429,7 +431,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
             report.skip(name, why)
             continue
         attn.set_processor(cls(attn.processor, backend))
-        report.add(cls.patch_kind, name)
+        report.add(cls.patch_kind, name, processor=True)
 
     kinds_enabled = {"temporal_attention": temporal_attention, "conv": conv}
     for name, module in unet.named_modules():
@@ -449,7 +451,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     _install(unet, _SetDefaultAttnProcessor, backend, report)
     if type(model).__name__ in VIDEO_PIPELINES and frame_attention and _install(
             unet, _TranslatingSetAttnProcessor, backend, report):
-        report.add("frame_attention", "unet.set_attn_processor (CrossFrameAttnProcessor of each call)")
+        report.add("frame_attention", "unet.set_attn_processor (CrossFrameAttnProcessor of each call)", processor=True)
 
 
 def describe_diffusers(model, report) -> None:
@@ -457,11 +459,11 @@ def describe_diffusers(model, report) -> None:
     unet = _unet(model)
     for name, module in unet.named_modules():
         if isinstance(module, Attention) and isinstance(module.processor, _FastvidAttnProcessor):
-            report.add(module.processor.patch_kind, name)
+            report.add(module.processor.patch_kind, name, processor=True)
         elif type(module) in ORIGINAL_CLASS:
             report.add(type(module).patch_kind, name)
     if isinstance(unet.__dict__.get("set_attn_processor"), _TranslatingSetAttnProcessor):
-        report.add("frame_attention", "unet.set_attn_processor (CrossFrameAttnProcessor of each call)")
+        report.add("frame_attention", "unet.set_attn_processor (CrossFrameAttnProcessor of each call)", processor=True)
     for name, why in unfused_modules(unet):
         report.add_unfused(name, why)
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..validation import check_choice, fail
-from . import controlvideo, dit, make_a_video, text2video_zero, tune_a_video, vdm
+from . import controlvideo, dit, gen1, imagen_video, make_a_video, svd, text2video_zero, tune_a_video, vdm, video_ldm
 from .common import SIZE_NAMES, ModelSize, SampleInputs, make_inputs
 from .dit import DiTConfig, VideoDiT
 from .layers import perturb_identity_inits
@@ -44,6 +44,14 @@ MODELS: Dict[str, ModelEntry] = {e.name: e for e in [
                dit.SIZES, dit.build, dit.sample),
     ModelEntry("dit_alternating", "Sora-style DiT, alternating spatial / temporal attention blocks; DDIM",
                dit.SIZES_ALTERNATING, dit.build, dit.sample),
+    ModelEntry("svd", "Stable Video Diffusion: spatial + temporal blocks, AlphaBlender; image-to-video, EDM Euler",
+               svd.SIZES, svd.build, svd.sample),
+    ModelEntry("video_ldm", "Video LDM: frozen spatial + alpha-mixed temporal layers, temporal VAE decoder; DDIM",
+               video_ldm.SIZES, video_ldm.build, video_ldm.sample),
+    ModelEntry("imagen_video", "Imagen Video cascade: base, TSR, SSR pseudo-3D U-Nets; v-prediction DDIM, CFG, "
+               "dynamic thresholding", imagen_video.SIZES, imagen_video.build, imagen_video.sample),
+    ModelEntry("gen1", "Gen-1: pseudo-3D U-Net, structure map concatenated (t_s blur), content embedding; DDIM",
+               gen1.SIZES, gen1.build, gen1.sample),
 ]}
 
 
@@ -80,6 +88,23 @@ def build(name: str, size_or_name="tiny", *, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def evaluation(model: nn.Module, size: ModelSize, *, device, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    """One classifier-free-guided model evaluation at ``size`` on seeded latents, as a closure: zero
+    conditioning channels where the model takes them, SVD's default micro-conditioning, the base stage
+    of a cascade."""
+    inp = make_inputs(size, seed=0, device=device, dtype=dtype)
+    x = torch.cat([inp.noise, inp.noise])
+    cond = getattr(model.config, "cond_channels", 0)
+    if cond:
+        x = torch.cat([x, x.new_zeros((x.shape[0], cond) + tuple(x.shape[2:]))], dim=1)
+    context = torch.cat([inp.uncond_context, inp.context])
+    t = torch.tensor([500], device=device)
+    kwargs = {}
+    if isinstance(model, svd.SVDUNet):
+        kwargs["added_time_ids"] = torch.tensor([[6.0, 127.0, 0.02]] * x.shape[0], device=device, dtype=dtype)
+    return lambda: model(x, t, context, **kwargs)
+
+
 @torch.no_grad()
 def sample(name: str, model: nn.Module, size_or_name="tiny", *, seed: int = 0, device=None, dtype=None,
            progress: Optional[bool] = None, **kwargs) -> torch.Tensor:
@@ -92,4 +117,4 @@ def sample(name: str, model: nn.Module, size_or_name="tiny", *, seed: int = 0, d
 
 
 __all__ = ["MODELS", "SIZE_NAMES", "DiTConfig", "ModelEntry", "ModelSize", "SampleInputs", "UNetConfig", "VideoDiT",
-           "VideoUNet", "build", "entry", "make_inputs", "sample", "size"]
+           "VideoUNet", "build", "entry", "evaluation", "make_inputs", "sample", "size"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
 import torch
 
@@ -70,8 +70,28 @@ def make_inputs(size: ModelSize, *, seed: int, device, dtype: torch.dtype, frame
 
 
 def guided_run(sampler, model, size: ModelSize, *, seed: int, device, dtype: torch.dtype, progress: Optional[bool],
-               **kwargs) -> torch.Tensor:
-    """``sampler`` (ddim_sample / ddpm_sample) from seeded noise with classifier-free guidance on seeded text."""
-    inp = make_inputs(size, seed=seed, device=device, dtype=dtype)
+               inputs: Optional[SampleInputs] = None, **kwargs) -> torch.Tensor:
+    """``sampler`` (ddim_sample / ddpm_sample) from seeded noise with classifier-free guidance on seeded text
+    (``inputs``, default :func:`make_inputs`); ``kwargs`` go to the sampler."""
+    inp = make_inputs(size, seed=seed, device=device, dtype=dtype) if inputs is None else inputs
     return sampler(model, inp.noise, steps=size.steps, context=inp.context, uncond_context=inp.uncond_context,
                    guidance_scale=size.guidance_scale, generator=inp.generator, progress=progress, **kwargs)
+
+
+def guided_sampler(sampler, **sampler_kwargs) -> Callable[..., torch.Tensor]:
+    """The ``sample(model, size, *, seed, device, dtype, progress)`` of a model whose pipeline is
+    :func:`guided_run` of ``sampler`` with ``sampler_kwargs``."""
+    def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32,
+               progress: Optional[bool] = None) -> torch.Tensor:
+        return guided_run(sampler, model, size, seed=seed, device=device, dtype=dtype, progress=progress,
+                          **sampler_kwargs)
+    return sample
+
+
+def with_condition(model, condition: torch.Tensor, **model_kwargs):
+    """The denoiser ``model`` with ``condition`` (B, C', F, H, W) concatenated to its input channels, repeated
+    over the classifier-free-guidance batch; ``model_kwargs`` go to every call."""
+    def denoiser(x: torch.Tensor, t: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        cond = condition.repeat(x.shape[0] // condition.shape[0], *[1] * (condition.dim() - 1))
+        return model(torch.cat([x, cond.to(x.dtype)], dim=1), t, context, **model_kwargs)
+    return denoiser

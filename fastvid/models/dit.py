@@ -18,7 +18,7 @@ from torch import nn
 from .. import reference
 from ..samplers import ddim_sample
 from ..validation import check_tensor, fail
-from .common import ModelSize, guided_run
+from .common import ModelSize, guided_sampler
 from .layers import CrossAttention, FeedForward, TimestepEmbedding, timestep_features
 
 
@@ -127,5 +127,4 @@ def build(config: DiTConfig) -> VideoDiT:
     return VideoDiT(config)
 
 
-def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32, progress: Optional[bool] = None):
-    return guided_run(ddim_sample, model, size, seed=seed, device=device, dtype=dtype, progress=progress)
+sample = guided_sampler(ddim_sample)

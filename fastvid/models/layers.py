@@ -77,29 +77,55 @@ def attention_layer(kind: str, dim: int, heads: int, dim_head: int, context_dim:
     raise ValueError(f"attention_layer: unknown kind {kind!r}; expected one of {ATTENTION_LAYERS}")
 
 
-class VideoTransformer(nn.Module):
-    """GroupNorm, proj_in, then per layer of ``spec`` x += layer(LayerNorm(x)), a feed-forward, proj_out,
-    and the residual: the transformer block of an (inflated) video U-Net, on (B, C, F, H, W)."""
+class TokenBlock(nn.Module):
+    """Per layer of ``spec`` h += layer(LayerNorm(h)), then h += FeedForward(LayerNorm(h)), on (B, F, N, dim) tokens."""
 
-    def __init__(self, dim: int, spec: Sequence[str], heads: int, dim_head: int, context_dim: Optional[int],
-                 groups: int):
+    def __init__(self, dim: int, spec: Sequence[str], heads: int, dim_head: int, context_dim: Optional[int]):
         super().__init__()
         self.spec = tuple(spec)
-        self.norm = nn.GroupNorm(groups, dim, eps=1e-6)
-        self.proj_in = nn.Linear(dim, dim)
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in self.spec)
         self.attns = nn.ModuleList(attention_layer(k, dim, heads, dim_head, context_dim) for k in self.spec)
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
+
+    def forward(self, h: torch.Tensor, context: Optional[torch.Tensor]) -> torch.Tensor:
+        for kind, norm, attn in zip(self.spec, self.norms, self.attns):
+            h = h + (attn(norm(h), context) if kind == "cross" else attn(norm(h)))
+        return h + self.ff(self.norm_ff(h))
+
+
+class VideoTransformer(nn.Module):
+    """GroupNorm, proj_in, a :class:`TokenBlock` of ``spec``, proj_out, and the residual: the transformer
+    block of an (inflated) video U-Net, on (B, C, F, H, W)."""
+
+    def __init__(self, dim: int, spec: Sequence[str], heads: int, dim_head: int, context_dim: Optional[int],
+                 groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, dim, eps=1e-6)
+        self.proj_in = nn.Linear(dim, dim)
+        self.block = TokenBlock(dim, spec, heads, dim_head, context_dim)
         self.proj_out = nn.Linear(dim, dim)
+
+    def tokens(self, h: torch.Tensor, context: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.block(h, context)
 
     def forward(self, x: torch.Tensor, context: Optional[torch.Tensor]) -> torch.Tensor:
         height, width = x.shape[-2:]
-        h = self.proj_in(tokens_from_video(self.norm(x)))
-        for kind, norm, attn in zip(self.spec, self.norms, self.attns):
-            h = h + (attn(norm(h), context) if kind == "cross" else attn(norm(h)))
-        h = h + self.ff(self.norm_ff(h))
+        h = self.tokens(self.proj_in(tokens_from_video(self.norm(x))), context)
         return x + video_from_tokens(self.proj_out(h), height, width)
+
+
+class AlphaBlender(nn.Module):
+    """alpha * spatial + (1 - alpha) * temporal with alpha = sigmoid(mix_factor), a learned scalar
+    (diffusers' AlphaBlender "learned", Video LDM's per-layer alpha)."""
+
+    def __init__(self, mix_factor: float = 0.5):
+        super().__init__()
+        self.mix_factor = nn.Parameter(torch.tensor([float(mix_factor)]))
+
+    def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+        alpha = torch.sigmoid(self.mix_factor).to(spatial.dtype)
+        return alpha * spatial + (1 - alpha) * temporal
 
 
 def spatial_conv3d(dim: int, dim_out: int, stride: int = 1) -> nn.Conv3d:
@@ -150,6 +176,39 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(Fn.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest"))
+
+
+class SpatioTemporalResBlock(nn.Module):
+    """A spatial ResBlock, then a temporal residual block on its output, mixed by an AlphaBlender
+    (SVD's SpatioTemporalResBlock, Video LDM's temporal conv layers)."""
+
+    def __init__(self, dim: int, dim_out: int, temb_dim: int, groups: int):
+        super().__init__()
+        self.spatial_res_block = ResBlock(dim, dim_out, temb_dim, "inflated", groups)
+        self.temporal_res_block = reference.TemporalResBlock(dim_out, temb_dim, groups)
+        self.time_mixer = AlphaBlender()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.spatial_res_block(x, temb)
+        return self.time_mixer(h, self.temporal_res_block(h, temb))
+
+
+class SpatioTemporalTransformer(VideoTransformer):
+    """A spatial transformer block (self-attention, cross-attention, feed-forward), then a temporal one
+    (temporal attention, cross-attention, feed-forward) on its output plus a frame-position embedding,
+    mixed by an AlphaBlender (SVD's TransformerSpatioTemporalModel, Video LDM's temporal attention layers)."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int, groups: int):
+        super().__init__(dim, ("spatial", "cross"), heads, dim // heads, context_dim, groups)
+        self.time_pos_embed = TimestepEmbedding(dim, dim)
+        self.temporal_block = TokenBlock(dim, ("temporal", "cross"), heads, dim // heads, context_dim)
+        self.time_mixer = AlphaBlender()
+
+    def tokens(self, h: torch.Tensor, context: Optional[torch.Tensor]) -> torch.Tensor:
+        h = self.block(h, context)
+        frames = torch.arange(h.shape[1], device=h.device)
+        temporal = self.temporal_block(h + self.time_pos_embed(frames).to(h.dtype)[None, :, None], context)
+        return self.time_mixer(h, temporal)
 
 
 @torch.no_grad()

@@ -3,12 +3,8 @@
 cross-attention to the text. Sampled with DDIM and classifier-free guidance."""
 from __future__ import annotations
 
-from typing import Optional
-
-import torch
-
 from ..samplers import ddim_sample
-from .common import ModelSize, guided_run, unet_sizes
+from .common import guided_sampler, unet_sizes
 from .unet import VideoUNet
 
 BLOCK = ("spatial", "temporal", "cross")
@@ -18,6 +14,4 @@ SIZES = unet_sizes(BLOCK, "pseudo3d")
 build = VideoUNet
 
 
-def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32,
-           progress: Optional[bool] = None) -> torch.Tensor:
-    return guided_run(ddim_sample, model, size, seed=seed, device=device, dtype=dtype, progress=progress)
+sample = guided_sampler(ddim_sample)

@@ -24,6 +24,8 @@ class UNetConfig:
     block_spec: Tuple[str, ...] = ("spatial", "temporal_bias", "cross")
     conv: str = "inflated"
     in_channels: int = 4
+    cond_channels: int = 0  # conditioning channels concatenated to the latents at the input
+    prediction: str = "eps"  # what the network outputs: "eps" or "v"
     heads: int = 2
     context_dim: int = 32
     groups: int = 8
@@ -35,23 +37,23 @@ class UNetConfig:
 
 class VideoUNet(nn.Module):
     """eps = unet(x (B, C, F, H, W), t (B,), context (B, L, context_dim)); H and W divisible by
-    2 ** (levels - 1)."""
+    2 ** (levels - 1); C = in_channels + cond_channels. Subclasses change the blocks through
+    :meth:`res_block` and :meth:`attention_block` and the embedding through :meth:`forward`."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
         c = config
         self.config = c
+        self.prediction = c.prediction
         temb_dim = 4 * c.channels[0]
         self.time_embed = TimestepEmbedding(c.channels[0], temb_dim)
-        self.conv_in = make_conv(c.conv, c.in_channels, c.channels[0])
+        self.conv_in = make_conv(c.conv, c.in_channels + c.cond_channels, c.channels[0])
 
         def res(dim, dim_out):
-            return ResBlock(dim, dim_out, temb_dim, c.conv, c.groups)
+            return self.res_block(dim, dim_out, temb_dim)
 
         def attn(dim, level):
-            if not c.attention_levels[level]:
-                return nn.Identity()
-            return VideoTransformer(dim, c.block_spec, c.heads, dim // c.heads, c.context_dim, c.groups)
+            return self.attention_block(dim) if c.attention_levels[level] else nn.Identity()
 
         self.down = nn.ModuleList()
         skips: List[int] = [c.channels[0]]
@@ -78,18 +80,29 @@ class VideoUNet(nn.Module):
         self.norm_out = nn.GroupNorm(c.groups, dim, eps=1e-6)
         self.conv_out = make_conv(c.conv, dim, c.in_channels)
 
+    def res_block(self, dim: int, dim_out: int, temb_dim: int) -> nn.Module:
+        return ResBlock(dim, dim_out, temb_dim, self.config.conv, self.config.groups)
+
+    def attention_block(self, dim: int) -> nn.Module:
+        c = self.config
+        return VideoTransformer(dim, c.block_spec, c.heads, dim // c.heads, c.context_dim, c.groups)
+
     def check_input(self, x: torch.Tensor) -> None:
         check_tensor(type(self).__name__, "x", x, ndim=5, layout="(B, C, F, H, W)", dtypes=())
         c, m = self.config, self.config.spatial_multiple
-        if x.shape[1] != c.in_channels:
-            fail(type(self).__name__, "x", f"has {x.shape[1]} channels", f"{c.in_channels} latent channels")
+        if x.shape[1] != c.in_channels + c.cond_channels:
+            what = f"{c.in_channels} latent" + (f" + {c.cond_channels} conditioning" if c.cond_channels else "")
+            fail(type(self).__name__, "x", f"has {x.shape[1]} channels", f"{what} channels")
         if x.shape[-2] % m or x.shape[-1] % m:
             fail(type(self).__name__, "x", f"has latent size {tuple(x.shape[-2:])}",
                  f"height and width divisible by {m}")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         self.check_input(x)
-        temb = self.time_embed(t.expand(x.shape[0]))
+        return self.denoise(x, self.time_embed(t.expand(x.shape[0])), context)
+
+    def denoise(self, x: torch.Tensor, temb: torch.Tensor, context: Optional[torch.Tensor]) -> torch.Tensor:
+        """The U-Net body on checked input, given the (B, temb_dim) embedding."""
 
         def run(block, h):
             res, attn = block

@@ -3,12 +3,8 @@ temporal attention with a T5 relative-position bias, then cross-attention to the
 with ancestral DDPM and classifier-free guidance."""
 from __future__ import annotations
 
-from typing import Optional
-
-import torch
-
 from ..samplers import ddpm_sample
-from .common import ModelSize, guided_run, unet_sizes
+from .common import guided_sampler, unet_sizes
 from .unet import VideoUNet
 
 BLOCK = ("spatial", "temporal_bias", "cross")
@@ -18,6 +14,4 @@ SIZES = unet_sizes(BLOCK, "inflated")
 build = VideoUNet
 
 
-def sample(model, size: ModelSize, *, seed: int = 0, device="cpu", dtype=torch.float32,
-           progress: Optional[bool] = None) -> torch.Tensor:
-    return guided_run(ddpm_sample, model, size, seed=seed, device=device, dtype=dtype, progress=progress)
+sample = guided_sampler(ddpm_sample)

@@ -2,7 +2,7 @@
 from .frame_attention import FrameAttention, SparseCausalAttention
 from .temporal_attention import TemporalAttention
 from .inflate import deflate_conv3d, inflate_conv2d
-from .temporal_conv import PseudoConv3d, TemporalConvBlock
+from .temporal_conv import PseudoConv3d, TemporalConvBlock, TemporalResBlock
 
 __all__ = ["FrameAttention", "SparseCausalAttention", "TemporalAttention", "PseudoConv3d", "TemporalConvBlock",
-           "inflate_conv2d", "deflate_conv3d"]
+           "TemporalResBlock", "inflate_conv2d", "deflate_conv3d"]

@@ -112,3 +112,25 @@ class TemporalConvBlock(TemporalConvStages, reference.TemporalConvBlock):
     ``fastvid.reference.TemporalConvBlock`` (and diffusers' class)."""
 
     patch_kind = "conv"
+
+
+class TemporalResBlock(reference.TemporalResBlock):
+    """SVD's temporal residual block with fused GroupNorm+SiLU and ``fastvid.temporal_conv`` (the residual
+    added in the second conv's epilogue). Same parameters and state_dict keys as its reference twin.
+    With hooked or wrapped norms or convs, it calls them as modules."""
+
+    patch_kind = "conv"
+    backend = "auto"
+
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, ("norm1", "conv1", "norm2", "conv2"))
+
+    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+        if self.unfused_reason() is not None:
+            return Fn.silu(norm(x))
+        return norm_silu(norm, x, self.backend)
+
+    def conv(self, conv: nn.Conv3d, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.unfused_reason() is not None:
+            return conv(x) if residual is None else residual + conv(x)
+        return conv_frames(conv, x, self.backend, residual=residual)

@@ -22,6 +22,7 @@ from ..validation import (
     fail,
 )
 from . import _launch
+from ._nonfinite import has_nonfinite_on_cpu
 
 OP = "frame_attention"
 MODES = ("self", "first", "sparse_causal", "all")
@@ -174,7 +175,10 @@ def _heads_first(t: Tensor, merge_frames: bool) -> Tensor:
 
 def _run_torch(q, k, v, frames, scale):
     """SDPA on views of the inputs: "self" over (B*F) groups, "all" over F*M keys, "first" with
-    frame 0's keys for all F*N queries (no repeat); other tables gather K/V (copies) with a pad mask."""
+    frame 0's keys for all F*N queries (no repeat); other tables gather K/V (copies) with a pad mask.
+    On CPU a non-finite input runs the reference (see ``_nonfinite``)."""
+    if has_nonfinite_on_cpu(q, k, v):
+        return _run_reference(q, k, v, frames, scale)
     mode = frames if isinstance(frames, str) else None
     mask = None
     if mode == "self":
@@ -195,13 +199,6 @@ def _run_torch(q, k, v, frames, scale):
 
 def _run_reference(q, k, v, frames, scale):
     return reference.frame_attention(q, k, v, frames=frames, scale=scale)
-
-
-DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason),
-    Backend("torch", _run_torch),
-    Backend("reference", _run_reference),
-])
 
 
 def _validate(q, k, v, frames, scale):
@@ -230,6 +227,21 @@ def _validate(q, k, v, frames, scale):
         fail(OP, "scale", f"is {scale!r}", "a positive float or None (1/sqrt(head_dim))")
 
 
+def _backend_arguments(q, k, v, frames="self", scale=None):
+    """The public function's arguments (its defaults, in the backends' order) validated and resolved."""
+    _validate(q, k, v, frames, scale)
+    if isinstance(frames, Tensor):
+        frames = frames.to(q.device)
+    return q, k, v, frames, (q.shape[-1] ** -0.5 if scale is None else float(scale))
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
+], arguments=_backend_arguments)
+
+
 def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self", scale: float | None = None,
                     backend: str = "auto") -> Tensor:
     """Cross-frame attention: the queries of frame i attend to the keys/values of a set of frames.
@@ -255,8 +267,4 @@ def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self",
     Returns:
         (B, F, N, heads, head_dim), contiguous, dtype of q.
     """
-    _validate(q, k, v, frames, scale)
-    if isinstance(frames, Tensor):
-        frames = frames.to(q.device)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return DISPATCH(backend, q, k, v, frames, scale)
+    return DISPATCH(backend, *_backend_arguments(q, k, v, frames=frames, scale=scale))

@@ -194,13 +194,6 @@ def _run_reference(x, num_groups, weight, bias, eps, per_frame):
     return reference.group_norm_silu(x, num_groups, weight, bias, eps, per_frame=per_frame)
 
 
-DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
-    Backend("torch", _run_torch),
-    Backend("reference", _run_reference),
-])
-
-
 def _validate(x, num_groups, weight, bias, eps, per_frame):
     dtypes = FLOAT_DTYPES + (torch.float64,)
     check_tensor(OP, "x", x, ndim=5, layout=LAYOUT, dtypes=dtypes)
@@ -217,6 +210,19 @@ def _validate(x, num_groups, weight, bias, eps, per_frame):
         fail(OP, "eps", f"is {eps!r}", "a float >= 0")
     if not isinstance(per_frame, bool):
         fail(OP, "per_frame", f"is {per_frame!r}", "a bool")
+
+
+def _backend_arguments(x, num_groups, weight=None, bias=None, eps=1e-5, per_frame=False):
+    """The public function's arguments (its defaults, in the backends' order) validated and resolved."""
+    _validate(x, num_groups, weight, bias, eps, per_frame)
+    return x, num_groups, weight, bias, float(eps), per_frame
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
+], arguments=_backend_arguments)
 
 
 def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
@@ -237,5 +243,4 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
         (B, C, F, H, W) in the memory order of x, dtype of x. Differentiable in x, weight, bias
         (Triton backward from the saved statistics).
     """
-    _validate(x, num_groups, weight, bias, eps, per_frame)
-    return DISPATCH(backend, x, num_groups, weight, bias, float(eps), per_frame)
+    return DISPATCH(backend, *_backend_arguments(x, num_groups, weight, bias, eps, per_frame=per_frame))

@@ -19,6 +19,7 @@ from ..validation import (
     fail,
 )
 from . import _launch
+from ._nonfinite import has_nonfinite_on_cpu
 
 OP = "temporal_attention"
 LAYOUT = "(B, F, N, heads, head_dim)"
@@ -160,8 +161,11 @@ def _triton_reason(q, k, v, bias, causal, scale):
 
 
 def _run_torch(q, k, v, bias, causal, scale):
-    """SDPA over (B*N, h, F, d) views of the frame axis; bias and causal mask as one float attn_mask."""
-    if q.numel() == 0:  # SDPA gives an empty input no gradient path to its mask (the bias)
+    """SDPA over (B*N, h, F, d) views of the frame axis; bias and causal mask as one float attn_mask.
+    On CPU a non-finite input runs the reference (see ``_nonfinite``)."""
+    # The reference: for an empty input (SDPA gives it no gradient path to its mask, the bias) and on
+    # CPU for a non-finite one.
+    if q.numel() == 0 or has_nonfinite_on_cpu(q, k, v, bias):
         return _run_reference(q, k, v, bias, causal, scale)
     batch, frames, tokens, heads, head_dim = q.shape
     qt, kt, vt = (t.permute(0, 2, 3, 1, 4).reshape(batch * tokens, heads, frames, head_dim) for t in (q, k, v))
@@ -176,13 +180,6 @@ def _run_torch(q, k, v, bias, causal, scale):
 def _run_reference(q, k, v, bias, causal, scale):
     return reference.temporal_attention(q, k, v, bias=None if bias is None else bias.to(q.dtype), causal=causal,
                                         scale=scale)
-
-
-DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda q, *a: _launch.triton_auto_reason(q)),
-    Backend("torch", _run_torch),
-    Backend("reference", _run_reference),
-])
 
 
 def _validate(q, k, v, bias, causal, scale):
@@ -203,6 +200,19 @@ def _validate(q, k, v, bias, causal, scale):
         fail(OP, "scale", f"is {scale!r}", "a positive float or None (1/sqrt(head_dim))")
 
 
+def _backend_arguments(q, k, v, bias=None, causal=False, scale=None):
+    """The public function's arguments (its defaults, in the backends' order) validated and resolved."""
+    _validate(q, k, v, bias, causal, scale)
+    return q, k, v, bias, causal, (q.shape[-1] ** -0.5 if scale is None else float(scale))
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda q, *a: _launch.triton_auto_reason(q)),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
+], arguments=_backend_arguments)
+
+
 def temporal_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Optional[Tensor] = None, causal: bool = False,
                        scale: Optional[float] = None, backend: str = "auto") -> Tensor:
     """Attention over the frame axis at every token position (VDM, Make-A-Video, Video LDM, SVD).
@@ -219,6 +229,4 @@ def temporal_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Optional[Tensor
     Returns:
         (B, F, N, heads, head_dim), contiguous, dtype of q.
     """
-    _validate(q, k, v, bias, causal, scale)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return DISPATCH(backend, q, k, v, bias, causal, scale)
+    return DISPATCH(backend, *_backend_arguments(q, k, v, bias=bias, causal=causal, scale=scale))

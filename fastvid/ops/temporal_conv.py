@@ -186,13 +186,6 @@ def _run_reference(x, weight, bias, residual, pad):
     return reference.temporal_conv(x, weight, bias, residual=residual, padding=pad)
 
 
-DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
-    Backend("torch", _run_torch),
-    Backend("reference", _run_reference),
-])
-
-
 def _padding(padding, taps: int) -> int:
     if padding == "same":
         if taps % 2 == 0:
@@ -231,6 +224,18 @@ def _validate(x, weight, bias, residual, padding) -> int:
     return pad
 
 
+def _backend_arguments(x, weight, bias=None, residual=None, padding="same"):
+    """The public function's arguments (its defaults, in the backends' order) validated and resolved."""
+    return x, weight, bias, residual, _validate(x, weight, bias, residual, padding)
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
+], arguments=_backend_arguments)
+
+
 def temporal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, residual: Optional[Tensor] = None,
                   padding: Union[str, int] = "same", backend: str = "auto") -> Tensor:
     """Conv1d over the frames at every pixel (Make-A-Video's Conv1D, TemporalConvLayer's (k,1,1) Conv3d),
@@ -251,5 +256,4 @@ def temporal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, r
         (B, C_out, F_out, H, W) in the memory order of x (channels_last_3d in, channels_last_3d out),
         dtype of x. Differentiable in x, weight, bias and residual.
     """
-    pad = _validate(x, weight, bias, residual, padding)
-    return DISPATCH(backend, x, weight, bias, residual, pad)
+    return DISPATCH(backend, *_backend_arguments(x, weight, bias, residual=residual, padding=padding))

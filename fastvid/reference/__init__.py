@@ -18,4 +18,4 @@ from .functional import (
     temporal_conv3d,
 )
 from .modules import FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention, TemporalAttention
-from .modules import TemporalConvBlock
+from .modules import TemporalConvBlock, TemporalResBlock

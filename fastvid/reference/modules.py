@@ -194,3 +194,32 @@ class TemporalConvBlock(nn.Module):
         h = self.conv4(self.conv3(self.conv2(self.conv1(x))))
         h = x + h
         return h.permute(0, 2, 1, 3, 4).flatten(0, 1)
+
+
+class TemporalResBlock(nn.Module):
+    """diffusers' ``TemporalResnetBlock`` (SVD, Video LDM's temporal conv layers), same submodules:
+    GroupNorm-SiLU-(3, 1, 1) Conv3d, + the timestep embedding, GroupNorm-SiLU-(3, 1, 1) Conv3d, + the input.
+    Takes (B, C, F, H, W) and a (B, temb_dim) embedding (or None)."""
+
+    def __init__(self, in_dim: int, temb_dim: int | None = None, norm_num_groups: int = 32, eps: float = 1e-6):
+        super().__init__()
+        self.in_dim = in_dim
+        self.norm1 = nn.GroupNorm(norm_num_groups, in_dim, eps=eps)
+        self.conv1 = nn.Conv3d(in_dim, in_dim, (3, 1, 1), padding=(1, 0, 0))
+        self.time_emb_proj = None if temb_dim is None else nn.Linear(temb_dim, in_dim)
+        self.norm2 = nn.GroupNorm(norm_num_groups, in_dim, eps=eps)
+        self.conv2 = nn.Conv3d(in_dim, in_dim, (3, 1, 1), padding=(1, 0, 0))
+
+    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+        return ref.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+
+    def conv(self, conv: nn.Conv3d, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return ref.temporal_conv(x, conv.weight[:, :, :, 0, 0], conv.bias, residual=residual, padding=conv.padding[0])
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        check_module_input(type(self).__name__, "x", x, self, ranks=(5,), channel_dim=lambda r: 1, channels=self.in_dim,
+                           layout="(B, C, F, H, W)")
+        h = self.conv(self.conv1, self.norm_silu(self.norm1, x))
+        if self.time_emb_proj is not None and temb is not None:
+            h = h + self.time_emb_proj(nn.functional.silu(temb))[:, :, None, None, None]
+        return self.conv(self.conv2, self.norm_silu(self.norm2, h), residual=x)
