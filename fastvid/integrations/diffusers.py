@@ -59,6 +59,7 @@ OP = "patch"
 DEFAULT_PROCESSORS = (AttnProcessor, AttnProcessor2_0)
 CROSS_FRAME_PROCESSORS = ("CrossFrameAttnProcessor", "CrossFrameAttnProcessor2_0")
 VIDEO_PIPELINES = ("TextToVideoZeroPipeline", "TextToVideoZeroSDXLPipeline")
+SET_ATTN_PROCESSOR_SWAP = "unet.set_attn_processor (CrossFrameAttnProcessor of each call)"
 
 
 # ---- attention processors ---------------------------------------------------------------------
@@ -451,7 +452,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     _install(unet, _SetDefaultAttnProcessor, backend, report)
     if type(model).__name__ in VIDEO_PIPELINES and frame_attention and _install(
             unet, _TranslatingSetAttnProcessor, backend, report):
-        report.add("frame_attention", "unet.set_attn_processor (CrossFrameAttnProcessor of each call)", processor=True)
+        report.add("frame_attention", SET_ATTN_PROCESSOR_SWAP, processor=True)
 
 
 def describe_diffusers(model, report) -> None:
@@ -463,7 +464,7 @@ def describe_diffusers(model, report) -> None:
         elif type(module) in ORIGINAL_CLASS:
             report.add(type(module).patch_kind, name)
     if isinstance(unet.__dict__.get("set_attn_processor"), _TranslatingSetAttnProcessor):
-        report.add("frame_attention", "unet.set_attn_processor (CrossFrameAttnProcessor of each call)", processor=True)
+        report.add("frame_attention", SET_ATTN_PROCESSOR_SWAP, processor=True)
     for name, why in unfused_modules(unet):
         report.add_unfused(name, why)
 
