@@ -25,13 +25,32 @@ _SET_BACKEND = "_fastvid_set_backend"
 
 @dataclass(repr=False)
 class PatchReport:
-    """What ``patch()`` swapped, per kind, and what it skipped and why. A swap is a module whose class
-    became its fastvid twin, or (diffusers) an attention processor installed on a module: ``swapped``
-    lists both, ``processors`` the names of the processor installs among them."""
+    """What ``patch()`` swapped, per kind, what it skipped and why, and which swapped modules run their
+    unfused path because their submodules carry hooks or are wrapped (offload, layerwise casting, LoRA,
+    quantized layers). A swap is a module whose class became its fastvid twin, or (diffusers) an
+    attention processor installed on a module: ``swapped`` lists both, ``processors`` the names of the
+    processor installs among them. ``PatchReport.of(model)`` reports the model as it is now."""
 
     swapped: Dict[str, List[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     processors: Set[str] = field(default_factory=set)
+    unfused: List[Tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, model) -> "PatchReport":
+        """What fastvid runs in ``model`` now (after later changes such as ``set_default_attn_processor``,
+        hooks added by offloading or layerwise casting, or ``unpatch``); nothing goes to ``skipped``."""
+        report = cls()
+        if _is_diffusers(model):
+            from .integrations.diffusers import describe_diffusers
+
+            describe_diffusers(model, report)
+            return report
+        for name, module in model.named_modules():
+            if hasattr(module, _ORIGINAL):
+                report.add(type(module).patch_kind, name)
+        _add_unfused(model, report)
+        return report
 
     def add(self, kind: str, name: str, *, processor: bool = False) -> None:
         self.swapped.setdefault(kind, []).append(name)
@@ -40,6 +59,9 @@ class PatchReport:
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.append((name, reason))
+
+    def add_unfused(self, name: str, reason: str) -> None:
+        self.unfused.append((name, reason))
 
     @property
     def total(self) -> int:
@@ -69,6 +91,9 @@ class PatchReport:
         if self.skipped:
             lines.append(f"  skipped ({len(self.skipped)}):")
             lines += [f"    {name or '<model>'}: {reason}" for name, reason in self.skipped]
+        if self.unfused:
+            lines.append(f"  unfused, calling their hooked or wrapped submodules ({len(self.unfused)}):")
+            lines += [f"    {name or '<model>'}: {reason}" for name, reason in self.unfused]
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -94,6 +119,13 @@ def twin_table() -> Dict[type, type]:
 
 def _is_reference(module: nn.Module) -> bool:
     return type(module).__module__.startswith("fastvid.reference")
+
+
+def _add_unfused(model: nn.Module, report: PatchReport) -> None:
+    from .nn._hooks import unfused_modules
+
+    for name, why in unfused_modules(model):
+        report.add_unfused(name, why)
 
 
 def _is_diffusers(model) -> bool:
@@ -147,6 +179,7 @@ def patch(model, *, temporal_attention: bool = True, frame_attention: bool = Tru
         module.__class__ = twin
         module.backend = backend
         report.add(twin.patch_kind, name)
+    _add_unfused(model, report)
     return report
 
 

@@ -1,7 +1,10 @@
 """fastvid inside diffusers video models: patched vs unpatched tiny random-weight models, the
 Text2Video-Zero processor vs diffusers' own, the processor protocol, patch/unpatch round trips,
 and the errors for a missing diffusers or a non-video model."""
+import copy
 import importlib
+import io
+import subprocess
 import sys
 
 import pytest
@@ -390,3 +393,252 @@ def test_fastvid_patch_entry_point():
     fastvid.unpatch(model)
     assert not any(isinstance(p, fd.TemporalAttnProcessor) for p in model.attn_processors.values())
     assert torch.equal(run(model, x), expected)
+
+
+# ---- how diffusers' users run models: default processors, autocast, hooks, save/load, copies ---------
+
+MODELS = [(unet3d, unet3d_inputs), (svd, svd_inputs)]
+
+
+def conv_modules(model):
+    return sorted(name for name, m in model.named_modules() if type(m) in fd.ORIGINAL_CLASS and m.patch_kind == "conv")
+
+
+@pytest.mark.parametrize("make, inputs", MODELS)
+def test_set_default_attn_processor_hands_back_fastvid_attention(make, inputs):
+    native, x = make(), inputs()
+    native.set_default_attn_processor()
+    expected = run(native, x)
+    model = make()
+    patch(model, backend="torch")
+    model.set_default_attn_processor()
+    assert all(type(p) is AttnProcessor for p in model.attn_processors.values())
+    assert not any(type(m) is fd.FastvidTransformerTemporalModel for m in model.modules())
+    report = patching.PatchReport.of(model)
+    assert "temporal_attention" not in report.counts()
+    assert report.counts().get("conv", 0) == len(conv_modules(model)) > 0  # convs are not attention: kept
+    torch.testing.assert_close(run(model, x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("make, inputs", MODELS)
+def test_autocast_follows_native_dtype_rules(make, inputs, dtype):
+    model, x = make(), inputs()
+    gold = run(model.double(), [t.double() if torch.is_tensor(t) and t.is_floating_point() else t for t in x])
+    model.float()
+    with torch.autocast(DEVICE, dtype=dtype):
+        expected = run(model, x)
+        patch(model, backend="torch")
+        got = run(model, x)
+    assert got.dtype == expected.dtype
+    assert_close_to_gold("patched model under autocast", got, expected, gold, dtype)
+
+
+@needs("temporal_conv", "group_norm_silu")
+@pytest.mark.parametrize("backend, dtype", [("torch", torch.bfloat16), ("torch", torch.float16),
+                                            ("triton", torch.float16)])  # bf16 tl.dot: GPU only
+def test_autocast_conv_modules_compute_in_native_dtypes(backend, dtype, monkeypatch):
+    """GroupNorm+SiLU in float32, the temporal convs in the autocast dtype, the residual added after."""
+    layer = _randomize(TemporalConvLayer(32, 32, norm_num_groups=8))
+    frames = torch.randn(2 * 3, 32, 4, 3, device=DEVICE)
+    with torch.no_grad():
+        gold = layer.double()(frames.double(), 3)
+    layer.float()
+    with torch.no_grad(), torch.autocast(DEVICE, dtype=dtype):
+        expected = layer(frames, 3)
+        patch(layer, backend=backend)
+        seen = []
+        for name in ("group_norm_silu", "temporal_conv"):
+            op = getattr(fastvid.nn.temporal_conv, name)
+            monkeypatch.setattr(fastvid.nn.temporal_conv, name,
+                                lambda *a, _op=op, _name=name, **k: seen.append((_name, a[0].dtype, a[2].dtype)) or _op(*a, **k))
+        got = layer(frames, 3)
+    assert got.dtype == expected.dtype == torch.float32  # identity (fp32) + conv output, promoted
+    assert set(seen) == {("group_norm_silu", torch.float32, torch.float32), ("temporal_conv", dtype, dtype)}
+    assert_close_to_gold("TemporalConvLayer under autocast", got, expected, gold, dtype)
+
+
+def _layerwise_casting(model):
+    model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+
+
+def _sequential_offload(model):
+    accelerate = pytest.importorskip("accelerate")
+    accelerate.cpu_offload(model, execution_device=DEVICE)
+
+
+def _group_offload_leaf_level(model):
+    model.enable_group_offload(onload_device=torch.device(DEVICE), offload_type="leaf_level")
+
+
+@pytest.mark.parametrize("hook", [_layerwise_casting, _sequential_offload, _group_offload_leaf_level])
+@pytest.mark.parametrize("make, inputs", MODELS)
+def test_submodule_hooks_run_and_fused_modules_report_the_fallback(make, inputs, hook):
+    """Hooks on the convs and norms (fp8 storage with upcast, weights on meta until their hook
+    loads them) make the fused modules call their submodules; PatchReport.of names each one."""
+    native, model, x = make(), make(), inputs()
+    hook(native)
+    expected = run(native, x)
+    patch(model, backend="torch")
+    hook(model)
+    got = run(model, x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    unfused = dict(patching.PatchReport.of(model).unfused)
+    assert sorted(unfused) == conv_modules(model)
+    assert all("hook" in why or "meta" in why for why in unfused.values())
+
+
+def test_model_offload_keeps_the_fused_path():
+    accelerate = pytest.importorskip("accelerate")
+    model, x = unet3d(), unet3d_inputs()
+    expected = run(model, x)
+    patch(model, backend="torch")
+    model, _ = accelerate.cpu_offload_with_hook(model, execution_device=DEVICE)  # one hook, on the whole model
+    torch.testing.assert_close(run(model, x), expected, atol=1e-5, rtol=1e-5)
+    assert patching.PatchReport.of(model).unfused == []
+
+
+def test_lora_wrapped_convs_and_projections_are_called():
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, init_lora_weights=False,
+                             target_modules=r".*temp_convs\.\d+\.conv1\.2|.*temp_attentions.*\.to_q")
+    native, model, x = unet3d(), unet3d(), unet3d_inputs()
+    for m in (native, model):
+        torch.manual_seed(0)
+        peft.inject_adapter_in_model(config, m)
+    expected = run(native, x)
+    assert not torch.allclose(expected, run(unet3d(), x), atol=1e-3)  # the LoRA layers change the output
+    report = patch(model, backend="torch")
+    torch.testing.assert_close(run(model, x), expected, atol=1e-5, rtol=1e-5)
+    assert sorted(name for name, _ in report.unfused) == conv_modules(model)
+    assert all("not a plain torch layer" in why for _, why in report.unfused)
+
+
+def test_saved_patched_models_load_in_plain_diffusers(tmp_path):
+    temporal = _randomize(TransformerTemporalModel(num_attention_heads=2, attention_head_dim=8, in_channels=16,
+                                                   norm_num_groups=8))
+    model = unet3d()
+    for m in (temporal, model):
+        patch(m, backend="torch")
+    assert type(temporal) is fd.FastvidTransformerTemporalModel
+    for name, m in (("temporal", temporal), ("unet", model)):
+        m.save_pretrained(tmp_path / name)
+        assert "fastvid" not in (tmp_path / name / "config.json").read_text().lower()
+    # A fresh interpreter with fastvid made unimportable loads both.
+    script = (
+        "import sys, torch; sys.modules['fastvid'] = None\n"
+        "from diffusers import UNet3DConditionModel\n"
+        "from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel\n"
+        f"t = TransformerTemporalModel.from_pretrained({str(tmp_path / 'temporal')!r})\n"
+        f"u = UNet3DConditionModel.from_pretrained({str(tmp_path / 'unet')!r})\n"
+        "assert type(t) is TransformerTemporalModel and type(u) is UNet3DConditionModel\n"
+        "torch.save({'t': t.state_dict(), 'u': u.state_dict()}, sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "loaded.pt")], check=True)
+    loaded = torch.load(tmp_path / "loaded.pt")
+    for key, m in (("t", temporal), ("u", model)):
+        assert all(torch.equal(loaded[key][name], p) for name, p in m.state_dict().items())
+
+
+def _t2v_zero_unet():
+    pipe = TextToVideoZeroPipeline.__new__(TextToVideoZeroPipeline)
+    object.__setattr__(pipe, "unet", unet2d())
+    patch(pipe, backend="torch")
+    pipe.unet.set_attn_processor(CrossFrameAttnProcessor2_0(batch_size=2))
+    return pipe.unet
+
+
+def _motion():
+    from diffusers import MotionAdapter, UNetMotionModel
+
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=8, motion_max_seq_length=8)
+    return _randomize(UNetMotionModel.from_unet2d(unet2d(), adapter))
+
+
+def motion_inputs(frames=3):  # the AnimateDiff pipelines repeat the text states per frame
+    return (torch.randn(1, 4, frames, 8, 6, device=DEVICE), torch.tensor([10], device=DEVICE),
+            torch.randn(frames, 5, 32, device=DEVICE))
+
+
+COPYABLE = [(unet3d, unet3d_inputs), (svd, svd_inputs), (_motion, motion_inputs)]
+if not T2V_ZERO_MISSING:
+    COPYABLE.append((_t2v_zero_unet, unet2d_inputs))
+
+
+@pytest.mark.parametrize("make, inputs", COPYABLE)
+def test_patched_models_deepcopy_and_pickle(make, inputs):
+    model, x = make(), inputs()
+    if type(model).__name__ != "UNet2DConditionModel":
+        patch(model, backend="torch")
+    expected = run(model, x)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    copies = [copy.deepcopy(model), torch.load(buffer, weights_only=False)]
+    for clone in copies:
+        assert patching.PatchReport.of(clone).counts() == patching.PatchReport.of(model).counts()
+        assert torch.equal(run(clone, x), expected)
+        for name in ("set_attn_processor", "set_default_attn_processor"):
+            if name in clone.__dict__:
+                assert clone.__dict__[name].unet is clone
+    clone = copies[0]
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.mul_(2)
+    clone.set_attn_processor(AttnProcessor())
+    assert torch.equal(run(model, x), expected)
+    assert patching.PatchReport.of(model).counts() == patching.PatchReport.of(copies[1]).counts()
+
+
+def test_animatediff_motion_modules_patched_match_diffusers():
+    model = _motion()
+    motion_attentions = [n for n, m in model.named_modules() if isinstance(m, Attention) and "motion_modules" in n]
+    report = check_patched_matches(model, motion_inputs(), backend="torch")
+    assert sorted(report.swapped["temporal_attention"]) == sorted(motion_attentions)
+    assert all(isinstance(model.get_submodule(n).processor, fd.TemporalAttnProcessor) for n in motion_attentions)
+    fd.unpatch_diffusers(model)
+    assert not any(isinstance(p, fd.TemporalAttnProcessor) for p in model.attn_processors.values())
+
+
+def test_pyramid_attention_broadcast_on_a_patched_model():
+    from diffusers import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+
+    outputs = []
+    sample, _, context = unet3d_inputs()
+    for patched in (False, True):
+        model = unet3d()
+        if patched:
+            patch(model, backend="torch")
+        timestep = [None]
+        config = PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(-1, 1000),
+            spatial_attention_block_identifiers=("transformer_blocks",), current_timestep_callback=lambda: timestep[0])
+        apply_pyramid_attention_broadcast(model, config)
+        outputs.append([])
+        for t in (900, 800, 700, 600):  # attention recomputed at every other step, cached in between
+            timestep[0] = t
+            outputs[-1].append(run(model, (sample, torch.tensor([t], device=DEVICE), context)))
+    for native, ours in zip(*outputs):
+        torch.testing.assert_close(ours, native, atol=1e-5, rtol=1e-5)
+    uncached = unet3d()
+    patch(uncached, backend="torch")
+    assert not torch.allclose(run(uncached, (sample, torch.tensor([800], device=DEVICE), context)), outputs[1][1],
+                              atol=1e-3)  # step 800 reused step 900's cached attention
+
+
+def test_i2vgenxl_temporal_layers_patched_match_diffusers():
+    from diffusers import I2VGenXLUNet
+
+    model = _randomize(I2VGenXLUNet(
+        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, attention_head_dim=8,
+        norm_num_groups=32, in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+    ))
+    frames = 3
+    inputs = (torch.randn(1, 4, frames, 8, 8, device=DEVICE), torch.tensor([10], device=DEVICE),
+              torch.tensor([8], device=DEVICE), torch.randn(1, 4, frames, 8, 8, device=DEVICE),
+              torch.randn(1, 32, device=DEVICE), torch.randn(1, 5, 32, device=DEVICE))
+    report = check_patched_matches(model, inputs, backend="torch")
+    assert "image_latents_temporal_encoder.attn1" in report.swapped["temporal_attention"]
+    assert kinds(report) == {"temporal_attention": 5 * 2 + 5 + 1, "conv": len(conv_modules(model))}

@@ -141,3 +141,49 @@ def test_diffusers_objects_go_through_the_integration(monkeypatch):
     assert calls[0] == ("patch", dict(temporal_attention=True, frame_attention=True, conv=False, backend="torch"))
     fastvid.unpatch(pipeline)
     assert calls[1][0] == "unpatch"
+
+
+class RoundedLinear(nn.Linear):
+    """A quantized-like linear: its own class and forward (weights rounded to bf16)."""
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight.bfloat16().to(self.weight.dtype), self.bias)
+
+
+def test_hooked_or_wrapped_submodules_are_called_and_reported():
+    model = all_reference_modules()
+    calls = []
+    model["temporal"].to_k.register_forward_hook(lambda m, args, out: out * 1.5)
+    spatial_q = model["spatial"].to_q
+    model["spatial"].to_q = RoundedLinear(spatial_q.in_features, spatial_q.out_features, bias=False)
+    model["spatial"].to_q.weight = spatial_q.weight
+    model["temporal_conv_block"].conv2[-1].register_forward_pre_hook(lambda m, args: (args[0] * 0.5,))
+    model["pseudo_conv"].temporal_conv.register_forward_hook(lambda m, args, out: calls.append(m) or None)
+    x = torch.randn(2, 16, 5, 3, 4)
+    names = ("temporal", "spatial", "temporal_conv_block")
+    gold = run_all(model.double(), x.double())
+    model.float()
+    plain = run_all(model, x)
+    report = fastvid.patch(model, backend="torch")
+    assert sorted(name for name, _ in report.unfused) == sorted(names + ("pseudo_conv",))
+    assert "RoundedLinear" in dict(report.unfused)["spatial"]
+    patched = run_all(model, x)
+    for name in names + ("pseudo_conv",):
+        assert_close_to_gold(name, patched[name], plain[name], gold[name], torch.float32)
+    assert calls  # the pseudo-3D conv's temporal conv ran as a module, so its hook fired
+    assert PatchReport.of(model).unfused == report.unfused
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_dtypes_match_the_reference_modules(dtype):
+    model = all_reference_modules()
+    x = torch.randn(2, 16, 5, 3, 4)
+    gold = run_all(model.double(), x.double())
+    model.float()
+    with torch.autocast("cpu", dtype=dtype):
+        plain = run_all(model, x)
+        fastvid.patch(model, backend="torch")
+        patched = run_all(model, x)
+    for name in patched:
+        assert patched[name].dtype == plain[name].dtype, name
+        assert_close_to_gold(name, patched[name].float(), plain[name].float(), gold[name], dtype)

@@ -10,23 +10,33 @@ What is swapped (each only where its preconditions hold; everything else is repo
 - Text2Video-Zero's CrossFrameAttnProcessor: :class:`FirstFrameAttnProcessor` projects K/V of the
   first frame only and runs ``fastvid.frame_attention(frames="first")`` (no repeated K/V);
 - spatial self-attention, on request (``spatial_self_attention=True``): :class:`FrameAttnProcessor`;
-- TemporalConvLayer (ModelScope) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock whose
-  AlphaBlender is untouched): fused GroupNorm+SiLU and ``fastvid.temporal_conv``.
+- AnimateDiff's motion modules (AnimateDiffTransformer3D of UNetMotionModel / MotionAdapter, reused by
+  the SparseControlNet and video-to-video pipelines: temporal transformers whose blocks add sinusoidal
+  positional embeddings over frames before attention) and I2VGenXL's image-latent temporal encoder:
+  their self-attentions get :class:`TemporalAttnProcessor`;
+- TemporalConvLayer (ModelScope, I2VGenXL) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock
+  whose AlphaBlender is untouched): fused GroupNorm+SiLU and ``fastvid.temporal_conv``, or, when their
+  submodules carry hooks or are wrapped (offload, layerwise casting, LoRA), diffusers' own forward.
 
 Processors follow diffusers' protocol (``set_attn_processor``, ``attn_processors``) and keep the
 processor they replaced in ``.original``; calls they cannot take (attention masks, 4D inputs,
 extra kwargs) go to it unchanged. Modules are swapped by class, so weights and state_dict keys
-stay as they are; ``unpatch_diffusers`` restores both.
+stay as they are, and save under diffusers' class names; ``unpatch_diffusers`` restores both. The
+UNet's ``set_default_attn_processor`` first hands back fastvid's attention, then runs diffusers'.
 """
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import torch
 from torch import nn
 
-import fastvid
-
+from ..nn._autocast import call_under_autocast
+from ..nn._hooks import unfused_modules, unfused_reason
+from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
+from ..ops.frame_attention import frame_attention
+from ..ops.temporal_attention import temporal_attention
 from ..validation import fail
 
 TESTED = "diffusers>=0.35,<0.43"
@@ -38,6 +48,8 @@ try:
         TransformerTemporalModel,
         TransformerTemporalModelOutput,
     )
+    from diffusers.models.unets.unet_i2vgen_xl import I2VGenXLTransformerTemporalEncoder
+    from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 except ImportError as exc:
     raise ImportError(
         f"fastvid's diffusers integration needs diffusers ({TESTED}): pip install 'fastvid[diffusers]'"
@@ -47,12 +59,15 @@ OP = "patch"
 DEFAULT_PROCESSORS = (AttnProcessor, AttnProcessor2_0)
 CROSS_FRAME_PROCESSORS = ("CrossFrameAttnProcessor", "CrossFrameAttnProcessor2_0")
 VIDEO_PIPELINES = ("TextToVideoZeroPipeline", "TextToVideoZeroSDXLPipeline")
+SET_ATTN_PROCESSOR_SWAP = "unet.set_attn_processor (CrossFrameAttnProcessor of each call)"
 
 
 # ---- attention processors ---------------------------------------------------------------------
 
 class _FastvidAttnProcessor:
     """Shared by the processors: the replaced processor, the backend, and hand-back of calls."""
+
+    patch_kind = "frame_attention"
 
     def __init__(self, original, backend: str = "auto"):
         self.original = original
@@ -67,6 +82,10 @@ class _FastvidAttnProcessor:
             kwargs = dict(kwargs, temb=temb)
         return self.original(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
                              attention_mask=attention_mask, **kwargs)
+
+    def attend(self, op, attn: Attention, q, k, v, **kwargs) -> torch.Tensor:
+        """``op`` on (B, F, N, h, d) q/k/v, in the autocast dtype under autocast (SDPA's rule)."""
+        return call_under_autocast(op, q, k, v, fp32_op=False, scale=self.scale(attn), backend=self.backend, **kwargs)
 
     @staticmethod
     def heads(attn: Attention, t: torch.Tensor) -> torch.Tensor:
@@ -89,6 +108,8 @@ class TemporalAttnProcessor(_FastvidAttnProcessor):
     ``fastvid_num_frames``, frame-major ``(B*F, N, C)`` viewed as ``(B, F, N, heads, d)``.
     """
 
+    patch_kind = "temporal_attention"
+
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, fastvid_num_frames: Optional[int] = None, **kwargs):
         if fastvid_num_frames is None and (encoder_hidden_states is not None or attention_mask is not None
@@ -98,11 +119,11 @@ class TemporalAttnProcessor(_FastvidAttnProcessor):
         rows, cols = hidden_states.shape[:2]
         if fastvid_num_frames is None:  # (S, F, h, d) -> (1, F, S, h, d)
             q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-            out = fastvid.temporal_attention(q, k, v, scale=self.scale(attn), backend=self.backend)
+            out = self.attend(temporal_attention, attn, q, k, v)
             out = out.view(cols, rows, -1).transpose(0, 1)
         else:  # (B*F, N, h, d) -> (B, F, N, h, d)
             q, k, v = (t.unflatten(0, (-1, fastvid_num_frames)) for t in (q, k, v))
-            out = fastvid.temporal_attention(q, k, v, scale=self.scale(attn), backend=self.backend)
+            out = self.attend(temporal_attention, attn, q, k, v)
             out = out.view(rows, cols, -1)
         return self.project_out(attn, out)
 
@@ -131,7 +152,7 @@ class FirstFrameAttnProcessor(_FastvidAttnProcessor):
         q = self.heads(attn, attn.to_q(hidden_states)).unflatten(0, (-1, frames))  # (G, F, N, h, d)
         first = hidden_states.unflatten(0, (-1, frames))[:, :1]  # (G, 1, N, C)
         k, v = (self.heads(attn, proj(first)).expand(q.shape) for proj in (attn.to_k, attn.to_v))
-        out = fastvid.frame_attention(q, k, v, frames="first", scale=self.scale(attn), backend=self.backend)
+        out = self.attend(frame_attention, attn, q, k, v, frames="first")
         return self.project_out(attn, out.view(rows, tokens, -1))
 
 
@@ -143,24 +164,57 @@ class FrameAttnProcessor(_FastvidAttnProcessor):
         if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3 or kwargs:
             return self.delegate(attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
         q, k, v = (self.heads(attn, proj(hidden_states)).unsqueeze(1) for proj in (attn.to_q, attn.to_k, attn.to_v))
-        out = fastvid.frame_attention(q, k, v, frames="self", scale=self.scale(attn), backend=self.backend)
+        out = self.attend(frame_attention, attn, q, k, v, frames="self")
         return self.project_out(attn, out.view(hidden_states.shape[0], hidden_states.shape[1], -1))
 
 
 # ---- module swaps (by class: same parameters, buffers and state_dict keys) ----------------------
 
-class FastvidTransformerTemporalModel(TransformerTemporalModel):
+class _Swap:
+    """A diffusers module class's fastvid twin: the kind it reports and why a module cannot take it.
+    The diffusers class is the last base."""
+
+    patch_kind = "conv"
+    backend = "auto"
+
+    @classmethod
+    def original(cls) -> type:
+        return cls.__bases__[-1]
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        """Why ``module`` (of the original class) cannot be swapped, or None."""
+        return _conv_reason(module)
+
+
+class FastvidTransformerTemporalModel(_Swap, TransformerTemporalModel):
     """TransformerTemporalModel that keeps its tokens frame-major ``(B*F, H*W, C)``.
 
     LayerNorms and feed-forwards act per token, so only the attention needs the frame axis, and
     :class:`TemporalAttnProcessor` reads it in place. Falls back to diffusers' forward whenever a
     block's attention is not a fastvid temporal processor, or for encoder states / extra kwargs.
+    Its saved config names TransformerTemporalModel, so a saved patched model loads without fastvid.
     """
+
+    patch_kind = "temporal_attention"
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        if any(b.pos_embed is not None or b.norm_type != "layer_norm" for b in module.transformer_blocks):
+            return "its blocks use positional embeddings or a non-LayerNorm norm"
+        if not cls._frame_major(module, None, None):
+            return "not every attention of its blocks runs fastvid's temporal processor"
+        return None
 
     def _frame_major(self, encoder_hidden_states, cross_attention_kwargs) -> bool:
         if encoder_hidden_states is not None or cross_attention_kwargs:
             return False
         return all(isinstance(a.processor, TemporalAttnProcessor) for a in _block_attentions(self))
+
+    def to_json_string(self) -> str:
+        config = json.loads(super().to_json_string())
+        config["_class_name"] = self.original().__name__
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
     def forward(self, hidden_states, encoder_hidden_states=None, timestep=None, class_labels=None, num_frames=1,
                 cross_attention_kwargs=None, return_dict=True):
@@ -179,52 +233,85 @@ class FastvidTransformerTemporalModel(TransformerTemporalModel):
         return TransformerTemporalModelOutput(sample=output) if return_dict else (output,)
 
 
-class FastvidTemporalConvLayer(TemporalConvLayer):
-    """ModelScope's TemporalConvLayer computed by ``fastvid.nn.TemporalConvBlock`` (its twin with the
-    same submodules): fused GroupNorm+SiLU, ``fastvid.temporal_conv`` on the frame-major view, the
-    residual fused in the last conv."""
-
-    backend = "auto"
-
-    def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
-        return fastvid.nn.TemporalConvBlock.forward(self, hidden_states, num_frames)
+class FastvidTemporalConvLayer(_Swap, TemporalConvStages, TemporalConvLayer):
+    """ModelScope's (and I2VGenXL's) TemporalConvLayer computed by fastvid's fused stages
+    (:class:`fastvid.nn.temporal_conv.TemporalConvStages`): fused GroupNorm+SiLU, ``fastvid.temporal_conv``
+    on the frame-major view, the residual fused in the last conv; diffusers' forward when its
+    submodules are hooked or wrapped."""
 
 
-class FastvidTemporalResnetBlock(TemporalResnetBlock):
+class FastvidTemporalResnetBlock(_Swap, TemporalResnetBlock):
     """SVD's TemporalResnetBlock with fused GroupNorm+SiLU and ``fastvid.temporal_conv`` (the residual
-    add fused in the second conv), on SpatioTemporalResBlock's frame-major view. The AlphaBlender
-    mixing around it is not touched."""
+    add fused in the second conv), on SpatioTemporalResBlock's frame-major view; diffusers' forward
+    when its norms or convs are hooked or wrapped. The AlphaBlender mixing around it is not touched."""
 
-    backend = "auto"
-
-    def _norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-        return fastvid.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps, backend=self.backend)
-
-    def _conv(self, conv: nn.Conv3d, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return fastvid.temporal_conv(x, conv.weight[:, :, :, 0, 0], conv.bias, residual=residual,
-                                     padding=conv.padding[0], backend=self.backend)
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, ("norm1", "conv1", "norm2", "conv2"))
 
     def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self._conv(self.conv1, self._norm_silu(self.norm1, input_tensor))
+        if self.unfused_reason() is not None:
+            return super().forward(input_tensor, temb)
+        h = conv_frames(self.conv1, norm_silu(self.norm1, input_tensor, self.backend), self.backend)
         if self.time_emb_proj is not None:
             h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, :, None, None].permute(0, 2, 1, 3, 4)
-        h = self.dropout(self._norm_silu(self.norm2, h))
+        h = self.dropout(norm_silu(self.norm2, h, self.backend))
         shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
-        return self._conv(self.conv2, h, residual=shortcut)
+        return conv_frames(self.conv2, h, self.backend, residual=shortcut)
 
 
-SWAPS = {
-    TransformerTemporalModel: FastvidTransformerTemporalModel,
-    TemporalConvLayer: FastvidTemporalConvLayer,
-    TemporalResnetBlock: FastvidTemporalResnetBlock,
-}
+SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTemporalConvLayer,
+                                            FastvidTemporalResnetBlock)}
 ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
+# Modules whose (non-cross) attentions attend over frames, with the (S, F, C) layout TemporalAttnProcessor reads.
+TEMPORAL_TRANSFORMERS = (TransformerTemporalModel, AnimateDiffTransformer3D, I2VGenXLTransformerTemporalEncoder)
+
+
+# ---- methods kept in the UNet's __dict__ --------------------------------------------------------
+
+class _UNetMethod:
+    """Stands in for one of the UNet's methods from its ``__dict__``. A plain object, not a closure:
+    the patched UNet deep-copies (the copy's method points at the copy) and pickles."""
+
+    name = ""
+
+    def __init__(self, unet: nn.Module, backend: str):
+        self.unet = unet
+        self.backend = backend
+
+    def original(self):
+        return getattr(type(self.unet), self.name).__get__(self.unet)
+
+
+class _TranslatingSetAttnProcessor(_UNetMethod):
+    """A pipeline that installs CrossFrameAttnProcessor on each call (Text2Video-Zero) gets fastvid's."""
+
+    name = "set_attn_processor"
+
+    def translate(self, proc):
+        return FirstFrameAttnProcessor(proc, self.backend) if type(proc).__name__ in CROSS_FRAME_PROCESSORS else proc
+
+    def __call__(self, processor):
+        if isinstance(processor, dict):
+            processor = {name: self.translate(p) for name, p in processor.items()}
+        return self.original()(self.translate(processor))
+
+
+class _SetDefaultAttnProcessor(_UNetMethod):
+    """diffusers accepts only its own processor classes here: fastvid's attention is handed back
+    first (the processors it replaced, and diffusers' TransformerTemporalModel forward), then
+    diffusers' method runs. Conv swaps stay."""
+
+    name = "set_default_attn_processor"
+
+    def __call__(self):
+        _unpatch_attention(self.unet)
+        return self.original()()
 
 
 # ---- patch / unpatch ---------------------------------------------------------------------------
 
-def _block_attentions(model: TransformerTemporalModel):
-    return [m for m in model.transformer_blocks.modules() if isinstance(m, Attention)]
+def _block_attentions(model: nn.Module):
+    return [m for m in model.modules() if isinstance(m, Attention)]
 
 
 def _unet(model) -> nn.Module:
@@ -268,17 +355,11 @@ def _conv_reason(module: nn.Module) -> Optional[str]:
     return None
 
 
-def _missing(*names: str) -> Optional[str]:
-    """Why the named fastvid functions ("temporal_conv", "nn.TemporalConvBlock") cannot be used, or None."""
-    absent = [n for n in names if not hasattr(fastvid.nn if n.startswith("nn.") else fastvid, n.split(".")[-1])]
-    return f"fastvid.{', fastvid.'.join(absent)} not available in this build" if absent else None
-
-
 def _roles(unet: nn.Module):
     """Every Attention of the UNet as "temporal", "cross_frame", "spatial" or "cross" (left alone)."""
     temporal = set()
     for module in unet.modules():
-        if isinstance(module, TransformerTemporalModel):
+        if isinstance(module, TEMPORAL_TRANSFORMERS):
             temporal.update(id(a) for a in _block_attentions(module) if not a.is_cross_attention)
         elif isinstance(module, TemporalBasicTransformerBlock):
             temporal.add(id(module.attn1))
@@ -300,47 +381,42 @@ def _is_video(model, unet: nn.Module, roles) -> bool:
             or any(isinstance(m, tuple(SWAPS)) for m in unet.modules()))
 
 
-def _translating_set_attn_processor(unet: nn.Module, backend: str):
-    """A pipeline that installs CrossFrameAttnProcessor on each call (Text2Video-Zero) gets fastvid's."""
-    original = type(unet).set_attn_processor.__get__(unet)
-
-    def translate(proc):
-        if type(proc).__name__ in CROSS_FRAME_PROCESSORS:
-            return FirstFrameAttnProcessor(proc, backend)
-        return proc
-
-    def set_attn_processor(processor):
-        if isinstance(processor, dict):
-            processor = {name: translate(p) for name, p in processor.items()}
-        return original(translate(processor))
-
-    return set_attn_processor
+def _install(unet: nn.Module, method: type, backend: str, report) -> bool:
+    if method.name in unet.__dict__:
+        report.skip(f"unet.{method.name}", "already patched")
+        return False
+    unet.__dict__[method.name] = method(unet, backend)
+    return True
 
 
 def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_attention: bool = True,
                     conv: bool = True, backend: str = "auto", spatial_self_attention: bool = False) -> None:
     """Installs fastvid processors and modules in a diffusers video model or pipeline, in place.
 
-    ``model``: a UNet3DConditionModel (ModelScope), a UNetSpatioTemporalConditionModel (SVD), a UNet
-    with CrossFrameAttnProcessor, another UNet built from the same temporal layers, or a pipeline holding one as ``.unet`` (TextToVideoZeroPipeline too:
-    the processors it installs on each call are translated). Swaps go to ``report.add(kind, name)``
-    with kind "temporal_attention", "frame_attention" or "conv"; everything left alone goes to
-    ``report.skip(name, reason)``. Spatial self-attention stays on diffusers' SDPA unless
-    ``spatial_self_attention`` is True. Raises FastvidInputError for a model with no video layers.
+    ``model``: a UNet3DConditionModel (ModelScope), a UNetSpatioTemporalConditionModel (SVD), a
+    UNetMotionModel (AnimateDiff), an I2VGenXLUNet, a UNet with CrossFrameAttnProcessor, another
+    model built from the same temporal layers, or a pipeline holding one as ``.unet``
+    (TextToVideoZeroPipeline too: the processors it installs on each call are translated). Swaps go
+    to ``report.add(kind, name)`` with kind "temporal_attention", "frame_attention" or "conv";
+    everything left alone goes to ``report.skip(name, reason)``, fused modules that will call their
+    hooked submodules unfused to ``report.add_unfused(name, reason)``. Spatial self-attention stays on
+    diffusers' SDPA unless ``spatial_self_attention`` is True. Raises FastvidInputError for a model
+    with no video layers.
     """
     unet = _unet(model)
     roles = _roles(unet)
     if not _is_video(model, unet, roles):
-        fail(OP, "model", f"is a {type(unet).__name__} with no temporal layers or cross-frame processors",
-             "a diffusers video model (UNet3DConditionModel, UNetSpatioTemporalConditionModel, I2VGenXLUNet) or a "
-             "Text2Video-Zero pipeline")
+        known = ", ".join(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock, *SWAPS))
+        fail(OP, "model", f"is a {type(unet).__name__} with no temporal layers or cross-frame processors (fastvid "
+             f"patches {known} and Text2Video-Zero's {' / '.join(CROSS_FRAME_PROCESSORS)})",
+             "a diffusers video model (UNet3DConditionModel, UNetSpatioTemporalConditionModel, UNetMotionModel, "
+             "I2VGenXLUNet) or a Text2Video-Zero pipeline")
     enabled = {"temporal": temporal_attention, "cross_frame": frame_attention,
                "spatial": frame_attention and spatial_self_attention}
-    kinds = {"temporal": "temporal_attention", "cross_frame": "frame_attention", "spatial": "frame_attention"}
     installs = {
-        "temporal": (TemporalAttnProcessor, DEFAULT_PROCESSORS, _missing("temporal_attention")),
-        "cross_frame": (FirstFrameAttnProcessor, CROSS_FRAME_PROCESSORS, _missing("frame_attention")),
-        "spatial": (FrameAttnProcessor, DEFAULT_PROCESSORS, _missing("frame_attention")),
+        "temporal": (TemporalAttnProcessor, DEFAULT_PROCESSORS),
+        "cross_frame": (FirstFrameAttnProcessor, CROSS_FRAME_PROCESSORS),
+        "spatial": (FrameAttnProcessor, DEFAULT_PROCESSORS),
     }
     for name, attn in unet.named_modules():
         role = roles.get(name)
@@ -350,59 +426,66 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
                               "spatial_self_attention=True) swaps it)")
         if role not in enabled or not enabled[role]:
             continue
-        cls, expected, missing = installs[role]
-        why = missing or _processor_reason(attn, expected)
+        cls, expected = installs[role]
+        why = _processor_reason(attn, expected)
         if why:
             report.skip(name, why)
             continue
         attn.set_processor(cls(attn.processor, backend))
-        report.add(kinds[role], name)
+        report.add(cls.patch_kind, name, processor=True)
 
-    conv_missing = _missing("temporal_conv", "group_norm_silu", "nn.TemporalConvBlock")
+    kinds_enabled = {"temporal_attention": temporal_attention, "conv": conv}
     for name, module in unet.named_modules():
         swap = SWAPS.get(type(module))
-        if swap is None:
+        if swap is None or not kinds_enabled[swap.patch_kind]:
             continue
-        if swap is FastvidTransformerTemporalModel:
-            if not temporal_attention:
-                continue
-            blocks = module.transformer_blocks
-            why = ("its blocks use positional embeddings or a non-LayerNorm norm"
-                   if any(b.pos_embed is not None or b.norm_type != "layer_norm" for b in blocks) else None)
-            if why is None and not FastvidTransformerTemporalModel._frame_major(module, None, None):
-                why = "not every attention of its blocks runs fastvid's temporal processor"
-            kind = "temporal_attention"
-        else:
-            if not conv:
-                continue
-            why = conv_missing or _conv_reason(module)
-            kind = "conv"
+        why = swap.refusal(module)
         if why:
             report.skip(name, why)
             continue
         module.__class__ = swap
-        if kind == "conv":
-            module.backend = backend
-        report.add(kind, name)
+        module.backend = backend
+        report.add(swap.patch_kind, name)
+    for name, why in unfused_modules(unet):
+        report.add_unfused(name, why)
 
-    if type(model).__name__ in VIDEO_PIPELINES and frame_attention:
-        if "set_attn_processor" in unet.__dict__:
-            report.skip("unet.set_attn_processor", "already patched")
-        elif installs["cross_frame"][2]:
-            report.skip("unet.set_attn_processor", installs["cross_frame"][2])
-        else:
-            unet.set_attn_processor = _translating_set_attn_processor(unet, backend)
-            report.add("frame_attention", "unet.set_attn_processor (CrossFrameAttnProcessor of each call)")
+    _install(unet, _SetDefaultAttnProcessor, backend, report)
+    if type(model).__name__ in VIDEO_PIPELINES and frame_attention and _install(
+            unet, _TranslatingSetAttnProcessor, backend, report):
+        report.add("frame_attention", SET_ATTN_PROCESSOR_SWAP, processor=True)
 
 
-def unpatch_diffusers(model) -> None:
-    """Restores every processor and module class ``patch_diffusers`` installed (processors replaced
-    by the user since are left as they are)."""
+def describe_diffusers(model, report) -> None:
+    """Adds to ``report`` what fastvid runs in the diffusers model or pipeline now."""
     unet = _unet(model)
-    unet.__dict__.pop("set_attn_processor", None)
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention) and isinstance(module.processor, _FastvidAttnProcessor):
+            report.add(module.processor.patch_kind, name, processor=True)
+        elif type(module) in ORIGINAL_CLASS:
+            report.add(type(module).patch_kind, name)
+    if isinstance(unet.__dict__.get("set_attn_processor"), _TranslatingSetAttnProcessor):
+        report.add("frame_attention", SET_ATTN_PROCESSOR_SWAP, processor=True)
+    for name, why in unfused_modules(unet):
+        report.add_unfused(name, why)
+
+
+def _unpatch_attention(unet: nn.Module) -> None:
     for module in unet.modules():
         if isinstance(module, Attention) and isinstance(module.processor, _FastvidAttnProcessor):
             module.set_processor(module.processor.original)
+        if type(module) is FastvidTransformerTemporalModel:
+            module.__dict__.pop("backend", None)
+            module.__class__ = TransformerTemporalModel
+
+
+def unpatch_diffusers(model) -> None:
+    """Restores every processor, module class and method ``patch_diffusers`` installed (processors
+    replaced by the user since are left as they are)."""
+    unet = _unet(model)
+    for method in (_TranslatingSetAttnProcessor, _SetDefaultAttnProcessor):
+        unet.__dict__.pop(method.name, None)
+    _unpatch_attention(unet)
+    for module in unet.modules():
         original = ORIGINAL_CLASS.get(type(module))
         if original is not None:
             module.__dict__.pop("backend", None)
@@ -416,6 +499,7 @@ __all__ = [
     "FirstFrameAttnProcessor",
     "FrameAttnProcessor",
     "TemporalAttnProcessor",
+    "describe_diffusers",
     "patch_diffusers",
     "unpatch_diffusers",
 ]

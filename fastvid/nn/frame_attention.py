@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import reference
 from ..ops.frame_attention import frame_attention
+from ._autocast import call_under_autocast
 from ._fused_qkv import FusedQKV
 
 
@@ -19,7 +20,7 @@ class FrameAttention(FusedQKV, reference.FrameAttention):
     backend = "auto"
 
     def attend(self, q, k, v):
-        return frame_attention(q, k, v, frames=self.frames, backend=self.backend)
+        return call_under_autocast(frame_attention, q, k, v, fp32_op=False, frames=self.frames, backend=self.backend)
 
 
 class SparseCausalAttention(FrameAttention, reference.SparseCausalAttention):

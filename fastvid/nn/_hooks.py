@@ -1,0 +1,56 @@
+"""Whether a fused module may read a submodule's weights directly or must call the submodule.
+
+Users wrap submodules: accelerate offload hooks, diffusers' layerwise casting and group offloading,
+PEFT/LoRA layers replacing a Conv3d or Linear, quantized linears. A fused path that reads
+``conv.weight`` would skip all of them, so each fused module asks :func:`unfused_reason` first and,
+when it names a reason, runs its unfused path, which calls the submodules.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Tuple
+
+import torch
+from torch import nn
+
+PLAIN_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm)
+FP8 = tuple(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+            if hasattr(torch, name))
+
+
+def _layer_reason(module: nn.Module) -> Optional[str]:
+    if type(module) not in PLAIN_LAYERS:
+        return f"is a {type(module).__name__}, not a plain torch layer (a LoRA, quantized or custom layer)"
+    if hasattr(module, "_hf_hook"):
+        return "has an accelerate hook (offload or device placement)"
+    if hasattr(module, "_diffusers_hook"):
+        return "has diffusers hooks (layerwise casting, group offloading or caching)"
+    if "forward" in module.__dict__:
+        return "has its forward replaced on the instance"
+    if module._forward_pre_hooks or module._forward_hooks:
+        return "has forward hooks"
+    for name, p in module.named_parameters(recurse=False):
+        if p.is_meta:
+            return f"has its {name} on the meta device (offloaded)"
+        if type(p.data) is not torch.Tensor:
+            return f"stores its {name} as a {type(p.data).__name__} (a quantized or wrapped tensor)"
+        if not p.is_floating_point() or p.dtype in FP8:
+            return f"stores its {name} in {p.dtype}"
+    return None
+
+
+def unfused_reason(owner: nn.Module, names: Iterable[str]) -> Optional[str]:
+    """Why ``owner`` must call the named submodules (dotted names) instead of reading their weights, or None."""
+    for name in names:
+        why = _layer_reason(owner.get_submodule(name))
+        if why is not None:
+            return f"{name} {why}"
+    return None
+
+
+def unfused_modules(model: nn.Module) -> Iterable[Tuple[str, str]]:
+    """(name, reason) of every fused fastvid module in ``model`` that would run its unfused path now."""
+    for name, module in model.named_modules():
+        reason = getattr(module, "unfused_reason", None)
+        why = reason() if callable(reason) else None
+        if why is not None:
+            yield name, why
