@@ -16,6 +16,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from .. import models as M
+from ..validation import fail
 from .launch import spawn
 
 STRATEGIES = ("dsp", "ulysses", "allgather")
@@ -46,6 +47,8 @@ def _worker(rank: int, world: int, names: Sequence[str], size_name: str, frames:
 def measure(names: Sequence[str], nproc: int, *, size_name: str = "tiny", frames: int = 8,
             strategies: Sequence[str] = STRATEGIES) -> List[Dict]:
     """One row per (model, strategy): bytes sent per step by the busiest rank and by all ranks, per op."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        fail("fastvid.distributed.accounting", "nproc", f"is {nproc!r}", "a positive number of processes")
     with tempfile.TemporaryDirectory() as out_dir:
         spawn(_worker, nproc, list(names), size_name, frames, list(strategies), out_dir)
         per_rank = [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(nproc)]
