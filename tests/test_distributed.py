@@ -8,6 +8,7 @@ FLOPs of the modules the report lists as replicated (timestep embedding, text K/
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -30,6 +31,29 @@ CASES = {
     4: [(m, "dsp", 5) for m in ALL_MODELS] + [("make_a_video", "cfg+dsp", 3)],
 }
 REL_TOL = 1e-5
+# diffusers' UNet3DConditionModel (tiny, random, as in test_diffusers), one forward over 5 frames; "patched" is
+# fastvid.patch(conv=False) first. SVD's UNetSpatioTemporalConditionModel must be refused by name.
+DIFFUSERS = importlib.util.find_spec("diffusers") is not None
+if DIFFUSERS:
+    CASES[2] += [("unet3d", "dsp", 5), ("unet3d_patched", "dsp", 5)]
+
+
+def diffusers_case(name, frames):
+    """(model, inputs) of a diffusers case, the same in every process."""
+    import fastvid
+    from test_diffusers import unet3d, unet3d_inputs
+
+    torch.manual_seed(0)
+    model = unet3d().eval()
+    if name == "unet3d_patched":
+        fastvid.patch(model, conv=False, backend="torch")
+    torch.manual_seed(1)
+    return model, unet3d_inputs(frames)
+
+
+def diffusers_forward(model, inputs):
+    with torch.no_grad():
+        return model(*inputs).sample
 
 
 def tiny(name, frames):
@@ -62,6 +86,11 @@ def group_for(strategy, world):
 def worker(rank, world, cases, out_dir):
     results = []
     for name, strategy, frames in cases:
+        if name.startswith("unet3d"):
+            model, inputs = diffusers_case(name, frames)
+            parallelize(model, strategy=strategy)
+            results.append(dict(video=diffusers_forward(model, inputs), calls=dict(parallel_state(model).calls)))
+            continue
         size = tiny(name, frames)
         model = M.build(name, size)
         report = parallelize(model, group_for(strategy, world), strategy=strategy)
@@ -70,6 +99,15 @@ def worker(rank, world, cases, out_dir):
         st = parallel_state(model)
         results.append(dict(video=video, flops=flops, replicated=report.replicated, calls=dict(st.calls)))
         assert unparallelize(model) == report.total
+    if DIFFUSERS and world == 2:
+        from test_diffusers import svd
+
+        model = svd()
+        classes = [type(m) for m in model.modules()]
+        try:
+            parallelize(model)
+        except FastvidDistributedError as e:
+            results.append(dict(svd_refused=str(e), svd_unchanged=classes == [type(m) for m in model.modules()]))
     torch.save(results, f"{out_dir}/rank{rank}.pt")
 
 
@@ -88,6 +126,13 @@ def world_results(request, tmp_path_factory):
 def test_parallel_sampling_matches_one_process(world_results):
     world, per_rank = world_results
     for i, (name, strategy, frames) in enumerate(CASES[world]):
+        if name.startswith("unet3d"):
+            gold = diffusers_forward(*diffusers_case(name, frames))
+            for rank, results in enumerate(per_rank):
+                err = (results[i]["video"] - gold).abs().max().item() / gold.abs().max().item()
+                assert err <= REL_TOL, f"{name} world {world} rank {rank}: max rel err {err:.3g}"
+                assert results[i]["calls"]["frames_sharded"] == 1
+            continue
         size = tiny(name, frames)
         model = M.build(name, size)
         gold = M.sample(name, model, size, seed=0)
@@ -108,3 +153,19 @@ def test_parallel_sampling_matches_one_process(world_results):
             bound = single.get_total_flops() * share + replicated
             assert r["flops"] <= bound, f"{case} rank {rank}: {r['flops']} FLOPs > {bound:.0f}"
             assert r["calls"]["frames_sharded"] + r["calls"]["batch_split"] > 0, f"{case}: no call was sharded"
+
+
+def test_unsupported_models_are_refused_by_name(world_results):
+    world, per_rank = world_results
+    if not DIFFUSERS or world != 2:
+        pytest.skip("diffusers is not installed" if not DIFFUSERS else "checked in the 2-process group")
+    for results in per_rank:
+        assert "mixes frames" in results[-1]["svd_refused"]
+        assert results[-1]["svd_unchanged"]
+
+
+def test_parallelize_needs_an_initialised_group():
+    if dist.is_initialized():
+        pytest.skip("a default process group exists in this process")
+    with pytest.raises(FastvidDistributedError, match="init_process_group"):
+        parallelize(M.build("vdm", "tiny"))

@@ -14,6 +14,7 @@ stages run unchanged on their frames); the mixins add the communication the othe
 """
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from typing import List, Optional
 
@@ -35,6 +36,7 @@ class ParallelState:
         self.temporal = temporal  # "switch" | "ulysses" | "allgather"
         self.full = full  # "ulysses" | "allgather"
         self.frames: Optional[List[int]] = None
+        self.in_stage = False  # inside a pixel-sharded temporal stage: every GroupNorm spans the shards
         self.calls = {"frames_sharded": 0, "batch_split": 0, "replicated": 0}
 
     @property
@@ -72,11 +74,12 @@ def sharded_group_norm(x: torch.Tensor, groups: int, weight, bias, eps: float, c
 
 
 class ParallelGroupNorm:
-    """GroupNorm: 5-D (B, C, F, H, W) inputs normalise over frames held by other ranks too."""
+    """GroupNorm: 5-D (B, C, F, H, W) inputs, and any input inside a pixel-sharded stage, normalise over
+    frames or pixels held by other ranks too; 4-D (B * F, C, H, W) frames elsewhere are per frame."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         st = state(self)
-        if not st.active or x.dim() < 5:
+        if not st.active or (x.dim() < 5 and not st.in_stage):
             return super().forward(x)
         return sharded_group_norm(x, self.num_groups, self.weight, self.bias, self.eps, st.sp)
 
@@ -134,6 +137,43 @@ class ParallelPseudoConv3d:
         return st.sp.switch(t, 3, 2, pixels, st.frames, "temporal_conv_switch").unflatten(3, (height, width))
 
 
+class ParallelFramesStage:
+    """A temporal stage taking (B * F, C, H, W) frames and ``num_frames`` (diffusers' TemporalConvLayer and
+    TransformerTemporalModel): run on a pixel shard with all frames, as (B * F, C, pixels, 1) "images"."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        st = state(self)
+        if not st.active:
+            return super().forward(hidden_states, *args, **kwargs)
+        local = st.frames[st.sp.rank]
+        height, width = hidden_states.shape[-2:]
+        pixels = shard_sizes(height * width, st.sp.size)
+        x = hidden_states.unflatten(0, (-1, local)).flatten(3)  # (B, F_local, C, H*W)
+        x = st.sp.switch(x, 1, 3, st.frames, pixels, "temporal_stage_switch")
+        call = inspect.signature(super().forward).bind(x.flatten(0, 1).unsqueeze(-1), *args, **kwargs)
+        call.arguments["num_frames"] = sum(st.frames)
+        with _set(st, "in_stage", True):
+            out = super().forward(*call.args, **call.kwargs)
+
+        def back(y: torch.Tensor) -> torch.Tensor:
+            y = st.sp.switch(y.squeeze(-1).unflatten(0, (-1, sum(st.frames))), 3, 1, pixels, st.frames,
+                             "temporal_stage_switch")
+            return y.flatten(0, 1).unflatten(-1, (height, width))
+
+        return map_sample(out, back)
+
+
+def map_sample(out, fn):
+    """``fn`` applied to a model output: a tensor, a tuple whose first item is the sample, or an output
+    object with ``.sample`` (diffusers)."""
+    if isinstance(out, torch.Tensor):
+        return fn(out)
+    if isinstance(out, tuple):
+        return (fn(out[0]),) + tuple(out[1:])
+    out.sample = fn(out.sample)
+    return out
+
+
 class ParallelFrameAttention:
     """Cross-frame attention on frame-sharded tokens: the remote keys/values each local frame reads
     are fetched and concatenated along the key tokens, then attended as "self" (same order as the
@@ -179,6 +219,8 @@ class ParallelDenoiser:
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: Optional[torch.Tensor] = None, *args, **kwargs):
         st = state(self)
+        if context is None and "encoder_hidden_states" in kwargs:  # diffusers' keyword
+            context = kwargs.pop("encoder_hidden_states")
         if st.active:
             return super().forward(x, t, context, *args, **kwargs)
         batch = x.shape[0]
@@ -195,7 +237,7 @@ class ParallelDenoiser:
             t = t.narrow(0, start, n) if t.dim() and t.shape[0] == batch > 1 else t
             context = context.narrow(0, start, n) if context is not None and context.shape[0] == batch else context
         out = self.forward_frames(st, x, t, context, *args, **kwargs)
-        return st.cfg.gather(out, 0, sizes, "cfg_gather") if split else out
+        return map_sample(out, lambda y: st.cfg.gather(y, 0, sizes, "cfg_gather")) if split else out
 
     def forward_frames(self, st: ParallelState, x, t, context, *args, **kwargs):
         unit = self.frame_unit
@@ -212,7 +254,7 @@ class ParallelDenoiser:
             out = super().forward(local, t, context, *args, **kwargs)
         finally:
             st.frames = None
-        return st.sp.gather(out, 2, [n * unit for n in frames], "output_gather")
+        return map_sample(out, lambda y: st.sp.gather(y, 2, [n * unit for n in frames], "output_gather"))
 
 
 class ParallelVideoDiT(ParallelDenoiser):
@@ -231,14 +273,14 @@ class ParallelVideoDiT(ParallelDenoiser):
 
 
 @contextmanager
-def _set(module: nn.Module, name: str, value):
+def _set(obj, name: str, value):
     """Sets a plain attribute for the duration of one call."""
-    had, old = name in module.__dict__, module.__dict__.get(name)
-    module.__dict__[name] = value
+    had, old = name in obj.__dict__, obj.__dict__.get(name)
+    obj.__dict__[name] = value
     try:
         yield
     finally:
         if had:
-            module.__dict__[name] = old
+            obj.__dict__[name] = old
         else:
-            del module.__dict__[name]
+            del obj.__dict__[name]

@@ -68,7 +68,8 @@ def _groups(group, strategy: str) -> Tuple[Optional[dist.ProcessGroup], Optional
 
 
 def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> ParallelReport:
-    """Makes ``model`` (a fastvid reference model, patched or not) compute only its shard on each rank.
+    """Makes ``model`` (a fastvid reference model, patched or not, or diffusers' UNet3DConditionModel)
+    compute only its shard on each rank.
 
     Every rank then calls ``model(x, t, context)`` (or ``fastvid.models.sample``) with the full,
     identical inputs and gets the full output. ``strategy``:
@@ -104,14 +105,29 @@ def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> Paral
     _swap(model, root, st)
     report.add("model: full inputs in, " + ("batch" if sp is None else "frames") + " sharded, output all-gathered", "")
     if sp is not None:
-        _swap_stages(model, st, report)
+        try:
+            _swap_stages(model, st, report)
+        except FastvidDistributedError:
+            unparallelize(model)  # leave the model as it was
+            raise
     return report
 
 
 def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) -> None:
     owners: List[str] = []
+    stages: List[str] = []  # pixel-sharded stages: only their GroupNorms are swapped
     for name, module in model.named_modules():
         if module is model or any(name.startswith(o + ".") for o in owners):
+            continue
+        if any(name.startswith(s + ".") for s in stages):
+            if isinstance(module, nn.GroupNorm):
+                _swap(module, layers.ParallelGroupNorm, st)
+                report.add("GroupNorm: partial statistics all-reduced wherever it spans frames or pixels of other ranks", name)
+            continue
+        if _diffusers_stage(module, name):
+            stages.append(name)
+            _swap(module, layers.ParallelFramesStage, st)
+            report.add("temporal stage (B*F, C, H, W): frames -> pixels all-to-all", name)
             continue
         how = _stage(module, st, name)
         if isinstance(module, CrossAttention):
@@ -129,10 +145,19 @@ def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) ->
     report.notes.append("calls with fewer model frames than sequence ranks run replicated on every rank")
 
 
+def _diffusers_stage(module: nn.Module, name: str) -> bool:
+    """diffusers' TemporalConvLayer / TransformerTemporalModel (ModelScope's UNet3DConditionModel)."""
+    names = {c.__name__ for c in type(module).__mro__ if c.__module__.startswith("diffusers")}
+    if "TemporalConvLayer" in names and type(module).__name__ == "FastvidTemporalConvLayer":
+        raise FastvidDistributedError(f"parallelize: {name} is fastvid-patched (its fused GroupNorm+SiLU cannot "
+                                      "all-reduce statistics); patch diffusers models with conv=False")
+    return bool(names & {"TemporalConvLayer", "TransformerTemporalModel"})
+
+
 def _stage(module: nn.Module, st: ParallelState, name: str):
     """(mixin, description) for a module that needs communication, None for a local one."""
     if isinstance(module, nn.GroupNorm):
-        return layers.ParallelGroupNorm, "GroupNorm over (C/G, F, H, W): partial statistics all-reduced"
+        return layers.ParallelGroupNorm, "GroupNorm: partial statistics all-reduced wherever it spans frames or pixels of other ranks"
     if isinstance(module, reference.TemporalAttention):
         how = {"switch": "frames -> tokens all-to-all", "ulysses": "Ulysses heads all-to-all",
                "allgather": "K/V all-gather"}[st.temporal]
