@@ -22,6 +22,7 @@ if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 from fastvid.distributed import FastvidDistributedError, parallel_state, parallelize, unparallelize  # noqa: E402
+from fastvid.distributed.accounting import STRATEGIES, step_bytes  # noqa: E402
 from fastvid.distributed.launch import spawn  # noqa: E402
 
 ALL_MODELS = tuple(M.MODELS)
@@ -83,6 +84,19 @@ def group_for(strategy, world):
     return init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("cfg", "sequence"))
 
 
+def mismatched_call(rank):
+    """Rank 1 passes one frame more than rank 0: every rank must raise, none may hang."""
+    size = M.size("vdm", "tiny", frames=3)
+    model = M.build("vdm", size)
+    parallelize(model)
+    x, t, context = step_inputs(size)
+    try:
+        model(x[:, :, : 2 + rank], t, context)
+    except FastvidDistributedError as e:
+        return str(e)
+    return None
+
+
 def worker(rank, world, cases, out_dir):
     results = []
     for name, strategy, frames in cases:
@@ -99,6 +113,8 @@ def worker(rank, world, cases, out_dir):
         st = parallel_state(model)
         results.append(dict(video=video, flops=flops, replicated=report.replicated, calls=dict(st.calls)))
         assert unparallelize(model) == report.total
+    if world == 2:
+        results.append(dict(step_bytes=step_bytes("vdm", "tiny", 4, STRATEGIES), mismatch=mismatched_call(rank)))
     if DIFFUSERS and world == 2:
         from test_diffusers import svd
 
@@ -160,8 +176,8 @@ def test_unsupported_models_are_refused_by_name(world_results):
     if not DIFFUSERS or world != 2:
         pytest.skip("diffusers is not installed" if not DIFFUSERS else "checked in the 2-process group")
     for results in per_rank:
-        assert "mixes frames" in results[-1]["svd_refused"]
-        assert results[-1]["svd_unchanged"]
+        svd = next(r for r in results if "svd_refused" in r)
+        assert "mixes frames" in svd["svd_refused"] and svd["svd_unchanged"]
 
 
 def test_parallelize_needs_an_initialised_group():
@@ -169,3 +185,26 @@ def test_parallelize_needs_an_initialised_group():
         pytest.skip("a default process group exists in this process")
     with pytest.raises(FastvidDistributedError, match="init_process_group"):
         parallelize(M.build("vdm", "tiny"))
+
+
+def test_mismatched_inputs_raise_on_every_rank(world_results):
+    world, per_rank = world_results
+    if world != 2:
+        pytest.skip("checked in the 2-process group")
+    for results in per_rank:
+        message = next(r for r in results if "mismatch" in r)["mismatch"]
+        assert message is not None and "different input shapes" in message
+
+
+def test_dsp_moves_fewer_bytes_than_ulysses_and_allgather(world_results):
+    """Counted, not timed: one guided VDM step over 4 frames; DSP switches activations (dim C) where Ulysses
+    moves q, k, v and the output and the all-gather moves all of K and V."""
+    world, per_rank = world_results
+    if world != 2:
+        pytest.skip("checked in the 2-process group")
+    for results in per_rank:
+        rows = {r["strategy"]: r for r in next(r for r in results if "step_bytes" in r)["step_bytes"]}
+        attention = {s: sum(b for op, b in rows[s]["bytes"].items() if op not in ("check", "group_norm", "output_gather"))
+                     for s in STRATEGIES}
+        assert 0 < attention["dsp"] < attention["ulysses"] and attention["dsp"] < attention["allgather"], attention
+        assert rows["dsp"]["bytes"]["group_norm"] == rows["allgather"]["bytes"]["group_norm"] > 0

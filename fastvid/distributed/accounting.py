@@ -26,22 +26,28 @@ NOTE = ("bytes per denoising step (one guided call, batch 2), counted from the c
 
 def _worker(rank: int, world: int, names: Sequence[str], size_name: str, frames: int, strategies: Sequence[str],
             out_dir: str) -> None:
+    rows = [row for name in names for row in step_bytes(name, size_name, frames, strategies)]
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rows))
+
+
+def step_bytes(name: str, size_name: str, frames: int, strategies: Sequence[str]) -> List[Dict]:
+    """In a running process group: this rank's bytes and calls per op for one guided step of model ``name``
+    under each sequence strategy."""
     from . import parallel_state, parallelize, unparallelize
 
+    size = M.size(name, size_name, frames=frames)
+    model = M.build(name, size)
+    x = torch.randn(2, *size.latent_shape[1:], generator=torch.Generator().manual_seed(0))
+    context = torch.randn(2, size.context_len, size.model.context_dim, generator=torch.Generator().manual_seed(1))
     rows = []
-    for name in names:
-        size = M.size(name, size_name, frames=frames)
-        model = M.build(name, size)
-        x = torch.randn(2, *size.latent_shape[1:], generator=torch.Generator().manual_seed(0))
-        context = torch.randn(2, size.context_len, size.model.context_dim, generator=torch.Generator().manual_seed(1))
-        for strategy in strategies:
-            parallelize(model, strategy=strategy)
-            log = parallel_state(model).sp.log
-            with torch.no_grad():
-                model(x, torch.tensor([500]), context)
-            rows.append(dict(model=name, strategy=strategy, rank=rank, bytes=dict(log.bytes), calls=dict(log.calls)))
-            unparallelize(model)
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rows))
+    for strategy in strategies:
+        parallelize(model, strategy=strategy)
+        log = parallel_state(model).sp.log
+        with torch.no_grad():
+            model(x, torch.tensor([500]), context)
+        rows.append(dict(model=name, strategy=strategy, bytes=dict(log.bytes), calls=dict(log.calls)))
+        unparallelize(model)
+    return rows
 
 
 def measure(names: Sequence[str], nproc: int, *, size_name: str = "tiny", frames: int = 8,
