@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastvid.distributed.accounting import STRATEGIES, format_rows, measure  # noqa: E402
+from fastvid.distributed.accounting import SEQUENCE_STRATEGIES, format_rows, measure  # noqa: E402
 from fastvid.models import MODELS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "distributed.jsonl"
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="vdm,make_a_video,controlvideo,dit,dit_alternating")
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--strategies", default=",".join(SEQUENCE_STRATEGIES))
     args = parser.parse_args(argv)
     names = list(MODELS) if args.models == "all" else args.models.split(",")
     rows = measure(names, args.nproc, size_name=args.size, frames=args.frames, strategies=args.strategies.split(","))

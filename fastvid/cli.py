@@ -102,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_list_models())
         return 0
     try:
-        return _bench_nproc(args) if args.nproc else bench(args)
+        return _bench_nproc(args) if args.nproc is not None else bench(args)
     except FastvidInputError as e:
         parser.exit(2, f"fastvid: error: {e}\n")
     except torch.cuda.OutOfMemoryError as e:

@@ -22,13 +22,14 @@ if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 from fastvid.distributed import FastvidDistributedError, parallel_state, parallelize, unparallelize  # noqa: E402
-from fastvid.distributed.accounting import STRATEGIES, step_bytes  # noqa: E402
+from fastvid.distributed.accounting import SEQUENCE_STRATEGIES, step_bytes  # noqa: E402
 from fastvid.distributed.launch import spawn  # noqa: E402
 
 ALL_MODELS = tuple(M.MODELS)
 # (model, strategy, frames) per world size; frames are uneven over the ranks on purpose.
 CASES = {
-    2: [(m, "dsp", 3) for m in ALL_MODELS] + [("vdm", "ulysses", 3), ("controlvideo", "allgather", 3), ("vdm", "cfg", 3)],
+    2: [(m, "dsp", 3) for m in ALL_MODELS]
+    + [("vdm", "ulysses", 3), ("controlvideo", "allgather", 3), ("vdm", "cfg", 3)],
     4: [(m, "dsp", 5) for m in ALL_MODELS] + [("make_a_video", "cfg+dsp", 3)],
 }
 REL_TOL = 1e-5
@@ -114,7 +115,8 @@ def worker(rank, world, cases, out_dir):
         results.append(dict(video=video, flops=flops, replicated=report.replicated, calls=dict(st.calls)))
         assert unparallelize(model) == report.total
     if world == 2:
-        results.append(dict(step_bytes=step_bytes("vdm", "tiny", 4, STRATEGIES), mismatch=mismatched_call(rank)))
+        results.append(dict(step_bytes=step_bytes("vdm", "tiny", 4, SEQUENCE_STRATEGIES),
+                            mismatch=mismatched_call(rank)))
     if DIFFUSERS and world == 2:
         from test_diffusers import svd
 
@@ -204,7 +206,7 @@ def test_dsp_moves_fewer_bytes_than_ulysses_and_allgather(world_results):
         pytest.skip("checked in the 2-process group")
     for results in per_rank:
         rows = {r["strategy"]: r for r in next(r for r in results if "step_bytes" in r)["step_bytes"]}
-        attention = {s: sum(b for op, b in rows[s]["bytes"].items() if op not in ("check", "group_norm", "output_gather"))
-                     for s in STRATEGIES}
+        shared = ("check", "group_norm", "output_gather")
+        attention = {s: sum(b for op, b in rows[s]["bytes"].items() if op not in shared) for s in SEQUENCE_STRATEGIES}
         assert 0 < attention["dsp"] < attention["ulysses"] and attention["dsp"] < attention["allgather"], attention
         assert rows["dsp"]["bytes"]["group_norm"] == rows["allgather"]["bytes"]["group_norm"] > 0

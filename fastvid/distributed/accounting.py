@@ -19,7 +19,7 @@ from .. import models as M
 from ..validation import fail
 from .launch import spawn
 
-STRATEGIES = ("dsp", "ulysses", "allgather")
+SEQUENCE_STRATEGIES = ("dsp", "ulysses", "allgather")
 NOTE = ("bytes per denoising step (one guided call, batch 2), counted from the collectives on CPU/gloo; "
         "identical on NCCL; CPU/gloo runs measure no speed")
 
@@ -51,7 +51,7 @@ def step_bytes(name: str, size_name: str, frames: int, strategies: Sequence[str]
 
 
 def measure(names: Sequence[str], nproc: int, *, size_name: str = "tiny", frames: int = 8,
-            strategies: Sequence[str] = STRATEGIES) -> List[Dict]:
+            strategies: Sequence[str] = SEQUENCE_STRATEGIES) -> List[Dict]:
     """One row per (model, strategy): bytes sent per step by the busiest rank and by all ranks, per op."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         fail("fastvid.distributed.accounting", "nproc", f"is {nproc!r}", "a positive number of processes")

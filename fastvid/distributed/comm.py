@@ -144,7 +144,8 @@ class Comm:
         if any(not torch.equal(p, mine) for p in parts):
             raise FastvidDistributedError(
                 f"fastvid.distributed ({self.name} group): ranks passed different {what}: "
-                f"{[[v for v in p.tolist() if v >= 0] for p in parts]}; every rank must call the model with the same full inputs")
+                f"{[[v for v in p.tolist() if v >= 0] for p in parts]}; "
+                "every rank must call the model with the same full inputs")
 
 
 def _numel(shape: Sequence[int]) -> int:

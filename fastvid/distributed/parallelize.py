@@ -18,7 +18,9 @@ from .layers import ParallelState
 
 STRATEGIES = ("dsp", "ulysses", "allgather", "cfg", "cfg+dsp", "cfg+ulysses", "cfg+allgather")
 # sequence strategy -> (temporal attention, full attention)
-SEQUENCE_MODES = {"dsp": ("switch", "ulysses"), "ulysses": ("ulysses", "ulysses"), "allgather": ("allgather", "allgather")}
+SEQUENCE_MODES = {"dsp": ("switch", "ulysses"), "ulysses": ("ulysses", "ulysses"),
+                  "allgather": ("allgather", "allgather")}
+GROUP_NORM_HOW = "GroupNorm: partial statistics all-reduced wherever it spans frames or pixels of other ranks"
 _ORIGINAL = "_fastvid_parallel_original"
 _CLASSES: Dict[Tuple[type, type], type] = {}
 
@@ -58,11 +60,13 @@ def _groups(group, strategy: str) -> Tuple[Optional[dist.ProcessGroup], Optional
     combined = strategy.startswith("cfg+")
     if combined:
         if mesh_dims != 2:
-            fail("parallelize", "group", f"is {type(group).__name__}", f"a 2-D DeviceMesh (cfg, sequence) for {strategy!r}")
+            fail("parallelize", "group", f"is {type(group).__name__}",
+                 f"a 2-D DeviceMesh (cfg, sequence) for {strategy!r}")
         return group.get_group(1), group.get_group(0)
     if mesh_dims is not None:
         if mesh_dims != 1:
-            fail("parallelize", "group", f"is a {mesh_dims}-D DeviceMesh", f"a 1-D mesh or a process group for {strategy!r}")
+            fail("parallelize", "group", f"is a {mesh_dims}-D DeviceMesh",
+                 f"a 1-D mesh or a process group for {strategy!r}")
         group = group.get_group(0)
     return (None, group) if strategy == "cfg" else (group, None)
 
@@ -84,7 +88,8 @@ def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> Paral
 
     ``group``: a process group, a DeviceMesh, or None (the default group); its timeout (set by
     ``init_process_group(timeout=...)``) bounds every collective. Calls with fewer model frames than
-    sequence ranks run replicated (``parallel_state(model).calls`` counts each kind of call). Returns a :class:`ParallelReport`.
+    sequence ranks run replicated (``parallel_state(model).calls`` counts each kind of call).
+    Returns a :class:`ParallelReport`.
     """
     check_choice("parallelize", "strategy", strategy, STRATEGIES)
     if not isinstance(model, nn.Module):
@@ -122,7 +127,7 @@ def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) ->
         if any(name.startswith(s + ".") for s in stages):
             if isinstance(module, nn.GroupNorm):
                 _swap(module, layers.ParallelGroupNorm, st)
-                report.add("GroupNorm: partial statistics all-reduced wherever it spans frames or pixels of other ranks", name)
+                report.add(GROUP_NORM_HOW, name)
             continue
         if _diffusers_stage(module, name):
             stages.append(name)
@@ -157,7 +162,7 @@ def _diffusers_stage(module: nn.Module, name: str) -> bool:
 def _stage(module: nn.Module, st: ParallelState, name: str):
     """(mixin, description) for a module that needs communication, None for a local one."""
     if isinstance(module, nn.GroupNorm):
-        return layers.ParallelGroupNorm, "GroupNorm: partial statistics all-reduced wherever it spans frames or pixels of other ranks"
+        return layers.ParallelGroupNorm, GROUP_NORM_HOW
     if isinstance(module, reference.TemporalAttention):
         how = {"switch": "frames -> tokens all-to-all", "ulysses": "Ulysses heads all-to-all",
                "allgather": "K/V all-gather"}[st.temporal]
@@ -176,7 +181,7 @@ def _stage(module: nn.Module, st: ParallelState, name: str):
                else "K/V all-gather"}[module.frames]
         return layers.ParallelFrameAttention, f"frame attention ({module.frames}): {how}"
     if isinstance(module, reference.PseudoConv3d):
-        return layers.ParallelPseudoConv3d, "pseudo-3D conv: temporal conv on a pixel shard (frames -> pixels all-to-all)"
+        return layers.ParallelPseudoConv3d, "pseudo-3D conv: temporal conv on a pixel shard (frames -> pixels)"
     if isinstance(module, reference.TemporalConvBlock) or (
             isinstance(module, nn.Conv3d) and module.kernel_size[0] > 1 and module.kernel_size[0] != module.stride[0]):
         raise FastvidDistributedError(f"parallelize: {name} ({type(module).__name__}) mixes frames in a way "
