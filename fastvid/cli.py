@@ -154,7 +154,24 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-plot", action="store_true", help="skip the PNG plot (no matplotlib needed)")
     b.add_argument("--progress", action="store_true", help="show a progress bar for each sampling run")
     b.add_argument("--list", action="store_true", help="list the models and their sizes, then exit")
+    _add_nproc_option(b)
     return parser
+
+
+def _add_nproc_option(b: argparse.ArgumentParser) -> None:
+    b.add_argument("--nproc", type=int, default=None,
+                   help="spawn N gloo processes and count the bytes each sequence-parallel strategy sends per "
+                        "denoising step (fastvid.distributed; bytes, not speed; --size defaults to tiny, --frames to 8)")
+
+
+def _bench_nproc(args: argparse.Namespace) -> int:
+    from .distributed.accounting import format_rows, measure
+
+    names = check_models(args.models)
+    nproc = check_positive("--nproc", args.nproc)
+    frames = check_positive("--frames", args.frames) or 8
+    print(format_rows(measure(names, nproc, size_name=args.size or "tiny", frames=frames)))
+    return 0
 
 
 def _list_models() -> str:
@@ -203,7 +220,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_list_models())
         return 0
     try:
-        return bench(args)
+        return _bench_nproc(args) if args.nproc is not None else bench(args)
     except BadArgument as e:
         parser.exit(EXIT_BAD_INPUT, f"fastvid {args.command}: error: {e}\n")
     except torch.cuda.OutOfMemoryError as e:

@@ -1,0 +1,219 @@
+"""``parallelize()`` / ``unparallelize()``: sequence-parallel (and classifier-free-guidance-parallel)
+sampling of a video model, by swapping module classes in place as ``fastvid.patch`` does."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch.distributed as dist
+from torch import nn
+
+from .. import reference
+from ..models.dit import VideoDiT
+from ..models.layers import CrossAttention
+from ..validation import check_choice, fail
+from . import layers
+from .comm import Comm, FastvidDistributedError
+from .layers import ParallelState
+
+STRATEGIES = ("dsp", "ulysses", "allgather", "cfg", "cfg+dsp", "cfg+ulysses", "cfg+allgather")
+# sequence strategy -> (temporal attention, full attention)
+SEQUENCE_MODES = {"dsp": ("switch", "ulysses"), "ulysses": ("ulysses", "ulysses"),
+                  "allgather": ("allgather", "allgather")}
+GROUP_NORM_HOW = "GroupNorm: partial statistics all-reduced wherever it spans frames or pixels of other ranks"
+_ORIGINAL = "_fastvid_parallel_original"
+_CLASSES: Dict[Tuple[type, type], type] = {}
+
+
+@dataclass
+class ParallelReport:
+    """What ``parallelize()`` sharded how, what every rank computes in full, and the group sizes."""
+
+    strategy: str
+    sequence_ranks: int
+    cfg_ranks: int
+    sharded: Dict[str, List[str]] = field(default_factory=dict)
+    replicated: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    def add(self, how: str, name: str) -> None:
+        self.sharded.setdefault(how, []).append(name or "<model>")
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.sharded.values())
+
+    def __str__(self) -> str:
+        lines = [f"ParallelReport: strategy {self.strategy!r}, {self.sequence_ranks} sequence rank(s) x "
+                 f"{self.cfg_ranks} cfg rank(s), {self.total} module(s) swapped"]
+        for how, names in self.sharded.items():
+            lines.append(f"  {how}: {len(names)}  {', '.join(names)}")
+        if self.replicated:
+            lines.append(f"  replicated (every rank computes in full): {', '.join(self.replicated)}")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _groups(group, strategy: str) -> Tuple[Optional[dist.ProcessGroup], Optional[dist.ProcessGroup]]:
+    """(sequence group, cfg group) from a process group, None (the default group) or a DeviceMesh."""
+    mesh_dims = getattr(group, "ndim", None)
+    combined = strategy.startswith("cfg+")
+    if combined:
+        if mesh_dims != 2:
+            fail("parallelize", "group", f"is {type(group).__name__}",
+                 f"a 2-D DeviceMesh (cfg, sequence) for {strategy!r}")
+        return group.get_group(1), group.get_group(0)
+    if mesh_dims is not None:
+        if mesh_dims != 1:
+            fail("parallelize", "group", f"is a {mesh_dims}-D DeviceMesh",
+                 f"a 1-D mesh or a process group for {strategy!r}")
+        group = group.get_group(0)
+    return (None, group) if strategy == "cfg" else (group, None)
+
+
+def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> ParallelReport:
+    """Makes ``model`` (a fastvid reference model, patched or not, or diffusers' UNet3DConditionModel)
+    compute only its shard on each rank.
+
+    Every rank then calls ``model(x, t, context)`` (or ``fastvid.models.sample``) with the full,
+    identical inputs and gets the full output. ``strategy``:
+
+    - "dsp": spatial stages shard frames, temporal attention / temporal conv shard tokens / pixels,
+      one all-to-all at each switch; full attention ("all") by Ulysses (heads), or by a K/V all-gather
+      when there are fewer heads than ranks;
+    - "ulysses": as "dsp", but temporal attention by Ulysses too; "allgather": every attention reads
+      all-gathered K/V (both for comparison: they move more bytes);
+    - "cfg": the batch (the conditional and unconditional halves of a guided call) split over the ranks;
+    - "cfg+dsp" (…+ulysses, …+allgather): both, ``group`` a 2-D DeviceMesh (cfg, sequence).
+
+    ``group``: a process group, a DeviceMesh, or None (the default group); its timeout (set by
+    ``init_process_group(timeout=...)``) bounds every collective. Calls with fewer model frames than
+    sequence ranks run replicated (``parallel_state(model).calls`` counts each kind of call).
+    Returns a :class:`ParallelReport`.
+    """
+    check_choice("parallelize", "strategy", strategy, STRATEGIES)
+    if not isinstance(model, nn.Module):
+        fail("parallelize", "model", f"is a {type(model).__name__}", "a torch.nn.Module (a fastvid reference model)")
+    if not dist.is_initialized():
+        raise FastvidDistributedError("parallelize: torch.distributed is not initialised; start the processes with "
+                                      "torchrun and call torch.distributed.init_process_group first")
+    if _ORIGINAL in model.__dict__:
+        fail("parallelize", "model", "is already parallelized", "a model not yet parallelized (call unparallelize)")
+    sp_group, cfg_group = _groups(group, strategy)
+    sequence = strategy.split("+")[-1]
+    sp = Comm(sp_group, "sequence") if sequence != "cfg" else None
+    cfg = Comm(cfg_group, "cfg") if strategy.startswith("cfg") else None
+    temporal, full = SEQUENCE_MODES.get(sequence, ("switch", "ulysses"))
+    st = ParallelState(sp, cfg, temporal, full)
+    report = ParallelReport(strategy, sp.size if sp else 1, cfg.size if cfg else 1)
+    root = layers.ParallelVideoDiT if isinstance(model, VideoDiT) else layers.ParallelDenoiser
+    _swap(model, root, st)
+    report.add("model: full inputs in, " + ("batch" if sp is None else "frames") + " sharded, output all-gathered", "")
+    if sp is not None:
+        try:
+            _swap_stages(model, st, report)
+        except FastvidDistributedError:
+            unparallelize(model)  # leave the model as it was
+            raise
+    return report
+
+
+def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) -> None:
+    owners: List[str] = []
+    stages: List[str] = []  # pixel-sharded stages: only their GroupNorms are swapped
+    for name, module in model.named_modules():
+        if module is model or any(name.startswith(o + ".") for o in owners):
+            continue
+        if any(name.startswith(s + ".") for s in stages):
+            if isinstance(module, nn.GroupNorm):
+                _swap(module, layers.ParallelGroupNorm, st)
+                report.add(GROUP_NORM_HOW, name)
+            continue
+        if _diffusers_stage(module, name):
+            stages.append(name)
+            _swap(module, layers.ParallelFramesStage, st)
+            report.add("temporal stage (B*F, C, H, W): frames -> pixels all-to-all", name)
+            continue
+        how = _stage(module, st, name)
+        if isinstance(module, CrossAttention):
+            report.replicated += [f"{name}.to_k", f"{name}.to_v"]
+        elif name.split(".")[-1] in ("time_embed", "temb", "modulation", "modulation_out"):
+            report.replicated.append(name)
+        if how is None:
+            continue
+        mixin, text = how
+        owners.append(name)
+        _swap(module, mixin, st)
+        report.add(text, name)
+    report.notes.append("spatial stages (per-frame convs, spatial attention, LayerNorm, cross-attention, MLPs) "
+                        "run unchanged on each rank's frames")
+    report.notes.append("calls with fewer model frames than sequence ranks run replicated on every rank")
+
+
+def _diffusers_stage(module: nn.Module, name: str) -> bool:
+    """diffusers' TemporalConvLayer / TransformerTemporalModel (ModelScope's UNet3DConditionModel)."""
+    names = {c.__name__ for c in type(module).__mro__ if c.__module__.startswith("diffusers")}
+    if "TemporalConvLayer" in names and type(module).__name__ == "FastvidTemporalConvLayer":
+        raise FastvidDistributedError(f"parallelize: {name} is fastvid-patched (its fused GroupNorm+SiLU cannot "
+                                      "all-reduce statistics); patch diffusers models with conv=False")
+    return bool(names & {"TemporalConvLayer", "TransformerTemporalModel"})
+
+
+def _stage(module: nn.Module, st: ParallelState, name: str):
+    """(mixin, description) for a module that needs communication, None for a local one."""
+    if isinstance(module, nn.GroupNorm):
+        return layers.ParallelGroupNorm, GROUP_NORM_HOW
+    if isinstance(module, reference.TemporalAttention):
+        how = {"switch": "frames -> tokens all-to-all", "ulysses": "Ulysses heads all-to-all",
+               "allgather": "K/V all-gather"}[st.temporal]
+        if st.temporal == "ulysses" and not st.heads_shardable(module.heads):
+            how = "K/V all-gather (fewer heads than ranks)"
+        return layers.ParallelTemporalAttention, f"temporal attention: {how}"
+    if isinstance(module, reference.FrameAttention):
+        if isinstance(module.frames, str) and module.frames == "self":
+            return None
+        if not isinstance(module.frames, str):
+            raise FastvidDistributedError(f"parallelize: {name} attends an explicit frame table, which has no "
+                                          "sharded form; use 'first', 'sparse_causal' or 'all'")
+        how = {"first": "frame 0's K/V broadcast from its owner",
+               "sparse_causal": "frame 0's K/V broadcast + previous frame's K/V from the neighbour",
+               "all": "Ulysses heads all-to-all" if st.full == "ulysses" and st.heads_shardable(module.heads)
+               else "K/V all-gather"}[module.frames]
+        return layers.ParallelFrameAttention, f"frame attention ({module.frames}): {how}"
+    if isinstance(module, reference.PseudoConv3d):
+        return layers.ParallelPseudoConv3d, "pseudo-3D conv: temporal conv on a pixel shard (frames -> pixels)"
+    if isinstance(module, reference.TemporalConvBlock) or (
+            isinstance(module, nn.Conv3d) and module.kernel_size[0] > 1 and module.kernel_size[0] != module.stride[0]):
+        raise FastvidDistributedError(f"parallelize: {name} ({type(module).__name__}) mixes frames in a way "
+                                      "fastvid.distributed does not shard yet")
+    return None
+
+
+def _swap(module: nn.Module, mixin: type, st: ParallelState) -> None:
+    cls = type(module)
+    key = (mixin, cls)
+    if key not in _CLASSES:
+        _CLASSES[key] = type(f"Parallel{cls.__name__}", (mixin, cls), {"__module__": __name__})
+    module.__dict__[_ORIGINAL] = cls
+    module.__dict__[layers._STATE] = st
+    module.__class__ = _CLASSES[key]
+
+
+def parallel_state(model: nn.Module) -> ParallelState:
+    """The groups, strategy and call counts of a parallelized model."""
+    if _ORIGINAL not in model.__dict__:
+        fail("parallel_state", "model", "is not parallelized", "a model returned by parallelize()")
+    return layers.state(model)
+
+
+def unparallelize(model: nn.Module) -> int:
+    """Restores the classes ``parallelize()`` swapped. Returns how many modules it restored."""
+    restored = 0
+    for module in model.modules():
+        original = module.__dict__.pop(_ORIGINAL, None)
+        if original is None:
+            continue
+        module.__dict__.pop(layers._STATE, None)
+        module.__class__ = original
+        restored += 1
+    return restored
