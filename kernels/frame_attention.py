@@ -35,22 +35,36 @@ def _configs(gpu):
 
 
 # (BLOCK_N query rows, BLOCK_M key rows, warps, stages). Checked with ptxas for sm_90a at head_dim 40, 64,
-# 72 and 128: no spills, except the forward's 128 x 128 tile above 96 columns (_spill_free drops it there).
-# 128 x 128 halves the per-key instruction count of the forward's softmax and wgmma set-up against 128 x 64.
-_FWD = _configs([(128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)])
-_BWD = _configs([(64, 64, 4, 2), (32, 64, 4, 2), (32, 32, 4, 1), (32, 32, 8, 1)])
-WIDE_TILE_MAX_COLUMNS = 96
+# 72 and 128 (benchmarks/results/kernel_resources.md has the benchmark shapes): none spills, except the tiles
+# of the NARROW_ONLY sets above 96 columns (head_dim 97..128), where the autotuner drops them. 128 x 128 halves
+# the forward's per-key softmax and wgmma set-up instructions against 128 x 64. dK/dV at 64 x 64 spilled at
+# head_dim 72 and 128 and is gone.
+_FWD_TILES = [(128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)]
+_FWD_NARROW_ONLY = [(128, 128, 8, 2)]
+_DQ_TILES = [(64, 64, 4, 2), (32, 64, 4, 2), (32, 32, 4, 1), (32, 32, 8, 1)]
+_DKV_TILES = [(32, 64, 4, 2), (32, 32, 4, 1), (32, 32, 8, 1)]
+_DKV_NARROW_ONLY = [(32, 32, 8, 1)]
+NARROW_COLUMNS = 96
 
 
-def _spill_free(configs, named_args, **kwargs):
-    """Autotune pruning: the 128 x 128 forward tile only where its registers hold the head dim's columns."""
-    args = {**named_args, **kwargs}
-    columns = args["D_LO"] + (args["D_HI"] if args["HEAD_DIM"] > args["D_LO"] else 0)
-    if columns <= WIDE_TILE_MAX_COLUMNS:
-        return configs
-    return [c for c in configs if c.kwargs["BLOCK_M"] < 128] or configs
+def _tile(config):
+    return config.kwargs["BLOCK_N"], config.kwargs["BLOCK_M"], config.num_warps, config.num_stages
+
+
+def _spill_free(narrow_only):
+    """Autotune pruning: tiles in ``narrow_only`` only where the head dim's columns (D_LO + D_HI) fit them."""
+    def prune(configs, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        columns = args["D_LO"] + (args["D_HI"] if args["HEAD_DIM"] > args["D_LO"] else 0)
+        if columns <= NARROW_COLUMNS:
+            return configs
+        return [c for c in configs if _tile(c) not in narrow_only] or configs
+    return dict(early_config_prune=prune)
+
+
+_FWD, _DQ, _DKV = _configs(_FWD_TILES), _configs(_DQ_TILES), _configs(_DKV_TILES)
 # The launcher skips the key mask when M is a multiple of this (BLOCK_M values are powers of two).
-LARGEST_BLOCK_M = max(config.kwargs["BLOCK_M"] for config in _FWD + _BWD)
+LARGEST_BLOCK_M = max(config.kwargs["BLOCK_M"] for config in _FWD + _DQ)
 # The table width separates "first" (1), "sparse_causal" (2) and "all" (F): each gets its own tuning.
 _KEY = ["num_q", "num_k", "table_width", "HEAD_DIM", "ALIGN"]
 
@@ -166,7 +180,7 @@ def _next_tile(entry, start, num_k, BLOCK_M: tl.constexpr):
     return entry + wrap.to(tl.int32), tl.where(wrap, 0, start)
 
 
-@triton.autotune(_FWD, key=_KEY, prune_configs_by=dict(early_config_prune=_spill_free))
+@triton.autotune(_FWD, key=_KEY, prune_configs_by=_spill_free(_FWD_NARROW_ONLY))
 @triton.jit
 def frame_attention_fwd_kernel(
     Q, K, V, Table, Out, Lse,
@@ -219,7 +233,7 @@ def frame_attention_fwd_kernel(
     tl.store(lse_ptrs, m_i + tl.log2(l_i), mask=mask_n)
 
 
-@triton.autotune(_BWD, key=_KEY)
+@triton.autotune(_DQ, key=_KEY)
 @triton.jit
 def frame_attention_bwd_dq_kernel(
     Q, K, V, Table, Out, DOut, Lse, Delta, DQ,
@@ -276,7 +290,7 @@ def frame_attention_bwd_dq_kernel(
                 stride_xn, stride_xd, mask_n, HEAD_DIM, D_LO, D_HI, ALIGN)
 
 
-@triton.autotune(_BWD, key=_KEY)
+@triton.autotune(_DKV, key=_KEY, prune_configs_by=_spill_free(_DKV_NARROW_ONLY))
 @triton.jit
 def frame_attention_bwd_dkv_kernel(
     Q, K, V, Counts, DOut, Lse, Delta, DK, DV,
