@@ -153,20 +153,23 @@ def _head_base(ptr, b, f, h, stride_b, stride_f, stride_h, ALIGN: tl.constexpr):
 
 
 @triton.jit
-def _table_kv_tile(k_head, v_head, row, entry, start, offs_m, num_k, stride_tk, stride_kf, stride_km, stride_kd,
-                   stride_vf, stride_vm, stride_vd, HEAD_DIM: tl.constexpr, D_LO: tl.constexpr, D_HI: tl.constexpr,
-                   ALIGN: tl.constexpr):
-    """Key rows [start, start + BLOCK_M) of frame ``row[entry]``: K and V as (lo, hi) column tiles, the key
+def _table_kv_tile(K, V, Table, b, f, h, entry, start, offs_m, num_k, stride_ti, stride_tk, stride_kb, stride_kf,
+                   stride_km, stride_kh, stride_kd, stride_vb, stride_vf, stride_vm, stride_vh, stride_vd,
+                   HEAD_DIM: tl.constexpr, D_LO: tl.constexpr, D_HI: tl.constexpr, ALIGN: tl.constexpr):
+    """For query frame f (batch b, head h): key rows [start, start + BLOCK_M) of frame j = Table[f, entry] (the
+    walk shared by the forward and dQ kernels). Returns K and V as (lo, hi) column tiles, the key
     mask (all False for a -1 entry, whose loads then read nothing) and ``skip``, 0 or (for a -1 entry) -inf,
     to add to the row maximum of the scores. The per-row offsets do not depend on the step, so the compiler
     keeps them out of the loop."""
-    j = tl.load(row + entry * stride_tk)
+    j = tl.load(Table + f * stride_ti + entry * stride_tk)
     mask_m = start + offs_m < tl.where(j >= 0, num_k, 0)
     skip = tl.where(j >= 0, 0.0, float("-inf"))
     frame = tl.maximum(j, 0).to(tl.int64)
     first = start.to(tl.int64)
-    k_tile = k_head + frame * _aligned(stride_kf, ALIGN) + first * _aligned(stride_km, ALIGN)
-    v_tile = v_head + frame * _aligned(stride_vf, ALIGN) + first * _aligned(stride_vm, ALIGN)
+    k_tile = (_head_base(K, b, 0, h, stride_kb, 0, stride_kh, ALIGN) + frame * _aligned(stride_kf, ALIGN)
+              + first * _aligned(stride_km, ALIGN))
+    v_tile = (_head_base(V, b, 0, h, stride_vb, 0, stride_vh, ALIGN) + frame * _aligned(stride_vf, ALIGN)
+              + first * _aligned(stride_vm, ALIGN))
     k_lo, k_hi = _load_rows(k_tile, offs_m, stride_km, stride_kd, mask_m, HEAD_DIM, D_LO, D_HI, ALIGN)
     v_lo, v_hi = _load_rows(v_tile, offs_m, stride_vm, stride_vd, mask_m, HEAD_DIM, D_LO, D_HI, ALIGN)
     return k_lo, k_hi, v_lo, v_hi, mask_m, skip
@@ -200,9 +203,6 @@ def frame_attention_fwd_kernel(
     offs_m = tl.arange(0, BLOCK_M)
     q_lo, q_hi = _load_rows(_head_base(Q, b, f, h, stride_qb, stride_qf, stride_qh, ALIGN), offs_n, stride_qn,
                             stride_qd, mask_n, HEAD_DIM, D_LO, D_HI, ALIGN)
-    k_head = _head_base(K, b, 0, h, stride_kb, 0, stride_kh, ALIGN)
-    v_head = _head_base(V, b, 0, h, stride_vb, 0, stride_vh, ALIGN)
-    row = Table + f * stride_ti
 
     # A finite start: a fully masked tile (a -1 entry) leaves m_i unchanged instead of giving inf - inf.
     m_i = tl.full([BLOCK_N], -1.0e30, tl.float32)
@@ -212,8 +212,8 @@ def frame_attention_fwd_kernel(
     entry, start = tl.zeros([], tl.int32), tl.zeros([], tl.int32)  # the walk: table entry, first key row
     for _ in range(0, table_width * tl.cdiv(num_k, BLOCK_M)):
         k_lo, k_hi, v_lo, v_hi, mask_m, skip = _table_kv_tile(
-            k_head, v_head, row, entry, start, offs_m, num_k, stride_tk, stride_kf, stride_km, stride_kd, stride_vf,
-            stride_vm, stride_vd, HEAD_DIM, D_LO, D_HI, ALIGN)
+            K, V, Table, b, f, h, entry, start, offs_m, num_k, stride_ti, stride_tk, stride_kb, stride_kf, stride_km,
+            stride_kh, stride_kd, stride_vb, stride_vf, stride_vm, stride_vh, stride_vd, HEAD_DIM, D_LO, D_HI, ALIGN)
         s = _dot_nt(q_lo, q_hi, k_lo, k_hi, HAS_HI, DOT_PRECISION)
         if not EVEN_M:
             s = tl.where(mask_m[None, :], s, float("-inf"))
@@ -261,21 +261,18 @@ def frame_attention_bwd_dq_kernel(
                             stride_od, mask_n, HEAD_DIM, D_LO, D_HI, ALIGN)
     row_offs = b * stride_lb + f * stride_lf + h * stride_lh + offs_n * stride_ln
     lse = tl.load(Lse + row_offs, mask=mask_n, other=float("inf"))
+    dq_lo = tl.zeros([BLOCK_N, D_LO], tl.float32)
+    dq_hi = tl.zeros([BLOCK_N, D_HI], tl.float32)
     delta = tl.sum(do_lo.to(tl.float32) * o_lo.to(tl.float32), 1)
     if HAS_HI:
         delta += tl.sum(do_hi.to(tl.float32) * o_hi.to(tl.float32), 1)
     tl.store(Delta + row_offs, delta, mask=mask_n)
-    k_head = _head_base(K, b, 0, h, stride_kb, 0, stride_kh, ALIGN)
-    v_head = _head_base(V, b, 0, h, stride_vb, 0, stride_vh, ALIGN)
-    row = Table + f * stride_ti
 
-    dq_lo = tl.zeros([BLOCK_N, D_LO], tl.float32)
-    dq_hi = tl.zeros([BLOCK_N, D_HI], tl.float32)
     entry, start = tl.zeros([], tl.int32), tl.zeros([], tl.int32)  # the walk: table entry, first key row
     for _ in range(0, table_width * tl.cdiv(num_k, BLOCK_M)):
         k_lo, k_hi, v_lo, v_hi, mask_m, skip = _table_kv_tile(
-            k_head, v_head, row, entry, start, offs_m, num_k, stride_tk, stride_kf, stride_km, stride_kd, stride_vf,
-            stride_vm, stride_vd, HEAD_DIM, D_LO, D_HI, ALIGN)
+            K, V, Table, b, f, h, entry, start, offs_m, num_k, stride_ti, stride_tk, stride_kb, stride_kf, stride_km,
+            stride_kh, stride_kd, stride_vb, stride_vf, stride_vm, stride_vh, stride_vd, HEAD_DIM, D_LO, D_HI, ALIGN)
         p = tl.exp2(_dot_nt(q_lo, q_hi, k_lo, k_hi, HAS_HI, DOT_PRECISION) * qk_scale - (lse - skip)[:, None])
         if not EVEN_M:
             p = tl.where(mask_m[None, :], p, 0.0)
