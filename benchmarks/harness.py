@@ -1,6 +1,7 @@
 """One benchmark harness for every op.
 
-- ``environment()``: what the numbers were measured on (device, versions, commit, date).
+- ``environment()``, ``time_ms()``, ``peak_memory_bytes()``: ``fastvid.timing``'s, which ``fastvid bench``
+  uses too: what the numbers were measured on (device, versions, commit, date), median time, peak memory.
 - ``measure_ceilings()``: the card's device-copy bandwidth and bf16 matmul rate, measured in
   the same run, so each result can be given as a fraction of the roofline.
 - ``bench()``: median time over rotating input sets (no cache-resident timing), forward,
@@ -13,44 +14,17 @@ On CPU every row says device "cpu": those timings are for checking the harness, 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import platform
-import statistics
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from fastvid.timing import environment, peak_memory_bytes, time_ms  # noqa: F401 (the benchmarks' names)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("fwd", "bwd", "fwd+bwd")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def environment(device: str) -> Dict[str, str]:
-    import triton
-
-    env = {
-        "device": device,
-        "gpu": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda or "",
-        "cudnn": str(torch.backends.cudnn.version() or "") if device == "cuda" else "",
-        "commit": _commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    return env
 
 
 def default_device() -> str:
@@ -95,39 +69,6 @@ def finish(op: str, rows: List[Dict[str, object]], out_dir: Path) -> Path:
     path = write_rows(op, rows, out_dir)
     print(f"# {len(rows)} rows appended to {path}")
     return path
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_ms(fn: Callable[[], object], device: str, *, warmup: int = 3, rep: int = 10) -> float:
-    """Median milliseconds of ``fn()``: triton's do_bench on CUDA, perf_counter on CPU."""
-    if device == "cuda":
-        import triton.testing
-
-        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rep):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
-
-
-def peak_memory_bytes(fn: Callable[[], object], device: str) -> Optional[int]:
-    """Peak memory allocated while ``fn`` runs, above what was allocated before (CUDA only)."""
-    if device != "cuda":
-        return None
-    _sync(device)
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    _sync(device)
-    return torch.cuda.max_memory_allocated() - base
 
 
 def measure_ceilings(device: str) -> Dict[str, Optional[float]]:

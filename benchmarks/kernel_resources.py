@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -29,10 +28,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch  # noqa: E402
 
 from benchmarks import shapes  # noqa: E402
+from fastvid.ops import _launch  # noqa: E402
+from fastvid.registry import OPS as REGISTRY  # noqa: E402
 
 H100_SMS = 132
 GROUPS = 32
-OPS_MODULES = ("temporal_attention", "frame_attention", "temporal_conv", "group_norm_silu")
 _TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
           torch.int64: "i64", torch.uint8: "u8", torch.bool: "i1"}
 
@@ -114,18 +114,14 @@ class _Recorder:
 @contextlib.contextmanager
 def _capturing(sink: List[Launch]):
     """Kernel objects replaced by recorders, the SM count fixed, meta tensors seen as CUDA ones."""
-    kernels = [importlib.import_module(f"fastvid.kernels.{name}") for name in OPS_MODULES]
-    ops = [sys.modules[f"fastvid.ops.{name}"] for name in OPS_MODULES]
-    saved = []
+    kernels = [spec.kernels() for spec in REGISTRY.values()]
+    saved = [(_launch, "sm_count", _launch.sm_count)]
+    _launch.sm_count = lambda index: H100_SMS
     for module in kernels:
         for name, obj in list(vars(module).items()):
             if name.endswith("_kernel") and hasattr(obj, "__getitem__"):
                 saved.append((module, name, obj))
                 setattr(module, name, _Recorder(obj, sink))
-    for module in ops:
-        if hasattr(module, "_multiprocessors"):
-            saved.append((module, "_multiprocessors", module._multiprocessors))
-            module._multiprocessors = lambda index: H100_SMS
     torch.Tensor.is_cuda = property(lambda self: True)  # meta tensors take the launchers' CUDA paths
     try:
         yield
@@ -136,7 +132,7 @@ def _capturing(sink: List[Launch]):
 
 
 def _op(name):
-    return sys.modules[f"fastvid.ops.{name}"]
+    return REGISTRY[name].module
 
 
 def _temporal_attention(shape, dtype):
@@ -176,12 +172,8 @@ def _group_norm_silu(shape, dtype):
         ops.group_norm_silu_bwd._init_fn(y, x, weight, bias, stats, GROUPS, per_frame)
 
 
-OPS = {
-    "temporal_attention": (_temporal_attention, shapes.TEMPORAL_ATTENTION),
-    "frame_attention": (_frame_attention, shapes.FRAME_ATTENTION),
-    "temporal_conv": (_temporal_conv, shapes.TEMPORAL_CONV),
-    "group_norm_silu": (_group_norm_silu, shapes.TEMPORAL_CONV),
-}
+OPS = {name: (globals()[spec.compile_specs], getattr(shapes, spec.benchmark_shapes))
+       for name, spec in REGISTRY.items()}
 # Temporal attention keeps [BLOCK_N, BLOCK_F, BLOCK_D] fp32 tiles in registers: its launcher's tile
 # heuristic is checked over frame counts and head sizes beyond the benchmark shapes too.
 SWEEP = {"temporal_attention": (_temporal_attention, {f"F{F}-d{D}": (2, F, 1024, 8, D) for F in (8, 16, 24, 32, 64)
@@ -222,8 +214,6 @@ three that do not spill. Effect on speed: not measured (no GPU).
 
 def capture(ops=OPS, dtype=torch.bfloat16, quick=False, table=OPS) -> List[Launch]:
     """The distinct launches of ``ops`` over their benchmark shapes (the first shape only if ``quick``)."""
-    import fastvid  # noqa: F401  (registers fastvid.kernels)
-
     distinct: Dict[tuple, Launch] = {}
     for op in ops:
         launch_op, cases = table[op]

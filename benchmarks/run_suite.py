@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fastvid  # noqa: E402
 from benchmarks import harness, plot  # noqa: E402
 from fastvid import reference  # noqa: E402
+from fastvid.registry import OPS as REGISTRY  # noqa: E402
 from fastvid.testing import check_against_reference  # noqa: E402
 
-OPS = ("temporal_attention", "frame_attention", "temporal_conv", "group_norm_silu")
+OPS = tuple(REGISTRY)
 
 
 def _randn(*shape, device, dtype, transpose=None):

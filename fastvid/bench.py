@@ -2,23 +2,24 @@
 modules, then patched with fastvid, timed, peak memory read, and the two samples compared."""
 from __future__ import annotations
 
-import datetime
-import platform
-import subprocess
-import time
+import statistics
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from . import models
+from . import models, timing
 from .patching import patch, unpatch
-from .validation import FastvidInputError, check_choice
+from .validation import check_choice, fail
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Samples agree when max |patched - reference| <= TOLERANCE * max |reference| (the whole sampling run).
 TOLERANCE = {torch.float32: 1e-3, torch.float16: 3e-2, torch.bfloat16: 1e-1}
+# A speed-up is reported only from at least this many timed runs of each variant after a warm-up run.
+MIN_REPEATS_FOR_SPEEDUP = 3
+CPU_SPEED_LABEL = "CPU, not GPU speed"
+environment = timing.environment
+_sync = timing.synchronize
 
 
 @dataclass
@@ -28,8 +29,9 @@ class BenchRow:
     shape: List[int]  # latents (B, C, F, H, W)
     steps: int
     evals: int  # model evaluations per run (CFG batches count once)
-    reference_s: float
-    fastvid_s: float
+    reference_runs_s: List[float]  # each timed sampling run
+    fastvid_runs_s: List[float]
+    warmup: bool  # a 2-step run of each variant came first (compilation, autotuning, caches)
     reference_peak_mb: Optional[float]
     fastvid_peak_mb: Optional[float]
     max_abs_error: float
@@ -39,8 +41,22 @@ class BenchRow:
     skipped: int
 
     @property
-    def speedup(self) -> float:
-        return self.reference_s / self.fastvid_s if self.fastvid_s > 0 else float("nan")
+    def reference_s(self) -> float:
+        return statistics.median(self.reference_runs_s)
+
+    @property
+    def fastvid_s(self) -> float:
+        return statistics.median(self.fastvid_runs_s)
+
+    @property
+    def speedup(self) -> Optional[Dict[str, float]]:
+        """Median reference / fastvid time and its range over the runs (slowest reference / fastest
+        fastvid and back), or None when the runs were too few or not warmed up to be a measurement."""
+        if not self.warmup or min(len(self.reference_runs_s), len(self.fastvid_runs_s)) < MIN_REPEATS_FOR_SPEEDUP:
+            return None
+        return {"median": self.reference_s / self.fastvid_s,
+                "low": min(self.reference_runs_s) / max(self.fastvid_runs_s),
+                "high": max(self.reference_runs_s) / min(self.fastvid_runs_s)}
 
     @property
     def reference_step_ms(self) -> float:
@@ -52,7 +68,8 @@ class BenchRow:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(speedup=self.speedup, reference_step_ms=self.reference_step_ms, fastvid_step_ms=self.fastvid_step_ms)
+        d.update(reference_s=self.reference_s, fastvid_s=self.fastvid_s, speedup=self.speedup,
+                 reference_step_ms=self.reference_step_ms, fastvid_step_ms=self.fastvid_step_ms)
         return d
 
 
@@ -70,62 +87,45 @@ class BenchResult:
         return {"env": self.env, "settings": self.settings, "rows": [r.to_dict() for r in self.rows]}
 
 
-def environment(device: torch.device) -> Dict[str, object]:
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    from . import __version__
-
-    return {"device": device.type, "device_name": name, "torch": torch.__version__, "triton": triton_version,
-            "fastvid": __version__, "commit": commit, "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-
-
 def resolve_device(device: str) -> torch.device:
     """"auto": CUDA when available, else CPU. Asking for CUDA without it is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FastvidInputError(f"fastvid bench: argument 'device' is {device!r} but CUDA is not available "
-                                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")
+    expected = "'auto', 'cpu' or 'cuda[:N]'"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        fail("fastvid bench", "device", f"is {device!r}", expected)
     if dev.type not in ("cpu", "cuda"):
-        raise FastvidInputError(f"fastvid bench: argument 'device' is {device!r}; expected 'auto', 'cpu' or 'cuda[:N]'")
+        fail("fastvid bench", "device", f"is {device!r}", expected)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        fail("fastvid bench", "device", f"is {device!r} but CUDA is not available (torch {torch.__version__}, "
+             f"built with CUDA {torch.version.cuda})", "'auto' or 'cpu' on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        fail("fastvid bench", "device", f"is {device!r} but this machine has {torch.cuda.device_count()} GPU(s)",
+             f"an index below {torch.cuda.device_count()}")
     return dev
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed_sample(name: str, model, size: models.ModelSize, *, seed: int, device: torch.device, dtype: torch.dtype,
-                 progress: Optional[bool]):
-    """(sample, seconds, peak MB or None on CPU, model evaluations)."""
+                 progress: Optional[bool], repeats: int = 1):
+    """(sample, seconds of each of ``repeats`` runs, peak MB or None on CPU, model evaluations per run)."""
     calls = [0]
+    samples = []
+
+    def run():
+        samples.append(models.sample(name, model, size, seed=seed, device=device, dtype=dtype, progress=progress))
+
     handle = model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        _sync(device)
-        start = time.perf_counter()
-        out = models.sample(name, model, size, seed=seed, device=device, dtype=dtype, progress=progress)
-        _sync(device)
-        seconds = time.perf_counter() - start
+        seconds = timing.time_runs(run, device, repeats=repeats)
     finally:
         handle.remove()
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None
-    return out, seconds, peak, calls[0]
+    return samples[0], seconds, peak, calls[0] // repeats
 
 
 def plan(model_names: Sequence[str], size_name: str, **overrides) -> Dict[str, models.ModelSize]:
@@ -136,12 +136,13 @@ def plan(model_names: Sequence[str], size_name: str, **overrides) -> Dict[str, m
 
 
 def bench_model(name: str, size: models.ModelSize, size_name: str, *, device: torch.device, dtype: torch.dtype,
-                seed: int = 0, backend: str = "auto", warmup: Optional[bool] = None,
+                seed: int = 0, backend: str = "auto", warmup: Optional[bool] = None, repeats: int = 1,
                 progress: Optional[bool] = None, after: Optional[Callable[[str, object], None]] = None) -> BenchRow:
-    """Reference run, ``fastvid.patch``, fastvid run, comparison. ``warmup`` (default: on CUDA) first runs
-    a 2-step sample of each variant so that compilation and autotuning stay out of the timing.
-    ``after(variant, model)`` is called after each timed run ("reference", then "fastvid")."""
-    warmup = device.type == "cuda" if warmup is None else warmup
+    """Reference runs, ``fastvid.patch``, fastvid runs, comparison. ``warmup`` (default: on CUDA or with
+    ``repeats`` > 1) first runs a 2-step sample of each variant so that compilation, autotuning and cold
+    caches stay out of the timing; each variant is then timed ``repeats`` times.
+    ``after(variant, model)`` is called after each variant's timed runs ("reference", then "fastvid")."""
+    warmup = (device.type == "cuda" or repeats > 1) if warmup is None else warmup
     model = models.build(name, size, seed=seed).to(device=device, dtype=dtype)
     runs = {}
     report = None
@@ -150,7 +151,8 @@ def bench_model(name: str, size: models.ModelSize, size_name: str, *, device: to
             report = patch(model, backend=backend)
         if warmup:
             models.sample(name, model, size.with_(steps=2), seed=seed, device=device, dtype=dtype, progress=False)
-        runs[variant] = timed_sample(name, model, size, seed=seed, device=device, dtype=dtype, progress=progress)
+        runs[variant] = timed_sample(name, model, size, seed=seed, device=device, dtype=dtype, progress=progress,
+                                     repeats=repeats)
         if after is not None:
             after(variant, model)
     unpatch(model)
@@ -160,21 +162,28 @@ def bench_model(name: str, size: models.ModelSize, size_name: str, *, device: to
     agree = bool(torch.isfinite(fast).all()) and rel <= TOLERANCE[dtype]
     del model
     return BenchRow(model=name, size=size_name, shape=list(size.latent_shape), steps=size.steps,
-                    evals=runs["fastvid"][3], reference_s=runs["reference"][1], fastvid_s=runs["fastvid"][1],
-                    reference_peak_mb=runs["reference"][2], fastvid_peak_mb=runs["fastvid"][2],
+                    evals=runs["fastvid"][3], reference_runs_s=runs["reference"][1], fastvid_runs_s=runs["fastvid"][1],
+                    warmup=warmup, reference_peak_mb=runs["reference"][2], fastvid_peak_mb=runs["fastvid"][2],
                     max_abs_error=err, rel_error=rel, agree=agree, swapped=report.counts(),
                     skipped=len(report.skipped))
 
 
+def default_repeats(device: torch.device) -> int:
+    """Timed runs per variant: enough for a speed-up on CUDA; one on CPU, where the run only shows
+    that the pipeline works (``--repeats`` 3 or more measures a "CPU, not GPU speed" speed-up)."""
+    return MIN_REPEATS_FOR_SPEEDUP if device.type == "cuda" else 1
+
+
 def run_bench(model_names: Sequence[str], size_name: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0,
-              backend: str = "auto", overrides: Optional[dict] = None, progress: Optional[bool] = None,
-              log: Callable[[str], None] = lambda s: None) -> BenchResult:
+              backend: str = "auto", overrides: Optional[dict] = None, repeats: Optional[int] = None,
+              progress: Optional[bool] = None, log: Callable[[str], None] = lambda s: None) -> BenchResult:
     sizes = plan(model_names, size_name, **(overrides or {}))
+    repeats = default_repeats(device) if repeats is None else repeats
     rows = []
     for i, (name, size) in enumerate(sizes.items(), 1):
         log(f"[{i}/{len(sizes)}] {name}: latents {tuple(size.latent_shape)}, {size.steps} steps ...")
         rows.append(bench_model(name, size, size_name, device=device, dtype=dtype, seed=seed, backend=backend,
-                                progress=progress))
+                                repeats=repeats, progress=progress))
     settings = {"size": size_name, "dtype": str(dtype).replace("torch.", ""), "seed": seed, "backend": backend,
-                "tolerance": TOLERANCE[dtype], "overrides": overrides or {}}
+                "tolerance": TOLERANCE[dtype], "overrides": overrides or {}, "repeats": repeats}
     return BenchResult(rows=rows, env=environment(device), settings=settings)

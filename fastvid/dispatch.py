@@ -4,15 +4,14 @@ Each op owns a :class:`Dispatcher` holding its backends in preference order. A b
 whether it can take a given call (``reason`` returns None) or why not (a sentence). The
 backend that ran last is observable through :func:`last_backend`; forcing a backend that
 cannot take the input raises :class:`BackendUnsupportedError` with its reason, and "auto"
-failing lists every backend's reason.
+failing lists every backend's reason; a backend name that is not one raises ``FastvidInputError``.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-import torch
+from .validation import fail
 
 BACKEND_NAMES = ("auto", "triton", "torch", "reference")
 
@@ -43,6 +42,9 @@ class Backend:
 class Dispatcher:
     op: str
     backends: List[Backend] = field(default_factory=list)
+    # The public function's arguments (all but ``backend``, its defaults applied) -> the backends'
+    # positional arguments, validated; lets ``explain`` take what the public function takes.
+    arguments: Optional[Callable[..., tuple]] = None
 
     def __post_init__(self):
         _registry[self.op] = self
@@ -51,7 +53,10 @@ class Dispatcher:
         return ("auto",) + tuple(b.name for b in self.backends)
 
     def explain(self, *args, **kwargs) -> Dict[str, Optional[str]]:
-        """Each backend's reason for refusing this call under "auto" (None: it can run it)."""
+        """Each backend's reason for refusing this call under "auto" (None: it can run it). Takes the
+        public function's arguments, e.g. ``dispatchers()["temporal_attention"].explain(q, k, v)``."""
+        if self.arguments is not None:
+            args, kwargs = self.arguments(*args, **kwargs), {}
         out = {}
         for b in self.backends:
             why = b.reason(*args, **kwargs)
@@ -74,9 +79,7 @@ class Dispatcher:
                 if why is not None:
                     raise BackendUnsupportedError(f"{self.op}: backend '{backend}' cannot run this input: {why}")
                 return b
-        raise BackendUnsupportedError(
-            f"{self.op}: argument 'backend' is {backend!r}; expected one of {', '.join(map(repr, self.names()))}"
-        )
+        fail(self.op, "backend", f"is {backend!r}", "one of " + ", ".join(map(repr, self.names())))
 
     def __call__(self, backend: str, *args, **kwargs):
         chosen = self.select(backend, *args, **kwargs)
@@ -92,33 +95,3 @@ def dispatchers() -> Dict[str, "Dispatcher"]:
 def last_backend(op: str) -> Optional[str]:
     """Name of the backend that ran the last call of ``op`` (e.g. "temporal_attention")."""
     return _last.get(op)
-
-
-def interpreting() -> bool:
-    """True when Triton kernels run on the CPU through ``TRITON_INTERPRET=1`` (for testing)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
-    """Why Triton cannot run on these tensors, or None. Checked per call, never at import."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed"
-    for t in tensors:
-        if t is None:
-            continue
-        if t.device.type == "cuda":
-            continue
-        if t.device.type == "cpu" and interpreting():
-            continue
-        return f"tensors are on {t.device.type}; Triton needs CUDA tensors (or TRITON_INTERPRET=1 for CPU testing)"
-    return None
-
-
-def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
-    """"auto" takes Triton on CUDA only; the interpreter is slower than the torch paths."""
-    for t in tensors:
-        if t is not None and t.device.type != "cuda":
-            return "auto uses Triton only on CUDA (the CPU interpreter is for testing)"
-    return None

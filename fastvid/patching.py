@@ -9,8 +9,9 @@ A twin subclasses its reference class, adds no parameters or buffers and names i
 from __future__ import annotations
 
 import inspect
+import textwrap
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Set, Tuple
 
 from torch import nn
 
@@ -22,15 +23,20 @@ _ORIGINAL = "_fastvid_original_class"
 _SET_BACKEND = "_fastvid_set_backend"
 
 
-@dataclass
+@dataclass(repr=False)
 class PatchReport:
-    """What ``patch()`` swapped, per kind, and what it skipped and why."""
+    """What ``patch()`` swapped, per kind, and what it skipped and why. A swap is a module whose class
+    became its fastvid twin, or (diffusers) an attention processor installed on a module: ``swapped``
+    lists both, ``processors`` the names of the processor installs among them."""
 
     swapped: Dict[str, List[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    processors: Set[str] = field(default_factory=set)
 
-    def add(self, kind: str, name: str) -> None:
+    def add(self, kind: str, name: str, *, processor: bool = False) -> None:
         self.swapped.setdefault(kind, []).append(name)
+        if processor:
+            self.processors.add(name)
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped.append((name, reason))
@@ -39,18 +45,33 @@ class PatchReport:
     def total(self) -> int:
         return sum(len(names) for names in self.swapped.values())
 
+    @property
+    def modules_swapped(self) -> int:
+        return self.total - self.processors_installed
+
+    @property
+    def processors_installed(self) -> int:
+        return sum(name in self.processors for names in self.swapped.values() for name in names)
+
     def counts(self) -> Dict[str, int]:
         return {kind: len(names) for kind, names in self.swapped.items() if names}
 
     def __str__(self) -> str:
-        lines = [f"PatchReport: {self.total} module(s) swapped, {len(self.skipped)} skipped"]
-        width = max([len(k) for k in self.swapped] + [len(n or "<model>") for n, _ in self.skipped] + [0])
+        lines = [f"PatchReport: {self.modules_swapped} module(s) swapped, {self.processors_installed} attention "
+                 f"processor(s) installed, {len(self.skipped)} skipped"]
         for kind, names in self.swapped.items():
-            if names:
-                lines.append(f"  swapped  {kind:<{width}}  {len(names):>4}  {', '.join(names)}")
-        for name, reason in self.skipped:
-            lines.append(f"  skipped  {name or '<model>':<{width}}        {reason}")
+            if not names:
+                continue
+            installed = sum(name in self.processors for name in names)
+            lines.append(f"  {kind}: {len(names) - installed} module(s), {installed} processor(s)")
+            lines.append(textwrap.fill(", ".join(names), width=100, initial_indent=" " * 4,
+                                       subsequent_indent=" " * 4, break_on_hyphens=False))
+        if self.skipped:
+            lines.append(f"  skipped ({len(self.skipped)}):")
+            lines += [f"    {name or '<model>'}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
+
+    __repr__ = __str__
 
 
 def reference_class(twin: type) -> type:

@@ -13,11 +13,18 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class FastvidInputError(ValueError):
-    """A public fastvid function was called with an argument it cannot take."""
+    """A public fastvid function was called with an argument it cannot take. Raised by :func:`fail`, it
+    carries ``op``, ``argument`` and ``detail`` ("<what it got>; expected <what>") for callers that word
+    the message themselves (the command line)."""
+
+    def __init__(self, message: str, *, op: str = "", argument: str = "", detail: str = ""):
+        super().__init__(message)
+        self.op, self.argument, self.detail = op, argument, detail or message
 
 
 def fail(op: str, name: str, got: str, expected: str) -> None:
-    raise FastvidInputError(f"{op}: argument '{name}' {got}; expected {expected}")
+    detail = f"{got}; expected {expected}"
+    raise FastvidInputError(f"{op}: argument '{name}' {detail}", op=op, argument=name, detail=detail)
 
 
 def check_tensor(

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fastvid.registry import OPS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 _SCRIPT = """
@@ -33,10 +35,10 @@ def _compile_all():
 
 
 def _kernel_names():
-    """Every launchable kernel (``*_kernel``) of the four op modules, read from the source."""
+    """Every launchable kernel (``*_kernel``) of every registered op's kernel file, read from the source."""
     names = set()
-    for module in ("temporal_attention", "frame_attention", "temporal_conv", "group_norm_silu"):
-        for line in (ROOT / "kernels" / f"{module}.py").read_text().splitlines():
+    for op in OPS:
+        for line in (ROOT / "kernels" / f"{op}.py").read_text().splitlines():
             if line.startswith("def ") and line.split("(")[0].endswith("_kernel"):
                 names.add(line[4:].split("(")[0])
     return names

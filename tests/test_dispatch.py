@@ -5,6 +5,7 @@ import torch
 
 import fastvid
 from fastvid.dispatch import BackendUnsupportedError, dispatchers
+from fastvid.registry import OPS
 
 
 def _ta_args(frames=5, dtype=torch.float32, bias=True):
@@ -47,8 +48,8 @@ CASES = {
 }
 
 
-def test_every_dispatcher_has_cases():
-    assert set(dispatchers()) <= set(CASES), f"ops without support-matrix cases: {set(dispatchers()) - set(CASES)}"
+def test_every_registered_op_has_cases():
+    assert set(OPS) == set(CASES), f"ops without support-matrix cases: {set(OPS) - set(CASES)}"
 
 
 @pytest.mark.parametrize("interpret", ["0", "1"])
@@ -75,3 +76,24 @@ def test_auto_runs_the_chosen_backend_and_reports_it():
     out = fastvid.temporal_attention(q, k, v)
     assert out.shape == q.shape
     assert fastvid.last_backend("temporal_attention") == "torch"
+
+
+def test_explain_takes_the_public_arguments_with_their_defaults():
+    q, k, v, _, _, _ = _ta_args()
+    x, groups, *_ = _gn_args()
+    calls = {"temporal_attention": (q, k, v), "frame_attention": (q, k, v), "group_norm_silu": (x, groups),
+             "temporal_conv": _tc_args()[:2]}
+    for op, args in calls.items():
+        reasons = dispatchers()[op].explain(*args)
+        assert set(reasons) == {"triton", "torch", "reference"} and reasons["torch"] is None, op
+    assert dispatchers()["frame_attention"].explain(q, k, v, frames="all", scale=0.5)["reference"] is None
+    with pytest.raises(fastvid.FastvidInputError, match="argument 'frames'"):
+        dispatchers()["frame_attention"].explain(q, k, v, frames="every")
+
+
+@pytest.mark.parametrize("op", sorted(CASES))
+def test_a_backend_name_that_is_not_one_is_an_input_error(op):
+    with pytest.raises(fastvid.FastvidInputError, match="argument 'backend' is 'cuda'") as err:
+        dispatchers()[op].select("cuda", *CASES[op][0])
+    assert not isinstance(err.value, BackendUnsupportedError)
+

@@ -117,8 +117,15 @@ def test_patch_report_api():
     r.add("conv", "a.b")
     r.add("conv", "a.c")
     r.skip("x", "why")
-    assert r.total == 2 and r.counts() == {"conv": 2} and r.skipped == [("x", "why")]
-    assert "a.b, a.c" in str(r) and "why" in str(r)
+    r.add("temporal_attention", "unet.attn1", processor=True)
+    assert r.total == 3 and r.counts() == {"conv": 2, "temporal_attention": 1} and r.skipped == [("x", "why")]
+    assert r.modules_swapped == 2 and r.processors_installed == 1
+    text = str(r)
+    assert repr(r) == text and len(text.splitlines()) >= 5
+    assert text.splitlines()[0] == ("PatchReport: 2 module(s) swapped, 1 attention processor(s) installed, "
+                                    "1 skipped")
+    assert "conv: 2 module(s), 0 processor(s)" in text and "temporal_attention: 0 module(s), 1 processor(s)" in text
+    assert "a.b, a.c" in text and "x: why" in text
 
 
 def test_diffusers_objects_go_through_the_integration(monkeypatch):

@@ -345,7 +345,9 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     for name, attn in unet.named_modules():
         role = roles.get(name)
         if role == "spatial" and frame_attention and not spatial_self_attention:
-            report.skip(name, "spatial self-attention kept on diffusers' SDPA (spatial_self_attention=False)")
+            report.skip(name, "spatial self-attention kept on diffusers' SDPA (fastvid.patch leaves it; "
+                              "fastvid.integrations.diffusers.patch_diffusers(model, report, "
+                              "spatial_self_attention=True) swaps it)")
         if role not in enabled or not enabled[role]:
             continue
         cls, expected, missing = installs[role]

@@ -9,7 +9,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher, triton_auto_reason, triton_reason
+from ..dispatch import Backend, Dispatcher
 from ..validation import (
     FLOAT_DTYPES,
     check_choice,
@@ -21,8 +21,8 @@ from ..validation import (
     check_tensor,
     fail,
 )
-from . import _alloc
-from .temporal_attention import LOG2E, _next_pow2, triton_cdiv
+from . import _launch
+from ._nonfinite import has_nonfinite_on_cpu
 
 OP = "frame_attention"
 MODES = ("self", "first", "sparse_causal", "all")
@@ -59,9 +59,9 @@ def _head_tiles(head_dim: int) -> Tuple[int, int]:
     """(D_LO, D_HI): the kernels hold d columns as a power-of-two tile D_LO and, where d > D_LO, a second
     tile of D_HI (a power of two) columns; d 40 -> 32 + 16, d 72 -> 64 + 16 (tl.dot needs every dim >= 16).
     One tile of the next power of two where a split would not be narrower."""
-    whole = max(16, _next_pow2(head_dim))
+    whole = max(16, _launch.next_pow2(head_dim))
     low = max(16, whole // 2)
-    high = max(16, _next_pow2(head_dim - low)) if head_dim > low else whole
+    high = max(16, _launch.next_pow2(head_dim - low)) if head_dim > low else whole
     return (low, high) if low + high < whole else (whole, 16)
 
 
@@ -91,30 +91,26 @@ def _even_keys(k: Tensor) -> bool:
 def _head_constants(head_dim: int, *tensors: Tensor) -> dict:
     low, high = _head_tiles(head_dim)
     return dict(HEAD_DIM=head_dim, D_LO=low, D_HI=high, ALIGN=_alignment(head_dim, *tensors),
-                DOT_PRECISION=_dot_precision(tensors[0].dtype))
-
-
-def _dot_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs use TF32 tensor cores only where torch's own matmuls would ("tf32" is Triton's
-    default and changes nothing for fp16/bf16)."""
-    return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
+                DOT_PRECISION=_launch.dot_precision(tensors[0].dtype))
 
 
 @torch.library.custom_op("fastvid::frame_attention_fwd", mutates_args=())
 def frame_attention_fwd(q: Tensor, k: Tensor, v: Tensor, table: Tensor, scale: float) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, F, h, N) fp32 (log2 units)."""
+    import triton
+
     from ..kernels.frame_attention import frame_attention_fwd_kernel
 
     batch, frames, tokens, heads, head_dim = q.shape
-    out = _alloc.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
-    lse = _alloc.empty(batch, frames, heads, tokens, dtype=torch.float32, device=q.device)
+    out = _launch.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
+    lse = _launch.empty(batch, frames, heads, tokens, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
     programs = batch * frames * heads
-    frame_attention_fwd_kernel[lambda meta: (triton_cdiv(tokens, meta["BLOCK_N"]) * programs,)](
+    frame_attention_fwd_kernel[lambda meta: (triton.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
         q, k, v, table, out, lse,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *table.stride(), *lse.stride(),
-        heads, frames, tokens, k.shape[2], table.shape[1], scale * LOG2E, EVEN_M=_even_keys(k),
+        heads, frames, tokens, k.shape[2], table.shape[1], scale * _launch.LOG2E, EVEN_M=_even_keys(k),
         **_head_constants(head_dim, q, k, v, out),
     )
     return out, lse
@@ -130,30 +126,32 @@ def _(q, k, v, table, scale):
 def frame_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Tensor, out: Tensor, lse: Tensor,
                         scale: float) -> List[Tensor]:
     """Triton backward: dQ kernel (also writes delta = rowsum(dO * O)), then the dK/dV kernel. Returns [dq, dk, dv]."""
+    import triton
+
     from ..kernels.frame_attention import frame_attention_bwd_dkv_kernel, frame_attention_bwd_dq_kernel
 
     batch, frames, tokens, heads, head_dim = q.shape
     keys = k.shape[2]
-    dq = _alloc.empty(*q.shape, dtype=q.dtype, device=q.device)
+    dq = _launch.empty(*q.shape, dtype=q.dtype, device=q.device)
     if q.numel() == 0:  # no query reads a key: dK = dV = 0
         return [dq, torch.zeros_like(k, memory_format=torch.contiguous_format),
                 torch.zeros_like(v, memory_format=torch.contiguous_format)]
-    dk = _alloc.empty(*k.shape, dtype=k.dtype, device=k.device)
-    dv = _alloc.empty(*k.shape, dtype=k.dtype, device=k.device)
-    delta = _alloc.empty(*lse.shape, dtype=torch.float32, device=q.device)
+    dk = _launch.empty(*k.shape, dtype=k.dtype, device=k.device)
+    dv = _launch.empty(*k.shape, dtype=k.dtype, device=k.device)
+    delta = _launch.empty(*lse.shape, dtype=torch.float32, device=q.device)
     programs = batch * frames * heads
     common = _head_constants(head_dim, q, k, v, out, dout, dq, dk)
-    frame_attention_bwd_dq_kernel[lambda meta: (triton_cdiv(tokens, meta["BLOCK_N"]) * programs,)](
+    frame_attention_bwd_dq_kernel[lambda meta: (triton.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
         q, k, v, table, out, dout, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *table.stride(),
         *lse.stride(),
-        heads, frames, tokens, keys, table.shape[1], scale * LOG2E, scale, EVEN_M=_even_keys(k), **common,
+        heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale, EVEN_M=_even_keys(k), **common,
     )
     counts = frame_counts(table, frames)
-    frame_attention_bwd_dkv_kernel[lambda meta: (triton_cdiv(keys, meta["BLOCK_M"]) * programs,)](
+    frame_attention_bwd_dkv_kernel[lambda meta: (triton.cdiv(keys, meta["BLOCK_M"]) * programs,)](
         q, k, v, counts, dout, lse, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *counts.stride(), *lse.stride(),
-        heads, frames, tokens, keys, table.shape[1], scale * LOG2E, scale, **common,
+        heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale, **common,
     )
     return [dq, dk, dv]
 
@@ -186,18 +184,16 @@ def _run_triton(q, k, v, frames, scale):
 
 
 def _triton_reason(q, k, v, frames, scale):
-    why = triton_reason(q, k, v)
+    why = _launch.triton_reason(q, k, v) or _launch.dtype_reason(q)
     if why:
         return why
-    if q.dtype not in FLOAT_DTYPES:
-        return f"dtype {q.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
     if q.shape[-1] > MAX_TRITON_HEAD_DIM:
         return f"head_dim = {q.shape[-1]} > {MAX_TRITON_HEAD_DIM}"
     return None
 
 
 def _triton_auto_reason(q, k, v, frames, scale):
-    why = triton_auto_reason(q)
+    why = _launch.triton_auto_reason(q)
     if why:
         return why
     if isinstance(frames, str) and frames in DENSE_MODES and q.shape[-1] % 8 == 0:
@@ -214,7 +210,10 @@ def _heads_first(t: Tensor, merge_frames: bool) -> Tensor:
 
 def _run_torch(q, k, v, frames, scale):
     """SDPA on views of the inputs: "self" over (B*F) groups, "all" over F*M keys, "first" with
-    frame 0's keys for all F*N queries (no repeat); other tables gather K/V (copies) with a pad mask."""
+    frame 0's keys for all F*N queries (no repeat); other tables gather K/V (copies) with a pad mask.
+    On CPU a non-finite input runs the reference (see ``_nonfinite``)."""
+    if has_nonfinite_on_cpu(q, k, v):
+        return _run_reference(q, k, v, frames, scale)
     mode = frames if isinstance(frames, str) else None
     mask = None
     if mode == "self":
@@ -235,13 +234,6 @@ def _run_torch(q, k, v, frames, scale):
 
 def _run_reference(q, k, v, frames, scale):
     return reference.frame_attention(q, k, v, frames=frames, scale=scale)
-
-
-DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason),
-    Backend("torch", _run_torch),
-    Backend("reference", _run_reference),
-])
 
 
 def _validate(q, k, v, frames, scale):
@@ -270,6 +262,21 @@ def _validate(q, k, v, frames, scale):
         fail(OP, "scale", f"is {scale!r}", "a positive float or None (1/sqrt(head_dim))")
 
 
+def _backend_arguments(q, k, v, frames="self", scale=None):
+    """The public function's arguments (its defaults, in the backends' order) validated and resolved."""
+    _validate(q, k, v, frames, scale)
+    if isinstance(frames, Tensor):
+        frames = frames.to(q.device)
+    return q, k, v, frames, (q.shape[-1] ** -0.5 if scale is None else float(scale))
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
+], arguments=_backend_arguments)
+
+
 def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self", scale: float | None = None,
                     backend: str = "auto") -> Tensor:
     """Cross-frame attention: the queries of frame i attend to the keys/values of a set of frames.
@@ -295,8 +302,4 @@ def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self",
     Returns:
         (B, F, N, heads, head_dim), contiguous, dtype of q.
     """
-    _validate(q, k, v, frames, scale)
-    if isinstance(frames, Tensor):
-        frames = frames.to(q.device)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    return DISPATCH(backend, q, k, v, frames, scale)
+    return DISPATCH(backend, *_backend_arguments(q, k, v, frames=frames, scale=scale))

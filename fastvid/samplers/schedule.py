@@ -57,17 +57,14 @@ class _NoBar:
 
 @contextlib.contextmanager
 def progress_bar(total: int, enabled: Optional[bool] = None, desc: str = "sampling") -> Iterator:
-    """A tqdm bar when ``enabled`` (None: on long runs when stderr is a terminal) and tqdm is installed."""
+    """A tqdm bar (tqdm is a dependency) when ``enabled`` (None: on long runs when stderr is a terminal)."""
     if enabled is None:
         enabled = total >= LONG_RUN and sys.stderr.isatty()
     if not enabled:
         yield _NoBar()
         return
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        yield _NoBar()
-        return
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=total, desc=desc, leave=False)
     try:
         yield bar
