@@ -264,3 +264,15 @@ def test_kv_memory_does_not_grow_with_frames(frames):
         rows = q.shape[0] * q.shape[1] * q.shape[2] * q.shape[3]  # lse and delta: fp32 per query row
         allowed = 5 * q.numel() * q.element_size() + 2 * rows * 4 + 2**20  # out, dout, dq, dk, dv
         assert torch.cuda.max_memory_allocated() - base <= allowed
+
+
+def test_head_tiles_and_alignment_facts():
+    """Head dims split into a power-of-two tile and a narrow one; 128-bit loads only where the launcher can prove
+    16-byte alignment of every base and stride (else the kernel gets no alignment facts)."""
+    assert [ops._head_tiles(d) for d in (8, 24, 40, 64, 72, 96, 128)] == [
+        (16, 16), (32, 16), (32, 16), (64, 16), (64, 16), (64, 32), (128, 16)]
+    x = torch.randn(1, 2, 5, 3, 40)
+    assert ops._alignment(40, x, x[:, :, 1:]) == 4
+    assert ops._alignment(40, torch.randn(x.numel() + 1)[1:].view(x.shape)) == 1  # base 4 bytes off
+    assert ops._alignment(40, x.transpose(-1, -2).contiguous().transpose(-1, -2)) == 1  # head dim not unit-stride
+    assert ops._alignment(36, torch.randn(1, 2, 5, 3, 36, dtype=torch.float16)) == 1  # 36 not a multiple of 8

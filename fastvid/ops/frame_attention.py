@@ -55,8 +55,43 @@ def frame_counts(table: Tensor, num_frames: int) -> Tensor:
     return counts.scatter_add_(1, table.clamp(min=0).long(), (table >= 0).int())
 
 
-def _block_d(head_dim: int) -> int:
-    return max(16, _launch.next_pow2(head_dim))  # tl.dot needs every dim >= 16
+def _head_tiles(head_dim: int) -> Tuple[int, int]:
+    """(D_LO, D_HI): the kernels hold d columns as a power-of-two tile D_LO and, where d > D_LO, a second
+    tile of D_HI (a power of two) columns; d 40 -> 32 + 16, d 72 -> 64 + 16 (tl.dot needs every dim >= 16).
+    One tile of the next power of two where a split would not be narrower."""
+    whole = max(16, _launch.next_pow2(head_dim))
+    low = max(16, whole // 2)
+    high = max(16, _launch.next_pow2(head_dim - low)) if head_dim > low else whole
+    return (low, high) if low + high < whole else (whole, 16)
+
+
+def _alignment(head_dim: int, *tensors: Tensor) -> int:
+    """Elements per 16 bytes if every tensor has a unit-stride head dim and a 16-byte aligned base and
+    non-unit strides (size-1 dims aside), and head_dim is a multiple too: the kernels then load
+    with 128-bit copies. 1 (no alignment facts) otherwise."""
+    elems = 16 // tensors[0].element_size()
+    if head_dim % elems:
+        return 1
+    for t in tensors:
+        if t.stride(-1) != 1 or t.data_ptr() % 16:
+            return 1
+        if any(stride % elems for stride, size in zip(t.stride()[:-1], t.shape[:-1]) if size > 1):
+            return 1
+    return elems
+
+
+def _even_keys(k: Tensor) -> bool:
+    """Whether every key tile is full (M a multiple of every BLOCK_M the autotuner may pick): the kernels
+    then skip the per-score key mask."""
+    from ..kernels.frame_attention import LARGEST_BLOCK_M
+
+    return k.shape[2] % LARGEST_BLOCK_M == 0
+
+
+def _head_constants(head_dim: int, *tensors: Tensor) -> dict:
+    low, high = _head_tiles(head_dim)
+    return dict(HEAD_DIM=head_dim, D_LO=low, D_HI=high, ALIGN=_alignment(head_dim, *tensors),
+                DOT_PRECISION=_launch.dot_precision(tensors[0].dtype))
 
 
 @torch.library.custom_op("fastvid::frame_attention_fwd", mutates_args=())
@@ -75,8 +110,8 @@ def frame_attention_fwd(q: Tensor, k: Tensor, v: Tensor, table: Tensor, scale: f
     frame_attention_fwd_kernel[lambda meta: (triton.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
         q, k, v, table, out, lse,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *table.stride(), *lse.stride(),
-        heads, frames, tokens, k.shape[2], head_dim, table.shape[1], scale * _launch.LOG2E,
-        BLOCK_D=_block_d(head_dim), DOT_PRECISION=_launch.dot_precision(q.dtype),
+        heads, frames, tokens, k.shape[2], table.shape[1], scale * _launch.LOG2E, EVEN_M=_even_keys(k),
+        **_head_constants(head_dim, q, k, v, out),
     )
     return out, lse
 
@@ -105,18 +140,18 @@ def frame_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Te
     dv = _launch.empty(*k.shape, dtype=k.dtype, device=k.device)
     delta = _launch.empty(*lse.shape, dtype=torch.float32, device=q.device)
     programs = batch * frames * heads
-    common = dict(BLOCK_D=_block_d(head_dim), DOT_PRECISION=_launch.dot_precision(q.dtype))
+    common = _head_constants(head_dim, q, k, v, out, dout, dq, dk)
     frame_attention_bwd_dq_kernel[lambda meta: (triton.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
         q, k, v, table, out, dout, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *table.stride(),
         *lse.stride(),
-        heads, frames, tokens, keys, head_dim, table.shape[1], scale * _launch.LOG2E, scale, **common,
+        heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale, EVEN_M=_even_keys(k), **common,
     )
     counts = frame_counts(table, frames)
     frame_attention_bwd_dkv_kernel[lambda meta: (triton.cdiv(keys, meta["BLOCK_M"]) * programs,)](
         q, k, v, counts, dout, lse, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *counts.stride(), *lse.stride(),
-        heads, frames, tokens, keys, head_dim, scale * _launch.LOG2E, scale, **common,
+        heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale, **common,
     )
     return [dq, dk, dv]
 
