@@ -40,11 +40,22 @@ def _tile_ptrs(base, b, h, offs_n, offs_f, offs_d, stride_b, stride_h, stride_n,
 
 
 @triton.jit
+def _batched_dot(a, b, DOT_PRECISION: tl.constexpr):
+    """a @ b for every position of the tile. A batched dot gives each warp whole positions, so a tile of one
+    position (BLOCK_N = 1: many frames, wide heads) runs as a 2-D dot whose frames the warps split."""
+    if a.shape[0] == 1:
+        c = tl.dot(tl.reshape(a, (a.shape[1], a.shape[2])), tl.reshape(b, (b.shape[1], b.shape[2])),
+                   input_precision=DOT_PRECISION)
+        return tl.reshape(c, (1, a.shape[1], b.shape[2]))
+    return tl.dot(a, b, input_precision=DOT_PRECISION)
+
+
+@triton.jit
 def _scores(q, k, bias_ptr, offs_f, num_frames, stride_bi, stride_bj, qk_scale,
             HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Scores of every query frame i against every key frame j, in log2 units: [BLOCK_N, BLOCK_F, BLOCK_F];
     -inf where j is padding or (causal) j > i."""
-    s = tl.dot(q, tl.trans(k, 0, 2, 1), input_precision=DOT_PRECISION) * qk_scale
+    s = _batched_dot(q, tl.trans(k, 0, 2, 1), DOT_PRECISION) * qk_scale
     keep = (offs_f < num_frames)[None, :]
     if HAS_BIAS:
         bias_mask = (offs_f < num_frames)[:, None] & keep
@@ -87,7 +98,7 @@ def temporal_attention_fwd_kernel(
     m = tl.max(s, axis=2)
     p = tl.exp2(s - m[:, :, None])
     l = tl.sum(p, axis=2)
-    out = tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION) / l[:, :, None]
+    out = _batched_dot(p.to(v.dtype), v, DOT_PRECISION) / l[:, :, None]
     tl.store(_tile_ptrs(Out, b, h, offs_n, offs_f, offs_d, stride_ob, stride_oh, stride_on, stride_of, stride_od, VEC),
              out.to(Out.dtype.element_ty), mask=mask_nfd)
     lse_ptrs = Lse + b * stride_lb + h * stride_lh + offs_n[:, None] * stride_ln + offs_f[None, :] * stride_lf
@@ -142,18 +153,19 @@ def temporal_attention_bwd_kernel(
         s = _scores(q, k, bias_ptr, offs_f, num_frames, stride_bi, stride_bj, qk_scale, HAS_BIAS, CAUSAL,
                     DOT_PRECISION)
         p = tl.exp2(s - lse[:, :, None])
-        dv = tl.dot(tl.trans(p.to(do.dtype), 0, 2, 1), do, input_precision=DOT_PRECISION)
-        dp = tl.dot(do, tl.trans(v, 0, 2, 1), input_precision=DOT_PRECISION)
-        ds = p * (dp - delta[:, :, None])  # gradient of the natural-unit scores
-        dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION) * scale
-        dk = tl.dot(tl.trans(ds.to(q.dtype), 0, 2, 1), q, input_precision=DOT_PRECISION) * scale
+        # Each gradient is stored as soon as it is made: one fp32 accumulator tile live at a time.
         # DQ, DK and DV are allocated alike and share one set of strides (stride_d*).
-        tl.store(_tile_ptrs(DQ, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
-                            VEC), dq.to(DQ.dtype.element_ty), mask=mask_nfd)
-        tl.store(_tile_ptrs(DK, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
-                            VEC), dk.to(DK.dtype.element_ty), mask=mask_nfd)
+        dv = _batched_dot(tl.trans(p.to(do.dtype), 0, 2, 1), do, DOT_PRECISION)
         tl.store(_tile_ptrs(DV, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
                             VEC), dv.to(DV.dtype.element_ty), mask=mask_nfd)
+        dp = _batched_dot(do, tl.trans(v, 0, 2, 1), DOT_PRECISION)
+        ds = p * (dp - delta[:, :, None])  # gradient of the natural-unit scores
+        dq = _batched_dot(ds.to(k.dtype), k, DOT_PRECISION) * scale
+        tl.store(_tile_ptrs(DQ, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
+                            VEC), dq.to(DQ.dtype.element_ty), mask=mask_nfd)
+        dk = _batched_dot(tl.trans(ds.to(q.dtype), 0, 2, 1), q, DOT_PRECISION) * scale
+        tl.store(_tile_ptrs(DK, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
+                            VEC), dk.to(DK.dtype.element_ty), mask=mask_nfd)
         if BIAS_GRAD:
             dbias += tl.sum(ds, axis=0)
 

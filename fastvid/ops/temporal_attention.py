@@ -42,15 +42,20 @@ def _multiprocessors(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+MAX_BATCHED_TILE = 2048  # frames x head_dim of one position above which one position fills a program
+
+
 def _tiles(num_frames: int, head_dim: int, per_warp: int) -> Tuple[int, int, int, int]:
     """(BLOCK_N, BLOCK_F, BLOCK_D, num_warps). A batched ``tl.dot`` gives each warp whole positions
     (Triton puts all warps on the batch axis), so BLOCK_N is a multiple of the 4 warps: as many
     positions per warp as keep one warp's [BLOCK_F, BLOCK_D] tiles near ``per_warp`` elements.
-    ``tl.dot`` needs every tile dim >= 16."""
+    A larger position (many frames, wide heads) is one program (BLOCK_N = 1, a 2-D dot whose
+    frames the warps split), 8 warps past 4,096 elements. ``tl.dot`` needs every tile dim >= 16."""
     block_f, block_d = max(16, _next_pow2(num_frames)), max(16, _next_pow2(head_dim))
-    num_warps = 4
-    positions_per_warp = max(1, per_warp // (block_f * block_d))
-    return num_warps * positions_per_warp, block_f, block_d, num_warps
+    tile = block_f * block_d
+    if tile > MAX_BATCHED_TILE:
+        return 1, block_f, block_d, 4 if tile <= 4096 else 8
+    return 4 * max(1, per_warp // tile), block_f, block_d, 4
 
 
 def _vector_width(head_dim: int, *tensors: Tensor) -> int:
@@ -133,7 +138,7 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
         *lse.stride(), *partial_strides,
         heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * LOG2E, scale,
         HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal, DOT_PRECISION=_dot_precision(q.dtype),
-        VEC=_vector_width(head_dim, q, k, v, out, dout, dq), BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d, num_warps=num_warps,
+        VEC=_vector_width(head_dim, q, k, v, out, dout, dq), BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d, num_warps=num_warps, num_stages=1,
     )
     if bias_grad:
         # Fixed-order reduction over (batch, chunk): bit-identical from run to run.
