@@ -36,7 +36,8 @@ def _tile_ptrs(base, b, h, offs_n, offs_f, offs_d, stride_b, stride_h, stride_n,
     """Pointers to all frames of BLOCK_N positions of (b, h): [BLOCK_N, BLOCK_F, BLOCK_D]."""
     base += b * _aligned(stride_b, VEC) + h * _aligned(stride_h, VEC)
     return (base + offs_n[:, None, None] * _aligned(stride_n, VEC)
-            + offs_f.to(tl.int64)[None, :, None] * _aligned(stride_f, VEC) + offs_d[None, None, :] * stride_d)
+            + offs_f.to(tl.int64)[None, :, None] * _aligned(stride_f, VEC)
+            + offs_d.to(tl.int64)[None, None, :] * stride_d)
 
 
 @triton.jit
