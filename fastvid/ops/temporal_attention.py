@@ -45,16 +45,17 @@ def _multiprocessors(device_index: int) -> int:
 MAX_BATCHED_TILE = 2048  # frames x head_dim of one position above which one position fills a program
 
 
-def _tiles(num_frames: int, head_dim: int, per_warp: int) -> Tuple[int, int, int, int]:
+def _tiles(num_frames: int, head_dim: int, per_warp: int, max_batched_frames: int = 128) -> Tuple[int, int, int, int]:
     """(BLOCK_N, BLOCK_F, BLOCK_D, num_warps). A batched ``tl.dot`` gives each warp whole positions
     (Triton puts all warps on the batch axis), so BLOCK_N is a multiple of the 4 warps: as many
     positions per warp as keep one warp's [BLOCK_F, BLOCK_D] tiles near ``per_warp`` elements.
-    A larger position (many frames, wide heads) is one program (BLOCK_N = 1, a 2-D dot whose
-    frames the warps split), 8 warps past 4,096 elements. ``tl.dot`` needs every tile dim >= 16."""
+    A larger position (frames x head_dim past MAX_BATCHED_TILE, or more than ``max_batched_frames``
+    frames) is one program (BLOCK_N = 1, a 2-D dot whose frames the warps split), 8 warps past 4,096
+    elements or with ``max_batched_frames`` set. ``tl.dot`` needs every tile dim >= 16."""
     block_f, block_d = max(16, _next_pow2(num_frames)), max(16, _next_pow2(head_dim))
     tile = block_f * block_d
-    if tile > MAX_BATCHED_TILE:
-        return 1, block_f, block_d, 4 if tile <= 4096 else 8
+    if tile > MAX_BATCHED_TILE or block_f > max_batched_frames:
+        return 1, block_f, block_d, 4 if tile <= 4096 and max_batched_frames == 128 else 8
     return 4 * max(1, per_warp // tile), block_f, block_d, 4
 
 
@@ -123,7 +124,7 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
     if q.numel() == 0:
         dbias = torch.zeros(heads, frames, frames, dtype=torch.float32, device=q.device)
         return [dq, dk, dv, dbias if bias_grad else dbias.new_empty(0)]
-    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=1024)
+    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=1024, max_batched_frames=16)
     n_blocks = triton_cdiv(tokens, block_n)
     # Enough programs to fill the GPU, few enough that the per-program bias partials stay small.
     target = 4 * _multiprocessors(q.device.index or 0) if q.is_cuda else 8
