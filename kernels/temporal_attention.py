@@ -1,11 +1,14 @@
 """Temporal attention: for every (b, n, head), softmax attention over the F frames.
 
-Each program takes BLOCK_N token positions of one (batch, head) and keeps all their frames in
-registers: a [BLOCK_N, BLOCK_F, BLOCK_D] tile of queries. Key/value frames are streamed one at
-a time with an online softmax. F is small (8..64), so the work is memory bound and runs on
-CUDA cores (broadcast-multiply + reduce), not tensor cores. The frame axis is read through its
-stride, so (B, F, N, h, d) tensors, or slices of a fused qkv projection, need no rearrange.
-Scores are kept in log2 units (exp2); the saved log-sum-exp is in the same units.
+Each program takes a [BLOCK_N, BLOCK_F, BLOCK_D] tile (positions x all frames x head_dim) of one
+(batch, head) for each of Q, K and V, and runs the F x F attention of every position on tensor
+cores as batched (3-D) ``tl.dot``s over the positions: QK^T, an exact softmax over the frames
+(all of them are in the tile: no online rescale), PV. F <= 128 and BLOCK_F = next_pow2(F) >= 16.
+The frame axis is read through its stride, so (B, F, N, h, d) tensors, or slices of a fused qkv
+projection, need no rearrange. Head_dim is the axis loads vectorise along: the launcher proves
+that every other stride and head_dim are multiples of VEC elements (16 bytes) and that stride_d
+is 1, and the kernel rewrites them as ``x // VEC * VEC`` so the compiler sees the alignment
+and issues 128-bit loads. Scores are kept in log2 units (exp2); the saved log-sum-exp too.
 """
 import triton
 import triton.language as tl
@@ -14,30 +17,54 @@ LOG2E = tl.constexpr(1.4426950408889634)  # a global must be a tl.constexpr inst
 
 
 @triton.jit
-def _frame_ptrs(base, offs_n, offs_d, stride_n, stride_d):
-    """Pointers to frame 0 of BLOCK_N positions: [BLOCK_N, BLOCK_D]; add j * stride_f for frame j
-    by advancing the pointers (pointer arithmetic never overflows int32)."""
-    return base + offs_n[:, None] * stride_n + offs_d.to(tl.int64)[None, :] * stride_d
+def _aligned(x, VEC: tl.constexpr):
+    """``x``, a multiple of VEC (the launcher checks it), in a form whose divisibility the compiler sees."""
+    return x // VEC * VEC
 
 
 @triton.jit
-def _tile_ptrs(base, offs_n, offs_f, offs_d, stride_n, stride_f, stride_d):
-    """Pointers to all frames of BLOCK_N positions: [BLOCK_N, BLOCK_F, BLOCK_D]."""
-    return (base + offs_n[:, None, None] * stride_n + offs_f.to(tl.int64)[None, :, None] * stride_f
+def _program_tile(pid, n_tiles, num_heads):
+    """(tile, batch, head) of program ``pid`` of a flat 1D grid (never overflows the grid limits):
+    ``n_tiles`` consecutive programs share one (batch, head)."""
+    bh = pid // n_tiles
+    return pid % n_tiles, (bh // num_heads).to(tl.int64), (bh % num_heads).to(tl.int64)
+
+
+@triton.jit
+def _tile_ptrs(base, b, h, offs_n, offs_f, offs_d, stride_b, stride_h, stride_n, stride_f, stride_d,
+               VEC: tl.constexpr):
+    """Pointers to all frames of BLOCK_N positions of (b, h): [BLOCK_N, BLOCK_F, BLOCK_D]."""
+    base += b * _aligned(stride_b, VEC) + h * _aligned(stride_h, VEC)
+    return (base + offs_n[:, None, None] * _aligned(stride_n, VEC)
+            + offs_f.to(tl.int64)[None, :, None] * _aligned(stride_f, VEC)
             + offs_d.to(tl.int64)[None, None, :] * stride_d)
 
 
 @triton.jit
-def _scores(q, k_j, bias_ptr, j, offs_f, mask_f, stride_bi, stride_bj, qk_scale,
-            HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr):
-    """Scores of every query frame against key frame j, in log2 units: [BLOCK_N, BLOCK_F]."""
-    s = tl.sum(q * k_j[:, None, :], axis=2) * qk_scale
+def _batched_dot(a, b, DOT_PRECISION: tl.constexpr):
+    """a @ b for every position of the tile. A batched dot gives each warp whole positions, so a tile of one
+    position (BLOCK_N = 1: many frames, wide heads) runs as a 2-D dot whose frames the warps split."""
+    if a.shape[0] == 1:
+        c = tl.dot(tl.reshape(a, (a.shape[1], a.shape[2])), tl.reshape(b, (b.shape[1], b.shape[2])),
+                   input_precision=DOT_PRECISION)
+        return tl.reshape(c, (1, a.shape[1], b.shape[2]))
+    return tl.dot(a, b, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _scores(q, k, bias_ptr, offs_f, num_frames, stride_bi, stride_bj, qk_scale,
+            HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Scores of every query frame i against every key frame j, in log2 units: [BLOCK_N, BLOCK_F, BLOCK_F];
+    -inf where j is padding or (causal) j > i."""
+    s = _batched_dot(q, tl.trans(k, 0, 2, 1), DOT_PRECISION) * qk_scale
+    keep = (offs_f < num_frames)[None, :]
     if HAS_BIAS:
-        b = tl.load(bias_ptr + offs_f * stride_bi + j * stride_bj, mask=mask_f, other=0.0).to(tl.float32)
-        s += b[None, :] * LOG2E
+        bias_mask = (offs_f < num_frames)[:, None] & keep
+        b = tl.load(bias_ptr + offs_f[:, None] * stride_bi + offs_f[None, :] * stride_bj, mask=bias_mask, other=0.0)
+        s += b.to(tl.float32)[None, :, :] * LOG2E
     if CAUSAL:
-        s = tl.where((offs_f >= j)[None, :], s, float("-inf"))
-    return s
+        keep &= offs_f[:, None] >= offs_f[None, :]
+    return tl.where(keep[None, :, :], s, float("-inf"))
 
 
 @triton.jit
@@ -50,55 +77,33 @@ def temporal_attention_fwd_kernel(
     stride_bh, stride_bi, stride_bj,
     stride_lb, stride_lh, stride_lf, stride_ln,
     num_heads, num_frames, num_tokens, head_dim, n_blocks, qk_scale,
-    HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr, VEC: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    # One program: BLOCK_N positions of one (b, head); a flat 1D grid never overflows.
-    pid = tl.program_id(0)
-    n_block = pid % n_blocks
-    bh = pid // n_blocks
-    b = (bh // num_heads).to(tl.int64)
-    h = (bh % num_heads).to(tl.int64)
+    # One program: all frames of BLOCK_N positions of one (b, head).
+    n_block, b, h = _program_tile(tl.program_id(0), n_blocks, num_heads)
     offs_n = (n_block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     offs_f = tl.arange(0, BLOCK_F)
     offs_d = tl.arange(0, BLOCK_D)
-    mask_n = offs_n < num_tokens
-    mask_f = offs_f < num_frames
-    mask_d = offs_d < head_dim
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    mask_nfd = mask_n[:, None, None] & mask_f[None, :, None] & mask_d[None, None, :]
+    mask_nf = (offs_n < num_tokens)[:, None] & (offs_f < num_frames)[None, :]
+    mask_nfd = mask_nf[:, :, None] & (offs_d < _aligned(head_dim, VEC))[None, None, :]
 
-    q = tl.load(_tile_ptrs(Q + b * stride_qb + h * stride_qh, offs_n, offs_f, offs_d, stride_qn, stride_qf,
-                           stride_qd), mask=mask_nfd, other=0.0).to(tl.float32)
-    k_base = K + b * stride_kb + h * stride_kh
-    v_base = V + b * stride_vb + h * stride_vh
-    bias_ptr = Bias + h * stride_bh
-    k_ptrs = _frame_ptrs(k_base, offs_n, offs_d, stride_kn, stride_kd)
-    v_ptrs = _frame_ptrs(v_base, offs_n, offs_d, stride_vn, stride_vd)
-
-    m = tl.full([BLOCK_N, BLOCK_F], float("-inf"), tl.float32)
-    l = tl.zeros([BLOCK_N, BLOCK_F], tl.float32)
-    acc = tl.zeros([BLOCK_N, BLOCK_F, BLOCK_D], tl.float32)
-    # Online softmax over key frames j.
-    for j in range(0, num_frames):
-        k_j = tl.load(k_ptrs, mask=mask_nd, other=0.0).to(tl.float32)
-        s = _scores(q, k_j, bias_ptr, j, offs_f, mask_f, stride_bi, stride_bj, qk_scale, HAS_BIAS, CAUSAL)
-        m_new = tl.maximum(m, s)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows masked so far stay at 0
-        alpha = tl.exp2(m - m_safe)
-        p = tl.exp2(s - m_safe)
-        l = l * alpha + p
-        v_j = tl.load(v_ptrs, mask=mask_nd, other=0.0).to(tl.float32)
-        acc = acc * alpha[:, :, None] + p[:, :, None] * v_j[:, None, :]
-        m = m_new
-        k_ptrs += stride_kf
-        v_ptrs += stride_vf
-
-    out = acc / l[:, :, None]
-    tl.store(_tile_ptrs(Out + b * stride_ob + h * stride_oh, offs_n, offs_f, offs_d, stride_on, stride_of,
-                        stride_od), out.to(Out.dtype.element_ty), mask=mask_nfd)
+    q = tl.load(_tile_ptrs(Q, b, h, offs_n, offs_f, offs_d, stride_qb, stride_qh, stride_qn, stride_qf, stride_qd, VEC),
+                mask=mask_nfd, other=0.0)
+    k = tl.load(_tile_ptrs(K, b, h, offs_n, offs_f, offs_d, stride_kb, stride_kh, stride_kn, stride_kf, stride_kd, VEC),
+                mask=mask_nfd, other=0.0)
+    v = tl.load(_tile_ptrs(V, b, h, offs_n, offs_f, offs_d, stride_vb, stride_vh, stride_vn, stride_vf, stride_vd, VEC),
+                mask=mask_nfd, other=0.0)
+    s = _scores(q, k, Bias + h * stride_bh, offs_f, num_frames, stride_bi, stride_bj, qk_scale, HAS_BIAS, CAUSAL,
+                DOT_PRECISION)
+    m = tl.max(s, axis=2)
+    p = tl.exp2(s - m[:, :, None])
+    l = tl.sum(p, axis=2)
+    out = _batched_dot(p.to(v.dtype), v, DOT_PRECISION) / l[:, :, None]
+    tl.store(_tile_ptrs(Out, b, h, offs_n, offs_f, offs_d, stride_ob, stride_oh, stride_on, stride_of, stride_od, VEC),
+             out.to(Out.dtype.element_ty), mask=mask_nfd)
     lse_ptrs = Lse + b * stride_lb + h * stride_lh + offs_n[:, None] * stride_ln + offs_f[None, :] * stride_lf
-    tl.store(lse_ptrs, m + tl.log2(l), mask=mask_n[:, None] & mask_f[None, :])
+    tl.store(lse_ptrs, m + tl.log2(l), mask=mask_nf)
 
 
 @triton.jit
@@ -114,71 +119,57 @@ def temporal_attention_bwd_kernel(
     stride_lb, stride_lh, stride_lf, stride_ln,
     stride_pp, stride_pi, stride_pj,
     num_heads, num_frames, num_tokens, head_dim, n_blocks, n_chunks, qk_scale, scale,
-    HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    VEC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    # One program: a strided chunk of position blocks of one (b, head). Every (position, frame)
-    # of dQ/dK/dV belongs to one program (no atomics); the bias gradient is summed per program
-    # into DBiasPartial[pid] and reduced in a fixed order by the launcher (deterministic).
+    # One program: a strided chunk of position blocks of one (b, head), each block as in the forward.
+    # Every (position, frame) of dQ/dK/dV belongs to one program (no atomics); the bias gradient is
+    # summed per program into DBiasPartial[pid] and reduced in a fixed order by the launcher.
     pid = tl.program_id(0)
-    chunk = pid % n_chunks
-    bh = pid // n_chunks
-    b = (bh // num_heads).to(tl.int64)
-    h = (bh % num_heads).to(tl.int64)
+    chunk, b, h = _program_tile(pid, n_chunks, num_heads)
     offs_f = tl.arange(0, BLOCK_F)
     offs_d = tl.arange(0, BLOCK_D)
-    mask_f = offs_f < num_frames
-    mask_d = offs_d < head_dim
-    q_base = Q + b * stride_qb + h * stride_qh
-    k_base = K + b * stride_kb + h * stride_kh
-    v_base = V + b * stride_vb + h * stride_vh
-    # DQ, DK and DV are allocated alike and share one set of strides (stride_d*).
-    dk_base = DK + b * stride_db + h * stride_dh
-    dv_base = DV + b * stride_db + h * stride_dh
+    mask_d = offs_d < _aligned(head_dim, VEC)
     bias_ptr = Bias + h * stride_bh
     dbias = tl.zeros([BLOCK_F, BLOCK_F], tl.float32)
 
     for n_block in range(chunk, n_blocks, n_chunks):
         offs_n = (n_block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-        mask_n = offs_n < num_tokens
-        mask_nd = mask_n[:, None] & mask_d[None, :]
-        mask_nf = mask_n[:, None] & mask_f[None, :]
+        mask_nf = (offs_n < num_tokens)[:, None] & (offs_f < num_frames)[None, :]
         mask_nfd = mask_nf[:, :, None] & mask_d[None, None, :]
-        q = tl.load(_tile_ptrs(q_base, offs_n, offs_f, offs_d, stride_qn, stride_qf, stride_qd),
-                    mask=mask_nfd, other=0.0).to(tl.float32)
-        o = tl.load(_tile_ptrs(Out + b * stride_ob + h * stride_oh, offs_n, offs_f, offs_d, stride_on, stride_of,
-                               stride_od), mask=mask_nfd, other=0.0).to(tl.float32)
-        do = tl.load(_tile_ptrs(DOut + b * stride_gb + h * stride_gh, offs_n, offs_f, offs_d, stride_gn, stride_gf,
-                                stride_gd), mask=mask_nfd, other=0.0).to(tl.float32)
+        q = tl.load(_tile_ptrs(Q, b, h, offs_n, offs_f, offs_d, stride_qb, stride_qh, stride_qn, stride_qf,
+                               stride_qd, VEC), mask=mask_nfd, other=0.0)
+        k = tl.load(_tile_ptrs(K, b, h, offs_n, offs_f, offs_d, stride_kb, stride_kh, stride_kn, stride_kf,
+                               stride_kd, VEC), mask=mask_nfd, other=0.0)
+        v = tl.load(_tile_ptrs(V, b, h, offs_n, offs_f, offs_d, stride_vb, stride_vh, stride_vn, stride_vf,
+                               stride_vd, VEC), mask=mask_nfd, other=0.0)
+        o = tl.load(_tile_ptrs(Out, b, h, offs_n, offs_f, offs_d, stride_ob, stride_oh, stride_on, stride_of,
+                               stride_od, VEC), mask=mask_nfd, other=0.0)
+        do = tl.load(_tile_ptrs(DOut, b, h, offs_n, offs_f, offs_d, stride_gb, stride_gh, stride_gn, stride_gf,
+                                stride_gd, VEC), mask=mask_nfd, other=0.0)
+        # Padding rows get lse = +inf, so p = 0 there whatever their scores.
         lse = tl.load(Lse + b * stride_lb + h * stride_lh + offs_n[:, None] * stride_ln + offs_f[None, :] * stride_lf,
-                      mask=mask_nf, other=0.0)
-        delta = tl.sum(do * o, axis=2)  # rowsum(dO * O): [BLOCK_N, BLOCK_F]
-        dq = tl.zeros([BLOCK_N, BLOCK_F, BLOCK_D], tl.float32)
-        k_ptrs = _frame_ptrs(k_base, offs_n, offs_d, stride_kn, stride_kd)
-        v_ptrs = _frame_ptrs(v_base, offs_n, offs_d, stride_vn, stride_vd)
-        dk_ptrs = _frame_ptrs(dk_base, offs_n, offs_d, stride_dn, stride_dd)
-        dv_ptrs = _frame_ptrs(dv_base, offs_n, offs_d, stride_dn, stride_dd)
-        for j in range(0, num_frames):
-            k_j = tl.load(k_ptrs, mask=mask_nd, other=0.0).to(tl.float32)
-            v_j = tl.load(v_ptrs, mask=mask_nd, other=0.0).to(tl.float32)
-            s = _scores(q, k_j, bias_ptr, j, offs_f, mask_f, stride_bi, stride_bj, qk_scale, HAS_BIAS, CAUSAL)
-            p = tl.where(mask_nf, tl.exp2(s - lse), 0.0)
-            dv_j = tl.sum(p[:, :, None] * do, axis=1)
-            dp = tl.sum(do * v_j[:, None, :], axis=2)
-            ds = p * (dp - delta)
-            dq += ds[:, :, None] * k_j[:, None, :]
-            dk_j = tl.sum(ds[:, :, None] * q, axis=1) * scale
-            tl.store(dk_ptrs, dk_j.to(DK.dtype.element_ty), mask=mask_nd)
-            tl.store(dv_ptrs, dv_j.to(DV.dtype.element_ty), mask=mask_nd)
-            if BIAS_GRAD:
-                dbias += tl.where(offs_f[None, :] == j, tl.sum(ds, axis=0)[:, None], 0.0)
-            k_ptrs += stride_kf
-            v_ptrs += stride_vf
-            dk_ptrs += stride_df
-            dv_ptrs += stride_df
-        tl.store(_tile_ptrs(DQ + b * stride_db + h * stride_dh, offs_n, offs_f, offs_d, stride_dn, stride_df,
-                            stride_dd), (dq * scale).to(DQ.dtype.element_ty), mask=mask_nfd)
+                      mask=mask_nf, other=float("inf"))
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=2)  # rowsum(dO * O): [BLOCK_N, BLOCK_F]
+        s = _scores(q, k, bias_ptr, offs_f, num_frames, stride_bi, stride_bj, qk_scale, HAS_BIAS, CAUSAL,
+                    DOT_PRECISION)
+        p = tl.exp2(s - lse[:, :, None])
+        # Each gradient is stored as soon as it is made: one fp32 accumulator tile live at a time.
+        # DQ, DK and DV are allocated alike and share one set of strides (stride_d*).
+        dv = _batched_dot(tl.trans(p.to(do.dtype), 0, 2, 1), do, DOT_PRECISION)
+        tl.store(_tile_ptrs(DV, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
+                            VEC), dv.to(DV.dtype.element_ty), mask=mask_nfd)
+        dp = _batched_dot(do, tl.trans(v, 0, 2, 1), DOT_PRECISION)
+        ds = p * (dp - delta[:, :, None])  # gradient of the natural-unit scores
+        dq = _batched_dot(ds.to(k.dtype), k, DOT_PRECISION) * scale
+        tl.store(_tile_ptrs(DQ, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
+                            VEC), dq.to(DQ.dtype.element_ty), mask=mask_nfd)
+        dk = _batched_dot(tl.trans(ds.to(q.dtype), 0, 2, 1), q, DOT_PRECISION) * scale
+        tl.store(_tile_ptrs(DK, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
+                            VEC), dk.to(DK.dtype.element_ty), mask=mask_nfd)
+        if BIAS_GRAD:
+            dbias += tl.sum(ds, axis=0)
 
     if BIAS_GRAD:
         p_ptrs = DBiasPartial + pid.to(tl.int64) * stride_pp + offs_f[:, None] * stride_pi + offs_f[None, :] * stride_pj
-        tl.store(p_ptrs, dbias, mask=mask_f[:, None] & mask_f[None, :])
+        tl.store(p_ptrs, dbias, mask=(offs_f < num_frames)[:, None] & (offs_f < num_frames)[None, :])

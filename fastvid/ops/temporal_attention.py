@@ -27,17 +27,33 @@ MAX_TRITON_FRAMES = 128
 MAX_TRITON_HEAD_DIM = 256
 
 
-def _tiles(num_frames: int, head_dim: int, budget: int) -> Tuple[int, int, int, int]:
-    """(BLOCK_N, BLOCK_F, BLOCK_D, num_warps): BLOCK_N positions per program so that a [BLOCK_N, BLOCK_F,
-    BLOCK_D] fp32 tile stays near ``budget`` elements per 4 warps. Where one position's tile alone is
-    larger (many frames, wide heads), more warps share it so that each thread holds as much as at the
-    budget: with 4 warps ptxas spilled (benchmarks/results/kernel_resources.md)."""
-    block_f, block_d = _launch.next_pow2(num_frames), _launch.next_pow2(head_dim)
-    if head_dim % 16:  # rows not 16-byte aligned: unvectorised loads, a 64-bit pointer per element
-        budget //= 2
-    block_n = max(1, min(64, budget // (block_f * block_d)))
-    num_warps = min(8, max(4, 4 * block_f * block_d // budget))
-    return 1 << (block_n.bit_length() - 1), block_f, block_d, num_warps
+MAX_BATCHED_TILE = 2048  # frames x head_dim of one position above which one position fills a program
+
+
+def _tiles(num_frames: int, head_dim: int, per_warp: int, max_batched_frames: int = 128) -> Tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_F, BLOCK_D, num_warps). A batched ``tl.dot`` gives each warp whole positions
+    (Triton puts all warps on the batch axis), so BLOCK_N is a multiple of the 4 warps: as many
+    positions per warp as keep one warp's [BLOCK_F, BLOCK_D] tiles near ``per_warp`` elements.
+    A larger position (frames x head_dim past MAX_BATCHED_TILE, or more than ``max_batched_frames``
+    frames) is one program (BLOCK_N = 1, a 2-D dot whose frames the warps split), 8 warps past 4,096
+    elements or with ``max_batched_frames`` set. ``tl.dot`` needs every tile dim >= 16."""
+    block_f, block_d = max(16, _launch.next_pow2(num_frames)), max(16, _launch.next_pow2(head_dim))
+    tile = block_f * block_d
+    if tile > MAX_BATCHED_TILE or block_f > max_batched_frames:
+        return 1, block_f, block_d, 4 if tile <= 4096 and max_batched_frames == 128 else 8
+    return 4 * max(1, per_warp // tile), block_f, block_d, 4
+
+
+def _vector_width(head_dim: int, *tensors: Tensor) -> int:
+    """Elements per 128-bit load that every row provably starts on: the widest VEC (16 bytes at most)
+    dividing head_dim and every stride but head_dim's, which must be 1. The kernel relies on it."""
+    vec = 16 // tensors[0].element_size()
+    if any(t.stride(-1) != 1 for t in tensors if t.shape[-1] > 1):
+        return 1
+    strides = [s for t in tensors for s, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1]
+    while vec > 1 and any(x % vec for x in (head_dim, *strides)):
+        vec //= 2
+    return vec
 
 
 def _bias_args(bias: Optional[Tensor], like: Tensor):
@@ -59,7 +75,7 @@ def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tenso
     lse = _launch.empty(batch, heads, frames, tokens, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
-    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, budget=4096)
+    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=2048)
     n_blocks = triton.cdiv(tokens, block_n)
     bias_t, bias_strides = _bias_args(bias, q)
     grid = (n_blocks * batch * heads,)
@@ -67,7 +83,8 @@ def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tenso
         q, k, v, bias_t, out, lse,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bias_strides, *lse.stride(),
         heads, frames, tokens, head_dim, n_blocks, scale * _launch.LOG2E,
-        HAS_BIAS=bias is not None, CAUSAL=causal, BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d,
+        HAS_BIAS=bias is not None, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
+        VEC=_vector_width(head_dim, q, k, v, out), BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d,
         num_warps=num_warps,
     )
     return out, lse
@@ -94,7 +111,7 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
     if q.numel() == 0:
         dbias = torch.zeros(heads, frames, frames, dtype=torch.float32, device=q.device)
         return [dq, dk, dv, dbias if bias_grad else dbias.new_empty(0)]
-    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, budget=2048)
+    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=1024, max_batched_frames=16)
     n_blocks = triton.cdiv(tokens, block_n)
     # Enough programs to fill the GPU, few enough that the per-program bias partials stay small.
     target = _launch.target_programs(q, per_sm=4, off_gpu=8)
@@ -108,8 +125,9 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *bias_strides,
         *lse.stride(), *partial_strides,
         heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale,
-        HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal,
-        BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d, num_warps=num_warps,
+        HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
+        VEC=_vector_width(head_dim, q, k, v, out, dout, dq), BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d,
+        num_warps=num_warps, num_stages=1,
     )
     if bias_grad:
         # Fixed-order reduction over (batch, chunk): bit-identical from run to run.
