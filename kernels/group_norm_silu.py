@@ -25,7 +25,7 @@ Backward, with xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
 import triton
 import triton.language as tl
 
-LOG2E: tl.constexpr = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
