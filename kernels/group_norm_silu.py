@@ -1,180 +1,185 @@
 """GroupNorm + SiLU on (B, C, F, P) video feature maps (P = H * W), read through strides.
 
-A "row" is (sample b, group g, frame f); a statistic covers one row (per-frame GroupNorm) or
-all frames of (b, g) (GroupNorm on the 5D tensor). Every program works on one row and a
-[channels of the group] x [pixels] tile, so at batch 1 there are groups x frames x pixel
-blocks programs, not one per (batch, group).
+Every kernel works on [BLOCK_C, BLOCK_P] tiles of one (sample b, frame f): BLOCK_C channels
+(a power of two dividing C, so no lane is padded; channel blocks need not follow group
+boundaries) by BLOCK_P pixels. Whichever axis has unit stride (pixels for contiguous and
+frame-major views, channels for channels_last_3d) is the vectorised one. Statistics are kept
+per channel first and combined per group after, so a group of 10, 20 or 40 channels costs no
+idle lanes. A statistic covers (group, frame) (per-frame GroupNorm) or (group, all frames)
+(GroupNorm on the 5D tensor).
 
-Forward, two launches:
-1. statistics: one program per (row, pixel chunk) reduces its slice to a (mean, M2) partial,
-   tile by tile, combined with Chan's formula (no sum-of-squares cancellation).
-2. apply: one program per (row, pixel block) combines its statistic's partials into mean and
-   rstd, then writes silu((x - mean) * rstd * weight[c] + bias[c]). The programs of pixel
-   block 0 also store mean and rstd for the backward.
+Forward, three launches:
+1. stats: one program per (b, f, channel block, pixel chunk) accumulates x - shift and its
+   square per lane (shift: the channel's first pixel of the chunk, so no sum-of-squares
+   cancellation) and reduces once at the end into per-channel (mean, M2) partials.
+2. finalize: one program per statistic combines its channels' partials with Chan's formula and
+   stores mean and rstd (saved for the backward).
+3. apply: one program per tile writes silu((x - mean) * rstd * weight[c] + bias[c]).
 
-Backward, two launches, with xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
-1. reduce: one program per (row, pixel chunk) writes per-channel partial sums of dz * xh and dz
-   (the weight and bias gradients, summed over (b, f, chunks) by the launcher).
-2. apply: one program per (row, pixel block) combines the partials of its statistic into the
-   group means of dz * w and dz * w * xh and writes dx = rstd * (dz * w - mean(dz w) - xh * mean(dz w xh)).
+Backward, with xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
+1. reduce: per-channel partial sums of dz * xh and dz per (b, f, channel block, pixel chunk),
+   accumulated per lane and reduced once; the launcher sums them into the weight and bias
+   gradients and the group means of dz * w and dz * w * xh (torch, fixed order).
+2. apply: dx = rstd * (dz * w - mean(dz w) - xh * mean(dz w xh)), one program per tile.
 """
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _row(pid, n_inner, frames, groups):
-    """Splits a flat program id over (b, g, f, inner), inner fastest."""
-    inner = pid % n_inner
-    rest = pid // n_inner
-    f = rest % frames
-    bg = rest // frames
-    return inner, f, bg % groups, bg // groups, bg
-
-
-@triton.jit
-def _tile_ptrs(base, b, f, offs_c, offs_p, stride_b, stride_c, stride_f, stride_p):
-    return (base + b.to(tl.int64) * stride_b + f.to(tl.int64) * stride_f + offs_c[:, None].to(tl.int64) * stride_c
-            + offs_p[None, :].to(tl.int64) * stride_p)
-
-
-@triton.jit
-def _group_channels(g, channels_per_group, BLOCK_C: tl.constexpr):
-    local = tl.arange(0, BLOCK_C)
-    return g * channels_per_group + local, local, local < channels_per_group
-
-
-@triton.jit
-def _affine(Wt, Bias, offs_c, mask_c, stride_w, stride_bias, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-            BLOCK_C: tl.constexpr):
-    """Per-channel weight and bias as fp32 [BLOCK_C] vectors (1 and 0 when absent)."""
-    w = tl.full([BLOCK_C], 1.0, tl.float32)
-    if HAS_WEIGHT:
-        w = tl.load(Wt + offs_c * stride_w, mask=mask_c, other=0.0).to(tl.float32)
-    bias = tl.zeros([BLOCK_C], tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(Bias + offs_c * stride_bias, mask=mask_c, other=0.0).to(tl.float32)
-    return w, bias
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
 def _sigmoid(z):
-    e = tl.exp(-tl.abs(z))  # never overflows
-    return tl.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    # exp2 (MUFU.EX2) and an approximate division (MUFU.RCP); exp2 -> inf gives 0, never NaN.
+    return 1.0 / (1.0 + tl.exp2(-z * LOG2E))
 
 
 @triton.jit
-def _parts(bg, f, frames, n_chunks, PER_FRAME: tl.constexpr):
-    """First partial index and number of partials of the statistic of row (bg, f)."""
-    if PER_FRAME:
-        first = (bg * frames + f) * n_chunks
-        count = n_chunks
-    else:
-        first = bg * frames * n_chunks
-        count = frames * n_chunks
-    return first, count
+def _tile_coords(pid, n_c_blocks, n_inner, frames, BLOCK_C: tl.constexpr):
+    """Splits a flat program id over (b, f, inner, channel block), channel block fastest; returns
+    the channel offsets, inner index, f, b and the (b, f, inner) row."""
+    c_block = pid % n_c_blocks
+    row = pid // n_c_blocks
+    inner = row % n_inner
+    bf = row // n_inner
+    offs_c = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
+    return offs_c, inner, bf % frames, bf // frames, row
+
+
+@triton.jit
+def _channel_ptrs(base, b, f, offs_c, stride_b, stride_c, stride_f):
+    return base + b.to(tl.int64) * stride_b + f.to(tl.int64) * stride_f + offs_c.to(tl.int64) * stride_c
+
+
+@triton.jit
+def _channel_params(Wt, Bias, Stats, b, f, offs_c, channels_per_group, stride_w, stride_bias,
+                    stride_sk, stride_sb, stride_sg, stride_sf, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Per-channel fp32 weight, bias (1 and 0 when absent) and the mean and rstd of each channel's group."""
+    g = offs_c // channels_per_group
+    s_ptrs = Stats + b.to(tl.int64) * stride_sb + g * stride_sg + f * stride_sf
+    mean = tl.load(s_ptrs)
+    rstd = tl.load(s_ptrs + stride_sk)
+    w = tl.full(offs_c.shape, 1.0, tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(Wt + offs_c * stride_w).to(tl.float32)
+    bias = tl.zeros(offs_c.shape, tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(Bias + offs_c * stride_bias).to(tl.float32)
+    return w, bias, mean, rstd, g
 
 
 @triton.jit
 def group_norm_stats_kernel(
     X, Mean, M2,
     stride_xb, stride_xc, stride_xf, stride_xp,
-    groups, channels_per_group, frames, pixels, n_chunks, chunk_pixels,
+    channels, frames, pixels, n_c_blocks, n_chunks, chunk_pixels,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    chunk, f, g, b, bg = _row(pid, n_chunks, frames, groups)
-    offs_c, local, mask_c = _group_channels(g, channels_per_group, BLOCK_C)
+    offs_c, chunk, f, b, row = _tile_coords(pid, n_c_blocks, n_chunks, frames, BLOCK_C)
     p_start = chunk * chunk_pixels
     p_end = tl.minimum(p_start + chunk_pixels, pixels)
-    count = tl.zeros([BLOCK_C], tl.float32).sum(0)
-    mean = count
-    m2 = count
-    for p in range(p_start, p_end, BLOCK_P):
-        offs_p = p + tl.arange(0, BLOCK_P)
-        mask = mask_c[:, None] & (offs_p < p_end)[None, :]
-        x = tl.load(_tile_ptrs(X, b, f, offs_c, offs_p, stride_xb, stride_xc, stride_xf, stride_xp), mask=mask,
-                    other=0.0).to(tl.float32)
-        n_t = tl.sum(tl.sum(mask.to(tl.float32), axis=1), axis=0)
-        mean_t = tl.sum(tl.sum(x, axis=1), axis=0) / n_t
-        d = tl.where(mask, x - mean_t, 0.0)
-        m2_t = tl.sum(tl.sum(d * d, axis=1), axis=0)
-        total = count + n_t
-        delta = mean_t - mean
-        mean += delta * (n_t / total)
-        m2 += m2_t + delta * delta * (count * n_t / total)
-        count = total
-    tl.store(Mean + pid, mean)
-    tl.store(M2 + pid, m2)
+    c_ptrs = _channel_ptrs(X, b, f, offs_c, stride_xb, stride_xc, stride_xf)
+    shift = tl.load(c_ptrs + p_start.to(tl.int64) * stride_xp)
+    offs_p = p_start + tl.arange(0, BLOCK_P)
+    ptrs = c_ptrs[:, None] + offs_p[None, :].to(tl.int64) * stride_xp
+    acc = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    acc_sq = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    for _ in range(p_start, p_end, BLOCK_P):
+        # Lanes past the chunk read the shift itself: they add zero.
+        x = tl.load(ptrs, mask=(offs_p < p_end)[None, :], other=shift[:, None])
+        d = x.to(tl.float32) - shift.to(tl.float32)[:, None]
+        acc += d
+        acc_sq += d * d
+        ptrs += BLOCK_P * stride_xp
+        offs_p += BLOCK_P
+    count = (p_end - p_start).to(tl.float32)
+    total = tl.sum(acc, axis=1)
+    m2 = tl.maximum(tl.sum(acc_sq, axis=1) - total * (total / count), 0.0)
+    out = row.to(tl.int64) * channels + offs_c
+    tl.store(Mean + out, shift.to(tl.float32) + total / count)
+    tl.store(M2 + out, m2)
+
+
+@triton.jit
+def group_norm_finalize_kernel(
+    Mean, M2, Stats,
+    stride_sk, stride_sb, stride_sg, stride_sf,
+    channels, channels_per_group, groups, frames, pixels, n_chunks, chunk_pixels, eps,
+    PER_FRAME: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_J: tl.constexpr,
+):
+    # One program per statistic (b, g, frame or all frames): its partials are the rows
+    # (b, f, chunk) of its frames, columns g * channels_per_group + j, combined in two passes.
+    pid = tl.program_id(0)
+    stat_frames = frames if PER_FRAME else 1
+    fs = pid % stat_frames
+    bg = pid // stat_frames
+    g = bg % groups
+    b = bg // groups
+    first = (b * frames + fs) * n_chunks
+    n_rows = n_chunks * (1 if PER_FRAME else frames)
+    offs_j = tl.arange(0, BLOCK_J)
+    cols = g * channels_per_group + offs_j
+    mask_j = offs_j < channels_per_group
+    total = (n_rows // n_chunks * pixels * channels_per_group).to(tl.float32)
+    sum_x = tl.zeros([BLOCK_R, BLOCK_J], tl.float32)
+    for r in range(0, n_rows, BLOCK_R):
+        rows = r + tl.arange(0, BLOCK_R)
+        mask = (rows < n_rows)[:, None] & mask_j[None, :]
+        ptrs = (first + rows)[:, None].to(tl.int64) * channels + cols[None, :]
+        n = tl.minimum(chunk_pixels, pixels - (rows % n_chunks) * chunk_pixels).to(tl.float32)[:, None]
+        sum_x += n * tl.load(Mean + ptrs, mask=mask, other=0.0)
+    mean = tl.sum(tl.sum(sum_x, axis=1), axis=0) / total
+    sum_m2 = tl.zeros([BLOCK_R, BLOCK_J], tl.float32)
+    for r in range(0, n_rows, BLOCK_R):
+        rows = r + tl.arange(0, BLOCK_R)
+        mask = (rows < n_rows)[:, None] & mask_j[None, :]
+        ptrs = (first + rows)[:, None].to(tl.int64) * channels + cols[None, :]
+        n = tl.minimum(chunk_pixels, pixels - (rows % n_chunks) * chunk_pixels).to(tl.float32)[:, None]
+        dev = tl.load(Mean + ptrs, mask=mask, other=0.0) - mean
+        sum_m2 += tl.where(mask, tl.load(M2 + ptrs, mask=mask, other=0.0) + n * dev * dev, 0.0)
+    var = tl.sum(tl.sum(sum_m2, axis=1), axis=0) / total
+    s_ptr = Stats + b.to(tl.int64) * stride_sb + g * stride_sg + fs * stride_sf
+    tl.store(s_ptr, mean)
+    tl.store(s_ptr + stride_sk, 1.0 / tl.sqrt(var + eps))
 
 
 @triton.jit
 def group_norm_silu_apply_kernel(
-    X, Wt, Bias, Y, Mean, M2, Stats,
+    X, Wt, Bias, Y, Stats,
     stride_xb, stride_xc, stride_xf, stride_xp,
     stride_yb, stride_yc, stride_yf, stride_yp,
     stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
-    groups, channels_per_group, frames, pixels, n_chunks, chunk_pixels, n_p_blocks, eps,
-    PER_FRAME: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_PARTS: tl.constexpr,
+    channels_per_group, frames, pixels, n_c_blocks, n_p_blocks,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
+    # stride_sf is 0 for per-sample statistics (one entry per (b, g)).
     pid = tl.program_id(0)
-    p_block, f, g, b, bg = _row(pid, n_p_blocks, frames, groups)
-
-    # Combine the (count, mean, M2) partials of this row's statistic.
-    first, n_parts = _parts(bg, f, frames, n_chunks, PER_FRAME)
-    offs_k = tl.arange(0, BLOCK_PARTS)
-    mask_k = offs_k < n_parts
-    chunk = offs_k % n_chunks
-    counts = (tl.minimum(chunk_pixels, pixels - chunk * chunk_pixels) * channels_per_group).to(tl.float32)
-    counts = tl.where(mask_k, counts, 0.0)
-    means = tl.load(Mean + first + offs_k, mask=mask_k, other=0.0)
-    m2s = tl.load(M2 + first + offs_k, mask=mask_k, other=0.0)
-    total = tl.sum(counts, axis=0)
-    mean = tl.sum(counts * means, axis=0) / total
-    dev = means - mean
-    var = (tl.sum(m2s, axis=0) + tl.sum(counts * dev * dev, axis=0)) / total
-    rstd = 1.0 / tl.sqrt(var + eps)
-
-    if (p_block == 0) & ((f == 0) | PER_FRAME):
-        s_ptr = Stats + b.to(tl.int64) * stride_sb + g * stride_sg + f * stride_sf
-        tl.store(s_ptr, mean)
-        tl.store(s_ptr + stride_sk, rstd)
-
-    offs_c, local, mask_c = _group_channels(g, channels_per_group, BLOCK_C)
-    offs_p = p_block * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask = mask_c[:, None] & (offs_p < pixels)[None, :]
-    w, bias = _affine(Wt, Bias, offs_c, mask_c, stride_w, stride_bias, HAS_WEIGHT, HAS_BIAS, BLOCK_C)
+    offs_c, p_block, f, b, _ = _tile_coords(pid, n_c_blocks, n_p_blocks, frames, BLOCK_C)
+    w, bias, mean, rstd, _ = _channel_params(Wt, Bias, Stats, b, f, offs_c, channels_per_group, stride_w,
+                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf,
+                                             HAS_WEIGHT, HAS_BIAS)
     scale = w * rstd
     shift = bias - mean * scale
-    x = tl.load(_tile_ptrs(X, b, f, offs_c, offs_p, stride_xb, stride_xc, stride_xf, stride_xp), mask=mask, other=0.0)
+    offs_p = (p_block * BLOCK_P + tl.arange(0, BLOCK_P))[None, :]
+    mask = offs_p < pixels
+    offs_p = offs_p.to(tl.int64)
+    x = tl.load(_channel_ptrs(X, b, f, offs_c, stride_xb, stride_xc, stride_xf)[:, None] + offs_p * stride_xp,
+                mask=mask, other=0.0)
     z = x.to(tl.float32) * scale[:, None] + shift[:, None]
-    tl.store(_tile_ptrs(Y, b, f, offs_c, offs_p, stride_yb, stride_yc, stride_yf, stride_yp),
+    tl.store(_channel_ptrs(Y, b, f, offs_c, stride_yb, stride_yc, stride_yf)[:, None] + offs_p * stride_yp,
              (z * _sigmoid(z)).to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _grad_tile(X, DY, b, f, offs_c, offs_p, mask, w, bias, mean, rstd,
-               stride_xb, stride_xc, stride_xf, stride_xp, stride_gb, stride_gc, stride_gf, stride_gp):
-    """xh and dz = dy * silu'(z) on one tile, in fp32 (0 where masked)."""
-    x = tl.load(_tile_ptrs(X, b, f, offs_c, offs_p, stride_xb, stride_xc, stride_xf, stride_xp), mask=mask,
-                other=0.0).to(tl.float32)
-    dy = tl.load(_tile_ptrs(DY, b, f, offs_c, offs_p, stride_gb, stride_gc, stride_gf, stride_gp), mask=mask,
-                 other=0.0).to(tl.float32)
-    xh = (x - mean) * rstd
+def _grad_tile(x_ptrs, dy_ptrs, mask, w, bias, mean, rstd):
+    """xh and dz = dy * silu'(z) on one tile, in fp32 (dz is 0 where masked)."""
+    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptrs, mask=mask, other=0.0).to(tl.float32)
+    xh = (x - mean[:, None]) * rstd[:, None]
     z = xh * w[:, None] + bias[:, None]
     s = _sigmoid(z)
     return xh, dy * s * (1.0 + z * (1.0 - s))
-
-
-@triton.jit
-def _row_setup(Stats, Wt, Bias, b, g, f, stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
-               channels_per_group, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
-    """A backward row's saved mean and rstd, its group's channels and their affine parameters."""
-    s_ptr = Stats + b.to(tl.int64) * stride_sb + g * stride_sg + f * stride_sf
-    offs_c, local, mask_c = _group_channels(g, channels_per_group, BLOCK_C)
-    w, bias = _affine(Wt, Bias, offs_c, mask_c, stride_w, stride_bias, HAS_WEIGHT, HAS_BIAS, BLOCK_C)
-    return tl.load(s_ptr), tl.load(s_ptr + stride_sk), offs_c, local, mask_c, w, bias
 
 
 @triton.jit
@@ -182,64 +187,61 @@ def group_norm_silu_bwd_reduce_kernel(
     X, DY, Wt, Bias, Stats, DWPart, DBPart,
     stride_xb, stride_xc, stride_xf, stride_xp,
     stride_gb, stride_gc, stride_gf, stride_gp,
-    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_part,
-    groups, channels_per_group, frames, pixels, n_chunks, chunk_pixels,
+    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
+    channels, channels_per_group, frames, pixels, n_c_blocks, n_chunks, chunk_pixels,
     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    # stride_sf is 0 for per-sample statistics (one entry per (b, g)).
     pid = tl.program_id(0)
-    chunk, f, g, b, bg = _row(pid, n_chunks, frames, groups)
-    mean, rstd, offs_c, local, mask_c, w, bias = _row_setup(
-        Stats, Wt, Bias, b, g, f, stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
-        channels_per_group, HAS_WEIGHT, HAS_BIAS, BLOCK_C)
+    offs_c, chunk, f, b, row = _tile_coords(pid, n_c_blocks, n_chunks, frames, BLOCK_C)
+    w, bias, mean, rstd, _ = _channel_params(Wt, Bias, Stats, b, f, offs_c, channels_per_group, stride_w,
+                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf,
+                                             HAS_WEIGHT, HAS_BIAS)
     p_start = chunk * chunk_pixels
     p_end = tl.minimum(p_start + chunk_pixels, pixels)
-    sum_dz_xh = tl.zeros([BLOCK_C], tl.float32)
-    sum_dz = tl.zeros([BLOCK_C], tl.float32)
-    for p in range(p_start, p_end, BLOCK_P):
-        offs_p = p + tl.arange(0, BLOCK_P)
-        mask = mask_c[:, None] & (offs_p < p_end)[None, :]
-        xh, dz = _grad_tile(X, DY, b, f, offs_c, offs_p, mask, w, bias, mean, rstd,
-                            stride_xb, stride_xc, stride_xf, stride_xp, stride_gb, stride_gc, stride_gf, stride_gp)
-        sum_dz_xh += tl.sum(dz * xh, axis=1)
-        sum_dz += tl.sum(dz, axis=1)
-    row = pid.to(tl.int64) * stride_part
-    tl.store(DWPart + row + local, sum_dz_xh, mask=mask_c)
-    tl.store(DBPart + row + local, sum_dz, mask=mask_c)
+    offs_p = p_start + tl.arange(0, BLOCK_P)
+    x_ptrs = (_channel_ptrs(X, b, f, offs_c, stride_xb, stride_xc, stride_xf)[:, None]
+              + offs_p[None, :].to(tl.int64) * stride_xp)
+    dy_ptrs = (_channel_ptrs(DY, b, f, offs_c, stride_gb, stride_gc, stride_gf)[:, None]
+               + offs_p[None, :].to(tl.int64) * stride_gp)
+    acc_dz_xh = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    acc_dz = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    for _ in range(p_start, p_end, BLOCK_P):
+        xh, dz = _grad_tile(x_ptrs, dy_ptrs, (offs_p < p_end)[None, :], w, bias, mean, rstd)
+        acc_dz_xh += dz * xh
+        acc_dz += dz
+        x_ptrs += BLOCK_P * stride_xp
+        dy_ptrs += BLOCK_P * stride_gp
+        offs_p += BLOCK_P
+    out = row.to(tl.int64) * channels + offs_c
+    tl.store(DWPart + out, tl.sum(acc_dz_xh, axis=1))
+    tl.store(DBPart + out, tl.sum(acc_dz, axis=1))
 
 
 @triton.jit
 def group_norm_silu_bwd_apply_kernel(
-    X, DY, Wt, Bias, Stats, DWPart, DBPart, DX,
+    X, DY, Wt, Bias, Stats, Coef, DX,
     stride_xb, stride_xc, stride_xf, stride_xp,
     stride_gb, stride_gc, stride_gf, stride_gp,
     stride_db, stride_dc, stride_df, stride_dp,
-    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_part,
-    groups, channels_per_group, frames, pixels, n_chunks, n_p_blocks,
-    PER_FRAME: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_PARTS: tl.constexpr,
+    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
+    channels_per_group, frames, pixels, n_c_blocks, n_p_blocks,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
+    # Coef has Stats' layout: the group means of dz * w and of dz * w * xh.
     pid = tl.program_id(0)
-    p_block, f, g, b, bg = _row(pid, n_p_blocks, frames, groups)
-    mean, rstd, offs_c, local, mask_c, w, bias = _row_setup(
-        Stats, Wt, Bias, b, g, f, stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
-        channels_per_group, HAS_WEIGHT, HAS_BIAS, BLOCK_C)
-
-    # Group means of dxh = dz * w and dxh * xh over the statistic, from the per-channel partials.
-    first, n_parts = _parts(bg, f, frames, n_chunks, PER_FRAME)
-    offs_k = tl.arange(0, BLOCK_PARTS)
-    part_ptrs = (first + offs_k)[:, None].to(tl.int64) * stride_part + local[None, :]
-    part_mask = (offs_k < n_parts)[:, None] & mask_c[None, :]
-    sum_dz_xh = tl.sum(tl.load(DWPart + part_ptrs, mask=part_mask, other=0.0), axis=0)
-    sum_dz = tl.sum(tl.load(DBPart + part_ptrs, mask=part_mask, other=0.0), axis=0)
-    count = tl.full([], 1.0, tl.float32) * channels_per_group * pixels * (n_parts // n_chunks)
-    mean_dxh = tl.sum(w * sum_dz, axis=0) / count
-    mean_dxh_xh = tl.sum(w * sum_dz_xh, axis=0) / count
-
-    offs_p = p_block * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask = mask_c[:, None] & (offs_p < pixels)[None, :]
-    xh, dz = _grad_tile(X, DY, b, f, offs_c, offs_p, mask, w, bias, mean, rstd,
-                        stride_xb, stride_xc, stride_xf, stride_xp, stride_gb, stride_gc, stride_gf, stride_gp)
-    dx = rstd * (dz * w[:, None] - mean_dxh - xh * mean_dxh_xh)
-    tl.store(_tile_ptrs(DX, b, f, offs_c, offs_p, stride_db, stride_dc, stride_df, stride_dp),
+    offs_c, p_block, f, b, _ = _tile_coords(pid, n_c_blocks, n_p_blocks, frames, BLOCK_C)
+    w, bias, mean, rstd, g = _channel_params(Wt, Bias, Stats, b, f, offs_c, channels_per_group, stride_w,
+                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf,
+                                             HAS_WEIGHT, HAS_BIAS)
+    c_ptrs = Coef + b.to(tl.int64) * stride_sb + g * stride_sg + f * stride_sf
+    mean_dxh = tl.load(c_ptrs)
+    mean_dxh_xh = tl.load(c_ptrs + stride_sk)
+    offs_p = (p_block * BLOCK_P + tl.arange(0, BLOCK_P))[None, :]
+    mask = offs_p < pixels
+    offs_p = offs_p.to(tl.int64)
+    xh, dz = _grad_tile(_channel_ptrs(X, b, f, offs_c, stride_xb, stride_xc, stride_xf)[:, None] + offs_p * stride_xp,
+                        _channel_ptrs(DY, b, f, offs_c, stride_gb, stride_gc, stride_gf)[:, None] + offs_p * stride_gp,
+                        mask, w, bias, mean, rstd)
+    dx = rstd[:, None] * (dz * w[:, None] - mean_dxh[:, None] - xh * mean_dxh_xh[:, None])
+    tl.store(_channel_ptrs(DX, b, f, offs_c, stride_db, stride_dc, stride_df)[:, None] + offs_p * stride_dp,
              dx.to(DX.dtype.element_ty), mask=mask)

@@ -105,20 +105,20 @@ def test_custom_op_passes_opcheck(layout, per_frame):
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the kernels run for real on this machine")
 def test_kernels_compile_for_hopper():
-    """Without a GPU: the four kernels compile for sm_90 (bf16, pixels or channels at unit stride)."""
+    """Without a GPU: the five kernels compile for sm_90 (bf16, pixels or channels at unit stride)."""
     from aot_compile import run_in_subprocess
 
     dt, f32 = "bf16", "fp32"
-    kernels = [("group_norm_stats_kernel", dict(X=dt, Mean=f32, M2=f32), dict(BLOCK_C=16, BLOCK_P=256)),
+    tile = dict(BLOCK_C=8, BLOCK_P=512)
+    affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, **tile)
+    kernels = [("group_norm_stats_kernel", dict(X=dt, Mean=f32, M2=f32), tile),
+               ("group_norm_silu_apply_kernel", dict(X=dt, Wt=dt, Bias=dt, Y=dt, Stats=f32), affine),
                ("group_norm_silu_bwd_reduce_kernel",
-                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, DWPart=f32, DBPart=f32),
-                dict(HAS_WEIGHT=True, HAS_BIAS=True, BLOCK_C=64, BLOCK_P=64))]
-    for per_frame in (False, True):
-        flags = dict(PER_FRAME=per_frame, HAS_WEIGHT=True, HAS_BIAS=True, BLOCK_C=16, BLOCK_P=256, BLOCK_PARTS=32)
-        kernels += [("group_norm_silu_apply_kernel", dict(X=dt, Wt=dt, Bias=dt, Y=dt, Mean=f32, M2=f32, Stats=f32),
-                     flags),
-                    ("group_norm_silu_bwd_apply_kernel",
-                     dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, DWPart=f32, DBPart=f32, DX=dt), flags)]
+                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, DWPart=f32, DBPart=f32), affine),
+               ("group_norm_silu_bwd_apply_kernel",
+                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, Coef=f32, DX=dt), affine)]
+    kernels += [("group_norm_finalize_kernel", dict(Mean=f32, M2=f32, Stats=f32),
+                 dict(PER_FRAME=per_frame, BLOCK_R=32, BLOCK_J=32)) for per_frame in (False, True)]
     specs = [dict(kernel=name, pointers=pointers, constexprs=constexprs, floats=["eps"], unit_axis=unit)
              for name, pointers, constexprs in kernels for unit in ("p", "c")]
     assert len(run_in_subprocess("fastvid.kernels.group_norm_silu", specs)) == len(specs)

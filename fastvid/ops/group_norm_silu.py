@@ -1,9 +1,10 @@
 """GroupNorm + SiLU on video feature maps: launchers, torch.library ops with autograd, dispatch,
 public function.
 
-Forward: two Triton launches (statistics partials, then combine + normalise + SiLU).
-Backward: two Triton launches from the saved per-group mean and rstd (per-channel partial sums,
-then dx); the weight and bias gradients are those partials summed by torch in a fixed order.
+Forward: three Triton launches (per-channel statistics partials, per-group combine, then
+normalise + SiLU). Backward: two Triton launches from the saved per-group mean and rstd
+(per-channel partial sums, then dx); the weight and bias gradients and the group means the dx
+formula needs are those partials summed by torch in a fixed order (deterministic).
 """
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ OP = "group_norm_silu"
 LAYOUT = "(B, C, F, H, W)"
 MAX_TRITON_CHANNELS_PER_GROUP = 512
 TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
+MAX_BLOCK_C_CHANNELS_INNER = 64  # channels per tile when channels have unit stride (8 x 128-bit per row)
+
+
+def _pow2_divisor(n: int, cap: int) -> int:
+    """The largest power of two dividing n, at most cap: a channel block that never pads C."""
+    return min(n & -n, cap)
 
 
 class _Plan:
@@ -33,24 +40,38 @@ class _Plan:
         batch, channels, frames, height, width = x.shape
         self.groups, self.frames, self.pixels = num_groups, frames, height * width
         self.cpg = channels // num_groups
-        self.block_c = triton.next_power_of_2(self.cpg)
-        self.block_p = max(16, TILE // self.block_c)
-        rows = batch * num_groups * frames
+        self.stat_frames = frames if per_frame else 1
+        pixels_pow2 = _launch.next_pow2(self.pixels)
+        if x.stride(1) == 1 and self.pixels > 1:  # channels_last_3d: vectorise along channels
+            self.block_c = _pow2_divisor(channels, MAX_BLOCK_C_CHANNELS_INNER)
+            self.block_p = min(pixels_pow2, TILE // self.block_c)
+        else:
+            self.block_p = min(pixels_pow2, TILE)
+            self.block_c = _pow2_divisor(channels, TILE // self.block_p)
+        self.n_c_blocks = channels // self.block_c
+        rows = batch * frames * self.n_c_blocks
         # Split the pixels into chunks so that batch 1 still gives a few programs per SM.
         target = _launch.target_programs(x, per_sm=4, off_gpu=4)
         n_chunks = max(1, min(triton.cdiv(self.pixels, self.block_p), triton.cdiv(target, rows)))
         self.chunk_pixels = triton.cdiv(triton.cdiv(self.pixels, n_chunks), self.block_p) * self.block_p
         self.n_chunks = triton.cdiv(self.pixels, self.chunk_pixels)
         self.n_p_blocks = triton.cdiv(self.pixels, self.block_p)
+        self.partial_rows = batch * frames * self.n_chunks
         self.reduce_programs = rows * self.n_chunks
         self.apply_programs = rows * self.n_p_blocks
-        parts = self.n_chunks * (1 if per_frame else frames)
-        self.block_parts = max(2, triton.next_power_of_2(parts))
 
     def stats_strides(self, stats: Tensor, per_frame: bool):
         # Per-sample statistics have one entry per (b, g): every frame reads it (stride 0).
         sk, sb, sg, sf = stats.stride()
         return sk, sb, sg, sf if per_frame else 0
+
+    def group_sum(self, part: Tensor) -> Tensor:
+        """(B * F * chunks, C) per-channel partials summed per statistic: (B, G, F or 1)."""
+        batch = part.shape[0] // (self.frames * self.n_chunks)
+        rows = part.view(batch, self.frames, self.n_chunks, self.groups, self.cpg).sum((2, 4))
+        if self.stat_frames == 1:
+            rows = rows.sum(1, keepdim=True)
+        return rows.transpose(1, 2)
 
 
 def _affine_strides(weight: Optional[Tensor], bias: Optional[Tensor]):
@@ -66,7 +87,8 @@ def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tens
                         per_frame: bool) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns y (x's shape, memory order and dtype) and stats (2, B, G, F or 1) fp32:
     mean and rstd."""
-    from ..kernels.group_norm_silu import group_norm_silu_apply_kernel, group_norm_stats_kernel
+    from ..kernels.group_norm_silu import (group_norm_finalize_kernel, group_norm_silu_apply_kernel,
+                                           group_norm_stats_kernel)
 
     y = _like_x(x)
     stats = _launch.empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32,
@@ -75,18 +97,24 @@ def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tens
         return y, stats
     plan = _Plan(x, num_groups, per_frame)
     x4, y4 = x.flatten(3), y.flatten(3)  # views (y has H and W adjacent; an x whose H and W do not merge is copied)
-    mean = torch.empty(plan.reduce_programs, dtype=torch.float32, device=x.device)
+    channels = x.shape[1]
+    mean = torch.empty(plan.partial_rows, channels, dtype=torch.float32, device=x.device)
     m2 = torch.empty_like(mean)
     group_norm_stats_kernel[(plan.reduce_programs,)](
-        x4, mean, m2, *x4.stride(), num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.chunk_pixels,
-        BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4,
+        x4, mean, m2, *x4.stride(), channels, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_chunks,
+        plan.chunk_pixels, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4,
+    )
+    block_j = _launch.next_pow2(plan.cpg)
+    group_norm_finalize_kernel[(x.shape[0] * num_groups * plan.stat_frames,)](
+        mean, m2, stats, *stats.stride(), channels, plan.cpg, num_groups, plan.frames, plan.pixels, plan.n_chunks,
+        plan.chunk_pixels, eps, PER_FRAME=per_frame, BLOCK_R=max(1, 1024 // block_j), BLOCK_J=block_j, num_warps=4,
     )
     group_norm_silu_apply_kernel[(plan.apply_programs,)](
-        x4, weight if weight is not None else x4, bias if bias is not None else x4, y4, mean, m2, stats,
+        x4, weight if weight is not None else x4, bias if bias is not None else x4, y4, stats,
         *x4.stride(), *y4.stride(), *plan.stats_strides(stats, per_frame), *_affine_strides(weight, bias),
-        num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.chunk_pixels, plan.n_p_blocks, eps,
-        PER_FRAME=per_frame, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_PARTS=plan.block_parts, num_warps=4,
+        plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_p_blocks,
+        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
+        num_warps=4,
     )
     return y, stats
 
@@ -111,31 +139,31 @@ def group_norm_silu_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: O
         return [dx, zeros if weight is not None else x.new_empty(0),
                 zeros.clone() if bias is not None else x.new_empty(0)]
     plan = _Plan(x, num_groups, per_frame)
+    stats = stats.contiguous()  # coef below shares its strides
     x4, dy4, dx4 = x.flatten(3), dy.flatten(3), dx.flatten(3)
-    # Per-channel partial sums of dz * xh and dz, one row of cpg values per (b, g, f, chunk) program.
-    dw_part = torch.empty(plan.reduce_programs, plan.cpg, dtype=torch.float32, device=x.device)
+    # Per-channel partial sums of dz * xh and dz, one row per (b, f, chunk).
+    dw_part = torch.empty(plan.partial_rows, channels, dtype=torch.float32, device=x.device)
     db_part = torch.empty_like(dw_part)
-    common = (*plan.stats_strides(stats, per_frame), *_affine_strides(weight, bias), dw_part.stride(0))
+    common = (*plan.stats_strides(stats, per_frame), *_affine_strides(weight, bias))
     affine = (weight if weight is not None else x4, bias if bias is not None else x4)
+    flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c,
+                 BLOCK_P=plan.block_p, num_warps=4)
     group_norm_silu_bwd_reduce_kernel[(plan.reduce_programs,)](
         x4, dy4, *affine, stats, dw_part, db_part, *x4.stride(), *dy4.stride(), *common,
-        num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.chunk_pixels,
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
-        num_warps=4,
+        channels, plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_chunks, plan.chunk_pixels, **flags,
     )
+    # Group means of dz * w and dz * w * xh over each statistic, laid out like stats.
+    w32 = weight.float() if weight is not None else torch.ones(channels, device=x.device)
+    count = plan.cpg * plan.pixels * (plan.frames // plan.stat_frames)
+    coef = torch.stack([plan.group_sum(db_part * w32), plan.group_sum(dw_part * w32)]) / count
     group_norm_silu_bwd_apply_kernel[(plan.apply_programs,)](
-        x4, dy4, *affine, stats, dw_part, db_part, dx4, *x4.stride(), *dy4.stride(), *dx4.stride(), *common,
-        num_groups, plan.cpg, plan.frames, plan.pixels, plan.n_chunks, plan.n_p_blocks,
-        PER_FRAME=per_frame, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_PARTS=plan.block_parts, num_warps=4,
+        x4, dy4, *affine, stats, coef, dx4, *x4.stride(), *dy4.stride(), *dx4.stride(), *common,
+        plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_p_blocks, **flags,
     )
 
     def channel_sum(part: Tensor, like: Optional[Tensor]) -> Tensor:
-        if like is None:
-            return x.new_empty(0)
-        # (B, G, F, chunks, cpg) summed over (B, F, chunks) in a fixed order: deterministic.
-        rows = part.view(x.shape[0], num_groups, plan.frames * plan.n_chunks, plan.cpg)
-        return rows.sum((0, 2)).reshape(channels).to(like.dtype)
+        # (B * F * chunks, C) summed over its rows in a fixed order: deterministic.
+        return part.sum(0).to(like.dtype) if like is not None else x.new_empty(0)
 
     return [dx, channel_sum(dw_part, weight), channel_sum(db_part, bias)]
 
