@@ -25,7 +25,8 @@ from fastvid.distributed import FastvidDistributedError, parallel_state, paralle
 from fastvid.distributed.accounting import SEQUENCE_STRATEGIES, step_bytes  # noqa: E402
 from fastvid.distributed.launch import spawn  # noqa: E402
 
-ALL_MODELS = tuple(M.MODELS)
+# The systems fastvid.distributed shards (issue 14); the later cascade / SVD-style systems are not covered yet.
+ALL_MODELS = ("vdm", "make_a_video", "tune_a_video", "text2video_zero", "controlvideo", "dit", "dit_alternating")
 # (model, strategy, frames) per world size; frames are uneven over the ranks on purpose.
 CASES = {
     2: [(m, "dsp", 3) for m in ALL_MODELS]
