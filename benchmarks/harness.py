@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import platform
 import statistics
@@ -37,6 +38,7 @@ def _commit() -> str:
         return "unknown"
 
 
+@functools.lru_cache(maxsize=None)  # one stamp per process: a suite's per-case calls make one run
 def environment(device: str) -> Dict[str, str]:
     import triton
 
@@ -69,7 +71,19 @@ def parser(doc: str, *, modes: Optional[str] = "fwd,bwd,fwd+bwd",
     if no_compile is not None:
         p.add_argument("--no-compile", action="store_true", help=no_compile)
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--shapes", default=None, help="comma-separated case names to run (default: all)")
     return p
+
+
+def select(cases: Dict[str, object], names: Optional[str]) -> Dict[str, object]:
+    """The cases named in ``names`` (comma-separated; None: all), in their table's order."""
+    if names is None:
+        return cases
+    wanted = [n for n in names.split(",") if n]
+    unknown = set(wanted) - set(cases)
+    if unknown:
+        raise ValueError(f"--shapes: unknown case(s) {sorted(unknown)}; choose from {','.join(cases)}")
+    return {name: shape for name, shape in cases.items() if name in wanted}
 
 
 def parse(p: argparse.ArgumentParser, argv=None, cuda_dtype: str = "bfloat16") -> argparse.Namespace:
@@ -130,6 +144,7 @@ def peak_memory_bytes(fn: Callable[[], object], device: str) -> Optional[int]:
     return torch.cuda.max_memory_allocated() - base
 
 
+@functools.lru_cache(maxsize=None)  # once per process: run_suite calls the bench scripts once per case
 def measure_ceilings(device: str) -> Dict[str, Optional[float]]:
     """Device-copy GB/s and bf16 matmul TFLOP/s measured now (None on CPU)."""
     if device != "cuda":
