@@ -17,9 +17,9 @@ from benchmarks import kernel_resources as kr
 launches = kr.capture(quick=True)
 launches += kr.capture(["temporal_attention"])
 out = []
-for launch, shared, (_, regs, stores, loads) in kr.compile_all(launches):
+for launch, code in kr.compile_all(launches):
     out.append(dict(kernel=launch.name, module=launch.kernel.__module__, config=launch.config(), cases=launch.cases,
-                    regs=regs, spills=stores + loads, shared=shared))
+                    regs=code.regs, spills=code.spills, shared=code.shared))
 print(json.dumps(out))
 """
 
@@ -47,6 +47,7 @@ def test_every_kernel_compiles_for_sm90_with_its_launch_configs():
     compiled = {row["kernel"] for row in rows}
     assert _kernel_names() <= compiled, f"never launched by a launcher: {_kernel_names() - compiled}"
     assert all(row["regs"] > 0 and row["shared"] >= 0 for row in rows)
-    # The temporal attention tile heuristic keeps its register tiles spill-free at the benchmark shapes.
+    # The temporal attention tile heuristic keeps its register tiles spill-free at the benchmark shapes
+    # (spills read from the real cubin: local-memory instructions, whatever the Triton version's ptxas options).
     spilling = [r for r in rows if r["kernel"].startswith("temporal_attention") and r["spills"]]
     assert not spilling, spilling
