@@ -24,7 +24,6 @@ CPU rows only check the script.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -36,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fastvid  # noqa: E402
 from benchmarks import harness, shapes  # noqa: E402
 from benchmarks.peers import sdpa_backend_context  # noqa: E402
+from fastvid.ops import frame_attention as ops  # noqa: E402
 
 OP = "frame_attention"
-ops = importlib.import_module("fastvid.ops.frame_attention")
 FRAMES = ("first", "sparse_causal", "self", "all")
 SWEEP_FRAMES, SWEEP_TOKENS, SWEEP_HEADS, SWEEP_HEAD_DIM = (8, 16, 24, 32), 64 * 64, (8, 20), 64
 FLOP_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}

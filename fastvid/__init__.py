@@ -1,15 +1,14 @@
 """fastvid: Triton and fused GPU kernels for video diffusion models."""
-from ._kernels_path import register_checkout_kernels
-
-register_checkout_kernels()
-
-from . import reference  # noqa: E402
-from .dispatch import BackendUnsupportedError, last_backend  # noqa: E402
-from .ops import frame_attention, group_norm_silu, temporal_attention, temporal_conv  # noqa: E402
-from .validation import FastvidInputError  # noqa: E402
-from . import nn  # noqa: E402
-from .nn.inflate import deflate_conv3d, inflate_conv2d  # noqa: E402
-from .patching import PatchReport, patch, unpatch  # noqa: E402
+from . import reference
+from .dispatch import BackendUnsupportedError, last_backend
+from .ops.frame_attention import frame_attention
+from .ops.group_norm_silu import group_norm_silu
+from .ops.temporal_attention import temporal_attention
+from .ops.temporal_conv import temporal_conv
+from .validation import FastvidInputError
+from . import nn
+from .nn.inflate import deflate_conv3d, inflate_conv2d
+from .patching import PatchReport, patch, unpatch
 
 __version__ = "0.1.0"
 __all__ = [

@@ -8,11 +8,8 @@ failing lists every backend's reason.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
-
-import torch
 
 BACKEND_NAMES = ("auto", "triton", "torch", "reference")
 
@@ -92,33 +89,3 @@ def dispatchers() -> Dict[str, "Dispatcher"]:
 def last_backend(op: str) -> Optional[str]:
     """Name of the backend that ran the last call of ``op`` (e.g. "temporal_attention")."""
     return _last.get(op)
-
-
-def interpreting() -> bool:
-    """True when Triton kernels run on the CPU through ``TRITON_INTERPRET=1`` (for testing)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
-    """Why Triton cannot run on these tensors, or None. Checked per call, never at import."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed"
-    for t in tensors:
-        if t is None:
-            continue
-        if t.device.type == "cuda":
-            continue
-        if t.device.type == "cpu" and interpreting():
-            continue
-        return f"tensors are on {t.device.type}; Triton needs CUDA tensors (or TRITON_INTERPRET=1 for CPU testing)"
-    return None
-
-
-def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
-    """"auto" takes Triton on CUDA only; the interpreter is slower than the torch paths."""
-    for t in tensors:
-        if t is not None and t.device.type != "cuda":
-            return "auto uses Triton only on CUDA (the CPU interpreter is for testing)"
-    return None

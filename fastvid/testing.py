@@ -1,6 +1,6 @@
 """Checking helpers shared by tests and benchmarks.
 
-The rule (DESIGN.md): a fastvid result is judged against a float64 "gold" computation of the
+The rule (docs/architecture.md): a fastvid result is judged against a float64 "gold" computation of the
 reference, and its error may be at most ``FACTOR`` times the error that PyTorch itself makes
 running the same reference in the same dtype, plus a small per-dtype floor.
 """
@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .ops import _alloc
+from .ops import _launch
 
 FACTOR = 2.0
 # Absolute floor, relative to the largest gold magnitude, for outputs where torch's own error is ~0.
@@ -21,11 +21,11 @@ FLOOR = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.b
 @contextlib.contextmanager
 def poisoned_outputs():
     """Every fastvid output allocated inside is filled with NaN before its kernel runs."""
-    previous = _alloc.set_poison(True)
+    previous = _launch.set_poison(True)
     try:
         yield
     finally:
-        _alloc.set_poison(previous)
+        _launch.set_poison(previous)
 
 
 def max_error(actual: torch.Tensor, gold: torch.Tensor) -> float:

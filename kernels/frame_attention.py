@@ -12,16 +12,16 @@ kernel whose program owns one key tile of one (b, key frame j, head) loops over 
 i, weighting each by counts[i, j] (how often row i lists j; 0 skips the frame). Every dK/dV
 element has one owner: no atomics, deterministic, even when all F frames read frame 0.
 """
-import os
-
 import triton
 import triton.language as tl
+
+from . import interpreting
 
 
 def _configs(gpu):
     """Autotuned tile sizes; tiles the GPU cannot hold fail to compile and are skipped by the tuner.
     The interpreter gets one config of small tiles, so that the test sizes span ragged tiles."""
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    if interpreting():
         return [triton.Config(dict(BLOCK_N=32, BLOCK_M=32), num_warps=4, num_stages=1)]
     return [triton.Config(dict(BLOCK_N=n, BLOCK_M=m), num_warps=w, num_stages=st) for n, m, w, st in gpu]
 

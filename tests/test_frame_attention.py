@@ -1,17 +1,15 @@
 """fastvid.frame_attention against fastvid.reference.frame_attention (explicitly concatenated K/V)."""
-import importlib
-
 import pytest
 import torch
 
 import fastvid
 from fastvid import reference
+from fastvid.ops import _launch
+from fastvid.ops import frame_attention as ops
 from fastvid.testing import assert_twins_agree, check_against_reference, poisoned_outputs
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE, KERNEL_DTYPES
-
-ops = importlib.import_module("fastvid.ops.frame_attention")  # the module; fastvid.ops.frame_attention is the function
 
 ODD = (1, 13, 37, 29, 2, 40)  # (B, F, N, M, heads, head_dim)
 # Ragged rows (-1 padding), a frame listed twice (attended twice), frames nobody reads (1, 3).
@@ -142,7 +140,7 @@ def test_auto_uses_torch_on_cpu_and_reports_it():
 
 def test_auto_sends_dense_modes_to_sdpa(monkeypatch):
     # Judge the dense-mode rule alone, as on a CUDA machine.
-    monkeypatch.setattr(ops, "triton_auto_reason", lambda *tensors: None)
+    monkeypatch.setattr(_launch, "triton_auto_reason", lambda *tensors: None)
     q, k, v = _inputs(1, 4, 6, 5, 2, 8, torch.float16)
     for frames in ("self", "all"):
         assert "SDPA" in ops.DISPATCH.explain(q, k, v, frames, 0.5)["triton"]

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 import fastvid
-from fastvid import reference
-from fastvid.dispatch import dispatchers
+from fastvid import reference, registry
 from fastvid.testing import check_against_reference, poisoned_outputs
 
 from conftest import DEVICE
@@ -67,9 +66,8 @@ OPS: Dict[str, OpCase] = {
 
 
 def test_op_table_covers_every_public_op():
-    """A new op registers a Dispatcher and is exported by fastvid: it must be added to OPS."""
-    assert set(OPS) == set(dispatchers())
-    assert all(name in fastvid.__all__ and callable(getattr(fastvid, name)) for name in OPS)
+    """A new op in fastvid.registry must be added to OPS."""
+    assert set(OPS) == set(registry.OPS)
 
 
 def _leaves(inputs):
@@ -343,6 +341,7 @@ def test_every_registered_op_passes_opcheck():
     cases = _opcheck_cases()
     registered = _registered_ops()
     assert registered and set(registered) == set(cases), f"ops without an opcheck case: {set(registered) - set(cases)}"
+    assert set(registered) == {name for spec in registry.OPS.values() for name in spec.library_ops}
     for name in registered:
         args, utils = cases[name]
         torch.library.opcheck(getattr(torch.ops.fastvid, name).default, args, test_utils=utils)
@@ -470,17 +469,15 @@ class _LaunchRecorder:
 def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     """SVD's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor), on the meta
     device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
-    import importlib
+    from fastvid.ops import frame_attention as fa, group_norm_silu as gn, temporal_attention as ta, temporal_conv as tc
 
     recorders = {}
-    for op in OPS:
-        module = importlib.import_module(f"fastvid.kernels.{op}")
+    for spec in registry.OPS.values():
+        module = spec.kernels()
         for name in dir(module):
             if name.endswith("_kernel"):
                 recorders[name] = _LaunchRecorder(getattr(module, name))
                 monkeypatch.setattr(module, name, recorders[name])
-    ta, fa, tc, gn = (importlib.import_module(f"fastvid.ops.{op}") for op in
-                      ("temporal_attention", "frame_attention", "temporal_conv", "group_norm_silu"))
 
     meta = dict(device="meta", dtype=torch.float16)
     frames, channels, heads = 25, 1280, 20

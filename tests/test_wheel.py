@@ -5,6 +5,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +18,9 @@ def test_wheel_ships_kernels(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(wheel_dir)], check=True, cwd=tmp_path)
     wheel = next(wheel_dir.glob("fastvid-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    kernel_files = [n for n in names if n.endswith("/temporal_attention.py") and "/ops/" not in n and "/nn/" not in n]
+    assert kernel_files == ["fastvid/kernels/temporal_attention.py"], kernel_files  # once, under fastvid/
     env_dir = tmp_path / "env"
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"

@@ -9,7 +9,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher, triton_auto_reason, triton_reason
+from ..dispatch import Backend, Dispatcher
 from ..validation import (
     FLOAT_DTYPES,
     check_choice,
@@ -21,8 +21,7 @@ from ..validation import (
     check_tensor,
     fail,
 )
-from . import _alloc
-from .temporal_attention import LOG2E, _next_pow2, triton_cdiv
+from . import _launch
 
 OP = "frame_attention"
 MODES = ("self", "first", "sparse_causal", "all")
@@ -56,31 +55,27 @@ def frame_counts(table: Tensor, num_frames: int) -> Tensor:
 
 
 def _block_d(head_dim: int) -> int:
-    return max(16, _next_pow2(head_dim))  # tl.dot needs every dim >= 16
-
-
-def _dot_precision(dtype: torch.dtype) -> str:
-    """fp32 inputs use TF32 tensor cores only where torch's own matmuls would ("tf32" is Triton's
-    default and changes nothing for fp16/bf16)."""
-    return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
+    return max(16, _launch.next_pow2(head_dim))  # tl.dot needs every dim >= 16
 
 
 @torch.library.custom_op("fastvid::frame_attention_fwd", mutates_args=())
 def frame_attention_fwd(q: Tensor, k: Tensor, v: Tensor, table: Tensor, scale: float) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, F, h, N) fp32 (log2 units)."""
+    import triton
+
     from ..kernels.frame_attention import frame_attention_fwd_kernel
 
     batch, frames, tokens, heads, head_dim = q.shape
-    out = _alloc.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
-    lse = _alloc.empty(batch, frames, heads, tokens, dtype=torch.float32, device=q.device)
+    out = _launch.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
+    lse = _launch.empty(batch, frames, heads, tokens, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
     programs = batch * frames * heads
-    frame_attention_fwd_kernel[lambda meta: (triton_cdiv(tokens, meta["BLOCK_N"]) * programs,)](
+    frame_attention_fwd_kernel[lambda meta: (triton.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
         q, k, v, table, out, lse,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *table.stride(), *lse.stride(),
-        heads, frames, tokens, k.shape[2], head_dim, table.shape[1], scale * LOG2E,
-        BLOCK_D=_block_d(head_dim), DOT_PRECISION=_dot_precision(q.dtype),
+        heads, frames, tokens, k.shape[2], head_dim, table.shape[1], scale * _launch.LOG2E,
+        BLOCK_D=_block_d(head_dim), DOT_PRECISION=_launch.dot_precision(q.dtype),
     )
     return out, lse
 
@@ -95,30 +90,32 @@ def _(q, k, v, table, scale):
 def frame_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Tensor, out: Tensor, lse: Tensor,
                         scale: float) -> List[Tensor]:
     """Triton backward: dQ kernel (also writes delta = rowsum(dO * O)), then the dK/dV kernel. Returns [dq, dk, dv]."""
+    import triton
+
     from ..kernels.frame_attention import frame_attention_bwd_dkv_kernel, frame_attention_bwd_dq_kernel
 
     batch, frames, tokens, heads, head_dim = q.shape
     keys = k.shape[2]
-    dq = _alloc.empty(*q.shape, dtype=q.dtype, device=q.device)
+    dq = _launch.empty(*q.shape, dtype=q.dtype, device=q.device)
     if q.numel() == 0:  # no query reads a key: dK = dV = 0
         return [dq, torch.zeros_like(k, memory_format=torch.contiguous_format),
                 torch.zeros_like(v, memory_format=torch.contiguous_format)]
-    dk = _alloc.empty(*k.shape, dtype=k.dtype, device=k.device)
-    dv = _alloc.empty(*k.shape, dtype=k.dtype, device=k.device)
-    delta = _alloc.empty(*lse.shape, dtype=torch.float32, device=q.device)
+    dk = _launch.empty(*k.shape, dtype=k.dtype, device=k.device)
+    dv = _launch.empty(*k.shape, dtype=k.dtype, device=k.device)
+    delta = _launch.empty(*lse.shape, dtype=torch.float32, device=q.device)
     programs = batch * frames * heads
-    common = dict(BLOCK_D=_block_d(head_dim), DOT_PRECISION=_dot_precision(q.dtype))
-    frame_attention_bwd_dq_kernel[lambda meta: (triton_cdiv(tokens, meta["BLOCK_N"]) * programs,)](
+    common = dict(BLOCK_D=_block_d(head_dim), DOT_PRECISION=_launch.dot_precision(q.dtype))
+    frame_attention_bwd_dq_kernel[lambda meta: (triton.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
         q, k, v, table, out, dout, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *table.stride(),
         *lse.stride(),
-        heads, frames, tokens, keys, head_dim, table.shape[1], scale * LOG2E, scale, **common,
+        heads, frames, tokens, keys, head_dim, table.shape[1], scale * _launch.LOG2E, scale, **common,
     )
     counts = frame_counts(table, frames)
-    frame_attention_bwd_dkv_kernel[lambda meta: (triton_cdiv(keys, meta["BLOCK_M"]) * programs,)](
+    frame_attention_bwd_dkv_kernel[lambda meta: (triton.cdiv(keys, meta["BLOCK_M"]) * programs,)](
         q, k, v, counts, dout, lse, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *counts.stride(), *lse.stride(),
-        heads, frames, tokens, keys, head_dim, scale * LOG2E, scale, **common,
+        heads, frames, tokens, keys, head_dim, scale * _launch.LOG2E, scale, **common,
     )
     return [dq, dk, dv]
 
@@ -151,18 +148,16 @@ def _run_triton(q, k, v, frames, scale):
 
 
 def _triton_reason(q, k, v, frames, scale):
-    why = triton_reason(q, k, v)
+    why = _launch.triton_reason(q, k, v) or _launch.dtype_reason(q)
     if why:
         return why
-    if q.dtype not in FLOAT_DTYPES:
-        return f"dtype {q.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
     if q.shape[-1] > MAX_TRITON_HEAD_DIM:
         return f"head_dim = {q.shape[-1]} > {MAX_TRITON_HEAD_DIM}"
     return None
 
 
 def _triton_auto_reason(q, k, v, frames, scale):
-    why = triton_auto_reason(q)
+    why = _launch.triton_auto_reason(q)
     if why:
         return why
     if isinstance(frames, str) and frames in DENSE_MODES and q.shape[-1] % 8 == 0:

@@ -14,10 +14,9 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher, triton_auto_reason, triton_reason
+from ..dispatch import Backend, Dispatcher
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
-from . import _alloc
-from .temporal_attention import _multiprocessors
+from . import _launch
 
 OP = "group_norm_silu"
 LAYOUT = "(B, C, F, H, W)"
@@ -38,7 +37,7 @@ class _Plan:
         self.block_p = max(16, TILE // self.block_c)
         rows = batch * num_groups * frames
         # Split the pixels into chunks so that batch 1 still gives a few programs per SM.
-        target = 4 * _multiprocessors(x.device.index or 0) if x.is_cuda else 4
+        target = _launch.target_programs(x, per_sm=4, off_gpu=4)
         n_chunks = max(1, min(triton.cdiv(self.pixels, self.block_p), triton.cdiv(target, rows)))
         self.chunk_pixels = triton.cdiv(triton.cdiv(self.pixels, n_chunks), self.block_p) * self.block_p
         self.n_chunks = triton.cdiv(self.pixels, self.chunk_pixels)
@@ -59,7 +58,7 @@ def _affine_strides(weight: Optional[Tensor], bias: Optional[Tensor]):
 
 
 def _like_x(x: Tensor) -> Tensor:
-    return _alloc.empty_in_order(x.shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
+    return _launch.empty_like_video(x)
 
 
 @torch.library.custom_op("fastvid::group_norm_silu_fwd", mutates_args=())
@@ -70,8 +69,8 @@ def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tens
     from ..kernels.group_norm_silu import group_norm_silu_apply_kernel, group_norm_stats_kernel
 
     y = _like_x(x)
-    stats = _alloc.empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32,
-                         device=x.device)
+    stats = _launch.empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32,
+                          device=x.device)
     if x.numel() == 0:
         return y, stats
     plan = _Plan(x, num_groups, per_frame)
@@ -171,11 +170,9 @@ def _run_triton(x, num_groups, weight, bias, eps, per_frame):
 
 
 def _triton_reason(x, num_groups, weight, bias, eps, per_frame):
-    why = triton_reason(x, weight, bias)
+    why = _launch.triton_reason(x, weight, bias) or _launch.dtype_reason(x)
     if why:
         return why
-    if x.dtype not in FLOAT_DTYPES:
-        return f"dtype {x.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
     if x.shape[1] // num_groups > MAX_TRITON_CHANNELS_PER_GROUP:
         return (f"{x.shape[1] // num_groups} channels per group > {MAX_TRITON_CHANNELS_PER_GROUP}: "
                 "a group's channels form one tile")
@@ -198,7 +195,7 @@ def _run_reference(x, num_groups, weight, bias, eps, per_frame):
 
 
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: triton_auto_reason(x)),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
 ])

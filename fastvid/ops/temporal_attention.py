@@ -1,7 +1,6 @@
 """Temporal attention: launchers, torch.library ops with autograd, dispatch, public function."""
 from __future__ import annotations
 
-import functools
 from typing import List, Optional, Tuple
 
 import torch
@@ -9,7 +8,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher, triton_auto_reason, triton_reason
+from ..dispatch import Backend, Dispatcher
 from ..validation import (
     FLOAT_DTYPES,
     check_head_dim,
@@ -19,27 +18,12 @@ from ..validation import (
     check_tensor,
     fail,
 )
-from . import _alloc
+from . import _launch
 
 OP = "temporal_attention"
 LAYOUT = "(B, F, N, heads, head_dim)"
 MAX_TRITON_FRAMES = 128
 MAX_TRITON_HEAD_DIM = 256
-LOG2E = 1.4426950408889634
-
-
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-@functools.lru_cache(maxsize=None)
-def _multiprocessors(device_index: int) -> int:
-    # Read when a backward first runs on the device, never at import.
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def _tiles(num_frames: int, head_dim: int, budget: int) -> Tuple[int, int, int, int]:
@@ -47,7 +31,7 @@ def _tiles(num_frames: int, head_dim: int, budget: int) -> Tuple[int, int, int, 
     BLOCK_D] fp32 tile stays near ``budget`` elements per 4 warps. Where one position's tile alone is
     larger (many frames, wide heads), more warps share it so that each thread holds as much as at the
     budget: with 4 warps ptxas spilled (benchmarks/results/kernel_resources.md)."""
-    block_f, block_d = _next_pow2(num_frames), _next_pow2(head_dim)
+    block_f, block_d = _launch.next_pow2(num_frames), _launch.next_pow2(head_dim)
     if head_dim % 16:  # rows not 16-byte aligned: unvectorised loads, a 64-bit pointer per element
         budget //= 2
     block_n = max(1, min(64, budget // (block_f * block_d)))
@@ -65,21 +49,23 @@ def _bias_args(bias: Optional[Tensor], like: Tensor):
 def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], causal: bool,
                            scale: float) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, h, F, N) fp32 (log2 units)."""
+    import triton
+
     from ..kernels.temporal_attention import temporal_attention_fwd_kernel
 
     batch, frames, tokens, heads, head_dim = q.shape
-    out = _alloc.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
-    lse = _alloc.empty(batch, heads, frames, tokens, dtype=torch.float32, device=q.device)
+    out = _launch.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
+    lse = _launch.empty(batch, heads, frames, tokens, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
     block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, budget=4096)
-    n_blocks = triton_cdiv(tokens, block_n)
+    n_blocks = triton.cdiv(tokens, block_n)
     bias_t, bias_strides = _bias_args(bias, q)
     grid = (n_blocks * batch * heads,)
     temporal_attention_fwd_kernel[grid](
         q, k, v, bias_t, out, lse,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bias_strides, *lse.stride(),
-        heads, frames, tokens, head_dim, n_blocks, scale * LOG2E,
+        heads, frames, tokens, head_dim, n_blocks, scale * _launch.LOG2E,
         HAS_BIAS=bias is not None, CAUSAL=causal, BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d,
         num_warps=num_warps,
     )
@@ -97,19 +83,21 @@ def _(q, k, v, bias, causal, scale):
 def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], out: Tensor,
                            lse: Tensor, causal: bool, scale: float, bias_grad: bool) -> List[Tensor]:
     """Triton backward. Returns [dq, dk, dv, dbias]; dbias is (h, F, F) fp32, empty unless ``bias_grad``."""
+    import triton
+
     from ..kernels.temporal_attention import temporal_attention_bwd_kernel
 
     batch, frames, tokens, heads, head_dim = q.shape
-    grads = [_alloc.empty(*q.shape, dtype=q.dtype, device=q.device) for _ in range(3)]
+    grads = [_launch.empty(*q.shape, dtype=q.dtype, device=q.device) for _ in range(3)]
     dq, dk, dv = grads
     if q.numel() == 0:
         dbias = torch.zeros(heads, frames, frames, dtype=torch.float32, device=q.device)
         return [dq, dk, dv, dbias if bias_grad else dbias.new_empty(0)]
     block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, budget=2048)
-    n_blocks = triton_cdiv(tokens, block_n)
+    n_blocks = triton.cdiv(tokens, block_n)
     # Enough programs to fill the GPU, few enough that the per-program bias partials stay small.
-    target = 4 * _multiprocessors(q.device.index or 0) if q.is_cuda else 8
-    n_chunks = max(1, min(n_blocks, triton_cdiv(target, batch * heads)))
+    target = _launch.target_programs(q, per_sm=4, off_gpu=8)
+    n_chunks = max(1, min(n_blocks, triton.cdiv(target, batch * heads)))
     programs = n_chunks * batch * heads
     partial = torch.empty(programs, frames, frames, dtype=torch.float32, device=q.device) if bias_grad else q
     partial_strides = partial.stride() if bias_grad else (0, 0, 0)
@@ -118,7 +106,7 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
         q, k, v, bias_t, out, dout, lse, dq, dk, dv, partial,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *bias_strides,
         *lse.stride(), *partial_strides,
-        heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * LOG2E, scale,
+        heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale,
         HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal,
         BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d, num_warps=num_warps,
     )
@@ -161,11 +149,9 @@ def _run_triton(q, k, v, bias, causal, scale):
 
 
 def _triton_reason(q, k, v, bias, causal, scale):
-    why = triton_reason(q, k, v, bias)
+    why = _launch.triton_reason(q, k, v, bias) or _launch.dtype_reason(q)
     if why:
         return why
-    if q.dtype not in FLOAT_DTYPES:
-        return f"dtype {q.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
     if q.shape[1] > MAX_TRITON_FRAMES:
         return f"F = {q.shape[1]} frames > {MAX_TRITON_FRAMES}: the kernel keeps all frames of a position in registers"
     if q.shape[-1] > MAX_TRITON_HEAD_DIM:
@@ -193,7 +179,7 @@ def _run_reference(q, k, v, bias, causal, scale):
 
 
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda q, *a: triton_auto_reason(q)),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda q, *a: _launch.triton_auto_reason(q)),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
 ])

@@ -8,10 +8,9 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher, triton_auto_reason, triton_reason
+from ..dispatch import Backend, Dispatcher
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
-from . import _alloc
-from .temporal_attention import _multiprocessors
+from . import _launch
 
 OP = "temporal_conv"
 LAYOUT = "(B, C_in, F, H, W)"
@@ -29,11 +28,6 @@ def _block_co(c_out: int) -> int:
     if c_out < 64:
         return _block(c_out, 16, 64)
     return min((128, 64), key=lambda b: (-(-c_out // b) * b, -b))
-
-
-def _precision(dtype: torch.dtype) -> str:
-    # fp32 inputs multiply in full fp32 (no TF32), as torch's own conv1d reference does by default.
-    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor], out: Tensor,
@@ -61,7 +55,7 @@ def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Op
         *x4.stride(), w_k.stride(1), w_k.stride(2), w_k.stride(0), bias.stride(0) if bias is not None else 0,
         *(res4.stride() if residual is not None else (0,) * 4), *out4.stride(),
         c_in, c_out, frames_in, frames_out, pixels, w_k.shape[0], pad, n_co,
-        HAS_BIAS=bias is not None, HAS_RES=residual is not None, PRECISION=_precision(x.dtype),
+        HAS_BIAS=bias is not None, HAS_RES=residual is not None, PRECISION=_launch.dot_precision(x.dtype),
         BLOCK_CO=block_co, BLOCK_P=block_p, BLOCK_CI=block_ci,
         num_warps=8 if block_co * block_p >= 128 * 128 else 4, num_stages=3,
     )
@@ -77,7 +71,7 @@ def temporal_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], residua
     """Triton forward: (B, C_out, F_out, H, W) in the memory order of x."""
     batch, _, frames, height, width = x.shape
     shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
-    out = _alloc.empty_in_order(shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
+    out = _launch.empty_like_video(x, shape)
     if out.numel():
         _launch_conv(x, weight, bias, residual, out, pad)
     return out
@@ -87,7 +81,7 @@ def temporal_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], residua
 def _(x, weight, bias, residual, pad):
     batch, _, frames, height, width = x.shape
     shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
-    return _alloc.empty_in_order(shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
+    return _launch.empty_like_video(x, shape)
 
 
 def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad: bool):
@@ -104,7 +98,7 @@ def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad:
     n_co = triton.cdiv(c_out, block_co)
     tiles = n_co * triton.cdiv(c_in, block_ci) * taps
     # Split the frames until the GPU has a few programs per SM (at batch 1 the tiles alone are few).
-    target = 4 * _multiprocessors(x.device.index or 0) if x.is_cuda else 4
+    target = _launch.target_programs(x, per_sm=4, off_gpu=4)
     n_split = max(1, min(frames_out, triton.cdiv(target, tiles)))
     per_split = triton.cdiv(frames_out, n_split)
     n_split = triton.cdiv(frames_out, per_split)
@@ -115,7 +109,7 @@ def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad:
         x4, dout4, dw_part, db_part,
         *x4.stride(), *dout4.stride(), *dw_part.stride(), *(db_part.stride() if bias_grad else (0, 0)),
         batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co, per_split,
-        HAS_BIAS=bias_grad, PRECISION=_precision(x.dtype),
+        HAS_BIAS=bias_grad, PRECISION=_launch.dot_precision(x.dtype),
         BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p, num_warps=4, num_stages=3,
     )
     return dw_part.sum(0), (db_part.sum(0) if bias_grad else None)
@@ -128,7 +122,7 @@ def temporal_conv_bwd(dout: Tensor, x: Tensor, weight: Tensor, pad: int, input_g
     taps = weight.shape[-1]
     dx, dw, db = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # returned when not asked for
     if input_grad:
-        dx = _alloc.empty_in_order(x.shape, _alloc.video_order(x), dtype=x.dtype, device=x.device)
+        dx = _launch.empty_like_video(x)
         if dx.numel():
             # dx = the same conv over dY with the transposed, time-flipped weight and padding k-1-pad.
             _launch_conv(dout, weight.flip(-1).transpose(0, 1), None, None, dx, taps - 1 - pad)
@@ -145,7 +139,7 @@ def temporal_conv_bwd(dout: Tensor, x: Tensor, weight: Tensor, pad: int, input_g
 
 @temporal_conv_bwd.register_fake
 def _(dout, x, weight, pad, input_grad, weight_grad, bias_grad):
-    dx = _alloc.empty_in_order(x.shape, _alloc.video_order(x), dtype=x.dtype, device=x.device) if input_grad else None
+    dx = _launch.empty_like_video(x) if input_grad else None
     dw = weight.new_empty(weight.shape) if weight_grad else weight.new_empty(0)
     db = weight.new_empty(weight.shape[0]) if bias_grad else weight.new_empty(0)
     dx = x.new_empty(0) if dx is None else dx
@@ -177,12 +171,7 @@ def _run_triton(x, weight, bias, residual, pad):
 
 
 def _triton_reason(x, weight, bias, residual, pad):
-    why = triton_reason(x, weight, bias, residual)
-    if why:
-        return why
-    if x.dtype not in FLOAT_DTYPES:
-        return f"dtype {x.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
-    return None
+    return _launch.triton_reason(x, weight, bias, residual) or _launch.dtype_reason(x)
 
 
 def _run_torch(x, weight, bias, residual, pad):
@@ -198,7 +187,7 @@ def _run_reference(x, weight, bias, residual, pad):
 
 
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: triton_auto_reason(x)),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
 ])

@@ -1,0 +1,113 @@
+"""The toolkit every launcher in fastvid.ops shares: output allocation, grid helpers, the
+precision rule, the SM count, interpreter detection and the reasons Triton refuses a call.
+
+Tests switch on poisoning so that an output element a kernel forgets to write shows up as NaN
+instead of passing by luck. Nothing here queries the GPU or imports triton at import time.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+
+from ..kernels import interpreting
+from ..validation import FLOAT_DTYPES
+
+LOG2E = 1.4426950408889634  # kernels take exp2 and log2: scores are scaled by log2(e)
+
+_poison = False
+
+
+def set_poison(enabled: bool) -> bool:
+    global _poison
+    previous, _poison = _poison, enabled
+    return previous
+
+
+def empty(*shape, dtype, device) -> torch.Tensor:
+    if _poison:
+        fill = float("nan") if dtype.is_floating_point else -1
+        return torch.full(shape, fill, dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def dim_order(t: torch.Tensor):
+    """t's dims from outermost to innermost in memory (ties, e.g. size-1 dims, keep their order)."""
+    return sorted(range(t.dim()), key=lambda d: -t.stride(d))
+
+
+def video_order(t: torch.Tensor):
+    """:func:`dim_order` of a (B, C, F, H, W) tensor with H and W kept adjacent (H outer), so that
+    a tensor allocated in this order always views as (B, C, F, H * W)."""
+    order = [d for d in dim_order(t) if d != 4]
+    order.insert(order.index(3) + 1, 4)
+    return order
+
+
+def empty_in_order(shape, order, *, dtype, device) -> torch.Tensor:
+    """A dense tensor of ``shape`` whose dims lie in memory in ``order`` (see :func:`dim_order`),
+    e.g. the memory format of an input (contiguous, channels_last_3d or a frame-major view)."""
+    t = empty(*[shape[d] for d in order], dtype=dtype, device=device)
+    return t.permute(*sorted(range(len(order)), key=lambda d: order[d]))
+
+
+def empty_like_video(x: torch.Tensor, shape=None) -> torch.Tensor:
+    """An output of ``shape`` (default x's) laid out in x's memory order, see :func:`video_order`."""
+    return empty_in_order(x.shape if shape is None else shape, video_order(x), dtype=x.dtype, device=x.device)
+
+
+def next_pow2(x: int) -> int:
+    """The smallest power of two >= x (1 for x <= 1): a tile that covers x elements."""
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``input_precision`` of tl.dot: fp32 inputs use TF32 tensor cores only where torch's own
+    matmuls would (``torch.backends.cuda.matmul.allow_tf32``); "tf32" changes nothing for fp16/bf16."""
+    return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
+
+
+@functools.lru_cache(maxsize=None)
+def sm_count(device_index: int) -> int:
+    """Streaming multiprocessors of a CUDA device: read when a launcher first needs it, never at import."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def target_programs(t: torch.Tensor, per_sm: int, off_gpu: int) -> int:
+    """How many programs fill the GPU holding ``t`` (``per_sm`` per SM); ``off_gpu`` under the interpreter."""
+    return per_sm * sm_count(t.device.index or 0) if t.is_cuda else off_gpu
+
+
+# ---- why Triton refuses a call (checked per call, never at import) ------------------------------
+
+def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
+    """Why Triton cannot run on these tensors, or None."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed"
+    for t in tensors:
+        if t is None:
+            continue
+        if t.device.type == "cuda":
+            continue
+        if t.device.type == "cpu" and interpreting():
+            continue
+        return f"tensors are on {t.device.type}; Triton needs CUDA tensors (or TRITON_INTERPRET=1 for CPU testing)"
+    return None
+
+
+def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
+    """"auto" takes Triton on CUDA only; the interpreter is slower than the torch paths."""
+    for t in tensors:
+        if t is not None and t.device.type != "cuda":
+            return "auto uses Triton only on CUDA (the CPU interpreter is for testing)"
+    return None
+
+
+def dtype_reason(t: torch.Tensor) -> Optional[str]:
+    """Why the Triton kernels cannot take t's dtype, or None."""
+    if t.dtype not in FLOAT_DTYPES:
+        return f"dtype {t.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
+    return None
