@@ -596,7 +596,8 @@ def main(argv=None):
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--quick", action="store_true", help="first shape of each op, no sweep; print only")
     parser.add_argument("--json", action="store_true", help="print the analyses as JSON; write no file")
-    parser.add_argument("--out", default=str(REPORT))
+    parser.add_argument("--out", default=None, help=f"the report file (default {REPORT.relative_to(ROOT)}; "
+                        "a partial run (--quick, --ops, --shapes) writes one only if given)")
     args = parser.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
     dtype = getattr(torch, args.dtype)
@@ -612,9 +613,10 @@ def main(argv=None):
     sweep = [] if partial else compile_all(capture(list(SWEEP), dtype, table=SWEEP))
     text = report(analyses, sweep, measured())
     print(text)
-    if not partial:
-        Path(args.out).write_text(text)
-        print(f"# written to {args.out}")
+    if args.out or not partial:
+        out = Path(args.out or REPORT)
+        out.write_text(text)
+        print(f"# written to {out}")
 
 
 if __name__ == "__main__":
