@@ -186,7 +186,10 @@ class _Recorder:
             warps, stages = kwargs.pop("num_warps", 4), kwargs.pop("num_stages", 3)
             self._add(kernel, grid, args, kwargs, warps, stages, _STATE["calls"])
             return
-        for config in configs:  # an autotuner: every config may be picked on some GPU
+        prune = getattr(kernel, "early_config_prune", None)
+        if prune:  # the configs the autotuner's own pruning keeps, called as Autotuner.prune_configs does
+            configs = prune(configs, dict(zip(kernel.arg_names, args)), **kwargs)
+        for config in configs:  # an autotuner: every config it keeps may be picked on some GPU
             self._add(kernel.fn, grid, args, {**kwargs, **config.kwargs}, config.num_warps, config.num_stages,
                       _STATE["calls"])
 
@@ -361,6 +364,7 @@ class MachineCode:
     hot: Optional[sass.LoopStats]
     in_loops: sass.LoopStats  # all instructions inside any loop
     ptxas: str
+    whole: Optional[sass.LoopStats] = None  # the whole kernel's mix (its hot path when it has no loop)
 
     @property
     def spills(self) -> int:
@@ -386,9 +390,10 @@ def machine_code(launch: Launch) -> MachineCode:
         outer = [sass.LoopStats.of(code[lp.start:lp.end + 1]) for lp in found if not lp.innermost]
         covered = sorted({i for lp in found for i in range(lp.start, lp.end + 1)})
         stores, loads = sass.spill_bytes(code)
+        whole = sass.LoopStats.of(code)
         _CODE[launch.key()] = MachineCode(
             regs=usage["regs"], stack=usage["stack"], shared=kernel.metadata.shared, spill_stores=stores,
-            spill_loads=loads, instructions=sass.LoopStats.of(code).instructions, loops=inner + outer,
+            spill_loads=loads, instructions=whole.instructions, whole=whole, loops=inner + outer,
             innermost=inner, hot=max(inner, key=lambda lp: lp.instructions, default=None),
             in_loops=sass.LoopStats.of([code[i] for i in covered]), ptxas=get_ptxas(90).version)
     return _CODE[launch.key()]
@@ -447,7 +452,8 @@ def analyse(op: str, shape, dtype=torch.bfloat16, variants=None) -> Dict[str, ob
                 kernel=launch.name, config=launch.config(), variant=use.variant, direction=use.direction,
                 call=use.call, programs=use.programs, warps=launch.num_warps, regs=code.regs, stack=code.stack,
                 shared=code.shared, spill_stores=code.spill_stores, spill_loads=code.spill_loads,
-                instructions=code.instructions, hot_loop=code.hot.as_dict() if code.hot else None,
+                instructions=code.instructions, whole=code.whole.as_dict() if code.whole else None,
+                hot_loop=code.hot.as_dict() if code.hot else None,
                 in_loops=code.in_loops.as_dict(), innermost_loops=[lp.as_dict() for lp in code.innermost],
                 trips=trips, issue_s=seconds, ptxas=code.ptxas))
     for (variant, direction) in dict.fromkeys((k["variant"], k["direction"]) for k in kernels):
