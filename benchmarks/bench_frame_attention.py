@@ -158,7 +158,7 @@ def main(argv=None):
         flex_compiled = torch.compile(flex_attention, dynamic=False)
     wanted = None if args.providers is None else set(args.providers.split(","))
     rows = []
-    for name, shape in cases(device, args).items():
+    for name, shape in harness.select(cases(device, args), args.shapes).items():
         B, F, N, M, H, D = shape
         io_mb = (2 * B * F * N + 2 * B * F * M) * H * D * size / 2**20
         for frames in args.frames.split(","):

@@ -70,7 +70,7 @@ def main(argv=None):
         bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
         return dict(model=name, B=B, C=C, F=F, H=H, W=W, groups=groups), None, bytes_moved
 
-    run(OP, args, cases(args.device), list(workloads(groups, not args.no_compile)), _inputs, describe)
+    run(OP, args, list(harness.select(dict(cases(args.device)), args.shapes).items()), list(workloads(groups, not args.no_compile)), _inputs, describe)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def workloads(device, compile_peers):
 def main(argv=None):
     args = harness.parse(harness.parser(__doc__, no_compile="skip torch.compile peers (FlexAttention)"), argv)
     device, dtype = args.device, args.dtype
-    cases = shapes.TEMPORAL_ATTENTION if device == "cuda" else shapes.CPU_TEMPORAL_ATTENTION
+    cases = harness.select(shapes.TEMPORAL_ATTENTION if device == "cuda" else shapes.CPU_TEMPORAL_ATTENTION, args.shapes)
     env = harness.environment(device)
     ceilings = harness.measure_ceilings(device)
     harness.announce(OP, env, ceilings)

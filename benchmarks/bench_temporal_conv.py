@@ -107,7 +107,7 @@ def describe(case, mode, size):
 
 def main(argv=None):
     args = harness.parse(harness.parser(__doc__, no_compile=None), argv)
-    run(OP, args, cases(args.device), list(workloads()), _inputs, describe)
+    run(OP, args, list(harness.select(dict(cases(args.device)), args.shapes).items()), list(workloads()), _inputs, describe)
 
 
 if __name__ == "__main__":

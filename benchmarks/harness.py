@@ -14,6 +14,7 @@ On CPU every row says device "cpu": those timings are for checking the harness, 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from fastvid.timing import environment, peak_memory_bytes, time_ms  # noqa: F401 (the benchmarks' names)
+from fastvid import timing
+from fastvid.timing import peak_memory_bytes, time_ms  # noqa: F401 (the benchmarks' names)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("fwd", "bwd", "fwd+bwd")
+
+# One stamp per process: run_suite calls the bench scripts once per case, and they make one run.
+environment = functools.lru_cache(maxsize=None)(timing.environment)
 
 
 def default_device() -> str:
@@ -43,7 +48,19 @@ def parser(doc: str, *, modes: Optional[str] = "fwd,bwd,fwd+bwd",
     if no_compile is not None:
         p.add_argument("--no-compile", action="store_true", help=no_compile)
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--shapes", default=None, help="comma-separated case names to run (default: all)")
     return p
+
+
+def select(cases: Dict[str, object], names: Optional[str]) -> Dict[str, object]:
+    """The cases named in ``names`` (comma-separated; None: all), in their table's order."""
+    if names is None:
+        return cases
+    wanted = [n for n in names.split(",") if n]
+    unknown = set(wanted) - set(cases)
+    if unknown:
+        raise ValueError(f"--shapes: unknown case(s) {sorted(unknown)}; choose from {','.join(cases)}")
+    return {name: shape for name, shape in cases.items() if name in wanted}
 
 
 def parse(p: argparse.ArgumentParser, argv=None, cuda_dtype: str = "bfloat16") -> argparse.Namespace:
@@ -71,6 +88,7 @@ def finish(op: str, rows: List[Dict[str, object]], out_dir: Path) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=None)  # once per process: run_suite calls the bench scripts once per case
 def measure_ceilings(device: str) -> Dict[str, Optional[float]]:
     """Device-copy GB/s and bf16 matmul TFLOP/s measured now (None on CPU)."""
     if device != "cuda":

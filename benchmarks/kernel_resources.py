@@ -1,25 +1,54 @@
-"""Registers, spills and shared memory of every fastvid Triton kernel, compiled for sm_90a without a GPU.
+"""Machine code of every fastvid Triton kernel, compiled for sm_90a without a GPU, and a first-order
+model of its time at the benchmark shapes: the static sm_90a report (a model; nothing here ran on a GPU).
 
-    python benchmarks/kernel_resources.py            # prints the table, writes benchmarks/results/kernel_resources.md
-    python benchmarks/kernel_resources.py --quick    # one shape per op, no sweep, no file
+    python benchmarks/kernel_resources.py                # writes benchmarks/results/kernel_resources.md
+    python benchmarks/kernel_resources.py --ops temporal_attention --shapes latte-16x16-h16,2x16x1024x8x40
+    python benchmarks/kernel_resources.py --quick        # first shape of each op; print only
+    python benchmarks/kernel_resources.py --json --ops frame_attention --shapes 1x8x1024x8x72
 
-Each op's launcher runs for real on the benchmark shapes (benchmarks/shapes.py, bf16), on meta
-tensors (no memory, no driver) that say they are CUDA tensors, with an H100's 132 SMs, and each kernel launch is
-captured instead of run: the tile sizes, flags and warps are those the launcher chooses. Autotuned
-kernels (frame attention) contribute every config of their autotune list. Each distinct launch is
-compiled for sm_90a with the JIT's own argument specialisation (ints equal to 1 are constants, ints
-divisible by 16 and pointers are marked 16-byte aligned), then ``ptxas -v`` reports registers and
-spills. Compiler output only: nothing here was run on a GPU.
+    from benchmarks import kernel_resources
+    kernel_resources.analyse("temporal_attention", "latte-16x16-h16")   # per kernel + per direction dicts
+
+Launches: each op's launcher runs for real on the benchmark shapes (benchmarks/shapes.py, bf16), on
+meta tensors (no memory, no driver) that say they are CUDA tensors, with an H100's 132 SMs, and each
+kernel launch is captured instead of run: the tile sizes, flags, warps and grid are those the launcher
+chooses. Autotuned kernels (frame attention) contribute every config of their autotune list. Each
+distinct launch is compiled for sm_90a with the JIT's own argument specialisation (ints equal to 1
+are constants, ints divisible by 16 and pointers are marked 16-byte aligned) by the Triton in use, and
+the real cubin is read (benchmarks/sass.py): registers, stack, shared memory (cuobjdump), spills
+(local-memory instructions), loops, instruction mix, tensor-core instructions, global load/store
+widths, cp.async and TMA (nvdisasm).
+
+The model (MODEL), per op, shape and direction (fwd: the forward kernels; bwd: the backward ones):
+
+    memory time  = bytes / 3.0 TB/s           bytes: the op's unavoidable traffic (WORK)
+    tensor time  = FLOPs / 800 TFLOP/s        FLOPs: the op's useful math (WORK)
+    issue floor  = sum over its kernels of  programs x warps x (hot-loop instructions x trips
+                                                                + the kernel's other instructions)
+                   / (132 SMs x 4 schedulers x 1 warp instruction per cycle x 1.755 GHz)
+    predicted    = max(memory time, tensor time, issue floor)
+    roofline fraction = max(memory time, tensor time) / predicted
+
+The hot loop is the innermost loop with the most instructions; trips is its iterations per program
+(TRIPS: an expression over the kernel's own arguments; a kernel missing there is counted once per
+program, a lower bound). Each instruction of the rest of the kernel is counted once per program. Of an
+autotuned kernel's configs the model takes the one with the lowest issue floor (what the autotuner
+would pick if the model were right). Left out: latency (dependent loads, barriers, pipeline
+depth), occupancy and waves, L2 traffic beyond the unavoidable bytes, divergence and predication
+(a predicated-off instruction is still issued), load imbalance across programs. It is a first-order
+model, a floor, not a prediction of measured time.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,14 +56,43 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import torch  # noqa: E402
 
-from benchmarks import shapes  # noqa: E402
+from benchmarks import sass, shapes  # noqa: E402
 from fastvid.ops import _launch  # noqa: E402
 from fastvid.registry import OPS as REGISTRY  # noqa: E402
 
 H100_SMS = 132
 GROUPS = 32
+REPORT = ROOT / "benchmarks" / "results" / "kernel_resources.md"
+MODEL = dict(copy_bytes_per_s=3.0e12, tensor_flops_per_s=800e12, sms=H100_SMS, schedulers=4, ipc=1.0,
+             clock_hz=1.755e9)
 _TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
           torch.int64: "i64", torch.uint8: "u8", torch.bool: "i1"}
+# Hot-loop iterations per program: an expression over the kernel's arguments and constexprs (cdiv available;
+# table_width: frame attention's frames per query frame, for kernels that do not take it).
+TRIPS = {
+    "temporal_attention_fwd_kernel": "num_frames",
+    "temporal_attention_bwd_kernel": "cdiv(n_blocks, n_chunks) * num_frames",
+    "frame_attention_fwd_kernel": "table_width * cdiv(num_k, BLOCK_M)",
+    "frame_attention_bwd_dq_kernel": "table_width * cdiv(num_k, BLOCK_M)",
+    # dK/dV: per key frame, the query frames listing it (table_width on average) x query tiles.
+    "frame_attention_bwd_dkv_kernel": "table_width * cdiv(num_q, BLOCK_N)",
+    "temporal_conv_fwd_kernel": "taps * cdiv(c_in, BLOCK_CI)",
+    "temporal_conv_dw_kernel": "batch * frames_per_split * cdiv(pixels, BLOCK_P)",
+    "group_norm_stats_kernel": "cdiv(chunk_pixels, BLOCK_P)",
+    "group_norm_silu_bwd_reduce_kernel": "cdiv(chunk_pixels, BLOCK_P)",
+}
+
+
+@dataclass
+class Use:
+    """One use of a compiled launch: which case and direction, its grid size and integer arguments;
+    ``call`` numbers the launcher calls (an autotuned call's configs share one)."""
+    case: str
+    variant: object
+    direction: str
+    call: int
+    programs: int
+    ints: Dict[str, int]
 
 
 @dataclass
@@ -46,11 +104,15 @@ class Launch:
     aligned: Tuple[str, ...]
     num_warps: int
     num_stages: int
-    cases: List[str] = field(default_factory=list)
+    uses: List[Use] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.kernel.__name__
+
+    @property
+    def cases(self) -> List[str]:
+        return list(dict.fromkeys(use.case for use in self.uses))
 
     def key(self):
         return (self.name, tuple(sorted(self.signature.items())), tuple(sorted(self.constexprs.items())),
@@ -62,14 +124,16 @@ class Launch:
         return f"{flags} w{self.num_warps} s{self.num_stages}"
 
 
-def _specialise(jit_fn, args, kwargs, num_warps, num_stages) -> Launch:
-    """The JIT's specialisation of one call's arguments, as a compile signature."""
+def _specialise(jit_fn, args, kwargs, num_warps, num_stages) -> Tuple[Launch, Dict[str, int]]:
+    """The JIT's specialisation of one call's arguments, as a compile signature; and the call's ints."""
     bound = dict(zip(jit_fn.arg_names, args))
     bound.update(kwargs)
-    signature, constexprs, aligned = {}, {}, []
+    signature, constexprs, aligned, ints = {}, {}, [], {}
     for param in jit_fn.params:
         name = param.name
         value = bound[name] if name in bound else param.default
+        if isinstance(value, int) and not isinstance(value, bool):
+            ints[name] = value
         if param.is_constexpr or value is None or (isinstance(value, int) and not isinstance(value, bool)
                                                    and value == 1):
             signature[name], constexprs[name] = "constexpr", value
@@ -86,33 +150,58 @@ def _specialise(jit_fn, args, kwargs, num_warps, num_stages) -> Launch:
             signature[name] = "fp32"
         else:
             raise TypeError(f"{jit_fn.__name__}: argument {name} of type {type(value).__name__}")
-    return Launch(jit_fn, signature, constexprs, tuple(aligned), num_warps, num_stages)
+    return Launch(jit_fn, signature, constexprs, tuple(aligned), num_warps, num_stages), ints
+
+
+@dataclass
+class _Captured:
+    launch: Launch
+    use: Use
+
+
+_STATE = {"case": "", "variant": None, "direction": "fwd", "calls": 0}
 
 
 class _Recorder:
     """Stands in for a kernel object: ``kernel[grid](*args, **kwargs)`` records the launch(es)."""
 
-    def __init__(self, kernel, sink: List[Launch]):
+    def __init__(self, kernel, sink: List[_Captured]):
         self.kernel, self.sink = kernel, sink
 
     def __getitem__(self, grid):
-        return self._record
+        return lambda *args, **kwargs: self._record(grid, args, kwargs)
 
-    def _record(self, *args, **kwargs):
+    def _add(self, jit_fn, grid, args, kwargs, warps, stages, call):
+        launch, ints = _specialise(jit_fn, args, kwargs, warps, stages)
+        size = grid({**ints, **kwargs}) if callable(grid) else grid
+        use = Use(_STATE["case"], _STATE["variant"], _STATE["direction"], call, math.prod(size), ints)
+        self.sink.append(_Captured(launch, use))
+
+    def _record(self, grid, args, kwargs):
+        _STATE["calls"] += 1
         kernel = self.kernel
         configs = getattr(kernel, "configs", None)
         if configs is None:
             kwargs = dict(kwargs)
             warps, stages = kwargs.pop("num_warps", 4), kwargs.pop("num_stages", 3)
-            self.sink.append(_specialise(kernel, args, kwargs, warps, stages))
+            self._add(kernel, grid, args, kwargs, warps, stages, _STATE["calls"])
             return
-        for config in configs:  # an autotuner: every config may be picked on some GPU
-            self.sink.append(_specialise(kernel.fn, args, {**kwargs, **config.kwargs}, config.num_warps,
-                                         config.num_stages))
+        prune = getattr(kernel, "early_config_prune", None)
+        if prune:  # the configs the autotuner's own pruning keeps, called as Autotuner.prune_configs does
+            configs = prune(configs, dict(zip(kernel.arg_names, args)), **kwargs)
+        for config in configs:  # an autotuner: every config it keeps may be picked on some GPU
+            self._add(kernel.fn, grid, args, {**kwargs, **config.kwargs}, config.num_warps, config.num_stages,
+                      _STATE["calls"])
 
 
 @contextlib.contextmanager
-def _capturing(sink: List[Launch]):
+def _direction(name):
+    _STATE["direction"] = name
+    yield
+
+
+@contextlib.contextmanager
+def _capturing(sink: List[_Captured]):
     """Kernel objects replaced by recorders, the SM count fixed, meta tensors seen as CUDA ones."""
     kernels = [spec.kernels() for spec in REGISTRY.values()]
     saved = [(_launch, "sm_count", _launch.sm_count)]
@@ -135,45 +224,59 @@ def _op(name):
     return REGISTRY[name].module
 
 
-def _temporal_attention(shape, dtype):
+def _temporal_attention(shape, dtype, variant=None):
     ops = _op("temporal_attention")
     B, F, N, H, D = shape
     q, k, v = (torch.empty(B, F, N, H, D, dtype=dtype, device="meta") for _ in range(3))
     bias = torch.empty(H, F, F, dtype=dtype, device="meta")
-    out, lse = ops.temporal_attention_fwd._init_fn(q, k, v, bias, False, D ** -0.5)
-    ops.temporal_attention_bwd._init_fn(out, q, k, v, bias, out, lse, False, D ** -0.5, True)
+    with _direction("fwd"):
+        out, lse = ops.temporal_attention_fwd._init_fn(q, k, v, bias, False, D ** -0.5)
+    with _direction("bwd"):
+        ops.temporal_attention_bwd._init_fn(out, q, k, v, bias, out, lse, False, D ** -0.5, True)
 
 
-def _frame_attention(shape, dtype):
+def _table_width(frames, num_frames) -> int:
+    """Frames per query frame in frame attention's table."""
+    return num_frames if frames == "all" else 2 if frames == "sparse_causal" else 1
+
+
+def _frame_attention(shape, dtype, variant="sparse_causal"):
     ops = _op("frame_attention")
     B, F, N, H, D = shape
     q, k, v = (torch.empty(B, F, N, H, D, dtype=dtype, device="meta") for _ in range(3))
-    table = torch.zeros(F, 2, dtype=torch.int32, device="meta")
-    out, lse = ops.frame_attention_fwd._init_fn(q, k, v, table, D ** -0.5)
-    ops.frame_attention_bwd._init_fn(out, q, k, v, table, out, lse, D ** -0.5)
+    table = torch.zeros(F, _table_width(variant, F), dtype=torch.int32, device="meta")
+    with _direction("fwd"):
+        out, lse = ops.frame_attention_fwd._init_fn(q, k, v, table, D ** -0.5)
+    with _direction("bwd"):
+        ops.frame_attention_bwd._init_fn(out, q, k, v, table, out, lse, D ** -0.5)
 
 
-def _temporal_conv(shape, dtype):
+def _temporal_conv(shape, dtype, variant=None):
     ops = _op("temporal_conv")
     B, C, F, H, W = shape
     x = torch.empty(B, C, F, H, W, dtype=dtype, device="meta")
     weight, bias = torch.empty(C, C, 3, dtype=dtype, device="meta"), torch.empty(C, dtype=dtype, device="meta")
-    out = ops.temporal_conv_fwd._init_fn(x, weight, bias, x, 1)
-    ops.temporal_conv_bwd._init_fn(out, x, weight, 1, True, True, True)
+    with _direction("fwd"):
+        out = ops.temporal_conv_fwd._init_fn(x, weight, bias, x, 1)
+    with _direction("bwd"):
+        ops.temporal_conv_bwd._init_fn(out, x, weight, 1, True, True, True)
 
 
-def _group_norm_silu(shape, dtype):
+def _group_norm_silu(shape, dtype, variant=False):
     ops = _op("group_norm_silu")
     B, C, F, H, W = shape
     x = torch.empty(B, C, F, H, W, dtype=dtype, device="meta")
     weight, bias = torch.empty(C, dtype=dtype, device="meta"), torch.empty(C, dtype=dtype, device="meta")
-    for per_frame in (False, True):
-        y, stats = ops.group_norm_silu_fwd._init_fn(x, weight, bias, GROUPS, 1e-5, per_frame)
-        ops.group_norm_silu_bwd._init_fn(y, x, weight, bias, stats, GROUPS, per_frame)
+    with _direction("fwd"):
+        y, stats = ops.group_norm_silu_fwd._init_fn(x, weight, bias, GROUPS, 1e-5, variant)
+    with _direction("bwd"):
+        ops.group_norm_silu_bwd._init_fn(y, x, weight, bias, stats, GROUPS, variant)
 
 
 OPS = {name: (globals()[spec.compile_specs], getattr(shapes, spec.benchmark_shapes))
        for name, spec in REGISTRY.items()}
+# The variants of an op the model reports apart (frame attention: frames mode; GroupNorm: per_frame); others: (None,).
+VARIANTS = {"frame_attention": ("first", "sparse_causal"), "group_norm_silu": (False, True)}
 # Temporal attention keeps [BLOCK_N, BLOCK_F, BLOCK_D] fp32 tiles in registers: its launcher's tile
 # heuristic is checked over frame counts and head sizes beyond the benchmark shapes too.
 SWEEP = {"temporal_attention": (_temporal_attention, {f"F{F}-d{D}": (2, F, 1024, 8, D) for F in (8, 16, 24, 32, 64)
@@ -212,83 +315,314 @@ three that do not spill. Effect on speed: not measured (no GPU).
 """
 
 
-def capture(ops=OPS, dtype=torch.bfloat16, quick=False, table=OPS) -> List[Launch]:
-    """The distinct launches of ``ops`` over their benchmark shapes (the first shape only if ``quick``)."""
+def work(op, shape, variant, direction, element_size=2) -> Tuple[float, float]:
+    """(bytes, FLOPs) the op cannot avoid in ``direction``: the formulas of benchmarks/bench_<op>.py."""
+    if op == "temporal_attention":
+        B, F, N, H, D = shape
+        elems = B * F * N * H * D
+        flops = 4 * B * N * H * F * F * D
+        return (4 if direction == "fwd" else 8) * elems * element_size, flops * (1 if direction == "fwd" else 2.5)
+    if op == "frame_attention":
+        B, F, N, H, D = shape
+        io = 4 * B * F * N * H * D * element_size
+        flops = 4 * B * H * F * N * _table_width(variant, F) * N * D
+        return io * (1 if direction == "fwd" else 2), flops * (1 if direction == "fwd" else 2.5)
+    B, C, F, H, W = shape
+    elems = B * C * F * H * W
+    flops = 2 * B * C * C * 3 * F * H * W if op == "temporal_conv" else 0.0
+    return elems * element_size * (2 if direction == "fwd" else 3), flops * (1 if direction == "fwd" else 2)
+
+
+def capture(ops=OPS, dtype=torch.bfloat16, quick=False, table=OPS, variants=None) -> List[Launch]:
+    """The distinct launches of ``ops`` over their cases (the first case only if ``quick``) and variants
+    (default VARIANTS)."""
     distinct: Dict[tuple, Launch] = {}
     for op in ops:
         launch_op, cases = table[op]
         for case, shape in list(cases.items())[:1 if quick else None]:
-            sink: List[Launch] = []
-            with _capturing(sink):
-                launch_op(shape, dtype)
-            for launch in sink:
-                distinct.setdefault(launch.key(), launch).cases.append(case)
+            for variant in (variants or VARIANTS).get(op, (None,)):
+                sink: List[_Captured] = []
+                _STATE.update(case=case, variant=variant)
+                with _capturing(sink):
+                    launch_op(shape, dtype, variant)
+                for captured in sink:
+                    distinct.setdefault(captured.launch.key(), captured.launch).uses.append(captured.use)
     return list(distinct.values())
 
 
-def compile_all(launches: List[Launch], usage=True):
-    """Compiles each launch for sm_90a; returns rows (launch, shared bytes, ptxas usage or None)."""
-    from aot_compile import compile_signature, ptxas_usage
+@dataclass
+class MachineCode:
+    """What the cubin of one launch holds."""
+    regs: int
+    stack: int
+    shared: int
+    spill_stores: int
+    spill_loads: int
+    instructions: int
+    loops: List[sass.LoopStats]  # every loop, innermost ones first
+    innermost: List[sass.LoopStats]
+    hot: Optional[sass.LoopStats]
+    in_loops: sass.LoopStats  # all instructions inside any loop
+    ptxas: str
+    whole: Optional[sass.LoopStats] = None  # the whole kernel's mix (its hot path when it has no loop)
 
-    rows = []
-    for launch in launches:
+    @property
+    def spills(self) -> int:
+        return self.spill_stores + self.spill_loads
+
+
+_CODE: Dict[tuple, MachineCode] = {}  # per process; Triton's own cache keeps the cubins across runs
+
+
+def machine_code(launch: Launch) -> MachineCode:
+    """Compiles ``launch`` for sm_90a (cached) and reads its cubin."""
+    if launch.key() not in _CODE:
+        from aot_compile import compile_signature
+        from triton.backends.nvidia.compiler import get_ptxas
+
         kernel = compile_signature(launch.kernel, launch.signature, launch.constexprs, launch.aligned,
                                    launch.num_warps, launch.num_stages)
-        rows.append((launch, kernel.metadata.shared, ptxas_usage(kernel) if usage else None))
-    return rows
+        cubin = kernel.asm["cubin"]
+        usage = sass.resources(cubin)
+        code = sass.disassemble(cubin)
+        found = sass.loops(code)
+        inner = [sass.LoopStats.of(code[lp.start:lp.end + 1]) for lp in found if lp.innermost]
+        outer = [sass.LoopStats.of(code[lp.start:lp.end + 1]) for lp in found if not lp.innermost]
+        covered = sorted({i for lp in found for i in range(lp.start, lp.end + 1)})
+        stores, loads = sass.spill_bytes(code)
+        whole = sass.LoopStats.of(code)
+        _CODE[launch.key()] = MachineCode(
+            regs=usage["regs"], stack=usage["stack"], shared=kernel.metadata.shared, spill_stores=stores,
+            spill_loads=loads, instructions=whole.instructions, whole=whole, loops=inner + outer,
+            innermost=inner, hot=max(inner, key=lambda lp: lp.instructions, default=None),
+            in_loops=sass.LoopStats.of([code[i] for i in covered]), ptxas=get_ptxas(90).version)
+    return _CODE[launch.key()]
 
 
-def _table(rows) -> List[str]:
-    """One line per (kernel, config, result): specialisations with the same result are merged."""
-    merged: Dict[tuple, set] = {}
-    for launch, shared, (_, regs, stores, loads) in rows:
-        merged.setdefault((launch.name, launch.config(), regs, stores, loads, shared), set()).update(launch.cases)
-    lines = ["| kernel | config | regs | spill st/ld (B) | smem (KiB) | cases |", "|---|---|---:|---:|---:|---|"]
-    for (name, config, regs, stores, loads, shared), cases in merged.items():
-        spill = f"**{stores}/{loads}**" if stores or loads else "0/0"
-        lines.append(f"| {name} | {config} | {regs} | {spill} | {shared / 1024:.1f} | {', '.join(sorted(cases))} |")
+def compile_all(launches: List[Launch]) -> List[Tuple[Launch, MachineCode]]:
+    return [(launch, machine_code(launch)) for launch in launches]
+
+
+def _trips(launch: Launch, use: Use) -> Optional[float]:
+    expression = TRIPS.get(launch.name)
+    if expression is None:
+        return None
+    names = {"table_width": _table_width(use.variant, use.ints.get("num_frames", 1))}  # frame attention
+    names.update(use.ints)
+    names.update({k: v for k, v in launch.constexprs.items() if isinstance(v, (int, float))})
+    return eval(expression, {"cdiv": lambda a, b: -(-a // b), "__builtins__": {}}, names)  # noqa: S307
+
+
+def issue_seconds(launch: Launch, code: MachineCode, use: Use) -> Tuple[float, Optional[float]]:
+    """(issue floor in seconds, hot-loop trips per program or None) of one launch: see MODEL."""
+    trips = _trips(launch, use)
+    hot = code.hot.instructions if code.hot else 0
+    per_program = hot * (trips if trips is not None else 1) + (code.instructions - hot)
+    warp_instructions = per_program * launch.num_warps * use.programs
+    rate = MODEL["sms"] * MODEL["schedulers"] * MODEL["ipc"] * MODEL["clock_hz"]
+    return warp_instructions / rate, trips
+
+
+def _resolve_shape(op, shape) -> Tuple[str, tuple]:
+    """A case name of the op's table, a tuple, or "2x16x1024x8x40"."""
+    if isinstance(shape, str) and shape in OPS[op][1]:
+        return shape, OPS[op][1][shape]
+    if isinstance(shape, str):
+        try:
+            shape = tuple(int(x) for x in shape.split("x"))
+        except ValueError:
+            raise ValueError(f"{op}: unknown shape {shape!r}; a case of {', '.join(OPS[op][1])} "
+                             "or sizes like 2x16x1024x8x40") from None
+    return "x".join(map(str, shape)), tuple(shape)
+
+
+def analyse(op: str, shape, dtype=torch.bfloat16, variants=None) -> Dict[str, object]:
+    """The static model of ``op`` at ``shape`` (a case name of benchmarks/shapes.py, a tuple or
+    "BxFxNxHxD" / "BxCxFxHxW"): per kernel launch its machine code and issue floor, per (variant,
+    direction) bytes, FLOPs, the three floors, the predicted time and roofline fraction (see MODEL).
+    Runs without TRITON_INTERPRET (kernels compiled for sm_90a)."""
+    name, dims = _resolve_shape(op, shape)
+    launches = capture([op], dtype, table={op: (OPS[op][0], {name: dims})},
+                       variants={op: variants or VARIANTS.get(op, (None,))})
+    kernels, directions = [], {}
+    for launch, code in compile_all(launches):
+        for use in launch.uses:
+            seconds, trips = issue_seconds(launch, code, use)
+            kernels.append(dict(
+                kernel=launch.name, config=launch.config(), variant=use.variant, direction=use.direction,
+                call=use.call, programs=use.programs, warps=launch.num_warps, regs=code.regs, stack=code.stack,
+                shared=code.shared, spill_stores=code.spill_stores, spill_loads=code.spill_loads,
+                instructions=code.instructions, whole=code.whole.as_dict() if code.whole else None,
+                hot_loop=code.hot.as_dict() if code.hot else None,
+                in_loops=code.in_loops.as_dict(), innermost_loops=[lp.as_dict() for lp in code.innermost],
+                trips=trips, issue_s=seconds, ptxas=code.ptxas))
+    for (variant, direction) in dict.fromkeys((k["variant"], k["direction"]) for k in kernels):
+        picked = {}
+        for k in kernels:
+            if (k["variant"], k["direction"]) == (variant, direction):
+                best = picked.get(k["call"])
+                if best is None or (k["spill_stores"] > 0, k["issue_s"]) < (best["spill_stores"] > 0, best["issue_s"]):
+                    picked[k["call"]] = k
+        for k in picked.values():
+            k["modelled"] = True
+        nbytes, flops = work(op, dims, variant, direction, torch.empty((), dtype=dtype).element_size())
+        memory_s, tensor_s = nbytes / MODEL["copy_bytes_per_s"], flops / MODEL["tensor_flops_per_s"]
+        issue_s = sum(k["issue_s"] for k in picked.values())
+        predicted = max(memory_s, tensor_s, issue_s)
+        bound = max(("memory", memory_s), ("tensor", tensor_s), ("issue", issue_s), key=lambda t: t[1])[0]
+        directions[f"{variant}/{direction}" if variant is not None else direction] = dict(
+            variant=variant, direction=direction, bytes=nbytes, flops=flops, memory_s=memory_s, tensor_s=tensor_s,
+            issue_s=issue_s, predicted_s=predicted, roofline_fraction=max(memory_s, tensor_s) / predicted,
+            bound=bound, kernels=[f"{k['kernel']} {k['config']}" for k in picked.values()])
+    return dict(op=op, shape=name, dims=dims, dtype=str(dtype).replace("torch.", ""), kernels=kernels,
+                directions=directions)
+
+
+def measured(results: Path = ROOT / "benchmarks" / "results") -> Dict[tuple, float]:
+    """GPU rows of fastvid in results/*.jsonl, newest run: (op, case, frames, mode) -> ms."""
+    from benchmarks import plot
+
+    rows = [r for r in plot.newest_runs(plot.load(results)) if r.get("device") == "cuda" and r.get("status") == "ok"
+            and r.get("provider") in ("fastvid", "fastvid-triton") and r.get("dtype") == "bfloat16"]
+    return {(r["op"], r["shape"].get("model"), r["shape"].get("frames"), r["mode"]): r["ms"] for r in rows}
+
+
+def _fmt_counts(counter: Dict) -> str:
+    return " ".join(f"{k}:{v}" for k, v in counter.items()) or "-"
+
+
+def _fmt_spill(stores: int, loads: int) -> str:
+    return f"**{stores}/{loads}**" if stores or loads else "0/0"
+
+
+def _model_table(analyses, gpu_rows) -> List[str]:
+    lines = ["| op | case | variant | dir | MB | GFLOP | memory µs | tensor µs | issue µs | predicted µs | "
+             "roofline | bound | measured µs |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for a in analyses:
+        for d in a["directions"].values():
+            frames = d["variant"] if a["op"] == "frame_attention" else None
+            ms = gpu_rows.get((a["op"], a["shape"], frames, d["direction"]))
+            variant = "" if d["variant"] is None else (f"per_frame={d['variant']}" if a["op"] == "group_norm_silu"
+                                                       else d["variant"])
+            lines.append(
+                f"| {a['op']} | {a['shape']} | {variant} | {d['direction']} | {d['bytes'] / 1e6:.1f} | "
+                f"{d['flops'] / 1e9:.1f} | {d['memory_s'] * 1e6:.1f} | {d['tensor_s'] * 1e6:.1f} | "
+                f"{d['issue_s'] * 1e6:.1f} | {d['predicted_s'] * 1e6:.1f} | {d['roofline_fraction']:.0%} | "
+                f"{d['bound']} | {'-' if ms is None else f'{ms * 1e3:.1f}'} |")
     return lines
 
 
-def report(rows, sweep_rows, dtype_name: str) -> str:
-    version = next((u[0] for _, _, u in rows if u), "?")
+def _kernel_table(analyses) -> List[str]:
+    """One line per (kernel, config, machine code): cases merged."""
+    merged: Dict[tuple, Dict] = {}
+    for a in analyses:
+        for k in a["kernels"]:
+            hot = k["hot_loop"] or {}
+            loads = k["in_loops"]["global_loads"]
+            key = (k["kernel"], k["config"], k["regs"], k["spill_stores"], k["spill_loads"], k["shared"],
+                   hot.get("instructions", 0), json.dumps(loads))
+            entry = merged.setdefault(key, dict(k=k, hot=hot, cases=set(), modelled=False))
+            entry["cases"].add(a["shape"])
+            entry["modelled"] |= k.get("modelled", False)
+    lines = ["| kernel | config | regs | spill st/ld B | smem KiB | hot-loop instr | tensor core (hot) | "
+             "LDG bits:count in loops | STG in loops | cp.async / TMA (hot) | hot-loop mix (top 5) | cases |",
+             "|---|---|---:|---:|---:|---:|---|---|---|---|---|---|"]
+    for entry in merged.values():
+        k, hot = entry["k"], entry["hot"]
+        spill = _fmt_spill(k["spill_stores"], k["spill_loads"])
+        mix = ", ".join(f"{c} {n}" for c, n in list(hot.get("mix", {}).items())[:5]) or "no loop"
+        mark = "" if entry["modelled"] else " (not modelled)"
+        lines.append(
+            f"| {k['kernel']} | {k['config']}{mark} | {k['regs']} | {spill} | {k['shared'] / 1024:.1f} | "
+            f"{hot.get('instructions', '-')} | {_fmt_counts(hot.get('tensor_core', {}))} | "
+            f"{_fmt_counts(k['in_loops']['global_loads'])} | {_fmt_counts(k['in_loops']['global_stores'])} | "
+            f"{hot.get('cp_async', 0)} / {hot.get('tma', 0)} | {mix} | {', '.join(sorted(entry['cases']))} |")
+    return lines
+
+
+def _sweep_table(rows) -> List[str]:
+    merged: Dict[tuple, set] = {}
+    for launch, code in rows:
+        merged.setdefault((launch.name, launch.config(), code.regs, code.spill_stores, code.spill_loads,
+                           code.shared), set()).update(launch.cases)
+    lines = ["| kernel | config | regs | spill st/ld (B) | smem (KiB) | cases |", "|---|---|---:|---:|---:|---|"]
+    for (name, config, regs, stores, loads, shared), cases in merged.items():
+        lines.append(f"| {name} | {config} | {regs} | {_fmt_spill(stores, loads)} | {shared / 1024:.1f} | "
+                     f"{', '.join(sorted(cases))} |")
+    return lines
+
+
+def report(analyses, sweep_rows, gpu_rows) -> str:
+    import triton
+
+    ptxas = next((k["ptxas"] for a in analyses for k in a["kernels"]), "?")
     lines = [
-        "# Kernel resources (compiler output)",
+        "# sm_90a machine code and a static time model (a model: no GPU was used)",
         "",
-        f"Compiled for sm_90a by ptxas {version} (Triton's bundled ptxas), not run: no GPU was used. "
-        f"Generated by `python benchmarks/kernel_resources.py`. Launch configs are the ones the launchers choose "
-        f"for the benchmark shapes of benchmarks/shapes.py in {dtype_name} (an H100's 132 SMs assumed); "
-        "autotuned kernels list every config of their autotune list. Registers are per thread "
-        "(65,536 per SM; 255 max); shared memory is Triton's dynamic allocation per program (228 KiB per SM on H100). "
-        "A (kernel, config) can take several rows: shapes differ in which integer arguments are 1 or divisible "
-        "by 16, and so in the code ptxas sees.",
+        f"Generated by `python benchmarks/kernel_resources.py` (Triton {triton.__version__}, ptxas {ptxas}) from the "
+        "real cubins, compiled for sm_90a with the launch configs the launchers pick at the benchmark shapes of "
+        "benchmarks/shapes.py in bf16 (an H100's 132 SMs assumed). The model and what it leaves out are in the "
+        "docstring of benchmarks/kernel_resources.py: predicted = max(bytes / 3.0 TB/s, FLOPs / 800 TFLOP/s, issue "
+        "floor), issue floor = programs x warps x (hot-loop instructions x trips + other instructions) / "
+        "(132 SMs x 4 schedulers x 1 IPC x 1.755 GHz); roofline = max(memory, tensor) / predicted. "
+        "These are predictions of a first-order model, not measurements; `measured` is filled from GPU rows in "
+        "benchmarks/results/*.jsonl when they exist.",
         "",
-        "## Benchmark shapes",
+        "Under Triton 3.6 (ptxas 12.8, the GPU machine's stack), checked in a second venv (README) for temporal "
+        "attention at every benchmark shape and the first shape of the other ops, two launches spill that do not "
+        "under Triton 3.9: temporal_attention_bwd_kernel at the SVD shapes (16 bytes stored / 8 loaded, 128 "
+        "registers: the allowed exception of tests/test_aot_compile_all.py until issue 11's rewrite replaces the "
+        "kernel) and one frame_attention_bwd_dkv_kernel autotune config at head_dim 40 (BLOCK 64x64, 4 warps: "
+        "20/20 bytes; a strict xfail of tests/test_machine_code.py under Triton < 3.9).",
         "",
-        *_table(rows),
+        "## Model per op, case and direction",
+        "",
+        *_model_table(analyses, gpu_rows),
+        "",
+        "## Kernels (every config a launcher or autotuner can pick)",
+        "",
+        "Registers per thread (255 max), spills = local-memory instructions in the cubin (bytes stored/loaded), "
+        "shared memory per program. Hot loop = the innermost loop with the most instructions (per warp, one "
+        "iteration). Loads/stores: bits per thread of each LDG/STG in any loop (16 = a scalar bf16 load). "
+        "`(not modelled)`: an autotune config the model did not take.",
+        "",
+        *_kernel_table(analyses),
     ]
     if sweep_rows:
-        lines += ["", "## Temporal attention sweep (B 2, N 1024, 8 heads; F x head_dim)", "", *_table(sweep_rows),
-                  "", HISTORY]
+        lines += ["", "## Temporal attention sweep (B 2, N 1024, 8 heads; F x head_dim): registers and spills", "",
+                  *_sweep_table(sweep_rows), "", HISTORY]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", default=",".join(OPS), help="comma-separated ops")
+    parser.add_argument("--shapes", default=None, help="comma-separated case names or sizes (2x16x1024x8x40); "
+                        "default: every benchmark shape of each op")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--quick", action="store_true", help="first shape of each op; print only")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kernel_resources.md"))
+    parser.add_argument("--quick", action="store_true", help="first shape of each op, no sweep; print only")
+    parser.add_argument("--json", action="store_true", help="print the analyses as JSON; write no file")
+    parser.add_argument("--out", default=None, help=f"the report file (default {REPORT.relative_to(ROOT)}; "
+                        "a partial run (--quick, --ops, --shapes) writes one only if given)")
     args = parser.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
     dtype = getattr(torch, args.dtype)
-    rows = compile_all(capture(args.ops.split(","), dtype, args.quick))
-    sweep = [] if args.quick else compile_all(capture(list(SWEEP), dtype, table=SWEEP))
-    text = report(rows, sweep, args.dtype)
+    analyses = []
+    for op in args.ops.split(","):
+        cases = list(OPS[op][1])[:1] if args.quick else list(OPS[op][1])
+        for shape in (args.shapes.split(",") if args.shapes else cases):
+            analyses.append(analyse(op, shape, dtype))
+    if args.json:
+        print(json.dumps(analyses))
+        return
+    partial = args.quick or args.shapes or args.ops != ",".join(OPS)
+    sweep = [] if partial else compile_all(capture(list(SWEEP), dtype, table=SWEEP))
+    text = report(analyses, sweep, measured())
     print(text)
-    if not args.quick:
-        Path(args.out).write_text(text)
-        print(f"# written to {args.out}")
+    if args.out or not partial:
+        out = Path(args.out or REPORT)
+        out.write_text(text)
+        print(f"# written to {out}")
 
 
 if __name__ == "__main__":

@@ -52,16 +52,28 @@ def _batched_dot(a, b, DOT_PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _scores(q, k, bias_ptr, offs_f, num_frames, stride_bi, stride_bj, qk_scale,
+def _bias_log2(bias_ptr, offs_f, num_frames, stride_bi, stride_bj,
+               HAS_BIAS: tl.constexpr, BLOCK_F: tl.constexpr):
+    """The head's [BLOCK_F, BLOCK_F] bias in log2 units (fp32), loaded once per program: a loop that
+    reloaded it would issue 16-bit scalar loads (F x F is too small a tile to vectorise)."""
+    if HAS_BIAS:
+        mask = (offs_f < num_frames)[:, None] & (offs_f < num_frames)[None, :]
+        b = tl.load(bias_ptr + offs_f[:, None] * stride_bi + offs_f[None, :] * stride_bj, mask=mask, other=0.0)
+        bias = b.to(tl.float32) * LOG2E
+    else:
+        bias = tl.zeros([BLOCK_F, BLOCK_F], tl.float32)
+    return bias
+
+
+@triton.jit
+def _scores(q, k, bias, offs_f, num_frames, qk_scale,
             HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Scores of every query frame i against every key frame j, in log2 units: [BLOCK_N, BLOCK_F, BLOCK_F];
-    -inf where j is padding or (causal) j > i."""
+    -inf where j is padding or (causal) j > i. ``bias`` comes from _bias_log2."""
     s = _batched_dot(q, tl.trans(k, 0, 2, 1), DOT_PRECISION) * qk_scale
     keep = (offs_f < num_frames)[None, :]
     if HAS_BIAS:
-        bias_mask = (offs_f < num_frames)[:, None] & keep
-        b = tl.load(bias_ptr + offs_f[:, None] * stride_bi + offs_f[None, :] * stride_bj, mask=bias_mask, other=0.0)
-        s += b.to(tl.float32)[None, :, :] * LOG2E
+        s += bias[None, :, :]
     if CAUSAL:
         keep &= offs_f[:, None] >= offs_f[None, :]
     return tl.where(keep[None, :, :], s, float("-inf"))
@@ -94,8 +106,8 @@ def temporal_attention_fwd_kernel(
                 mask=mask_nfd, other=0.0)
     v = tl.load(_tile_ptrs(V, b, h, offs_n, offs_f, offs_d, stride_vb, stride_vh, stride_vn, stride_vf, stride_vd, VEC),
                 mask=mask_nfd, other=0.0)
-    s = _scores(q, k, Bias + h * stride_bh, offs_f, num_frames, stride_bi, stride_bj, qk_scale, HAS_BIAS, CAUSAL,
-                DOT_PRECISION)
+    bias = _bias_log2(Bias + h * stride_bh, offs_f, num_frames, stride_bi, stride_bj, HAS_BIAS, BLOCK_F)
+    s = _scores(q, k, bias, offs_f, num_frames, qk_scale, HAS_BIAS, CAUSAL, DOT_PRECISION)
     m = tl.max(s, axis=2)
     p = tl.exp2(s - m[:, :, None])
     l = tl.sum(p, axis=2)
@@ -130,7 +142,7 @@ def temporal_attention_bwd_kernel(
     offs_f = tl.arange(0, BLOCK_F)
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < _aligned(head_dim, VEC)
-    bias_ptr = Bias + h * stride_bh
+    bias = _bias_log2(Bias + h * stride_bh, offs_f, num_frames, stride_bi, stride_bj, HAS_BIAS, BLOCK_F)
     dbias = tl.zeros([BLOCK_F, BLOCK_F], tl.float32)
 
     for n_block in range(chunk, n_blocks, n_chunks):
@@ -151,8 +163,7 @@ def temporal_attention_bwd_kernel(
         lse = tl.load(Lse + b * stride_lb + h * stride_lh + offs_n[:, None] * stride_ln + offs_f[None, :] * stride_lf,
                       mask=mask_nf, other=float("inf"))
         delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=2)  # rowsum(dO * O): [BLOCK_N, BLOCK_F]
-        s = _scores(q, k, bias_ptr, offs_f, num_frames, stride_bi, stride_bj, qk_scale, HAS_BIAS, CAUSAL,
-                    DOT_PRECISION)
+        s = _scores(q, k, bias, offs_f, num_frames, qk_scale, HAS_BIAS, CAUSAL, DOT_PRECISION)
         p = tl.exp2(s - lse[:, :, None])
         # Each gradient is stored as soon as it is made: one fp32 accumulator tile live at a time.
         # DQ, DK and DV are allocated alike and share one set of strides (stride_d*).

@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import triton
@@ -52,22 +51,6 @@ def compile_signature(fn, signature, constexprs, aligned, num_warps=4, num_stage
                        attrs={(names.index(n),): [["tt.divisibility", 16]] for n in aligned})
     return triton.compile(source, target=GPUTarget("cuda", capability, 32),
                           options=dict(num_warps=num_warps, num_stages=num_stages))
-
-
-def ptxas_usage(kernel, capability=90):
-    """(ptxas version, registers, spill store bytes, spill load bytes) of a compiled kernel, from
-    ``ptxas -v`` run again on its PTX with the options Triton uses (no driver needed)."""
-    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
-
-    ptxas = get_ptxas(capability)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "k.ptx"
-        src.write_text(kernel.asm["ptx"])
-        log = subprocess.run([ptxas.path, "-v", "--regAllocOptLevel=2", f"--gpu-name={sm_arch_from_capability(capability)}",
-                              str(src), "-o", str(Path(tmp) / "k.o")], capture_output=True, text=True, check=True).stderr
-    regs = int(re.search(r"Used (\d+) registers", log).group(1))
-    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
-    return ptxas.version, regs, int(spills.group(1)), int(spills.group(2))
 
 
 def run_in_subprocess(module_name, specs):
