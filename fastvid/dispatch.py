@@ -57,18 +57,22 @@ class Dispatcher:
         public function's arguments, e.g. ``dispatchers()["temporal_attention"].explain(q, k, v)``."""
         if self.arguments is not None:
             args, kwargs = self.arguments(*args, **kwargs), {}
-        out = {}
-        for b in self.backends:
-            why = b.reason(*args, **kwargs)
-            if why is None and b.auto_reason is not None:
-                why = b.auto_reason(*args, **kwargs)
-            out[b.name] = why
-        return out
+        return {b.name: self._auto_reason(b, *args, **kwargs) for b in self.backends}
+
+    @staticmethod
+    def _auto_reason(b: Backend, *args, **kwargs) -> Optional[str]:
+        """Why "auto" passes over ``b`` for these (already validated) backend arguments, or None."""
+        why = b.reason(*args, **kwargs)
+        if why is None and b.auto_reason is not None:
+            why = b.auto_reason(*args, **kwargs)
+        return why
 
     def select(self, backend: str, *args, **kwargs) -> Backend:
+        """The backend that runs these validated backend arguments (the first that takes them under "auto")."""
         if backend == "auto":
-            reasons = self.explain(*args, **kwargs)
+            reasons = {}
             for b in self.backends:
+                reasons[b.name] = self._auto_reason(b, *args, **kwargs)
                 if reasons[b.name] is None:
                     return b
             listed = "; ".join(f"{k}: {v}" for k, v in reasons.items())

@@ -62,6 +62,11 @@ def next_pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for ints: the host-side grid arithmetic (triton.cdiv is a constexpr function, ~20 us a call)."""
+    return -(-a // b)
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """``input_precision`` of tl.dot: fp32 inputs use TF32 tensor cores only where torch's own
     matmuls would (``torch.backends.cuda.matmul.allow_tf32``); "tf32" changes nothing for fp16/bf16."""

@@ -97,7 +97,6 @@ def _head_constants(head_dim: int, *tensors: Tensor) -> dict:
 @torch.library.custom_op("fastvid::frame_attention_fwd", mutates_args=())
 def frame_attention_fwd(q: Tensor, k: Tensor, v: Tensor, table: Tensor, scale: float) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, F, h, N) fp32 (log2 units)."""
-    import triton
 
     from ..kernels.frame_attention import frame_attention_fwd_kernel
 
@@ -107,7 +106,7 @@ def frame_attention_fwd(q: Tensor, k: Tensor, v: Tensor, table: Tensor, scale: f
     if out.numel() == 0:
         return out, lse
     programs = batch * frames * heads
-    frame_attention_fwd_kernel[lambda meta: (triton.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
+    frame_attention_fwd_kernel[lambda meta: (_launch.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
         q, k, v, table, out, lse,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *table.stride(), *lse.stride(),
         heads, frames, tokens, k.shape[2], table.shape[1], scale * _launch.LOG2E, EVEN_M=_even_keys(k),
@@ -126,7 +125,6 @@ def _(q, k, v, table, scale):
 def frame_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Tensor, out: Tensor, lse: Tensor,
                         scale: float) -> List[Tensor]:
     """Triton backward: dQ kernel (also writes delta = rowsum(dO * O)), then the dK/dV kernel. Returns [dq, dk, dv]."""
-    import triton
 
     from ..kernels.frame_attention import frame_attention_bwd_dkv_kernel, frame_attention_bwd_dq_kernel
 
@@ -141,14 +139,14 @@ def frame_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Te
     delta = _launch.empty(*lse.shape, dtype=torch.float32, device=q.device)
     programs = batch * frames * heads
     common = _head_constants(head_dim, q, k, v, out, dout, dq, dk)
-    frame_attention_bwd_dq_kernel[lambda meta: (triton.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
+    frame_attention_bwd_dq_kernel[lambda meta: (_launch.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
         q, k, v, table, out, dout, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *table.stride(),
         *lse.stride(),
         heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale, EVEN_M=_even_keys(k), **common,
     )
     counts = frame_counts(table, frames)
-    frame_attention_bwd_dkv_kernel[lambda meta: (triton.cdiv(keys, meta["BLOCK_M"]) * programs,)](
+    frame_attention_bwd_dkv_kernel[lambda meta: (_launch.cdiv(keys, meta["BLOCK_M"]) * programs,)](
         q, k, v, counts, dout, lse, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *counts.stride(), *lse.stride(),
         heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale, **common,

@@ -35,7 +35,6 @@ class _Plan:
     """Tile sizes and the pixel-chunk split shared by the forward and backward launches."""
 
     def __init__(self, x: Tensor, num_groups: int, per_frame: bool):
-        import triton
 
         batch, channels, frames, height, width = x.shape
         self.groups, self.frames, self.pixels = num_groups, frames, height * width
@@ -52,10 +51,10 @@ class _Plan:
         rows = batch * frames * self.n_c_blocks
         # Split the pixels into chunks so that batch 1 still gives a few programs per SM.
         target = _launch.target_programs(x, per_sm=4, off_gpu=4)
-        n_chunks = max(1, min(triton.cdiv(self.pixels, self.block_p), triton.cdiv(target, rows)))
-        self.chunk_pixels = triton.cdiv(triton.cdiv(self.pixels, n_chunks), self.block_p) * self.block_p
-        self.n_chunks = triton.cdiv(self.pixels, self.chunk_pixels)
-        self.n_p_blocks = triton.cdiv(self.pixels, self.block_p)
+        n_chunks = max(1, min(_launch.cdiv(self.pixels, self.block_p), _launch.cdiv(target, rows)))
+        self.chunk_pixels = _launch.cdiv(_launch.cdiv(self.pixels, n_chunks), self.block_p) * self.block_p
+        self.n_chunks = _launch.cdiv(self.pixels, self.chunk_pixels)
+        self.n_p_blocks = _launch.cdiv(self.pixels, self.block_p)
         self.partial_rows = batch * frames * self.n_chunks
         self.reduce_programs = rows * self.n_chunks
         self.apply_programs = rows * self.n_p_blocks

@@ -66,7 +66,6 @@ def _bias_args(bias: Optional[Tensor], like: Tensor):
 def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], causal: bool,
                            scale: float) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, h, F, N) fp32 (log2 units)."""
-    import triton
 
     from ..kernels.temporal_attention import temporal_attention_fwd_kernel
 
@@ -76,7 +75,7 @@ def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tenso
     if out.numel() == 0:
         return out, lse
     block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=2048)
-    n_blocks = triton.cdiv(tokens, block_n)
+    n_blocks = _launch.cdiv(tokens, block_n)
     bias_t, bias_strides = _bias_args(bias, q)
     grid = (n_blocks * batch * heads,)
     temporal_attention_fwd_kernel[grid](
@@ -101,7 +100,6 @@ def _(q, k, v, bias, causal, scale):
 def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], out: Tensor,
                            lse: Tensor, causal: bool, scale: float, bias_grad: bool) -> List[Tensor]:
     """Triton backward. Returns [dq, dk, dv, dbias]; dbias is (h, F, F) fp32, empty unless ``bias_grad``."""
-    import triton
 
     from ..kernels.temporal_attention import temporal_attention_bwd_kernel
 
@@ -112,10 +110,10 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
         dbias = torch.zeros(heads, frames, frames, dtype=torch.float32, device=q.device)
         return [dq, dk, dv, dbias if bias_grad else dbias.new_empty(0)]
     block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=1024, max_batched_frames=16)
-    n_blocks = triton.cdiv(tokens, block_n)
+    n_blocks = _launch.cdiv(tokens, block_n)
     # Enough programs to fill the GPU, few enough that the per-program bias partials stay small.
     target = _launch.target_programs(q, per_sm=4, off_gpu=8)
-    n_chunks = max(1, min(n_blocks, triton.cdiv(target, batch * heads)))
+    n_chunks = max(1, min(n_blocks, _launch.cdiv(target, batch * heads)))
     programs = n_chunks * batch * heads
     partial = torch.empty(programs, frames, frames, dtype=torch.float32, device=q.device) if bias_grad else q
     partial_strides = partial.stride() if bias_grad else (0, 0, 0)

@@ -17,9 +17,7 @@ LAYOUT = "(B, C_in, F, H, W)"
 
 
 def _block(size: int, lo: int, hi: int) -> int:
-    import triton
-
-    return max(lo, min(hi, triton.next_power_of_2(max(size, 1))))
+    return max(lo, min(hi, _launch.next_pow2(max(size, 1))))
 
 
 def _block_co(c_out: int) -> int:
@@ -50,7 +48,6 @@ def _block_p(x: Tensor, pixels: int, block_co: int, tiles_per_p_block: int) -> i
 def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor], out: Tensor,
                  pad: int) -> None:
     """out = conv over frames of x (B, C_in, F_in, H, W) with weight (C_out, C_in, k), any strides."""
-    import triton
 
     from ..kernels.temporal_conv import temporal_conv_fwd_kernel
 
@@ -64,9 +61,9 @@ def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Op
     wide = x.element_size() == 2
     block_co = _block_co(c_out)
     block_ci = _block(c_in, 16, 64 if wide else 32)
-    n_co = triton.cdiv(c_out, block_co)
+    n_co = _launch.cdiv(c_out, block_co)
     block_p = _block_p(x, pixels, block_co, n_co * batch * frames_out)
-    grid = (n_co * triton.cdiv(pixels, block_p), batch * frames_out)
+    grid = (n_co * _launch.cdiv(pixels, block_p), batch * frames_out)
     temporal_conv_fwd_kernel[grid](
         x4, w_k, bias if bias is not None else w_k, res4, out4,
         *x4.stride(), w_k.stride(1), w_k.stride(2), w_k.stride(0), bias.stride(0) if bias is not None else 0,
@@ -103,7 +100,6 @@ def _(x, weight, bias, residual, pad):
 
 def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad: bool):
     """dW (C_out, C_in, k) and dbias (C_out,) in fp32, from per-program partials summed in fixed order."""
-    import triton
 
     from ..kernels.temporal_conv import temporal_conv_dw_kernel
 
@@ -112,13 +108,13 @@ def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad:
     c_out, frames_out = dout4.shape[1], dout4.shape[2]
     block_co, block_ci = _block(c_out, 16, 64), _block(c_in, 16, 64)
     block_p = _block(pixels, 16, 64)
-    n_co = triton.cdiv(c_out, block_co)
-    tiles = n_co * triton.cdiv(c_in, block_ci) * taps
+    n_co = _launch.cdiv(c_out, block_co)
+    tiles = n_co * _launch.cdiv(c_in, block_ci) * taps
     # Split the frames until the GPU has a few programs per SM (at batch 1 the tiles alone are few).
     target = _launch.target_programs(x, per_sm=4, off_gpu=4)
-    n_split = max(1, min(frames_out, triton.cdiv(target, tiles)))
-    per_split = triton.cdiv(frames_out, n_split)
-    n_split = triton.cdiv(frames_out, per_split)
+    n_split = max(1, min(frames_out, _launch.cdiv(target, tiles)))
+    per_split = _launch.cdiv(frames_out, n_split)
+    n_split = _launch.cdiv(frames_out, per_split)
     dw_part = torch.empty(n_split, c_out, c_in, taps, dtype=torch.float32, device=x.device)
     db_part = torch.empty(n_split, c_out, dtype=torch.float32, device=x.device) if bias_grad else dw_part
     grid = (tiles // taps, taps, n_split)
