@@ -54,7 +54,12 @@ def empty_in_order(shape, order, *, dtype, device) -> torch.Tensor:
 
 def empty_like_video(x: torch.Tensor, shape=None) -> torch.Tensor:
     """An output of ``shape`` (default x's) laid out in x's memory order, see :func:`video_order`."""
-    return empty_in_order(x.shape if shape is None else shape, video_order(x), dtype=x.dtype, device=x.device)
+    shape = x.shape if shape is None else shape
+    if not _poison:  # the two common layouts without the order sort (this runs on every call)
+        for layout in (torch.contiguous_format, torch.channels_last_3d):
+            if x.is_contiguous(memory_format=layout) and (layout is torch.contiguous_format or x.dim() == 5):
+                return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
+    return empty_in_order(shape, video_order(x), dtype=x.dtype, device=x.device)
 
 
 def next_pow2(x: int) -> int:
@@ -86,12 +91,20 @@ def target_programs(t: torch.Tensor, per_sm: int, off_gpu: int) -> int:
 
 # ---- why Triton refuses a call (checked per call, never at import) ------------------------------
 
-def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
-    """Why Triton cannot run on these tensors, or None."""
+@functools.lru_cache(maxsize=None)
+def _triton_missing() -> Optional[str]:
     try:
         import triton  # noqa: F401
     except ImportError:
         return "triton is not installed"
+    return None
+
+
+def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
+    """Why Triton cannot run on these tensors, or None."""
+    missing = _triton_missing()
+    if missing:
+        return missing
     for t in tensors:
         if t is None:
             continue
