@@ -478,13 +478,40 @@ def analyse(op: str, shape, dtype=torch.bfloat16, variants=None) -> Dict[str, ob
                 directions=directions)
 
 
-def measured(results: Path = ROOT / "benchmarks" / "results") -> Dict[tuple, float]:
-    """GPU rows of fastvid in results/*.jsonl, newest run: (op, case, frames, mode) -> ms."""
+def measured(results: Path = ROOT / "benchmarks" / "results") -> Dict[tuple, Dict[str, object]]:
+    """fastvid's bf16 GPU rows of every results folder's *.jsonl, newest run per op: (op, case, frames, mode)
+    -> ms, provider, GPU, Triton, and the run's measured ceilings (``ceilings``). Of the two fastvid rows of
+    frame attention, "fastvid-triton" (the Triton kernels alone) is the one the model describes."""
     from benchmarks import plot
 
-    rows = [r for r in plot.newest_runs(plot.load(results)) if r.get("device") == "cuda" and r.get("status") == "ok"
-            and r.get("provider") in ("fastvid", "fastvid-triton") and r.get("dtype") == "bfloat16"]
-    return {(r["op"], r["shape"].get("model"), r["shape"].get("frames"), r["mode"]): r["ms"] for r in rows}
+    rows = [r for folder in sorted({path.parent for path in results.rglob("*.jsonl")})
+            for r in plot.load(folder)]
+    rows = [r for r in plot.newest_runs(rows) if r.get("device") == "cuda" and r.get("dtype") == "bfloat16"]
+    ceilings = {}
+    for r in rows:
+        ceilings.setdefault((r["date"], r["commit"]), []).append(r)
+    ceilings = {run: _ceilings(run_rows) for run, run_rows in ceilings.items()}
+    preference = {"fastvid": 0, "fastvid-triton": 1}
+    found: Dict[tuple, Dict[str, object]] = {}
+    for r in rows:
+        if r.get("status") != "ok" or r.get("provider") not in preference:
+            continue
+        key = (r["op"], r["shape"].get("model"), r["shape"].get("frames"), r["mode"])
+        if key not in found or preference[r["provider"]] > preference[found[key]["provider"]]:
+            found[key] = dict(ms=r["ms"], provider=r["provider"], gpu=r.get("device_name", "?"),
+                              triton=r.get("triton", "?"), ceilings=ceilings[(r["date"], r["commit"])])
+    return found
+
+
+def _ceilings(rows) -> Dict[str, Optional[float]]:
+    """The run's measured copy bandwidth (GB/s) and bf16 matmul rate (TFLOP/s), as the suite measured them
+    (benchmarks/harness.py measure_ceilings): each row's roofline_fraction is max(gbps / copy, tflops / matmul),
+    so gbps / roofline_fraction is at most the copy ceiling, equal to it on a memory-bound row (and likewise
+    for tflops): the largest over the run's rows."""
+    def largest(field):
+        values = [r[field] / r["roofline_fraction"] for r in rows if r.get(field) and r.get("roofline_fraction")]
+        return max(values, default=None)
+    return dict(copy_gbps=largest("gbps"), matmul_tflops=largest("tflops"))
 
 
 def _fmt_counts(counter: Dict) -> str:
@@ -495,20 +522,80 @@ def _fmt_spill(stores: int, loads: int) -> str:
     return f"**{stores}/{loads}**" if stores or loads else "0/0"
 
 
-def _model_table(analyses, gpu_rows) -> List[str]:
+def _variant_label(op, variant) -> str:
+    if variant is None:
+        return ""
+    return f"per_frame={variant}" if op == "group_norm_silu" else str(variant)
+
+
+def _model_table(analyses) -> List[str]:
     lines = ["| op | case | variant | dir | MB | GFLOP | memory µs | tensor µs | issue µs | predicted µs | "
-             "roofline | bound | measured µs |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "roofline | bound |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for a in analyses:
         for d in a["directions"].values():
-            frames = d["variant"] if a["op"] == "frame_attention" else None
-            ms = gpu_rows.get((a["op"], a["shape"], frames, d["direction"]))
-            variant = "" if d["variant"] is None else (f"per_frame={d['variant']}" if a["op"] == "group_norm_silu"
-                                                       else d["variant"])
             lines.append(
-                f"| {a['op']} | {a['shape']} | {variant} | {d['direction']} | {d['bytes'] / 1e6:.1f} | "
-                f"{d['flops'] / 1e9:.1f} | {d['memory_s'] * 1e6:.1f} | {d['tensor_s'] * 1e6:.1f} | "
-                f"{d['issue_s'] * 1e6:.1f} | {d['predicted_s'] * 1e6:.1f} | {d['roofline_fraction']:.0%} | "
-                f"{d['bound']} | {'-' if ms is None else f'{ms * 1e3:.1f}'} |")
+                f"| {a['op']} | {a['shape']} | {_variant_label(a['op'], d['variant'])} | {d['direction']} | "
+                f"{d['bytes'] / 1e6:.1f} | {d['flops'] / 1e9:.1f} | {d['memory_s'] * 1e6:.1f} | "
+                f"{d['tensor_s'] * 1e6:.1f} | {d['issue_s'] * 1e6:.1f} | {d['predicted_s'] * 1e6:.1f} | "
+                f"{d['roofline_fraction']:.0%} | {d['bound']} |")
+    return lines
+
+
+def predicted_vs_measured(analyses, gpu_rows) -> List[Dict[str, object]]:
+    """Per analysed (op, case, variant) and suite mode ("fwd"; "fwd+bwd" = the fwd and bwd directions summed)
+    with a measured GPU row: the model's prediction (H100 constants), the floor at the run's measured ceilings
+    max(bytes / copy, FLOPs / matmul) and the same with the issue floor, next to the measured time."""
+    out = []
+    for a in analyses:
+        by_variant: Dict[object, Dict[str, Dict]] = {}
+        for d in a["directions"].values():
+            by_variant.setdefault(d["variant"], {})[d["direction"]] = d
+        for variant, dirs in by_variant.items():
+            frames = variant if a["op"] == "frame_attention" else None
+            for mode, parts in (("fwd", ("fwd",)), ("fwd+bwd", ("fwd", "bwd"))):
+                row = gpu_rows.get((a["op"], a["shape"], frames, mode))
+                if row is None or not all(part in dirs for part in parts):
+                    continue
+                ds = [dirs[part] for part in parts]
+                ceil = row["ceilings"]
+                floor = sum(max(d["bytes"] / (ceil["copy_gbps"] * 1e9), d["flops"] / (ceil["matmul_tflops"] * 1e12))
+                            for d in ds) if ceil["copy_gbps"] and ceil["matmul_tflops"] else None
+                with_issue = (sum(max(d["bytes"] / (ceil["copy_gbps"] * 1e9),
+                                      d["flops"] / (ceil["matmul_tflops"] * 1e12), d["issue_s"]) for d in ds)
+                              if floor is not None else None)
+                out.append(dict(op=a["op"], shape=a["shape"], variant=variant, mode=mode,
+                                predicted_s=sum(d["predicted_s"] for d in ds), floor_s=floor, floor_issue_s=with_issue,
+                                measured_s=row["ms"] / 1e3, provider=row["provider"], gpu=row["gpu"],
+                                triton=row["triton"], ceilings=ceil))
+    return out
+
+
+def _measured_table(pairs) -> List[str]:
+    if not pairs:
+        return ["No GPU rows for these cases in benchmarks/results/ (nothing measured to compare)."]
+    runs = sorted({(p["gpu"], p["triton"], round(p["ceilings"]["copy_gbps"] or 0),
+                    round(p["ceilings"]["matmul_tflops"] or 0)) for p in pairs})
+    lines = [
+        "Measured: the newest committed GPU run of each op (fastvid's own rows, bf16; \"fastvid-triton\" where the "
+        "suite has it, else \"fastvid\", which ran the Triton backend). " + "; ".join(
+            f"{gpu}, Triton {triton}: measured ceilings copy {copy} GB/s, bf16 matmul {mm} TFLOP/s (derived from "
+            "the rows' roofline_fraction: the suite's own measurement)" for gpu, triton, copy, mm in runs) + ". "
+        "The model's constants are an H100's (3.0 TB/s, 800 TFLOP/s, 132 SMs at 1.755 GHz); an H200 has the "
+        "same 132 SMs and clocks with faster HBM3e (~4.8 TB/s nominal), so `predicted` overstates memory-bound "
+        "times there. `floor` = max(bytes / measured copy, FLOPs / measured matmul); `floor+issue` adds the "
+        "model's issue floor (max of the three). fwd+bwd sums the fwd and bwd directions (the suite's fwd+bwd "
+        "row times a forward and a backward). measured / floor+issue > 1 is time the model does not see "
+        "(latency, occupancy, launch overhead, layout copies, the suite's autograd glue).",
+        "",
+        "| op | case | variant | mode | predicted µs (H100 model) | floor µs (measured ceilings) | "
+        "floor+issue µs | measured µs | measured / floor+issue |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for p in pairs:
+        fmt = lambda t: "-" if t is None else f"{t * 1e6:.1f}"  # noqa: E731
+        ratio = "-" if not p["floor_issue_s"] else f"{p['measured_s'] / p['floor_issue_s']:.1f}x"
+        lines.append(f"| {p['op']} | {p['shape']} | {_variant_label(p['op'], p['variant'])} | {p['mode']} | "
+                     f"{fmt(p['predicted_s'])} | {fmt(p['floor_s'])} | {fmt(p['floor_issue_s'])} | "
+                     f"{fmt(p['measured_s'])} | {ratio} |")
     return lines
 
 
@@ -577,7 +664,11 @@ def report(analyses, sweep_rows, gpu_rows) -> str:
         "",
         "## Model per op, case and direction",
         "",
-        *_model_table(analyses, gpu_rows),
+        *_model_table(analyses),
+        "",
+        "## Predicted next to measured (GPU rows)",
+        "",
+        *_measured_table(predicted_vs_measured(analyses, gpu_rows)),
         "",
         "## Kernels (every config a launcher or autotuner can pick)",
         "",

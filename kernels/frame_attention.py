@@ -38,12 +38,13 @@ def _configs(gpu):
 # 72 and 128 (benchmarks/results/kernel_resources.md has the benchmark shapes): none spills, except the tiles
 # of the NARROW_ONLY sets above 96 columns (head_dim 97..128), where the autotuner drops them. 128 x 128 halves
 # the forward's per-key softmax and wgmma set-up instructions against 128 x 64. dK/dV at 64 x 64 spilled at
-# head_dim 72 and 128 and is gone.
+# head_dim 72 and 128 and is gone; dK/dV 32 x 32 with 4 warps spills at head_dim 128 under Triton 3.6 (ptxas
+# 12.8: 24/12 bytes), so it is narrow-only too.
 _FWD_TILES = [(128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)]
 _FWD_NARROW_ONLY = [(128, 128, 8, 2)]
 _DQ_TILES = [(64, 64, 4, 2), (32, 64, 4, 2), (32, 32, 4, 1), (32, 32, 8, 1)]
 _DKV_TILES = [(32, 64, 4, 2), (32, 32, 4, 1), (32, 32, 8, 1)]
-_DKV_NARROW_ONLY = [(32, 32, 8, 1)]
+_DKV_NARROW_ONLY = [(32, 32, 4, 1), (32, 32, 8, 1)]
 NARROW_COLUMNS = 96
 
 

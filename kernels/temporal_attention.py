@@ -132,7 +132,7 @@ def temporal_attention_bwd_kernel(
     stride_pp, stride_pi, stride_pj,
     num_heads, num_frames, num_tokens, head_dim, n_blocks, n_chunks, qk_scale, scale,
     HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    VEC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr,
+    VEC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr, RELOAD: tl.constexpr,
 ):
     # One program: a strided chunk of position blocks of one (b, head), each block as in the forward.
     # Every (position, frame) of dQ/dK/dV belongs to one program (no atomics); the bias gradient is
@@ -149,32 +149,41 @@ def temporal_attention_bwd_kernel(
         offs_n = (n_block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         mask_nf = (offs_n < num_tokens)[:, None] & (offs_f < num_frames)[None, :]
         mask_nfd = mask_nf[:, :, None] & mask_d[None, None, :]
-        q = tl.load(_tile_ptrs(Q, b, h, offs_n, offs_f, offs_d, stride_qb, stride_qh, stride_qn, stride_qf,
-                               stride_qd, VEC), mask=mask_nfd, other=0.0)
-        k = tl.load(_tile_ptrs(K, b, h, offs_n, offs_f, offs_d, stride_kb, stride_kh, stride_kn, stride_kf,
-                               stride_kd, VEC), mask=mask_nfd, other=0.0)
-        v = tl.load(_tile_ptrs(V, b, h, offs_n, offs_f, offs_d, stride_vb, stride_vh, stride_vn, stride_vf,
-                               stride_vd, VEC), mask=mask_nfd, other=0.0)
+        # Each tile is loaded where it is first used, and with RELOAD (a one-position tile of many frames
+        # and a wide head) loaded again for its later uses (L1/L2 hits) instead of staying live.
         o = tl.load(_tile_ptrs(Out, b, h, offs_n, offs_f, offs_d, stride_ob, stride_oh, stride_on, stride_of,
                                stride_od, VEC), mask=mask_nfd, other=0.0)
         do = tl.load(_tile_ptrs(DOut, b, h, offs_n, offs_f, offs_d, stride_gb, stride_gh, stride_gn, stride_gf,
                                 stride_gd, VEC), mask=mask_nfd, other=0.0)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=2)  # rowsum(dO * O): [BLOCK_N, BLOCK_F]
         # Padding rows get lse = +inf, so p = 0 there whatever their scores.
         lse = tl.load(Lse + b * stride_lb + h * stride_lh + offs_n[:, None] * stride_ln + offs_f[None, :] * stride_lf,
                       mask=mask_nf, other=float("inf"))
-        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=2)  # rowsum(dO * O): [BLOCK_N, BLOCK_F]
+        q_ptrs = _tile_ptrs(Q, b, h, offs_n, offs_f, offs_d, stride_qb, stride_qh, stride_qn, stride_qf, stride_qd, VEC)
+        k_ptrs = _tile_ptrs(K, b, h, offs_n, offs_f, offs_d, stride_kb, stride_kh, stride_kn, stride_kf, stride_kd, VEC)
+        q = tl.load(q_ptrs, mask=mask_nfd, other=0.0)
+        k = tl.load(k_ptrs, mask=mask_nfd, other=0.0)
         s = _scores(q, k, bias, offs_f, num_frames, qk_scale, HAS_BIAS, CAUSAL, DOT_PRECISION)
         p = tl.exp2(s - lse[:, :, None])
+        if RELOAD:
+            do = tl.load(_tile_ptrs(DOut, b, h, offs_n, offs_f, offs_d, stride_gb, stride_gh, stride_gn, stride_gf,
+                                    stride_gd, VEC), mask=mask_nfd, other=0.0)
         # Each gradient is stored as soon as it is made: one fp32 accumulator tile live at a time.
         # DQ, DK and DV are allocated alike and share one set of strides (stride_d*).
         dv = _batched_dot(tl.trans(p.to(do.dtype), 0, 2, 1), do, DOT_PRECISION)
         tl.store(_tile_ptrs(DV, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
                             VEC), dv.to(DV.dtype.element_ty), mask=mask_nfd)
+        v = tl.load(_tile_ptrs(V, b, h, offs_n, offs_f, offs_d, stride_vb, stride_vh, stride_vn, stride_vf,
+                               stride_vd, VEC), mask=mask_nfd, other=0.0)
         dp = _batched_dot(do, tl.trans(v, 0, 2, 1), DOT_PRECISION)
         ds = p * (dp - delta[:, :, None])  # gradient of the natural-unit scores
+        if RELOAD:
+            k = tl.load(k_ptrs, mask=mask_nfd, other=0.0)
         dq = _batched_dot(ds.to(k.dtype), k, DOT_PRECISION) * scale
         tl.store(_tile_ptrs(DQ, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
                             VEC), dq.to(DQ.dtype.element_ty), mask=mask_nfd)
+        if RELOAD:
+            q = tl.load(q_ptrs, mask=mask_nfd, other=0.0)
         dk = _batched_dot(tl.trans(ds.to(q.dtype), 0, 2, 1), q, DOT_PRECISION) * scale
         tl.store(_tile_ptrs(DK, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
                             VEC), dk.to(DK.dtype.element_ty), mask=mask_nfd)

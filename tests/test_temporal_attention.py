@@ -13,6 +13,8 @@ SHAPES = [  # (B, F, N, heads, head_dim)
     (2, 13, 37, 3, 24),  # odd everything
     (1, 8, 16, 2, 64),
     (1, 5, 9, 2, 40),  # head_dim not a power of two
+    (1, 16, 5, 1, 72),  # backward: 4 positions on 8 warps
+    (1, 19, 6, 2, 72),  # one position per program; the backward reloads q, k and dO
 ]
 
 

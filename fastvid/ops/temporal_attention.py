@@ -36,12 +36,17 @@ def _tiles(num_frames: int, head_dim: int, per_warp: int, max_batched_frames: in
     positions per warp as keep one warp's [BLOCK_F, BLOCK_D] tiles near ``per_warp`` elements.
     A larger position (frames x head_dim past MAX_BATCHED_TILE, or more than ``max_batched_frames``
     frames) is one program (BLOCK_N = 1, a 2-D dot whose frames the warps split), 8 warps past 4,096
-    elements or with ``max_batched_frames`` set. ``tl.dot`` needs every tile dim >= 16."""
+    elements or with ``max_batched_frames`` set. A position past ``per_warp`` elements (but within
+    MAX_BATCHED_TILE) gets more than one warp. ``tl.dot`` needs every tile dim >= 16."""
     block_f, block_d = max(16, _launch.next_pow2(num_frames)), max(16, _launch.next_pow2(head_dim))
     tile = block_f * block_d
     if tile > MAX_BATCHED_TILE or block_f > max_batched_frames:
         return 1, block_f, block_d, 4 if tile <= 4096 and max_batched_frames == 128 else 8
-    return 4 * max(1, per_warp // tile), block_f, block_d, 4
+    if tile > per_warp:
+        # Two warps per position where the frame count is a multiple of 16 (the JIT specialises it and the
+        # frame masks fold); otherwise that tile spills under Triton 3.6 and one position takes 4 warps.
+        return (4, block_f, block_d, 8) if num_frames % 16 == 0 else (1, block_f, block_d, 4)
+    return 4 * (per_warp // tile), block_f, block_d, 4
 
 
 def _vector_width(head_dim: int, *tensors: Tensor) -> int:
@@ -125,7 +130,7 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
         heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale,
         HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
         VEC=_vector_width(head_dim, q, k, v, out, dout, dq), BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d,
-        num_warps=num_warps, num_stages=1,
+        RELOAD=block_n == 1, num_warps=num_warps, num_stages=1,
     )
     if bias_grad:
         # Fixed-order reduction over (batch, chunk): bit-identical from run to run.
