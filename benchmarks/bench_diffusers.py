@@ -71,7 +71,7 @@ def build(name: str, device: str, dtype: torch.dtype, tiny: bool):
                 return dict(sample=torch.cat([x, image_latents.to(x.dtype)], dim=2), timestep=t,
                             encoder_hidden_states=cond[:, :1], added_time_ids=time_ids.to(x.dtype))
 
-            def loop(fn, latents, steps):
+            def svd_loop(fn, latents, steps):
                 return svd_sample(fn, latents[:1], image_latents[:1].to(latents.dtype), cond[1:, :1],
                                   time_ids[:1].to(latents.dtype), steps)
         else:
@@ -88,9 +88,11 @@ def build(name: str, device: str, dtype: torch.dtype, tiny: bool):
         cond = torch.randn(2, 77, ctx)
     model = model.to(dtype).eval()
     cond = cond.to(dtype)
-    if name != "svd":
-        def loop(fn, latents, steps):
-            return sample(fn, inputs, latents, steps)
+    if name == "svd":
+        return model, inputs, shape, frames, svd_loop
+
+    def loop(fn, latents, steps):
+        return sample(fn, inputs, latents, steps)
     return model, inputs, shape, frames, loop
 
 

@@ -26,10 +26,14 @@ def _device(device: Device) -> torch.device:
 
 
 def commit() -> str:
-    """The checkout's short commit, or "unknown" (an installed wheel, no git)."""
+    """The short commit of the checkout this fastvid runs from, or "unknown": an installed wheel, or no
+    git. A wheel installed into a virtual environment inside some checkout is not that checkout's code,
+    so the commit counts only when git tracks this very file."""
+    here = Path(__file__).resolve()
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip() or "unknown"
+        git = dict(capture_output=True, text=True, timeout=5, cwd=here.parent, check=True)
+        subprocess.run(["git", "ls-files", "--error-unmatch", here.name], **git)
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], **git).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

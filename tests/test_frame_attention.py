@@ -133,19 +133,22 @@ def test_offsets_beyond_int32_use_int64():
 
 
 def test_auto_uses_torch_on_cpu_and_reports_it():
-    q, k, v = _inputs(1, 4, 6, 5, 2, 8)
+    q, k, v = _inputs(1, 4, 6, 5, 2, 16)
     fastvid.frame_attention(q, k, v, frames="first")
     assert fastvid.last_backend("frame_attention") == ("triton" if DEVICE == "cuda" else "torch")
 
 
-def test_auto_sends_dense_modes_to_sdpa(monkeypatch):
+def test_auto_sends_dense_modes_and_unaligned_first_to_sdpa(monkeypatch):
     # Judge the dense-mode rule alone, as on a CUDA machine.
     monkeypatch.setattr(_launch, "triton_auto_reason", lambda *tensors: None)
     q, k, v = _inputs(1, 4, 6, 5, 2, 8, torch.float16)
     for frames in ("self", "all"):
         assert "SDPA" in ops.DISPATCH.explain(q, k, v, frames, 0.5)["triton"]
-    for frames in ("first", "sparse_causal", torch.tensor(TABLE[:4]).clamp(max=3)):
+    assert "head_dim 8" in ops.DISPATCH.explain(q, k, v, "first", 0.5)["triton"]  # measured slower than SDPA
+    for frames in ("sparse_causal", torch.tensor(TABLE[:4]).clamp(max=3)):
         assert ops.DISPATCH.explain(q, k, v, frames, 0.5)["triton"] is None
+    q, k, v = _inputs(1, 4, 6, 5, 2, 16, torch.float16)  # 16-aligned head_dim: "first" stays on Triton
+    assert ops.DISPATCH.explain(q, k, v, "first", 0.5)["triton"] is None
     q, k, v = _inputs(1, 4, 6, 5, 2, 12, torch.float16)  # head_dim % 8 != 0: SDPA would fall back to math
     assert ops.DISPATCH.explain(q, k, v, "all", 0.5)["triton"] is None
 

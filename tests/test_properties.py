@@ -1,7 +1,6 @@
 """Property-based checks: hypothesis draws shapes, strides, dtypes and flags and compares every
 backend with the reference. Failing cases that hypothesis shrinks are kept below as explicit
 regression examples (@example)."""
-import pytest
 import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st

@@ -22,6 +22,7 @@ from ..validation import (
     fail,
 )
 from . import _launch
+from ._library import TritonOp
 from ._nonfinite import has_nonfinite_on_cpu
 
 OP = "frame_attention"
@@ -168,17 +169,18 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dout, dlse):
     q, k, v, table, out, lse = ctx.saved_tensors
-    dq, dk, dv = frame_attention_bwd(dout, q, k, v, table, out, lse, ctx.scale)
+    dq, dk, dv = _bwd_op(dout, q, k, v, table, out, lse, ctx.scale)
     return dq, dk, dv, None, None
 
 
-frame_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+_fwd_op, _bwd_op = TritonOp(frame_attention_fwd), TritonOp(frame_attention_bwd)
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---- backends ---------------------------------------------------------------------------------
 
 def _run_triton(q, k, v, frames, scale):
-    return frame_attention_fwd(q, k, v, frame_table(frames, q.shape[1], q.device), scale)[0]
+    return _fwd_op(q, k, v, frame_table(frames, q.shape[1], q.device), scale)[0]
 
 
 def _triton_reason(q, k, v, frames, scale):
@@ -194,9 +196,15 @@ def _triton_auto_reason(q, k, v, frames, scale):
     why = _launch.triton_auto_reason(q)
     if why:
         return why
-    if isinstance(frames, str) and frames in DENSE_MODES and q.shape[-1] % 8 == 0:
+    head_dim = q.shape[-1]
+    if isinstance(frames, str) and frames in DENSE_MODES and head_dim % 8 == 0:
         return (f"frames={frames!r} is dense attention, which SDPA's fused kernels (FlashAttention-2, cuDNN, "
                 "memory-efficient) run on views without copies; auto takes the torch backend")
+    if frames == "first" and head_dim % 16 and head_dim % 8 == 0:
+        return (f"frames='first' reads frame 0's keys through a view, and at head_dim {head_dim} (not a multiple "
+                "of 16) SDPA's fused kernels measured faster than the Triton kernel (NVIDIA H200: 0.60 vs 0.81 ms "
+                "forward, 2.2 vs 4.0 ms forward+backward at Text2Video-Zero's 64x64 layer, head_dim 40; "
+                "benchmarks/results/h200-quick-2026-11-27); auto takes the torch backend")
     return None
 
 

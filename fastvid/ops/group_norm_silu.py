@@ -18,6 +18,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
+from ._library import TritonOp
 
 OP = "group_norm_silu"
 LAYOUT = "(B, C, F, H, W)"
@@ -181,19 +182,20 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, dstats):
     x, weight, bias, stats = ctx.saved_tensors
-    dx, dw, db = group_norm_silu_bwd(dy, x, weight, bias, stats, ctx.num_groups, ctx.per_frame)
+    dx, dw, db = _bwd_op(dy, x, weight, bias, stats, ctx.num_groups, ctx.per_frame)
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     return (dx if need_x else None, dw if need_w and weight is not None else None,
             db if need_b and bias is not None else None, None, None, None)
 
 
-group_norm_silu_fwd.register_autograd(_backward, setup_context=_setup_context)
+_fwd_op, _bwd_op = TritonOp(group_norm_silu_fwd), TritonOp(group_norm_silu_bwd)
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---- backends ---------------------------------------------------------------------------------
 
 def _run_triton(x, num_groups, weight, bias, eps, per_frame):
-    return group_norm_silu_fwd(x, weight, bias, num_groups, eps, per_frame)[0]
+    return _fwd_op(x, weight, bias, num_groups, eps, per_frame)[0]
 
 
 def _triton_reason(x, num_groups, weight, bias, eps, per_frame):

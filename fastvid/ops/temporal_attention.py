@@ -19,6 +19,7 @@ from ..validation import (
     fail,
 )
 from . import _launch
+from ._library import TritonOp
 from ._nonfinite import has_nonfinite_on_cpu
 
 OP = "temporal_attention"
@@ -157,17 +158,18 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dout, dlse):
     q, k, v, bias, out, lse = ctx.saved_tensors
-    dq, dk, dv, dbias = temporal_attention_bwd(dout, q, k, v, bias, out, lse, ctx.causal, ctx.scale, ctx.bias_grad)
+    dq, dk, dv, dbias = _bwd_op(dout, q, k, v, bias, out, lse, ctx.causal, ctx.scale, ctx.bias_grad)
     return dq, dk, dv, (dbias.to(bias.dtype) if ctx.bias_grad else None), None, None
 
 
-temporal_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+_fwd_op, _bwd_op = TritonOp(temporal_attention_fwd), TritonOp(temporal_attention_bwd)
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---- backends ---------------------------------------------------------------------------------
 
 def _run_triton(q, k, v, bias, causal, scale):
-    return temporal_attention_fwd(q, k, v, bias, causal, scale)[0]
+    return _fwd_op(q, k, v, bias, causal, scale)[0]
 
 
 def _triton_reason(q, k, v, bias, causal, scale):

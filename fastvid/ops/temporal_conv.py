@@ -11,6 +11,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
+from ._library import TritonOp
 
 OP = "temporal_conv"
 LAYOUT = "(B, C_in, F, H, W)"
@@ -169,18 +170,19 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dout):
     x, weight = ctx.saved_tensors
     need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
-    dx, dw, db = temporal_conv_bwd(dout, x, weight, ctx.pad, need_x, need_w, ctx.has_bias and need_b)
+    dx, dw, db = _bwd_op(dout, x, weight, ctx.pad, need_x, need_w, ctx.has_bias and need_b)
     return (dx if need_x else None, dw if need_w else None, db if ctx.has_bias and need_b else None,
             dout if need_r else None, None)
 
 
-temporal_conv_fwd.register_autograd(_backward, setup_context=_setup_context)
+_fwd_op, _bwd_op = TritonOp(temporal_conv_fwd), TritonOp(temporal_conv_bwd)
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---- backends ---------------------------------------------------------------------------------
 
 def _run_triton(x, weight, bias, residual, pad):
-    return temporal_conv_fwd(x, weight, bias, residual, pad)
+    return _fwd_op(x, weight, bias, residual, pad)
 
 
 def _triton_reason(x, weight, bias, residual, pad):

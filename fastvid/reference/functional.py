@@ -6,7 +6,7 @@ baseline from here and nowhere else. Token tensors are frame-major (B, F, N, hea
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as Fn
