@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import reference
 from ..models.dit import VideoDiT
-from ..models.layers import CrossAttention
+from ..models.layers import CrossAttention, TimestepEmbedding
 from ..validation import check_choice, fail
 from . import layers
 from .comm import Comm, FastvidDistributedError
@@ -21,6 +21,9 @@ STRATEGIES = ("dsp", "ulysses", "allgather", "cfg", "cfg+dsp", "cfg+ulysses", "c
 SEQUENCE_MODES = {"dsp": ("switch", "ulysses"), "ulysses": ("ulysses", "ulysses"),
                   "allgather": ("allgather", "allgather")}
 GROUP_NORM_HOW = "GroupNorm: partial statistics all-reduced wherever it spans frames or pixels of other ranks"
+FRAME_POSITIONS_HOW = "frame-position embedding: local frame indices offset to global ones"
+# computed in full on every rank: timestep (and SVD micro-conditioning) embeddings, DiT modulation
+REPLICATED = ("time_embed", "temb", "modulation", "modulation_out", "add_embedding", "time_embedding")
 _ORIGINAL = "_fastvid_parallel_original"
 _CLASSES: Dict[Tuple[type, type], type] = {}
 
@@ -106,7 +109,8 @@ def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> Paral
     temporal, full = SEQUENCE_MODES.get(sequence, ("switch", "ulysses"))
     st = ParallelState(sp, cfg, temporal, full)
     report = ParallelReport(strategy, sp.size if sp else 1, cfg.size if cfg else 1)
-    root = layers.ParallelVideoDiT if isinstance(model, VideoDiT) else layers.ParallelDenoiser
+    root = layers.ParallelVideoDiT if isinstance(model, VideoDiT) else layers.ParallelFrameFirstDenoiser \
+        if "UNetSpatioTemporalConditionModel" in _diffusers_classes(model) else layers.ParallelDenoiser
     _swap(model, root, st)
     report.add("model: full inputs in, " + ("batch" if sp is None else "frames") + " sharded, output all-gathered", "")
     if sp is not None:
@@ -129,15 +133,18 @@ def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) ->
                 _swap(module, layers.ParallelGroupNorm, st)
                 report.add(GROUP_NORM_HOW, name)
             continue
-        if _diffusers_stage(module, name):
-            stages.append(name)
-            _swap(module, layers.ParallelFramesStage, st)
-            report.add("temporal stage (B*F, C, H, W): frames -> pixels all-to-all", name)
+        how = _diffusers_stage(module, name, model)
+        if how is not None:
+            mixin, text = how
+            if mixin is not layers.ParallelFramePositions:
+                stages.append(name)
+            _swap(module, mixin, st)
+            report.add(text, name)
             continue
         how = _stage(module, st, name)
         if isinstance(module, CrossAttention):
             report.replicated += [f"{name}.to_k", f"{name}.to_v"]
-        elif name.split(".")[-1] in ("time_embed", "temb", "modulation", "modulation_out"):
+        elif name.split(".")[-1] in REPLICATED:
             report.replicated.append(name)
         if how is None:
             continue
@@ -150,13 +157,28 @@ def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) ->
     report.notes.append("calls with fewer model frames than sequence ranks run replicated on every rank")
 
 
-def _diffusers_stage(module: nn.Module, name: str) -> bool:
-    """diffusers' TemporalConvLayer / TransformerTemporalModel (ModelScope's UNet3DConditionModel)."""
-    names = {c.__name__ for c in type(module).__mro__ if c.__module__.startswith("diffusers")}
-    if "TemporalConvLayer" in names and type(module).__name__ == "FastvidTemporalConvLayer":
+def _diffusers_classes(module: nn.Module) -> set:
+    return {c.__name__ for c in type(module).__mro__ if c.__module__.startswith("diffusers")}
+
+
+def _diffusers_stage(module: nn.Module, name: str, model: nn.Module):
+    """(mixin, description) for the temporal stages of diffusers' UNet3DConditionModel (ModelScope:
+    TemporalConvLayer, TransformerTemporalModel) and UNetSpatioTemporalConditionModel (SVD:
+    TemporalResnetBlock, TemporalBasicTransformerBlock, the frame-position embedding), None otherwise."""
+    names = _diffusers_classes(module)
+    if type(module).__name__ in ("FastvidTemporalConvLayer", "FastvidTemporalResnetBlock"):
         raise FastvidDistributedError(f"parallelize: {name} is fastvid-patched (its fused GroupNorm+SiLU cannot "
                                       "all-reduce statistics); patch diffusers models with conv=False")
-    return bool(names & {"TemporalConvLayer", "TransformerTemporalModel"})
+    if names & {"TemporalConvLayer", "TransformerTemporalModel"}:
+        return layers.ParallelFramesStage, "temporal stage (B*F, C, H, W): frames -> pixels all-to-all"
+    if "TemporalResnetBlock" in names:
+        return layers.ParallelPixelStage, "temporal res block (B, C, F, H, W): frames -> pixels all-to-all"
+    if "TemporalBasicTransformerBlock" in names:
+        return layers.ParallelTokenStage, "temporal transformer block (B*F, N, C): frames -> tokens all-to-all"
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    if name.endswith(".time_proj") and "TransformerSpatioTemporalModel" in _diffusers_classes(parent):
+        return layers.ParallelFramePositions, FRAME_POSITIONS_HOW
+    return None
 
 
 def _stage(module: nn.Module, st: ParallelState, name: str):
@@ -182,6 +204,10 @@ def _stage(module: nn.Module, st: ParallelState, name: str):
         return layers.ParallelFrameAttention, f"frame attention ({module.frames}): {how}"
     if isinstance(module, reference.PseudoConv3d):
         return layers.ParallelPseudoConv3d, "pseudo-3D conv: temporal conv on a pixel shard (frames -> pixels)"
+    if isinstance(module, reference.TemporalResBlock):
+        return layers.ParallelTemporalResBlock, "temporal res block: (3, 1, 1) convs on a pixel shard (frames -> pixels)"
+    if isinstance(module, TimestepEmbedding) and name.endswith(".time_pos_embed"):
+        return layers.ParallelFramePositions, FRAME_POSITIONS_HOW
     if isinstance(module, reference.TemporalConvBlock) or (
             isinstance(module, nn.Conv3d) and module.kernel_size[0] > 1 and module.kernel_size[0] != module.stride[0]):
         raise FastvidDistributedError(f"parallelize: {name} ({type(module).__name__}) mixes frames in a way "
