@@ -32,7 +32,8 @@ def _worker(rank: int, world: int, names: Sequence[str], size_name: str, frames:
 
 def step_inputs(size: M.ModelSize, seed: int = 0):
     """(args, kwargs) of one guided denoising call (batch 2) of a model of ``size``: the noisy latents with
-    the model's conditioning channels (an Imagen Video cascade's base stage), the timestep, the context, and SVD's micro-conditioning ids."""
+    the model's conditioning channels (an Imagen Video cascade: its base stage), the timestep, the context,
+    and SVD's micro-conditioning ids."""
     g = torch.Generator().manual_seed(seed)
     config = size.model
     channels = config.in_channels + getattr(config, "cond_channels", 0)

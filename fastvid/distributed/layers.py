@@ -180,7 +180,8 @@ class ParallelPixelStage:
         h = st.sp.switch(x.flatten(3), 2, 3, st.frames, pixels, "temporal_block_switch")
         with _set(st, "in_stage", True):
             h = super().forward(h.unsqueeze(-1), temb, *args, **kwargs)
-        return st.sp.switch(h.squeeze(-1), 3, 2, pixels, st.frames, "temporal_block_switch").unflatten(3, (height, width))
+        h = st.sp.switch(h.squeeze(-1), 3, 2, pixels, st.frames, "temporal_block_switch")
+        return h.unflatten(3, (height, width))
 
 
 class ParallelTemporalResBlock(ParallelPixelStage):
@@ -298,22 +299,36 @@ class ParallelDenoiser:
         out = self.forward_frames(st, x, t, context, *args, **kwargs)
         return map_sample(out, lambda y: st.cfg.gather(y, 0, sizes, "cfg_gather")) if split else out
 
-    def forward_frames(self, st: ParallelState, x, t, context, *args, **kwargs):
+    def forward_frames(self, st: ParallelState, x, *args, **kwargs):
+        """The wrapped forward on this rank's frames of ``x`` (all of them without a sequence group, or when
+        there are fewer frames than ranks); the output all-gathered over the frames."""
         unit, dim = self.frame_unit, self.frame_dim
         if st.sp is None:
-            return super().forward(x, t, context, *args, **kwargs)
+            return super().forward(x, *args, **kwargs)
         if x.dim() != 5 or x.shape[dim] % unit or x.shape[dim] // unit < st.sp.size:
             st.calls["replicated"] += 1
-            return super().forward(x, t, context, *args, **kwargs)
+            return super().forward(x, *args, **kwargs)
         st.calls["frames_sharded"] += 1
         frames = shard_sizes(x.shape[dim] // unit, st.sp.size)
         local = x.narrow(dim, offsets(frames)[st.sp.rank] * unit, frames[st.sp.rank] * unit)
         st.frames = frames
         try:
-            out = super().forward(local, t, context, *args, **kwargs)
+            out = super().forward(local, *args, **kwargs)
         finally:
             st.frames = None
         return map_sample(out, lambda y: st.sp.gather(y, dim, [n * unit for n in frames], "output_gather"))
+
+
+class ParallelFrameDecoder(ParallelDenoiser):
+    """A frame-wise decoder of (B, C, F, H, W) latents called after the denoising loop (Video LDM's temporal
+    VAE decoder): the full latents in on every rank, frames sharded, the full frames all-gathered."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        st = state(self)
+        if st.active:
+            return super(ParallelDenoiser, self).forward(z)
+        st.sp.check_same(tuple(z.shape), "decoder input shapes", z.device)
+        return self.forward_frames(st, z)
 
 
 class ParallelFrameFirstDenoiser(ParallelDenoiser):
