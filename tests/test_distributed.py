@@ -38,7 +38,8 @@ FOUR_RANK_MODELS = tuple(m for m in ALL_MODELS if m not in ("video_ldm", "imagen
 # (model, strategy, frames) per world size; frames are uneven over the ranks on purpose.
 CASES = {
     2: [(m, "dsp", 3) for m in ALL_MODELS]
-    + [("vdm", "ulysses", 3), ("controlvideo", "allgather", 3), ("vdm", "cfg", 3), ("svd", "cfg", 3), ("svd_patched", "dsp", 3)],
+    + [("vdm", "ulysses", 3), ("controlvideo", "allgather", 3), ("vdm", "cfg", 3), ("svd", "cfg", 3),
+       ("svd_patched", "dsp", 3)],
     4: [(m, "dsp", 5) for m in FOUR_RANK_MODELS] + [("make_a_video", "cfg+dsp", 3)],
 }
 REL_TOL = 1e-5

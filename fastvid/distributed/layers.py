@@ -338,8 +338,9 @@ class ParallelFrameFirstDenoiser(ParallelDenoiser):
 
 
 def _narrow_batch(value, batch: int, start: int, n: int):
-    """Every tensor in ``value`` (nested tuples / dicts) with ``batch`` rows (more than one, for a timestep)
-    narrowed to rows ``start`` .. ``start + n``: the conditional or unconditional half of a guided call."""
+    """Every tensor in ``value`` (nested tuples / dicts) whose first dim is ``batch`` (> 1) narrowed to rows
+    ``start`` .. ``start + n``: the conditional or unconditional half of a guided call (x, t, context, SVD's
+    added_time_ids); a one-element timestep is shared."""
     if isinstance(value, torch.Tensor):
         return value.narrow(0, start, n) if value.dim() and value.shape[0] == batch > 1 else value
     if isinstance(value, tuple):

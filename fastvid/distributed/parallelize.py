@@ -75,8 +75,8 @@ def _groups(group, strategy: str) -> Tuple[Optional[dist.ProcessGroup], Optional
 
 
 def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> ParallelReport:
-    """Makes ``model`` (a fastvid reference model, patched or not, or diffusers' UNet3DConditionModel)
-    compute only its shard on each rank.
+    """Makes ``model`` (a fastvid reference model, patched or not, or diffusers' UNet3DConditionModel or
+    UNetSpatioTemporalConditionModel, unpatched or patched with conv=False) compute only its shard on each rank.
 
     Every rank then calls ``model(x, t, context)`` (or ``fastvid.models.sample``) with the full,
     identical inputs and gets the full output. ``strategy``:
