@@ -20,6 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import fastvid.models as M
+from fastvid import reference
 
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():
@@ -148,14 +149,22 @@ def worker(rank, world, cases, out_dir):
     if world == 2:
         results.append(dict(step_bytes=step_bytes("vdm", "tiny", 4, SEQUENCE_STRATEGIES),
                             mismatch=mismatched_call(rank)))
-    if DIFFUSERS and world == 2:
-        model, _ = diffusers_case("diffusers_svd_patched", 3, conv=True)
-        classes = [type(m) for m in model.modules()]
-        try:
-            parallelize(model)
-        except FastvidDistributedError as e:
-            results.append(dict(svd_refused=str(e), svd_unchanged=classes == [type(m) for m in model.modules()]))
+    if world == 2:
+        unsupported = {"temporal_conv_block": torch.nn.Sequential(reference.TemporalConvBlock(8, norm_num_groups=4))}
+        if DIFFUSERS:
+            unsupported["fused_diffusers_svd"] = diffusers_case("diffusers_svd_patched", 3, conv=True)[0]
+        results.append(dict(refused={name: refusal(model) for name, model in unsupported.items()}))
     torch.save(results, f"{out_dir}/rank{rank}.pt")
+
+
+def refusal(model):
+    """(parallelize's error message or None, whether every module kept its class)."""
+    classes = [type(m) for m in model.modules()]
+    try:
+        parallelize(model)
+    except FastvidDistributedError as e:
+        return str(e), classes == [type(m) for m in model.modules()]
+    return None, False
 
 
 def run_world(world, tmp_path_factory):
@@ -218,14 +227,19 @@ def test_parallel_sampling_matches_one_process(world_results):
             assert r["calls"]["frames_sharded"] + r["calls"]["batch_split"] > 0, f"{case}: no call was sharded"
 
 
-def test_fused_diffusers_temporal_blocks_are_refused_by_name(world_results):
+def test_unsupported_modules_are_refused_by_name(world_results):
+    """fastvid's TemporalConvBlock (in no model) mixes frames without a sharded form; diffusers' SVD patched with
+    conv=True has fused GroupNorm+SiLU that cannot all-reduce statistics. Both leave the model unchanged."""
     world, per_rank = world_results
-    if not DIFFUSERS or world != 2:
-        pytest.skip("diffusers is not installed" if not DIFFUSERS else "checked in the 2-process group")
+    if world != 2:
+        pytest.skip("checked in the 2-process group")
     for results in per_rank:
-        svd = next(r for r in results if "svd_refused" in r)
-        assert "fastvid-patched" in svd["svd_refused"] and "conv=False" in svd["svd_refused"]
-        assert svd["svd_unchanged"]
+        refused = next(r for r in results if "refused" in r)["refused"]
+        message, unchanged = refused["temporal_conv_block"]
+        assert message is not None and "mixes frames" in message and "TemporalConvBlock" in message and unchanged
+        if DIFFUSERS:
+            message, unchanged = refused["fused_diffusers_svd"]
+            assert message is not None and "fastvid-patched" in message and "conv=False" in message and unchanged
 
 
 def test_parallelize_needs_an_initialised_group():
