@@ -1,7 +1,7 @@
 """Communication of sequence-parallel sampling: bytes sent per denoising step, DSP vs Ulysses-only vs
 K/V all-gather, counted from the collectives of ``nproc`` gloo processes on this machine.
 
-    python benchmarks/bench_distributed.py --nproc 4 --models vdm,make_a_video,dit_alternating
+    python benchmarks/bench_distributed.py --nproc 4 --models vdm,make_a_video,dit_alternating,svd
 
 Rows are appended to benchmarks/results/distributed.jsonl. The numbers are bytes, not times: CPU/gloo
 runs say nothing about GPU speed (see README, "Multi-GPU sampling", for the projected step time model).
@@ -24,7 +24,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "distributed.jsonl"
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nproc", type=int, default=2)
-    parser.add_argument("--models", default="vdm,make_a_video,controlvideo,dit,dit_alternating")
+    parser.add_argument("--models", default="vdm,make_a_video,controlvideo,dit,dit_alternating,svd")
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--strategies", default=",".join(SEQUENCE_STRATEGIES))

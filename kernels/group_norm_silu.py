@@ -102,6 +102,17 @@ def group_norm_stats_kernel(
 
 
 @triton.jit
+def _partial_block(r, n_rows, first, channels, cols, mask_j, chunk_pixels, pixels, n_chunks, BLOCK_R: tl.constexpr):
+    """Rows r .. r + BLOCK_R of one statistic's partials: their offsets, mask and pixel counts (a chunk
+    at the end of a frame holds fewer pixels)."""
+    rows = r + tl.arange(0, BLOCK_R)
+    mask = (rows < n_rows)[:, None] & mask_j[None, :]
+    ptrs = (first + rows)[:, None].to(tl.int64) * channels + cols[None, :]
+    n = tl.minimum(chunk_pixels, pixels - (rows % n_chunks) * chunk_pixels).to(tl.float32)[:, None]
+    return ptrs, mask, n
+
+
+@triton.jit
 def group_norm_finalize_kernel(
     Mean, M2, Stats,
     stride_sk, stride_sb, stride_sg, stride_sf,
@@ -124,18 +135,14 @@ def group_norm_finalize_kernel(
     total = (n_rows // n_chunks * pixels * channels_per_group).to(tl.float32)
     sum_x = tl.zeros([BLOCK_R, BLOCK_J], tl.float32)
     for r in range(0, n_rows, BLOCK_R):
-        rows = r + tl.arange(0, BLOCK_R)
-        mask = (rows < n_rows)[:, None] & mask_j[None, :]
-        ptrs = (first + rows)[:, None].to(tl.int64) * channels + cols[None, :]
-        n = tl.minimum(chunk_pixels, pixels - (rows % n_chunks) * chunk_pixels).to(tl.float32)[:, None]
+        ptrs, mask, n = _partial_block(r, n_rows, first, channels, cols, mask_j, chunk_pixels, pixels, n_chunks,
+                                       BLOCK_R)
         sum_x += n * tl.load(Mean + ptrs, mask=mask, other=0.0)
     mean = tl.sum(tl.sum(sum_x, axis=1), axis=0) / total
     sum_m2 = tl.zeros([BLOCK_R, BLOCK_J], tl.float32)
     for r in range(0, n_rows, BLOCK_R):
-        rows = r + tl.arange(0, BLOCK_R)
-        mask = (rows < n_rows)[:, None] & mask_j[None, :]
-        ptrs = (first + rows)[:, None].to(tl.int64) * channels + cols[None, :]
-        n = tl.minimum(chunk_pixels, pixels - (rows % n_chunks) * chunk_pixels).to(tl.float32)[:, None]
+        ptrs, mask, n = _partial_block(r, n_rows, first, channels, cols, mask_j, chunk_pixels, pixels, n_chunks,
+                                       BLOCK_R)
         dev = tl.load(Mean + ptrs, mask=mask, other=0.0) - mean
         sum_m2 += tl.where(mask, tl.load(M2 + ptrs, mask=mask, other=0.0) + n * dev * dev, 0.0)
     var = tl.sum(tl.sum(sum_m2, axis=1), axis=0) / total

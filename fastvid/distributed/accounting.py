@@ -30,6 +30,21 @@ def _worker(rank: int, world: int, names: Sequence[str], size_name: str, frames:
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rows))
 
 
+def step_inputs(size: M.ModelSize, seed: int = 0):
+    """(args, kwargs) of one guided denoising call (batch 2) of a model of ``size``: the noisy latents with
+    the model's conditioning channels (an Imagen Video cascade: its base stage), the timestep, the context,
+    and SVD's micro-conditioning ids."""
+    g = torch.Generator().manual_seed(seed)
+    config = size.model
+    channels = config.in_channels + getattr(config, "cond_channels", 0)
+    x = torch.randn(2, channels, *size.latent_shape[2:], generator=g)
+    context = torch.randn(2, size.context_len, config.context_dim, generator=g)
+    kwargs = {}
+    if isinstance(config, M.svd.SVDConfig):
+        kwargs["added_time_ids"] = torch.tensor([[6.0, 127.0, 0.02]] * 2)
+    return (x, torch.tensor([500]), context), kwargs
+
+
 def step_bytes(name: str, size_name: str, frames: int, strategies: Sequence[str]) -> List[Dict]:
     """In a running process group: this rank's bytes and calls per op for one guided step of model ``name``
     under each sequence strategy."""
@@ -37,14 +52,13 @@ def step_bytes(name: str, size_name: str, frames: int, strategies: Sequence[str]
 
     size = M.size(name, size_name, frames=frames)
     model = M.build(name, size)
-    x = torch.randn(2, *size.latent_shape[1:], generator=torch.Generator().manual_seed(0))
-    context = torch.randn(2, size.context_len, size.model.context_dim, generator=torch.Generator().manual_seed(1))
+    args, kwargs = step_inputs(size)
     rows = []
     for strategy in strategies:
         parallelize(model, strategy=strategy)
         log = parallel_state(model).sp.log
         with torch.no_grad():
-            model(x, torch.tensor([500]), context)
+            model(*args, **kwargs)
         rows.append(dict(model=name, strategy=strategy, bytes=dict(log.bytes), calls=dict(log.calls)))
         unparallelize(model)
     return rows

@@ -3,12 +3,13 @@
 While a parallelized model runs a sharded call, activations are sharded by **frames** (spatial
 stages run unchanged on their frames); the mixins add the communication the other stages need:
 
-- temporal attention / temporal conv: switch to a shard of the **tokens / pixels** with all frames
-  (one all-to-all), run, switch back (one all-to-all); or, for comparison, Ulysses (heads) or a
-  K/V all-gather;
+- temporal attention / temporal conv / temporal residual blocks: switch to a shard of the **tokens /
+  pixels** with all frames (one all-to-all), run, switch back (one all-to-all); or, for comparison,
+  Ulysses (heads) or a K/V all-gather;
 - GroupNorm over (C/G, F, H, W): partial sums all-reduced, then partial squared deviations;
 - cross-frame attention: frame 0's K/V broadcast ("first", and "sparse_causal" with the previous
   frame's K/V from the neighbouring rank); "all": Ulysses head all-to-all or K/V all-gather;
+- frame-position embeddings (SVD, Video LDM): the local frames' indices offset to their global ones;
 - the model itself: takes the full inputs, keeps its shard (of the batch for "cfg", of the frames
   otherwise), runs, all-gathers the full output.
 """
@@ -163,6 +164,66 @@ class ParallelFramesStage:
         return map_sample(out, back)
 
 
+class ParallelPixelStage:
+    """A temporal block on (B, C, F, H, W) with (3, 1, 1) convs and GroupNorms over (C/G, F, H, W)
+    (diffusers' TemporalResnetBlock, SVD's): run on a pixel shard with all frames, as (B, C, F, pixels, 1);
+    a per-frame (B, F, T) timestep embedding is all-gathered over the frames."""
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None, *args, **kwargs):
+        st = state(self)
+        if not st.active:
+            return super().forward(x, temb, *args, **kwargs)
+        if temb is not None and temb.dim() == 3:
+            temb = st.sp.gather(temb, 1, st.frames, "temb_gather")
+        height, width = x.shape[-2:]
+        pixels = shard_sizes(height * width, st.sp.size)
+        h = st.sp.switch(x.flatten(3), 2, 3, st.frames, pixels, "temporal_block_switch")
+        with _set(st, "in_stage", True):
+            h = super().forward(h.unsqueeze(-1), temb, *args, **kwargs)
+        h = st.sp.switch(h.squeeze(-1), 3, 2, pixels, st.frames, "temporal_block_switch")
+        return h.unflatten(3, (height, width))
+
+
+class ParallelTemporalResBlock(ParallelPixelStage):
+    """fastvid's TemporalResBlock (SVD, Video LDM), reference or patched: as :class:`ParallelPixelStage`;
+    its GroupNorm+SiLU all-reduces statistics on the pixel shard (the patched convs stay fused)."""
+
+    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+        st = state(self)
+        if not st.in_stage:
+            return super().norm_silu(norm, x)
+        return nn.functional.silu(sharded_group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps, st.sp))
+
+
+class ParallelTokenStage:
+    """diffusers' TemporalBasicTransformerBlock (SVD): (B * F, N, C) tokens and ``num_frames``, attending over
+    the frames; run on a token shard with all frames, the (B * N, L, D) per-token context narrowed to it."""
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int, encoder_hidden_states=None):
+        st = state(self)
+        if not st.active:
+            return super().forward(hidden_states, num_frames, encoder_hidden_states)
+        tokens = shard_sizes(hidden_states.shape[1], st.sp.size)
+        start, local = offsets(tokens)[st.sp.rank], tokens[st.sp.rank]
+        x = hidden_states.unflatten(0, (-1, st.frames[st.sp.rank]))  # (B, F_local, N, C)
+        x = st.sp.switch(x, 1, 2, st.frames, tokens, "temporal_block_switch")
+        if encoder_hidden_states is not None:
+            context = encoder_hidden_states.unflatten(0, (x.shape[0], -1)).narrow(1, start, local)
+            encoder_hidden_states = context.flatten(0, 1)
+        out = super().forward(x.flatten(0, 1), sum(st.frames), encoder_hidden_states)
+        out = out.unflatten(0, (x.shape[0], -1))
+        return st.sp.switch(out, 2, 1, tokens, st.frames, "temporal_block_switch").flatten(0, 1)
+
+
+class ParallelFramePositions:
+    """The frame-position embedding of a temporal transformer (fastvid's and diffusers' SVD blocks), called
+    with the local frames' indices 0 .. F_local - 1: offset to their global indices."""
+
+    def forward(self, frame_index: torch.Tensor):
+        st = state(self)
+        return super().forward(frame_index + st.local_offset if st.active else frame_index)
+
+
 def map_sample(out, fn):
     """``fn`` applied to a model output: a tensor, a tuple whose first item is the sample, or an output
     object with ``.sample`` (diffusers)."""
@@ -216,6 +277,7 @@ class ParallelDenoiser:
     """The model: eps = model(x (B, C, F, H, W), t, context) with the full inputs on every rank."""
 
     frame_unit = 1  # input frames per model frame (a DiT's temporal patch)
+    frame_dim = 2
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: Optional[torch.Tensor] = None, *args, **kwargs):
         st = state(self)
@@ -233,28 +295,59 @@ class ParallelDenoiser:
             st.calls["batch_split"] += 1
             sizes = shard_sizes(batch, st.cfg.size)
             start, n = offsets(sizes)[st.cfg.rank], sizes[st.cfg.rank]
-            x = x.narrow(0, start, n)
-            t = t.narrow(0, start, n) if t.dim() and t.shape[0] == batch > 1 else t
-            context = context.narrow(0, start, n) if context is not None and context.shape[0] == batch else context
+            x, t, context, args, kwargs = _narrow_batch((x, t, context, args, kwargs), batch, start, n)
         out = self.forward_frames(st, x, t, context, *args, **kwargs)
         return map_sample(out, lambda y: st.cfg.gather(y, 0, sizes, "cfg_gather")) if split else out
 
-    def forward_frames(self, st: ParallelState, x, t, context, *args, **kwargs):
-        unit = self.frame_unit
+    def forward_frames(self, st: ParallelState, x, *args, **kwargs):
+        """The wrapped forward on this rank's frames of ``x`` (all of them without a sequence group, or when
+        there are fewer frames than ranks); the output all-gathered over the frames."""
+        unit, dim = self.frame_unit, self.frame_dim
         if st.sp is None:
-            return super().forward(x, t, context, *args, **kwargs)
-        if x.dim() != 5 or x.shape[2] % unit or x.shape[2] // unit < st.sp.size:
+            return super().forward(x, *args, **kwargs)
+        if x.dim() != 5 or x.shape[dim] % unit or x.shape[dim] // unit < st.sp.size:
             st.calls["replicated"] += 1
-            return super().forward(x, t, context, *args, **kwargs)
+            return super().forward(x, *args, **kwargs)
         st.calls["frames_sharded"] += 1
-        frames = shard_sizes(x.shape[2] // unit, st.sp.size)
-        local = x.narrow(2, offsets(frames)[st.sp.rank] * unit, frames[st.sp.rank] * unit)
+        frames = shard_sizes(x.shape[dim] // unit, st.sp.size)
+        local = x.narrow(dim, offsets(frames)[st.sp.rank] * unit, frames[st.sp.rank] * unit)
         st.frames = frames
         try:
-            out = super().forward(local, t, context, *args, **kwargs)
+            out = super().forward(local, *args, **kwargs)
         finally:
             st.frames = None
-        return map_sample(out, lambda y: st.sp.gather(y, 2, [n * unit for n in frames], "output_gather"))
+        return map_sample(out, lambda y: st.sp.gather(y, dim, [n * unit for n in frames], "output_gather"))
+
+
+class ParallelFrameDecoder(ParallelDenoiser):
+    """A frame-wise decoder of (B, C, F, H, W) latents called after the denoising loop (Video LDM's temporal
+    VAE decoder): the full latents in on every rank, frames sharded, the full frames all-gathered."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        st = state(self)
+        if st.active:
+            return super(ParallelDenoiser, self).forward(z)
+        st.sp.check_same(tuple(z.shape), "decoder input shapes", z.device)
+        return self.forward_frames(st, z)
+
+
+class ParallelFrameFirstDenoiser(ParallelDenoiser):
+    """diffusers' UNetSpatioTemporalConditionModel (SVD): (B, F, C, H, W) samples, frames on dim 1."""
+
+    frame_dim = 1
+
+
+def _narrow_batch(value, batch: int, start: int, n: int):
+    """Every tensor in ``value`` (nested tuples / dicts) whose first dim is ``batch`` (> 1) narrowed to rows
+    ``start`` .. ``start + n``: the conditional or unconditional half of a guided call (x, t, context, SVD's
+    added_time_ids); a one-element timestep is shared."""
+    if isinstance(value, torch.Tensor):
+        return value.narrow(0, start, n) if value.dim() and value.shape[0] == batch > 1 else value
+    if isinstance(value, tuple):
+        return tuple(_narrow_batch(v, batch, start, n) for v in value)
+    if isinstance(value, dict):
+        return {k: _narrow_batch(v, batch, start, n) for k, v in value.items()}
+    return value
 
 
 class ParallelVideoDiT(ParallelDenoiser):

@@ -10,7 +10,8 @@ from torch import nn
 
 from .. import reference
 from ..models.dit import VideoDiT
-from ..models.layers import CrossAttention
+from ..models.layers import CrossAttention, TimestepEmbedding
+from ..models.video_ldm import TemporalDecoder
 from ..validation import check_choice, fail
 from . import layers
 from .comm import Comm, FastvidDistributedError
@@ -21,6 +22,8 @@ STRATEGIES = ("dsp", "ulysses", "allgather", "cfg", "cfg+dsp", "cfg+ulysses", "c
 SEQUENCE_MODES = {"dsp": ("switch", "ulysses"), "ulysses": ("ulysses", "ulysses"),
                   "allgather": ("allgather", "allgather")}
 GROUP_NORM_HOW = "GroupNorm: partial statistics all-reduced wherever it spans frames or pixels of other ranks"
+# computed in full on every rank: timestep (and SVD micro-conditioning) embeddings, DiT modulation
+REPLICATED = ("time_embed", "temb", "modulation", "modulation_out", "add_embedding", "time_embedding")
 _ORIGINAL = "_fastvid_parallel_original"
 _CLASSES: Dict[Tuple[type, type], type] = {}
 
@@ -72,8 +75,8 @@ def _groups(group, strategy: str) -> Tuple[Optional[dist.ProcessGroup], Optional
 
 
 def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> ParallelReport:
-    """Makes ``model`` (a fastvid reference model, patched or not, or diffusers' UNet3DConditionModel)
-    compute only its shard on each rank.
+    """Makes ``model`` (a fastvid reference model, patched or not, or diffusers' UNet3DConditionModel or
+    UNetSpatioTemporalConditionModel, unpatched or patched with conv=False) compute only its shard on each rank.
 
     Every rank then calls ``model(x, t, context)`` (or ``fastvid.models.sample``) with the full,
     identical inputs and gets the full output. ``strategy``:
@@ -106,10 +109,14 @@ def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> Paral
     temporal, full = SEQUENCE_MODES.get(sequence, ("switch", "ulysses"))
     st = ParallelState(sp, cfg, temporal, full)
     report = ParallelReport(strategy, sp.size if sp else 1, cfg.size if cfg else 1)
-    root = layers.ParallelVideoDiT if isinstance(model, VideoDiT) else layers.ParallelDenoiser
+    root = layers.ParallelVideoDiT if isinstance(model, VideoDiT) else layers.ParallelFrameFirstDenoiser \
+        if "UNetSpatioTemporalConditionModel" in _diffusers_classes(model) else layers.ParallelDenoiser
     _swap(model, root, st)
     report.add("model: full inputs in, " + ("batch" if sp is None else "frames") + " sharded, output all-gathered", "")
-    if sp is not None:
+    if sp is None:
+        report.replicated += [name for name, module in model.named_modules() if _frame_positions(module, name, model)]
+        report.notes.append("the frame-position embeddings (independent of the batch) run on every rank")
+    else:
         try:
             _swap_stages(model, st, report)
         except FastvidDistributedError:
@@ -129,15 +136,25 @@ def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) ->
                 _swap(module, layers.ParallelGroupNorm, st)
                 report.add(GROUP_NORM_HOW, name)
             continue
-        if _diffusers_stage(module, name):
+        if _frame_positions(module, name, model):
+            _swap(module, layers.ParallelFramePositions, st)
+            report.add("frame-position embedding: local frame indices offset to global ones", name)
+            continue
+        how = _diffusers_stage(module, name)
+        if how is not None:
+            mixin, text = how
             stages.append(name)
-            _swap(module, layers.ParallelFramesStage, st)
-            report.add("temporal stage (B*F, C, H, W): frames -> pixels all-to-all", name)
+            _swap(module, mixin, st)
+            report.add(text, name)
+            continue
+        if isinstance(module, TemporalDecoder):
+            _swap(module, layers.ParallelFrameDecoder, st)
+            report.add("decoder: full latents in, frames sharded, output all-gathered", name)
             continue
         how = _stage(module, st, name)
         if isinstance(module, CrossAttention):
             report.replicated += [f"{name}.to_k", f"{name}.to_v"]
-        elif name.split(".")[-1] in ("time_embed", "temb", "modulation", "modulation_out"):
+        elif name.split(".")[-1] in REPLICATED:
             report.replicated.append(name)
         if how is None:
             continue
@@ -150,13 +167,34 @@ def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) ->
     report.notes.append("calls with fewer model frames than sequence ranks run replicated on every rank")
 
 
-def _diffusers_stage(module: nn.Module, name: str) -> bool:
-    """diffusers' TemporalConvLayer / TransformerTemporalModel (ModelScope's UNet3DConditionModel)."""
-    names = {c.__name__ for c in type(module).__mro__ if c.__module__.startswith("diffusers")}
-    if "TemporalConvLayer" in names and type(module).__name__ == "FastvidTemporalConvLayer":
+def _diffusers_classes(module: nn.Module) -> set:
+    return {c.__name__ for c in type(module).__mro__ if c.__module__.startswith("diffusers")}
+
+
+def _frame_positions(module: nn.Module, name: str, model: nn.Module) -> bool:
+    """The frame-position embedding of a temporal transformer: fastvid's SpatioTemporalTransformer.time_pos_embed
+    (SVD, Video LDM), diffusers' TransformerSpatioTemporalModel.time_proj; both called on the frame indices."""
+    if isinstance(module, TimestepEmbedding) and name.endswith(".time_pos_embed"):
+        return True
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    return name.endswith(".time_proj") and "TransformerSpatioTemporalModel" in _diffusers_classes(parent)
+
+
+def _diffusers_stage(module: nn.Module, name: str):
+    """(mixin, description) for the temporal stages of diffusers' UNet3DConditionModel (ModelScope:
+    TemporalConvLayer, TransformerTemporalModel) and UNetSpatioTemporalConditionModel (SVD:
+    TemporalResnetBlock, TemporalBasicTransformerBlock), None otherwise."""
+    names = _diffusers_classes(module)
+    if type(module).__name__ in ("FastvidTemporalConvLayer", "FastvidTemporalResnetBlock"):
         raise FastvidDistributedError(f"parallelize: {name} is fastvid-patched (its fused GroupNorm+SiLU cannot "
                                       "all-reduce statistics); patch diffusers models with conv=False")
-    return bool(names & {"TemporalConvLayer", "TransformerTemporalModel"})
+    if names & {"TemporalConvLayer", "TransformerTemporalModel"}:
+        return layers.ParallelFramesStage, "temporal stage (B*F, C, H, W): frames -> pixels all-to-all"
+    if "TemporalResnetBlock" in names:
+        return layers.ParallelPixelStage, "temporal res block (B, C, F, H, W): frames -> pixels all-to-all"
+    if "TemporalBasicTransformerBlock" in names:
+        return layers.ParallelTokenStage, "temporal transformer block (B*F, N, C): frames -> tokens all-to-all"
+    return None
 
 
 def _stage(module: nn.Module, st: ParallelState, name: str):
@@ -182,6 +220,9 @@ def _stage(module: nn.Module, st: ParallelState, name: str):
         return layers.ParallelFrameAttention, f"frame attention ({module.frames}): {how}"
     if isinstance(module, reference.PseudoConv3d):
         return layers.ParallelPseudoConv3d, "pseudo-3D conv: temporal conv on a pixel shard (frames -> pixels)"
+    if isinstance(module, reference.TemporalResBlock):
+        return layers.ParallelTemporalResBlock, "temporal res block: (3, 1, 1) convs on a pixel shard (frames -> " \
+            "pixels)"
     if isinstance(module, reference.TemporalConvBlock) or (
             isinstance(module, nn.Conv3d) and module.kernel_size[0] > 1 and module.kernel_size[0] != module.stride[0]):
         raise FastvidDistributedError(f"parallelize: {name} ({type(module).__name__}) mixes frames in a way "
