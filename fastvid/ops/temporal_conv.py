@@ -71,6 +71,7 @@ def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Op
         *(res4.stride() if residual is not None else (0,) * 4), *out4.stride(),
         c_in, c_out, frames_in, frames_out, pixels, w_k.shape[0], pad, n_co,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, PRECISION=_launch.dot_precision(x.dtype),
+        EVEN=c_in % block_ci == 0 and c_out % block_co == 0 and pixels % block_p == 0,
         BLOCK_CO=block_co, BLOCK_P=block_p, BLOCK_CI=block_ci,
         num_warps=8 if block_co * block_p >= 128 * 128 else 4, num_stages=3,
     )
@@ -123,7 +124,8 @@ def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad:
         x4, dout4, dw_part, db_part,
         *x4.stride(), *dout4.stride(), *dw_part.stride(), *(db_part.stride() if bias_grad else (0, 0)),
         batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co, per_split,
-        HAS_BIAS=bias_grad, PRECISION=_launch.dot_precision(x.dtype),
+        HAS_BIAS=bias_grad, PRECISION=_launch.dot_precision(x.dtype), 
+        EVEN=c_in % block_ci == 0 and c_out % block_co == 0 and pixels % block_p == 0,
         BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p, num_warps=4, num_stages=3,
     )
     return dw_part.sum(0), (db_part.sum(0) if bias_grad else None)
