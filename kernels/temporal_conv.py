@@ -7,7 +7,9 @@ sample, reducing over (ci, t) with ``tl.dot`` (the k taps are folded into the re
 whose input frame falls outside the clip are skipped, which is the zero padding). Tensors are
 seen as (B, C, F, P) with P = H * W and one stride per axis, so contiguous (B, C, F, H, W),
 channels_last_3d and frame-major views all run in place; the axis with stride 1 (pixels or
-channels) gives vectorised, pipelined loads. The input gradient is the same kernel
+channels) gives vectorised, pipelined loads. The reduction loops step their pointers by one tile
+(wrapping to the next tap / frame) rather than rebuilding addresses from the loop index, and EVEN (every
+tile full, set by the launcher) drops the bounds masks. The input gradient is the same kernel
 on dY with the transposed, flipped weight; the weight (and bias) gradient kernel reduces
 dY x^T over (b, f, p) into per-program partials summed by the launcher (deterministic).
 """
