@@ -128,7 +128,8 @@ def temporal_conv_dw_kernel(
     f_lo64 = f_lo.to(tl.int64)
     x_b = (X + offs_ci[:, None].to(tl.int64) * stride_xc + offs_pb[None, :].to(tl.int64) * stride_xp
            + (f_lo64 + t - pad) * stride_xf)
-    y_b = DY + offs_co[:, None].to(tl.int64) * stride_yc + offs_pb[None, :].to(tl.int64) * stride_yp + f_lo64 * stride_yf
+    y_b = (DY + offs_co[:, None].to(tl.int64) * stride_yc + offs_pb[None, :].to(tl.int64) * stride_yp
+           + f_lo64 * stride_yf)
     n_p_blocks = tl.cdiv(pixels, BLOCK_P)
     x_step, x_wrap = _steps(stride_xp, stride_xf, BLOCK_P, n_p_blocks)
     y_step, y_wrap = _steps(stride_yp, stride_yf, BLOCK_P, n_p_blocks)
