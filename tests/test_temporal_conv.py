@@ -71,6 +71,17 @@ def test_several_tiles_along_every_axis(dtype):
     check_against_reference("tiles", _fastvid(), _reference(), [x, weight, bias], dtype)
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_full_tiles_along_every_axis(dtype, layout):
+    # 64 channels in and out and 128 pixels fill every tile (the launchers drop the bounds masks), with
+    # several input-channel (fp32) and pixel (dW) tiles, two samples and padding frames.
+    x = _video((2, 64, 5, 8, 16), dtype, layout)
+    weight, bias = _params(64, 64, 3, dtype)
+    res = _video((2, 64, 5, 8, 16), dtype, layout)
+    check_against_reference(f"full tiles {layout}", _fastvid(), _reference(), [x, weight, bias, res], dtype)
+
+
 def test_non_contiguous_inputs_are_read_in_place():
     # Every second column (H and W no longer merge), a tap-major weight, a transposed residual.
     dtype = torch.float32
@@ -154,7 +165,8 @@ def test_custom_op_passes_opcheck(layout):
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the kernels run for real on this machine")
 def test_kernels_compile_for_hopper():
-    """Without a GPU: both kernels compile for sm_90 (bf16 and fp32; pixels or channels at unit stride)."""
+    """Without a GPU: both kernels compile for sm_90 (bf16 and fp32; pixels or channels at unit stride;
+    full tiles or masked ones)."""
     from aot_compile import run_in_subprocess
 
     specs = []
@@ -163,11 +175,11 @@ def test_kernels_compile_for_hopper():
             specs.append(dict(kernel="temporal_conv_fwd_kernel", num_warps=8, unit_axis=unit,
                               pointers=dict(X=dtype, Wt=dtype, Bias=dtype, Res=dtype, Out=dtype),
                               constexprs=dict(stride_wi=1, HAS_BIAS=True, HAS_RES=True, PRECISION=precision,
-                                              BLOCK_CO=128, BLOCK_P=128, BLOCK_CI=block_ci)))
+                                              EVEN=unit == "p", BLOCK_CO=128, BLOCK_P=128, BLOCK_CI=block_ci)))
             specs.append(dict(kernel="temporal_conv_dw_kernel", unit_axis=unit,
                               pointers=dict(X=dtype, DY=dtype, DWPart="fp32", DBPart="fp32"),
                               constexprs=dict(stride_pt=1, stride_qo=1, HAS_BIAS=True, PRECISION=precision,
-                                              BLOCK_CO=64, BLOCK_CI=64, BLOCK_P=64)))
+                                              EVEN=unit == "c", BLOCK_CO=64, BLOCK_CI=64, BLOCK_P=64)))
     assert len(run_in_subprocess("fastvid.kernels.temporal_conv", specs)) == len(specs)
 
 

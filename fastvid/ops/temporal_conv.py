@@ -29,6 +29,11 @@ def _block_co(c_out: int) -> int:
     return min((128, 64), key=lambda b: (-(-c_out // b) * b, -b))
 
 
+def _full_tiles(*size_and_block) -> bool:
+    """Every (size, tile) pair tiles exactly: the kernel may load and store without bounds masks."""
+    return all(size % block == 0 for size, block in size_and_block)
+
+
 def _wave_efficiency(programs: int, sms: int) -> float:
     """Busy fraction of the SMs over the grid's waves (one program per SM per wave)."""
     return programs / (-(-programs // sms) * sms)
@@ -71,6 +76,7 @@ def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Op
         *(res4.stride() if residual is not None else (0,) * 4), *out4.stride(),
         c_in, c_out, frames_in, frames_out, pixels, w_k.shape[0], pad, n_co,
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, PRECISION=_launch.dot_precision(x.dtype),
+        EVEN=_full_tiles((c_in, block_ci), (c_out, block_co), (pixels, block_p)),
         BLOCK_CO=block_co, BLOCK_P=block_p, BLOCK_CI=block_ci,
         num_warps=8 if block_co * block_p >= 128 * 128 else 4, num_stages=3,
     )
@@ -124,6 +130,7 @@ def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad:
         *x4.stride(), *dout4.stride(), *dw_part.stride(), *(db_part.stride() if bias_grad else (0, 0)),
         batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co, per_split,
         HAS_BIAS=bias_grad, PRECISION=_launch.dot_precision(x.dtype),
+        EVEN=_full_tiles((c_in, block_ci), (c_out, block_co), (pixels, block_p)),
         BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p, num_warps=4, num_stages=3,
     )
     return dw_part.sum(0), (db_part.sum(0) if bias_grad else None)
