@@ -136,7 +136,9 @@ def run_world(world, tmp_path_factory):
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(world)]
 
 
-@pytest.fixture(scope="module", params=[2, 4])
+# One xdist group per world size: under `pytest -n`, every test of a world runs on the worker that spawned it.
+@pytest.fixture(scope="module", params=[pytest.param(world, marks=pytest.mark.xdist_group(f"distributed-{world}"))
+                                        for world in CASES])
 def world_results(request, tmp_path_factory):
     world = request.param
     return world, run_world(world, tmp_path_factory)
