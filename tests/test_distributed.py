@@ -17,6 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fastvid.models as M
 
+# Under `pytest -n`, one worker runs this module: each world is spawned once, and no two spawns race for ports.
+pytestmark = pytest.mark.xdist_group("distributed")
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
@@ -136,9 +138,7 @@ def run_world(world, tmp_path_factory):
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(world)]
 
 
-# One xdist group per world size: under `pytest -n`, every test of a world runs on the worker that spawned it.
-@pytest.fixture(scope="module", params=[pytest.param(world, marks=pytest.mark.xdist_group(f"distributed-{world}"))
-                                        for world in CASES])
+@pytest.fixture(scope="module", params=[2, 4])
 def world_results(request, tmp_path_factory):
     world = request.param
     return world, run_world(world, tmp_path_factory)
