@@ -22,6 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import fastvid.models as M
 from fastvid import reference
 
+# Under `pytest -n`, one worker runs this module: each world is spawned once, and no two spawns race for ports.
+pytestmark = pytest.mark.xdist_group("distributed")
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)

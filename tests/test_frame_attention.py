@@ -12,6 +12,8 @@ from fastvid.validation import FastvidInputError
 from conftest import DEVICE, KERNEL_DTYPES
 
 ODD = (1, 13, 37, 29, 2, 40)  # (B, F, N, M, heads, head_dim)
+# "all" reads every frame's keys, so its interpreter time grows with F squared: fewer frames, the same odd sizes.
+ODD_ALL = (1, 5, 37, 29, 2, 40)
 # Ragged rows (-1 padding), a frame listed twice (attended twice), frames nobody reads (1, 3).
 TABLE = [[2, 0, -1], [4, 4, -1], [0, 2, 4], [-1, 5, -1], [5, 5, 5], [0, -1, -1]]
 
@@ -33,7 +35,8 @@ def _reference(frames):
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("frames", ops.MODES)
 def test_triton_modes_match_reference(frames, dtype):
-    check_against_reference(frames, _fastvid(frames), _reference(frames), _inputs(*ODD, dtype), dtype)
+    shape = ODD_ALL if frames == "all" else ODD
+    check_against_reference(frames, _fastvid(frames), _reference(frames), _inputs(*shape, dtype), dtype)
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)

@@ -25,6 +25,8 @@ import pytest
 import triton
 
 ROOT = Path(__file__).resolve().parent.parent
+# The module's compiles run once (the analyses fixture): under `pytest -n`, on one worker.
+pytestmark = pytest.mark.xdist_group("machine_code")
 
 # (op, shape): benchmark cases where they exist (their cubins are shared with the report), else sizes.
 ATTENTION = {
