@@ -68,7 +68,8 @@ def next_pow2(x: int) -> int:
 
 
 def cdiv(a: int, b: int) -> int:
-    """ceil(a / b) for ints: the host-side grid arithmetic (triton.cdiv is a ConstexprFunction: ~20 us a call under cProfile on a 2-core CPU)."""
+    """ceil(a / b) for ints: the host-side grid arithmetic (triton.cdiv is a ConstexprFunction:
+    ~20 us a call under cProfile on a 2-core CPU)."""
     return -(-a // b)
 
 
