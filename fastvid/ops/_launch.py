@@ -52,14 +52,18 @@ def empty_in_order(shape, order, *, dtype, device) -> torch.Tensor:
     return t.permute(*sorted(range(len(order)), key=lambda d: order[d]))
 
 
+_CONTIGUOUS, _CHANNELS_LAST_3D = (0, 1, 2, 3, 4), (0, 2, 3, 4, 1)
+
+
 def empty_like_video(x: torch.Tensor, shape=None) -> torch.Tensor:
     """An output of ``shape`` (default x's) laid out in x's memory order, see :func:`video_order`."""
-    shape = x.shape if shape is None else shape
-    if not _poison:  # the two common layouts without the order sort (this runs on every call)
-        for layout in (torch.contiguous_format, torch.channels_last_3d):
-            if x.is_contiguous(memory_format=layout) and (layout is torch.contiguous_format or x.dim() == 5):
-                return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
-    return empty_in_order(shape, video_order(x), dtype=x.dtype, device=x.device)
+    if x.is_contiguous():  # the two common layouts skip the order sort (this runs on every call)
+        order = _CONTIGUOUS
+    elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        order = _CHANNELS_LAST_3D
+    else:
+        order = video_order(x)
+    return empty_in_order(x.shape if shape is None else shape, order, dtype=x.dtype, device=x.device)
 
 
 def next_pow2(x: int) -> int:

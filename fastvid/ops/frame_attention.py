@@ -196,11 +196,11 @@ def _triton_auto_reason(q, k, v, frames, scale):
     why = _launch.triton_auto_reason(q)
     if why:
         return why
-    head_dim = q.shape[-1]
-    if isinstance(frames, str) and frames in DENSE_MODES and head_dim % 8 == 0:
-        return (f"frames={frames!r} is dense attention, which SDPA's fused kernels (FlashAttention-2, cuDNN, "
+    head_dim, mode = q.shape[-1], frames if isinstance(frames, str) else None
+    if mode in DENSE_MODES and head_dim % 8 == 0:
+        return (f"frames={mode!r} is dense attention, which SDPA's fused kernels (FlashAttention-2, cuDNN, "
                 "memory-efficient) run on views without copies; auto takes the torch backend")
-    if frames == "first" and head_dim % 16 and head_dim % 8 == 0:
+    if mode == "first" and head_dim % 16 and head_dim % 8 == 0:
         return (f"frames='first' reads frame 0's keys through a view, and at head_dim {head_dim} (not a multiple "
                 "of 16) SDPA's fused kernels measured faster than the Triton kernel (NVIDIA H200: 0.60 vs 0.81 ms "
                 "forward, 2.2 vs 4.0 ms forward+backward at Text2Video-Zero's 64x64 layer, head_dim 40; "
