@@ -75,7 +75,7 @@ def check_dtype(value: Optional[str], device: torch.device) -> torch.dtype:
 
 
 def check_backend(value: str, device: torch.device) -> str:
-    from .kernels import interpreting
+    from ._interpreter import interpreting
 
     if value == "triton" and device.type != "cuda" and not interpreting():
         raise BadArgument("--backend", f"'triton' runs on CUDA, and this run is on {device.type}; expected 'auto', "

@@ -23,7 +23,7 @@ element has one owner: no atomics, deterministic, even when all F frames read fr
 import triton
 import triton.language as tl
 
-from . import interpreting
+from fastvid._interpreter import interpreting
 
 
 def _configs(gpu):

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from ..kernels import interpreting
+from .._interpreter import interpreting
 from ..validation import FLOAT_DTYPES
 
 LOG2E = 1.4426950408889634  # kernels take exp2 and log2: scores are scaled by log2(e)
