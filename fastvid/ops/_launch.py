@@ -12,7 +12,6 @@ from typing import Optional
 import torch
 
 from .._interpreter import interpreting
-from ..validation import FLOAT_DTYPES
 
 LOG2E = 1.4426950408889634  # kernels take exp2 and log2: scores are scaled by log2(e)
 
@@ -55,15 +54,30 @@ def empty_in_order(shape, order, *, dtype, device) -> torch.Tensor:
 _CONTIGUOUS, _CHANNELS_LAST_3D = (0, 1, 2, 3, 4), (0, 2, 3, 4, 1)
 
 
-def empty_like_video(x: torch.Tensor, shape=None) -> torch.Tensor:
-    """An output of ``shape`` (default x's) laid out in x's memory order, see :func:`video_order`."""
-    if x.is_contiguous():  # the two common layouts skip the order sort (this runs on every call)
-        order = _CONTIGUOUS
-    elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        order = _CHANNELS_LAST_3D
-    else:
-        order = video_order(x)
-    return empty_in_order(x.shape if shape is None else shape, order, dtype=x.dtype, device=x.device)
+def video_layout(x: torch.Tensor):
+    """x's memory order as :func:`empty_like_video` lays outputs out (the two common layouts skip the sort)."""
+    if x.is_contiguous():
+        return _CONTIGUOUS
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return _CHANNELS_LAST_3D
+    return video_order(x)
+
+
+def empty_like_video(x: torch.Tensor, shape=None, device=None) -> torch.Tensor:
+    """An output of ``shape`` (default x's) laid out in x's memory order, see :func:`video_order`;
+    on ``device`` (default x's: "meta" gives a plan the output's strides)."""
+    return empty_in_order(x.shape if shape is None else shape, video_layout(x), dtype=x.dtype,
+                          device=x.device if device is None else device)
+
+
+def contiguous_strides(shape) -> tuple:
+    """The strides of a contiguous tensor of ``shape`` (as torch gives them): an output's strides known
+    before it is allocated, for a launch plan."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 def next_pow2(x: int) -> int:
@@ -129,8 +143,152 @@ def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
     return None
 
 
-def dtype_reason(t: torch.Tensor) -> Optional[str]:
-    """Why the Triton kernels cannot take t's dtype, or None."""
-    if t.dtype not in FLOAT_DTYPES:
-        return f"dtype {t.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
+# ---- the per-signature cache: validate and plan once, then look up -------------------------------
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+PLAN_CACHE_SIZE = 256  # signatures kept per cache; the oldest goes first past this
+
+
+def tensor_key(t: torch.Tensor) -> tuple:
+    """What a plan may depend on in a tensor: shape, strides, dtype, device, requires_grad and the
+    data pointer's alignment (mod 16: the JIT specialises pointers on it; vector widths read it)."""
+    return t.shape, t.stride(), t.dtype, t.device, t.requires_grad, t.data_ptr() & 15
+
+
+_tf32 = torch._C._get_cublas_allow_tf32
+
+
+def call_key(*args) -> Optional[tuple]:
+    """The signature of a call: each plain tensor by :func:`tensor_key`, every other value by type and
+    value, plus grad mode and the TF32 setting. None (no caching) for a tensor subclass; an unhashable
+    value makes :meth:`PlanCache.lookup` skip the cache. Either way such a call takes the full path,
+    which validates it."""
+    key = [torch.is_grad_enabled(), _tf32()]
+    append = key.append
+    for a in args:
+        kind = type(a)
+        if kind in _PLAIN_TENSORS:
+            append((a.shape, a.stride(), a.dtype, a.device, a.requires_grad, a.data_ptr() & 15))
+        elif isinstance(a, torch.Tensor):
+            return None
+        else:
+            append(kind)
+            append(a)
+    return tuple(key)
+
+
+class PlanCache:
+    """A bounded map from a call signature (:func:`call_key`) to what was worked out for it once:
+    a launch plan, a chosen backend. ``lookup(key, make, *args)`` returns the stored plan or stores
+    ``make(*args)``; ``make`` raising stores nothing, so a bad call raises again on every call."""
+
+    def __init__(self, size: int = PLAN_CACHE_SIZE):
+        self.size, self.plans = size, {}
+
+    def lookup(self, key, make, *args):
+        try:
+            plan = self.plans.get(key)
+        except TypeError:  # an unhashable argument: not cached
+            plan, key = None, None
+        if plan is None:
+            plan = make(*args)
+            if key is not None:
+                if len(self.plans) >= self.size:
+                    del self.plans[next(iter(self.plans))]
+                self.plans[key] = plan
+        return plan
+
+    def __len__(self):
+        return len(self.plans)
+
+    def clear(self):
+        self.plans.clear()
+
+
+# ---- launching a kernel with a fixed argument list ----------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _runtime_knobs():
+    from triton import knobs
+
+    return knobs.runtime
+
+
+def _idle_hooks() -> Optional[tuple]:
+    """Triton's (launch_enter_hook, launch_exit_hook) when neither does anything (no profiler hook is
+    installed), else None: the fixed-argument launch passes no launch metadata."""
+    knobs = _runtime_knobs()
+    hooks = (knobs.launch_enter_hook, knobs.launch_exit_hook)
+    if all(h is None or not getattr(h, "calls", True) for h in hooks):
+        return hooks
     return None
+
+
+class Launch:
+    """One kernel launch whose grid, scalar arguments, constexprs and options are fixed; only the tensors
+    change from call to call. The first call goes through ``kernel[grid](...)`` (compiling, autotuning);
+    later calls hand the fixed argument list straight to the compiled kernel's launcher, as torch
+    Inductor's generated launchers do, when :func:`_fixed_launcher` can build one (a CUDA kernel, no
+    profiler hooks, an autotuner without hooks); else every call goes through ``kernel[grid](...)``."""
+
+    __slots__ = ("kernel", "grid", "scalars", "kwargs", "run_kwargs", "fixed", "tried")
+
+    def __init__(self, kernel, grid, scalars: tuple, **kwargs):
+        self.kernel, self.grid, self.scalars, self.kwargs = kernel, grid, scalars, kwargs
+        # kernel[grid](*args, **kwargs) is kernel.run(*args, grid=grid, warmup=False, **kwargs) (Triton 3.6 and 3.9)
+        self.run_kwargs = dict(kwargs, grid=grid, warmup=False)
+        self.fixed, self.tried = None, False
+
+    def __call__(self, *tensors) -> None:
+        fixed = self.fixed
+        if fixed is not None and fixed(tensors):
+            return
+        compiled = self.kernel.run(*tensors, *self.scalars, **self.run_kwargs)
+        if not self.tried:
+            self.tried = True
+            if tensors[0].is_cuda:
+                self.fixed = _fixed_launcher(self, compiled, len(tensors))
+
+
+def _fixed_launcher(launch: Launch, compiled, n_tensors: int):
+    """A callable launching ``compiled`` (what ``kernel[grid](...)`` returned) with the fixed arguments of
+    ``launch``, returning False where it cannot (then the caller takes ``kernel[grid]``); None when this
+    Triton's compiled kernels do not expose the launcher both Triton 3.6 and 3.9 call:
+    ``compiled.run(grid_x, grid_y, grid_z, stream, function, packed_metadata, launch_metadata,
+    enter_hook, exit_hook, *every_argument_in_signature_order)``."""
+    kernel, kwargs = launch.kernel, dict(launch.kwargs)
+    config = getattr(kernel, "best_config", None)
+    if config is not None:  # autotuned: the tuned config's constexprs join the fixed arguments
+        if getattr(config, "pre_hook", None) or getattr(kernel, "reset_to_zero", None) or getattr(
+                kernel, "restore_value", None) or getattr(kernel, "pre_hook", None) or getattr(kernel, "post_hook", None):
+            return None
+        kwargs.update(config.all_kwargs())
+        kernel = kernel.fn
+    if not all(hasattr(compiled, name) for name in ("run", "function", "packed_metadata")):
+        return None
+    if type(kernel).__name__ != "JITFunction" or getattr(kernel, "pre_run_hooks", None):
+        return None
+    names = kernel.arg_names[n_tensors + len(launch.scalars):]
+    params = kernel.signature.parameters
+    try:
+        tail = tuple(kwargs[name] if name in kwargs else params[name].default for name in names)
+    except KeyError:
+        return None
+    if any(value is params[name].empty for name, value in zip(names, tail)):
+        return None
+    grid = launch.grid(kwargs) if callable(launch.grid) else launch.grid
+    grid = tuple(grid) + (1,) * (3 - len(grid))
+    run, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
+    fixed = launch.scalars + tail
+    device = torch.cuda.current_device()
+    raw_stream = torch._C._cuda_getCurrentRawStream
+
+    def launch_fixed(tensors) -> bool:
+        hooks = _idle_hooks()
+        if hooks is None or torch.cuda.current_device() != device:
+            return False
+        run(grid[0], grid[1], grid[2], raw_stream(device), function, metadata, None, hooks[0], hooks[1],
+            *tensors, *fixed)
+        return True
+
+    return launch_fixed
