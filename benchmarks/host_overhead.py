@@ -17,7 +17,6 @@ us exceeds its device us is bound by the host. Writes host_overhead.md to --out.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -33,36 +32,11 @@ from fastvid.ops import frame_attention as fa_op  # noqa: E402
 from fastvid.ops import group_norm_silu as gn_op  # noqa: E402
 from fastvid.ops import temporal_attention as ta_op  # noqa: E402
 from fastvid.ops import temporal_conv as tc_op  # noqa: E402
+from fastvid.testing import stubbed_launches  # noqa: E402
 
 CALLS = 200  # calls per timing repeat
 REPEATS = 15  # the fastest of these repeats is reported (the least disturbed by other processes)
 GROUPS = 4
-
-
-def _kernel_objects():
-    """Every Triton kernel object fastvid's ops launch (jit or autotuned), by name."""
-    import importlib
-
-    found = {}
-    for module in ("temporal_attention", "frame_attention", "temporal_conv", "group_norm_silu"):
-        mod = importlib.import_module(f"fastvid.kernels.{module}")
-        for name, obj in vars(mod).items():
-            if name.endswith("_kernel") and hasattr(obj, "run"):
-                found[name] = obj
-    return found
-
-
-@contextlib.contextmanager
-def stubbed_launches():
-    """Each Triton kernel object's launch (``kernel[grid](...)`` calls ``kernel.run``) is a no-op."""
-    kernels = _kernel_objects()
-    for obj in kernels.values():
-        obj.run = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        for obj in kernels.values():
-            del obj.run
 
 
 def _side_by_side_us(*fns: Callable[[], object]) -> List[float]:

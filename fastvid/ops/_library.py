@@ -16,13 +16,14 @@ that caches whole calls.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 
 from ._launch import PlanCache, call_key
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+TRITON_OPS: Dict[str, "TritonOp"] = {}  # qualified name ("fastvid::temporal_attention_fwd") -> its TritonOp
 
 
 def _eager(args) -> bool:
@@ -44,6 +45,7 @@ class TritonOp:
     def __init__(self, op, plan: Callable, run: Callable):
         self.op, self.plan, self.run = op, plan, run
         self.plans = PlanCache()
+        TRITON_OPS[op._qualname] = self
         self._function: Optional[type] = None
 
     def planned(self, *args):
