@@ -195,9 +195,13 @@ def test_launches_per_call():
     assert _counts(lambda: fa_op._bwd_op.planned(fout, q, k, v, table, fout, flse, scale)) == (2, {})
     x = torch.randn(1, 8, 3, 2, 3, device=DEVICE)
     w, gw, gb = torch.randn(8, 8, 3, device=DEVICE), torch.randn(8, device=DEVICE), torch.randn(8, device=DEVICE)
+    with counting_launches(launch=False):
+        y, stats = gn_op._fwd_op(x, gw, gb, 2, 1e-5, False)
     assert _counts(lambda: gn_op._fwd_op.planned(x, gw, gb, 2, 1e-5, False)) == (3, {})
-    # the weight to tap-major (k, C_out, C_in): one small copy
+    assert _counts(lambda: gn_op._bwd_op.planned(y, x, gw, gb, stats, 2, False)) == (3, {})
+    # the weight to tap-major (k, C_out, C_in): one small copy; in the backward its flip: one small gather
     assert _counts(lambda: tc_op._fwd_op.planned(x, w, None, None, 1)) == (1, {"aten::clone": 1})
+    assert _counts(lambda: tc_op._bwd_op.planned(x, x, w, 1, True, True, True)) == (3, {"aten::index_select": 1})
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the CPU refusal")

@@ -2,9 +2,9 @@
 public function.
 
 Forward: three Triton launches (per-channel statistics partials, per-group combine, then
-normalise + SiLU). Backward: two Triton launches from the saved per-group mean and rstd
-(per-channel partial sums, then dx); the weight and bias gradients and the group means the dx
-formula needs are those partials summed by torch in a fixed order (deterministic).
+normalise + SiLU). Backward: three Triton launches from the saved per-group mean and rstd
+(per-channel partial sums; those summed in a fixed order into the group means the dx formula needs
+and the weight and bias gradients; then dx), no torch kernel.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ OP = "group_norm_silu"
 LAYOUT = "(B, C, F, H, W)"
 TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
 MAX_BLOCK_C_CHANNELS_INNER = 64  # channels per tile when channels have unit stride (8 x 128-bit per row)
+COEF_BLOCK_C = 256  # channels per program of the backward's weight and bias gradient sums
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
@@ -64,14 +65,6 @@ class _Plan:
         sk, sb, sg, sf = strides
         return sk, sb, sg, sf if per_frame else 0
 
-    def group_sum(self, part: Tensor) -> Tensor:
-        """(B * F * chunks, C) per-channel partials summed per statistic: (B, G, F or 1)."""
-        batch = part.shape[0] // (self.frames * self.n_chunks)
-        rows = part.view(batch, self.frames, self.n_chunks, self.groups, self.cpg).sum((2, 4))
-        if self.stat_frames == 1:
-            rows = rows.sum(1, keepdim=True)
-        return rows.transpose(1, 2)
-
 
 def _affine_strides(weight: Optional[Tensor], bias: Optional[Tensor]):
     return tuple(t.stride(0) if t is not None else 0 for t in (weight, bias))
@@ -93,7 +86,7 @@ class _FwdPlan:
         self.launches = None
         if x.numel() == 0:
             return
-        plan = self.tiles = _Plan(x, num_groups, per_frame)
+        plan = _Plan(x, num_groups, per_frame)
         channels = x.shape[1]
         self.partial_shape = (plan.partial_rows, channels)
         stats_strides = _launch.contiguous_strides(self.stats_shape)
@@ -148,25 +141,34 @@ class _BwdPlan:
     """The two backward launches of one call signature."""
 
     def __init__(self, dy, x, weight, bias, stats, num_groups, per_frame):
-        from ..kernels.group_norm_silu import group_norm_silu_bwd_apply_kernel, group_norm_silu_bwd_reduce_kernel
+        from ..kernels.group_norm_silu import (group_norm_silu_bwd_apply_kernel, group_norm_silu_bwd_coef_kernel,
+                                               group_norm_silu_bwd_reduce_kernel)
 
         self.launches = None
         if x.numel() == 0:
             return
-        plan = self.tiles = _Plan(x, num_groups, per_frame)
+        plan = _Plan(x, num_groups, per_frame)
         channels = x.shape[1]
         self.partial_shape = (plan.partial_rows, channels)
-        self.count = plan.cpg * plan.pixels * (plan.frames // plan.stat_frames)
-        self.stats_strides = _launch.contiguous_strides(tuple(stats.shape))  # coef shares them
+        count = plan.cpg * plan.pixels * (plan.frames // plan.stat_frames)
+        self.stats_shape = tuple(stats.shape)
+        self.stats_strides = _launch.contiguous_strides(self.stats_shape)  # coef shares them
         x4, dy4 = x.flatten(3), dy.flatten(3)
         dx4_strides = _launch.empty_like_video(x, device="meta").flatten(3).stride()
         common = (*plan.stats_strides(self.stats_strides, per_frame), *_affine_strides(weight, bias))
         flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c,
                      BLOCK_P=plan.block_p, num_warps=4)
+        n_stats = x.shape[0] * num_groups * plan.stat_frames
+        affine_stride = weight.stride(0) if weight is not None else 0
         self.launches = (
             _launch.Launch(group_norm_silu_bwd_reduce_kernel, (plan.reduce_programs,),
                            (*x4.stride(), *dy4.stride(), *common, channels, plan.cpg, plan.frames, plan.pixels,
                             plan.n_c_blocks, plan.n_chunks, plan.chunk_pixels), **flags),
+            _launch.Launch(group_norm_silu_bwd_coef_kernel, (n_stats + _launch.cdiv(channels, COEF_BLOCK_C),),
+                           (affine_stride, *self.stats_strides, channels, plan.cpg, num_groups, plan.stat_frames,
+                            plan.partial_rows // (x.shape[0] * plan.stat_frames), plan.partial_rows, count, n_stats),
+                           HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+                           BLOCK_J=_launch.next_pow2(plan.cpg), BLOCK_C=COEF_BLOCK_C, num_warps=4),
             _launch.Launch(group_norm_silu_bwd_apply_kernel, (plan.apply_programs,),
                            (*x4.stride(), *dy4.stride(), *dx4_strides, *common, plan.cpg, plan.frames, plan.pixels,
                             plan.n_c_blocks, plan.n_p_blocks), **flags),
@@ -180,8 +182,7 @@ def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame):
         zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
         return [dx, zeros if weight is not None else x.new_empty(0),
                 zeros.clone() if bias is not None else x.new_empty(0)]
-    reduce, apply = plan.launches
-    tiles = plan.tiles
+    reduce, coef_sums, apply = plan.launches
     if stats.stride() != plan.stats_strides:
         stats = stats.contiguous()
     x4, dy4, dx4 = x.flatten(3), dy.flatten(3), dx.flatten(3)
@@ -190,16 +191,14 @@ def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame):
     dw_part = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
     db_part = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
     reduce(x4, dy4, *affine, stats, dw_part, db_part)
-    # Group means of dz * w and dz * w * xh over each statistic, laid out like stats.
-    w32 = weight.float() if weight is not None else torch.ones(channels, device=x.device)
-    coef = torch.stack([tiles.group_sum(db_part * w32), tiles.group_sum(dw_part * w32)]) / plan.count
+    # Group means of dz * w and dz * w * xh, laid out like stats; the weight and bias gradients.
+    coef = torch.empty(plan.stats_shape, dtype=torch.float32, device=x.device)
+    dw = torch.empty(channels, dtype=weight.dtype, device=x.device) if weight is not None else x.new_empty(0)
+    db = torch.empty(channels, dtype=bias.dtype, device=x.device) if bias is not None else x.new_empty(0)
+    coef_sums(dw_part, db_part, dw_part if weight is None else weight, coef,
+              dw_part if weight is None else dw, dw_part if bias is None else db)
     apply(x4, dy4, *affine, stats, coef, dx4)
-
-    def channel_sum(part: Tensor, like: Optional[Tensor]) -> Tensor:
-        # (B * F * chunks, C) summed over its rows in a fixed order: deterministic.
-        return part.sum(0).to(like.dtype) if like is not None else x.new_empty(0)
-
-    return [dx, channel_sum(dw_part, weight), channel_sum(db_part, bias)]
+    return [dx, dw, db]
 
 
 @torch.library.custom_op("fastvid::group_norm_silu_bwd", mutates_args=())

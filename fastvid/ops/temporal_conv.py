@@ -125,40 +125,46 @@ def _(x, weight, bias, residual, pad):
     return _launch.empty_like_video(x, shape)
 
 
-def _weight_grad_launch(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad: bool):
-    """(launch, dW partial shape, dbias partial shape or None): per-program fp32 partials of dW
-    (C_out, C_in, k) and dbias (C_out,), summed in a fixed order by the caller."""
+class _WeightGradPlan:
+    """The dW kernel (per-program fp32 partials of dW (C_out, C_in, k) and dbias (C_out,)) and the kernel
+    summing them over the frame splits in a fixed order, into the weight dtype."""
 
-    from ..kernels.temporal_conv import temporal_conv_dw_kernel
+    def __init__(self, dout: Tensor, x: Tensor, taps: int, pad: int, weight_grad: bool, bias_grad: bool):
+        from ..kernels.temporal_conv import temporal_conv_dw_kernel, temporal_conv_grad_sum_kernel
 
-    x4, dout4 = x.flatten(3), dout.flatten(3)
-    batch, c_in, frames_in, pixels = x4.shape
-    c_out, frames_out = dout4.shape[1], dout4.shape[2]
-    block_co, block_ci = _block(c_out, 16, 64), _block(c_in, 16, 64)
-    block_p = _block(pixels, 16, 64)
-    n_co = _launch.cdiv(c_out, block_co)
-    tiles = n_co * _launch.cdiv(c_in, block_ci) * taps
-    # Split the frames until the GPU has a few programs per SM (at batch 1 the tiles alone are few).
-    target = _launch.target_programs(x, per_sm=4, off_gpu=4)
-    n_split = max(1, min(frames_out, _launch.cdiv(target, tiles)))
-    per_split = _launch.cdiv(frames_out, n_split)
-    n_split = _launch.cdiv(frames_out, per_split)
-    dw_shape, db_shape = (n_split, c_out, c_in, taps), ((n_split, c_out) if bias_grad else None)
-    launch = _launch.Launch(
-        temporal_conv_dw_kernel, (tiles // taps, taps, n_split),
-        (*x4.stride(), *dout4.stride(), *_launch.contiguous_strides(dw_shape),
-         *(_launch.contiguous_strides(db_shape) if bias_grad else (0, 0)),
-         batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co, per_split),
-        HAS_BIAS=bias_grad, PRECISION=_launch.dot_precision(x.dtype),
-        EVEN=_full_tiles((c_in, block_ci), (c_out, block_co), (pixels, block_p)),
-        BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p, num_warps=4, num_stages=3,
-    )
-    return launch, dw_shape, db_shape
+        x4, dout4 = x.flatten(3), dout.flatten(3)
+        batch, c_in, frames_in, pixels = x4.shape
+        c_out, frames_out = dout4.shape[1], dout4.shape[2]
+        block_co, block_ci = _block(c_out, 16, 64), _block(c_in, 16, 64)
+        block_p = _block(pixels, 16, 64)
+        n_co = _launch.cdiv(c_out, block_co)
+        tiles = n_co * _launch.cdiv(c_in, block_ci) * taps
+        # Split the frames until the GPU has a few programs per SM (at batch 1 the tiles alone are few).
+        target = _launch.target_programs(x, per_sm=4, off_gpu=4)
+        n_split = max(1, min(frames_out, _launch.cdiv(target, tiles)))
+        per_split = _launch.cdiv(frames_out, n_split)
+        n_split = _launch.cdiv(frames_out, per_split)
+        self.dw_shape, self.db_shape = (n_split, c_out, c_in, taps), ((n_split, c_out) if bias_grad else None)
+        self.partials = _launch.Launch(
+            temporal_conv_dw_kernel, (tiles // taps, taps, n_split),
+            (*x4.stride(), *dout4.stride(), *_launch.contiguous_strides(self.dw_shape),
+             *(_launch.contiguous_strides(self.db_shape) if bias_grad else (0, 0)),
+             batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co, per_split),
+            HAS_BIAS=bias_grad, PRECISION=_launch.dot_precision(x.dtype),
+            EVEN=_full_tiles((c_in, block_ci), (c_out, block_co), (pixels, block_p)),
+            BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p, num_warps=4, num_stages=3,
+        )
+        dw_cells, block = c_out * c_in * taps, 1024
+        programs = (_launch.cdiv(dw_cells, block) if weight_grad else 0) + (
+            _launch.cdiv(c_out, block) if bias_grad else 0)
+        self.sums = _launch.Launch(temporal_conv_grad_sum_kernel, (programs,), (n_split, dw_cells, c_out),
+                                   WEIGHT_GRAD=weight_grad, BLOCK=block, num_warps=4)
 
 
-def _flipped(weight: Tensor) -> Tensor:
-    """The transposed, time-flipped weight of dx = conv(dY), tap-major: (k, C_in, C_out), C_out contiguous."""
-    return _tap_major(weight.flip(-1).transpose(0, 1))
+def _flipped(weight: Tensor, reversed_taps: Tensor) -> Tensor:
+    """The transposed, time-flipped weight of dx = conv(dY), tap-major: (k, C_in, C_out), C_out contiguous,
+    in one gather (``reversed_taps``: k-1, ..., 0 on the weight's device)."""
+    return weight.permute(2, 1, 0).index_select(0, reversed_taps)
 
 
 class _BwdPlan:
@@ -169,9 +175,10 @@ class _BwdPlan:
         if input_grad and x.numel():
             dx = _launch.empty_in_order(self.shape, self.order, dtype=x.dtype, device="meta")
             # dx = the same conv over dY with the transposed, time-flipped weight and padding k-1-pad.
-            self.dx = _conv_launch(dout, _flipped(weight), None, None, dx, taps - 1 - pad)
+            self.reversed_taps = torch.arange(taps - 1, -1, -1, device=weight.device)
+            self.dx = _conv_launch(dout, _flipped(weight, self.reversed_taps), None, None, dx, taps - 1 - pad)
         if (weight_grad or bias_grad) and dout.numel():
-            self.dw = _weight_grad_launch(dout, x, taps, pad, bias_grad)
+            self.dw = _WeightGradPlan(dout, x, taps, pad, weight_grad, bias_grad)
 
 
 def _bwd_run(plan: _BwdPlan, dout, x, weight, pad, input_grad, weight_grad, bias_grad):
@@ -181,20 +188,21 @@ def _bwd_run(plan: _BwdPlan, dout, x, weight, pad, input_grad, weight_grad, bias
         dx = _launch.empty_in_order(plan.shape, plan.order, dtype=x.dtype, device=x.device)
         if plan.dx is not None:
             dx4 = dx.flatten(3)
-            w_k = _flipped(weight)
+            w_k = _flipped(weight, plan.reversed_taps)
             plan.dx(dout.flatten(3), w_k, w_k, dx4, dx4)
     if weight_grad or bias_grad:
         if plan.dw is not None:
-            launch, dw_shape, db_shape = plan.dw
-            dw_part = torch.empty(dw_shape, dtype=torch.float32, device=x.device)
-            db_part = torch.empty(db_shape, dtype=torch.float32, device=x.device) if bias_grad else dw_part
-            launch(x.flatten(3), dout.flatten(3), dw_part, db_part)
-            dw32, db32 = dw_part.sum(0), (db_part.sum(0) if bias_grad else None)
+            wg = plan.dw
+            dw_part = torch.empty(wg.dw_shape, dtype=torch.float32, device=x.device)
+            db_part = torch.empty(wg.db_shape, dtype=torch.float32, device=x.device) if bias_grad else dw_part
+            wg.partials(x.flatten(3), dout.flatten(3), dw_part, db_part)
+            dw_out = torch.empty(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else None
+            db_out = torch.empty(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else None
+            wg.sums(dw_part, db_part, db_out if dw_out is None else dw_out, dw_out if db_out is None else db_out)
+            dw, db = (dw if dw_out is None else dw_out), (db if db_out is None else db_out)
         else:
-            dw32 = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
-            db32 = torch.zeros(weight.shape[0], dtype=torch.float32, device=x.device)
-        dw = dw32.to(weight.dtype) if weight_grad else dw
-        db = db32.to(weight.dtype) if bias_grad else db
+            dw = torch.zeros(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else dw
+            db = torch.zeros(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else db
     return [dx, dw, db]
 
 
