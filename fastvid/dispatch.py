@@ -138,9 +138,11 @@ class Dispatcher:
         """The public function's call (``args``: its arguments in ``arguments``' order, defaults applied):
         validated, dispatched and planned once per call signature, then looked up. Inside torch.compile,
         under a dispatch mode, or for a tensor subclass every call takes the full path."""
-        if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        key = None
+        if not (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()):
+            key = call_key(backend, *args)
+        if key is None:
             return self(backend, *self.arguments(*args))
-        key = call_key(backend, *args)
         name, runner, pick, consts = self.calls.lookup(key, self._prepare, backend, args)
         if self.value_checks is not None:
             self.value_checks(*args)

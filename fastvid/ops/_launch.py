@@ -31,6 +31,14 @@ def empty(*shape, dtype, device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+def empty_strided(shape, strides, *, dtype, device) -> torch.Tensor:
+    """:func:`empty` with the strides a plan worked out (the cheapest allocation torch offers)."""
+    t = torch.empty_strided(shape, strides, dtype=dtype, device=device)
+    if _poison:
+        t.fill_(float("nan") if dtype.is_floating_point else -1)
+    return t
+
+
 def dim_order(t: torch.Tensor):
     """t's dims from outermost to innermost in memory (ties, e.g. size-1 dims, keep their order)."""
     return sorted(range(t.dim()), key=lambda d: -t.stride(d))
@@ -63,6 +71,15 @@ def video_layout(x: torch.Tensor):
     return video_order(x)
 
 
+def video_strides(shape, order) -> tuple:
+    """The strides of :func:`empty_in_order`'s tensor of ``shape`` in ``order``, without allocating it."""
+    strides, step = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= max(shape[d], 1)
+    return tuple(strides)
+
+
 def empty_like_video(x: torch.Tensor, shape=None, device=None) -> torch.Tensor:
     """An output of ``shape`` (default x's) laid out in x's memory order, see :func:`video_order`;
     on ``device`` (default x's: "meta" gives a plan the output's strides)."""
@@ -73,11 +90,7 @@ def empty_like_video(x: torch.Tensor, shape=None, device=None) -> torch.Tensor:
 def contiguous_strides(shape) -> tuple:
     """The strides of a contiguous tensor of ``shape`` (as torch gives them): an output's strides known
     before it is allocated, for a launch plan."""
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return tuple(reversed(strides))
+    return video_strides(shape, range(len(shape)))
 
 
 def next_pow2(x: int) -> int:

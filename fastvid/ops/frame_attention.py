@@ -124,6 +124,7 @@ class _FwdPlan:
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
         self.dtype, self.device = q.dtype, q.device
         self.lse_shape = (batch, frames, heads, tokens)
+        self.strides, self.lse_strides = _launch.contiguous_strides(self.shape), _launch.contiguous_strides(self.lse_shape)
         self.launch = None
         if q.numel() == 0:
             return
@@ -138,8 +139,8 @@ class _FwdPlan:
 
 
 def _fwd_run(plan: _FwdPlan, q, k, v, table, scale):
-    out = _launch.empty(*plan.shape, dtype=plan.dtype, device=plan.device)
-    lse = _launch.empty(*plan.lse_shape, dtype=torch.float32, device=plan.device)
+    out = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
+    lse = _launch.empty_strided(plan.lse_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
     if plan.launch is not None:
         plan.launch(q, k, v, table, out, lse)
     return out, lse
@@ -166,38 +167,38 @@ class _BwdPlan:
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
         keys = k.shape[2]
         self.dtype, self.device, self.kv_shape, self.frames = q.dtype, q.device, tuple(k.shape), frames
+        self.strides, self.kv_strides = _launch.contiguous_strides(self.shape), _launch.contiguous_strides(self.kv_shape)
+        # delta is allocated like lse, both contiguous (a strided lse is copied): the kernels read both with these
+        self.delta_shape = tuple(lse.shape)
+        self.lse_strides = _launch.contiguous_strides(self.delta_shape)
         self.dq = self.dkv = None
         if q.numel() == 0:
             return
         programs = batch * frames * heads
-        grad_strides = _launch.contiguous_strides(self.shape)
-        kv_grad_strides = _launch.contiguous_strides(self.kv_shape)
-        lse_strides = _launch.contiguous_strides(tuple(lse.shape))  # delta is allocated like lse
         common = _head_constants(head_dim, q, k, v, out, dout)
         self.dq = _table_launch(
             frame_attention_bwd_dq_kernel, programs, tokens, "BLOCK_N",
-            (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *grad_strides, *table.stride(),
-             *lse.stride(), heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale),
+            (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *self.strides, *table.stride(),
+             *self.lse_strides, heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale),
             EVEN_M=_even_keys(k), **common,
         )
-        self.delta_shape, self.lse_strides = tuple(lse.shape), lse_strides
         self.dkv = _table_launch(
             frame_attention_bwd_dkv_kernel, programs, keys, "BLOCK_M",
-            (*q.stride(), *k.stride(), *v.stride(), *dout.stride(), *kv_grad_strides,
-             *_launch.contiguous_strides((frames, frames)), *lse.stride(),
+            (*q.stride(), *k.stride(), *v.stride(), *dout.stride(), *self.kv_strides,
+             *_launch.contiguous_strides((frames, frames)), *self.lse_strides,
              heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale),
             **common,
         )
 
 
 def _bwd_run(plan: _BwdPlan, dout, q, k, v, table, out, lse, scale):
-    dq = _launch.empty(*plan.shape, dtype=plan.dtype, device=plan.device)
+    dq = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
     if plan.dq is None:  # no query reads a key: dK = dV = 0
         return [dq, torch.zeros(plan.kv_shape, dtype=plan.dtype, device=plan.device),
                 torch.zeros(plan.kv_shape, dtype=plan.dtype, device=plan.device)]
-    dk = _launch.empty(*plan.kv_shape, dtype=plan.dtype, device=plan.device)
-    dv = _launch.empty(*plan.kv_shape, dtype=plan.dtype, device=plan.device)
-    delta = _launch.empty(*plan.delta_shape, dtype=torch.float32, device=plan.device)
+    dk = _launch.empty_strided(plan.kv_shape, plan.kv_strides, dtype=plan.dtype, device=plan.device)
+    dv = _launch.empty_strided(plan.kv_shape, plan.kv_strides, dtype=plan.dtype, device=plan.device)
+    delta = _launch.empty_strided(plan.delta_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
     lse = lse if lse.stride() == plan.lse_strides else lse.contiguous()
     plan.dq(q, k, v, table, out, dout, lse, delta, dq)
     plan.dkv(q, k, v, _cached_counts(table, plan.frames), dout, lse, delta, dk, dv)

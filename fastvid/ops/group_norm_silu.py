@@ -82,7 +82,8 @@ class _FwdPlan:
                                                group_norm_stats_kernel)
 
         self.stats_shape = (2, x.shape[0], num_groups, x.shape[2] if per_frame else 1)
-        self.shape, self.order = tuple(x.shape), _launch.video_layout(x)
+        self.shape = tuple(x.shape)
+        self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # y's, in x's memory order
         self.launches = None
         if x.numel() == 0:
             return
@@ -91,7 +92,7 @@ class _FwdPlan:
         self.partial_shape = (plan.partial_rows, channels)
         stats_strides = _launch.contiguous_strides(self.stats_shape)
         x4 = x.flatten(3)
-        y4_strides = _launch.empty_like_video(x, device="meta").flatten(3).stride()
+        y4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
         block_j = _launch.next_pow2(plan.cpg)
         self.launches = (
             _launch.Launch(group_norm_stats_kernel, (plan.reduce_programs,),
@@ -110,7 +111,7 @@ class _FwdPlan:
 
 
 def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame):
-    y = _launch.empty_in_order(plan.shape, plan.order, dtype=x.dtype, device=x.device)
+    y = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
     stats = _launch.empty(*plan.stats_shape, dtype=torch.float32, device=x.device)
     if plan.launches is None:
         return y, stats
@@ -154,7 +155,9 @@ class _BwdPlan:
         self.stats_shape = tuple(stats.shape)
         self.stats_strides = _launch.contiguous_strides(self.stats_shape)  # coef shares them
         x4, dy4 = x.flatten(3), dy.flatten(3)
-        dx4_strides = _launch.empty_like_video(x, device="meta").flatten(3).stride()
+        self.shape = tuple(x.shape)
+        self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # dx's, in x's memory order
+        dx4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
         common = (*plan.stats_strides(self.stats_strides, per_frame), *_affine_strides(weight, bias))
         flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c,
                      BLOCK_P=plan.block_p, num_warps=4)
@@ -177,12 +180,12 @@ class _BwdPlan:
 
 def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame):
     channels = x.shape[1]
-    dx = _like_x(x)
     if plan.launches is None:
         zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
-        return [dx, zeros if weight is not None else x.new_empty(0),
+        return [_like_x(x), zeros if weight is not None else x.new_empty(0),
                 zeros.clone() if bias is not None else x.new_empty(0)]
     reduce, coef_sums, apply = plan.launches
+    dx = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
     if stats.stride() != plan.stats_strides:
         stats = stats.contiguous()
     x4, dy4, dx4 = x.flatten(3), dy.flatten(3), dx.flatten(3)

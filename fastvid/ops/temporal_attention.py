@@ -74,6 +74,7 @@ class _FwdPlan:
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
         self.dtype, self.device = q.dtype, q.device
         self.lse_shape = (batch, heads, frames, tokens)
+        self.strides, self.lse_strides = _launch.contiguous_strides(self.shape), _launch.contiguous_strides(self.lse_shape)
         self.launch = None
         if q.numel() == 0:
             return
@@ -91,8 +92,8 @@ class _FwdPlan:
 
 
 def _fwd_run(plan: _FwdPlan, q, k, v, bias, causal, scale):
-    out = _launch.empty(*plan.shape, dtype=plan.dtype, device=plan.device)
-    lse = _launch.empty(*plan.lse_shape, dtype=torch.float32, device=plan.device)
+    out = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
+    lse = _launch.empty_strided(plan.lse_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
     if plan.launch is not None:
         plan.launch(q, k, v, q if bias is None else bias, out, lse)
     return out, lse
@@ -119,7 +120,7 @@ class _BwdPlan:
         from ..kernels.temporal_attention import temporal_attention_bias_grad_kernel, temporal_attention_bwd_kernel
 
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
-        self.dtype, self.device = q.dtype, q.device
+        self.dtype, self.device, self.strides = q.dtype, q.device, _launch.contiguous_strides(self.shape)
         self.bias_grad, self.bias_dtype = bias_grad, (bias.dtype if bias_grad else torch.float32)
         self.dbias_shape = (heads, frames, frames) if bias_grad else (0,)
         self.launch = self.reduce = None
@@ -132,10 +133,9 @@ class _BwdPlan:
         n_chunks = max(1, min(n_blocks, _launch.cdiv(target, batch * heads)))
         programs = n_chunks * batch * heads
         self.partial_shape = (programs, frames, frames) if bias_grad else None
-        grad_strides = _launch.contiguous_strides(self.shape)
         self.launch = _launch.Launch(
             temporal_attention_bwd_kernel, (programs,),
-            (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *grad_strides, *_bias_strides(bias),
+            (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *self.strides, *_bias_strides(bias),
              *lse.stride(), *(_launch.contiguous_strides(self.partial_shape) if bias_grad else (0, 0, 0)),
              heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale),
             HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
@@ -154,7 +154,8 @@ class _BwdPlan:
 
 
 def _bwd_run(plan: _BwdPlan, dout, q, k, v, bias, out, lse, causal, scale, bias_grad):
-    dq, dk, dv = (_launch.empty(*plan.shape, dtype=plan.dtype, device=plan.device) for _ in range(3))
+    dq, dk, dv = (_launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
+                  for _ in range(3))
     if plan.launch is None:
         dbias = torch.zeros(plan.dbias_shape, dtype=plan.bias_dtype, device=plan.device)
         return [dq, dk, dv, dbias]

@@ -95,15 +95,15 @@ class _FwdPlan:
     def __init__(self, x, weight, bias, residual, pad):
         batch, _, frames, height, width = x.shape
         self.shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
-        self.order = _launch.video_layout(x)
+        self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # in x's memory order
         self.launch = None
         if batch * weight.shape[0] * self.shape[2] * height * width:
-            out = _launch.empty_in_order(self.shape, self.order, dtype=x.dtype, device="meta")
+            out = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device="meta")
             self.launch = _conv_launch(x, _tap_major(weight), bias, residual, out, pad)
 
 
 def _fwd_run(plan: _FwdPlan, x, weight, bias, residual, pad):
-    out = _launch.empty_in_order(plan.shape, plan.order, dtype=x.dtype, device=x.device)
+    out = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
     if plan.launch is not None:
         w_k, out4 = _tap_major(weight), out.flatten(3)
         plan.launch(x.flatten(3), w_k, w_k if bias is None else bias,
@@ -170,10 +170,11 @@ def _flipped(weight: Tensor, reversed_taps: Tensor) -> Tensor:
 class _BwdPlan:
     def __init__(self, dout, x, weight, pad, input_grad, weight_grad, bias_grad):
         taps = weight.shape[-1]
-        self.shape, self.order = tuple(x.shape), _launch.video_layout(x)
+        self.shape = tuple(x.shape)
+        self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # dx's, in x's memory order
         self.dx = self.dw = None
         if input_grad and x.numel():
-            dx = _launch.empty_in_order(self.shape, self.order, dtype=x.dtype, device="meta")
+            dx = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device="meta")
             # dx = the same conv over dY with the transposed, time-flipped weight and padding k-1-pad.
             self.reversed_taps = torch.arange(taps - 1, -1, -1, device=weight.device)
             self.dx = _conv_launch(dout, _flipped(weight, self.reversed_taps), None, None, dx, taps - 1 - pad)
@@ -185,7 +186,7 @@ def _bwd_run(plan: _BwdPlan, dout, x, weight, pad, input_grad, weight_grad, bias
     """[dx, dweight, dbias]; a gradient not asked for is an empty tensor."""
     dx, dw, db = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # returned when not asked for
     if input_grad:
-        dx = _launch.empty_in_order(plan.shape, plan.order, dtype=x.dtype, device=x.device)
+        dx = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
         if plan.dx is not None:
             dx4 = dx.flatten(3)
             w_k = _flipped(weight, plan.reversed_taps)
