@@ -126,9 +126,8 @@ def _gpu_cases(dtype):
         "temporal_attention": {
             "fastvid": lambda: fastvid.temporal_attention(q, k, v, bias=bias),
             "sdpa": lambda: Fn.scaled_dot_product_attention(qs, ks, vs, attn_mask=bias)},
-        "frame_attention first": {
-            "fastvid": lambda: fastvid.frame_attention(q, k, v, frames="first", backend="triton"),
-            "sdpa": lambda: Fn.scaled_dot_product_attention(qs, ks, vs)},
+        "frame_attention first": {  # no peer reads frame 0's keys in place
+            "fastvid": lambda: fastvid.frame_attention(q, k, v, frames="first", backend="triton")},
         "temporal_conv": {
             "fastvid": lambda: fastvid.temporal_conv(x, w, cb),
             "cudnn conv3d": lambda: Fn.conv3d(x, w5, cb, padding=(1, 0, 0))},

@@ -133,7 +133,7 @@ def test_each_limit_is_declared_once_per_backend():
     q, k, v = _qkv((1, 130, 1, 1, 16))
     assert "frames = 130 > 128" in TA.explain(q, k, v)["triton"]
     x = torch.randn(1, 1030, 1, 1, 1, device=DEVICE)
-    assert "channels_per_group = 1030 > 512" in dispatchers()["group_norm_silu"].explain(x, 1)["triton"]
+    assert "channels per group = 1030 > 512" in dispatchers()["group_norm_silu"].explain(x, 1)["triton"]
     assert "dtype float64" in TA.explain(*(t.double() for t in _qkv()))["triton"]
 
 

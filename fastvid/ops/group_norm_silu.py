@@ -254,7 +254,7 @@ def _triton_reason(x, num_groups, weight, bias, eps, per_frame):
 
 
 def _features(x, num_groups, weight, bias, eps, per_frame):
-    return {"dtype": x.dtype, "channels_per_group": x.shape[1] // num_groups}
+    return {"dtype": x.dtype, "channels per group": x.shape[1] // num_groups}
 
 
 def _run_torch(x, num_groups, weight, bias, eps, per_frame):
@@ -296,7 +296,7 @@ def _backend_arguments(x, num_groups, weight=None, bias=None, eps=1e-5, per_fram
     return x, num_groups, weight, bias, float(eps), per_frame
 
 
-TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={"channels_per_group": (512, "a group's channels form one tile")})
+TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={"channels per group": (512, "a group's channels form one tile")})
 
 DISPATCH = Dispatcher(OP, [
     Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x),

@@ -184,27 +184,25 @@ class _BwdPlan:
 
 def _bwd_run(plan: _BwdPlan, dout, x, weight, pad, input_grad, weight_grad, bias_grad):
     """[dx, dweight, dbias]; a gradient not asked for is an empty tensor."""
-    dx, dw, db = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # returned when not asked for
+    dx = dw = db = None
     if input_grad:
         dx = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
         if plan.dx is not None:
             dx4 = dx.flatten(3)
             w_k = _flipped(weight, plan.reversed_taps)
             plan.dx(dout.flatten(3), w_k, w_k, dx4, dx4)
-    if weight_grad or bias_grad:
-        if plan.dw is not None:
-            wg = plan.dw
-            dw_part = torch.empty(wg.dw_shape, dtype=torch.float32, device=x.device)
-            db_part = torch.empty(wg.db_shape, dtype=torch.float32, device=x.device) if bias_grad else dw_part
-            wg.partials(x.flatten(3), dout.flatten(3), dw_part, db_part)
-            dw_out = torch.empty(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else None
-            db_out = torch.empty(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else None
-            wg.sums(dw_part, db_part, db_out if dw_out is None else dw_out, dw_out if db_out is None else db_out)
-            dw, db = (dw if dw_out is None else dw_out), (db if db_out is None else db_out)
-        else:
-            dw = torch.zeros(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else dw
-            db = torch.zeros(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else db
-    return [dx, dw, db]
+    if plan.dw is not None:
+        wg = plan.dw
+        dw_part = torch.empty(wg.dw_shape, dtype=torch.float32, device=x.device)
+        db_part = torch.empty(wg.db_shape, dtype=torch.float32, device=x.device) if bias_grad else dw_part
+        wg.partials(x.flatten(3), dout.flatten(3), dw_part, db_part)
+        dw = torch.empty(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else None
+        db = torch.empty(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else None
+        wg.sums(dw_part, db_part, db if dw is None else dw, dw if db is None else db)
+    elif weight_grad or bias_grad:  # no output element: zero gradients
+        dw = torch.zeros(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else None
+        db = torch.zeros(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else None
+    return [x.new_empty(0) if g is None else g for g in (dx, dw, db)]
 
 
 @torch.library.custom_op("fastvid::temporal_conv_bwd", mutates_args=())
