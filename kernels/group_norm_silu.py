@@ -270,6 +270,42 @@ def _sum_partial_rows(DWPart, DBPart, offsets, mask, n_rows, channels, BLOCK: tl
 
 
 @triton.jit
+def _stat_coef(DWPart, DBPart, Wt, Coef, stat, stride_w, stride_ck, stride_cb, stride_cg, stride_cf, channels,
+               channels_per_group, num_groups, stat_frames, rows_per_stat, count,
+               HAS_WEIGHT: tl.constexpr, BLOCK_J: tl.constexpr):
+    """Coef[:, b, g, sf] of statistic ``stat`` = (b, g, sf): the means of dz * w and dz * w * xh."""
+    sf = stat % stat_frames
+    bg = stat // stat_frames
+    g = bg % num_groups
+    b = bg // num_groups
+    offs_j = tl.arange(0, BLOCK_J)
+    mask = offs_j < channels_per_group
+    offs_c = g * channels_per_group + offs_j
+    w = tl.full([BLOCK_J], 1.0, tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(Wt + offs_c * stride_w, mask=mask, other=0.0).to(tl.float32)
+    # A statistic's rows are consecutive: (b, its frame or all frames, every chunk).
+    offsets = (b * stat_frames + sf).to(tl.int64) * rows_per_stat * channels + offs_c
+    acc_dw, acc_db = _sum_partial_rows(DWPart, DBPart, offsets, mask, rows_per_stat, channels, BLOCK_J)
+    c_ptrs = Coef + b.to(tl.int64) * stride_cb + g * stride_cg + sf * stride_cf
+    tl.store(c_ptrs, tl.sum(acc_db * w, axis=0) / count)
+    tl.store(c_ptrs + stride_ck, tl.sum(acc_dw * w, axis=0) / count)
+
+
+@triton.jit
+def _channel_grads(DWPart, DBPart, DW, DB, block, channels, total_rows,
+                   HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The weight and bias gradients of channel block ``block``: the partials summed over every row."""
+    offs_c = block * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = offs_c < channels
+    acc_dw, acc_db = _sum_partial_rows(DWPart, DBPart, offs_c, mask, total_rows, channels, BLOCK_C)
+    if HAS_WEIGHT:
+        tl.store(DW + offs_c, acc_dw.to(DW.dtype.element_ty), mask=mask)
+    if HAS_BIAS:
+        tl.store(DB + offs_c, acc_db.to(DB.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def group_norm_silu_bwd_coef_kernel(
     DWPart, DBPart, Wt, Coef, DW, DB,
     stride_w, stride_ck, stride_cb, stride_cg, stride_cf,
@@ -283,27 +319,7 @@ def group_norm_silu_bwd_coef_kernel(
     weight dtype). Fixed summation order: deterministic."""
     pid = tl.program_id(0)
     if pid < n_stats:
-        sf = pid % stat_frames
-        bg = pid // stat_frames
-        g = bg % num_groups
-        b = bg // num_groups
-        offs_j = tl.arange(0, BLOCK_J)
-        mask = offs_j < channels_per_group
-        offs_c = g * channels_per_group + offs_j
-        w = tl.full([BLOCK_J], 1.0, tl.float32)
-        if HAS_WEIGHT:
-            w = tl.load(Wt + offs_c * stride_w, mask=mask, other=0.0).to(tl.float32)
-        # A statistic's rows are consecutive: (b, its frame or all frames, every chunk).
-        offsets = (b * stat_frames + sf).to(tl.int64) * rows_per_stat * channels + offs_c
-        acc_dw, acc_db = _sum_partial_rows(DWPart, DBPart, offsets, mask, rows_per_stat, channels, BLOCK_J)
-        c_ptrs = Coef + b.to(tl.int64) * stride_cb + g * stride_cg + sf * stride_cf
-        tl.store(c_ptrs, tl.sum(acc_db * w, axis=0) / count)
-        tl.store(c_ptrs + stride_ck, tl.sum(acc_dw * w, axis=0) / count)
+        _stat_coef(DWPart, DBPart, Wt, Coef, pid, stride_w, stride_ck, stride_cb, stride_cg, stride_cf, channels,
+                   channels_per_group, num_groups, stat_frames, rows_per_stat, count, HAS_WEIGHT, BLOCK_J)
     else:
-        offs_c = (pid - n_stats) * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask = offs_c < channels
-        acc_dw, acc_db = _sum_partial_rows(DWPart, DBPart, offs_c, mask, total_rows, channels, BLOCK_C)
-        if HAS_WEIGHT:
-            tl.store(DW + offs_c, acc_dw.to(DW.dtype.element_ty), mask=mask)
-        if HAS_BIAS:
-            tl.store(DB + offs_c, acc_db.to(DB.dtype.element_ty), mask=mask)
+        _channel_grads(DWPart, DBPart, DW, DB, pid - n_stats, channels, total_rows, HAS_WEIGHT, HAS_BIAS, BLOCK_C)

@@ -146,6 +146,53 @@ def test_the_interpreter_takes_the_kernel_grid_fallback():
     torch.testing.assert_close(out[0], out[1])
 
 
+def _fixed_arguments(launch, tensors, monkeypatch, best_config=None):
+    """The argument list the fixed launch hands a compiled kernel's launcher, with the CUDA queries faked
+    (the kernel object rebuilt as a JITFunction: under the interpreter it is an InterpretedFunction)."""
+    from types import SimpleNamespace
+
+    from triton.runtime.jit import JITFunction
+
+    kernel = launch.kernel.fn if best_config is not None else launch.kernel
+    jit = JITFunction(kernel.fn)
+    target = jit if best_config is None else SimpleNamespace(fn=jit, best_config=best_config)
+    fixed = _launch.Launch(target, launch.grid, launch.scalars, **launch.kwargs)
+    calls = []
+    compiled = SimpleNamespace(run=lambda *args: calls.append(args), function="function", packed_metadata="meta")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 7, raising=False)
+    launcher = _launch._fixed_launcher(fixed, compiled, len(tensors))
+    assert launcher is not None and launcher(tensors)
+    (args,) = calls
+    assert args[3:7] == (7, "function", "meta", None)
+    return jit, args[:3], args[9:]
+
+
+def test_fixed_argument_list_is_every_parameter_in_signature_order(monkeypatch):
+    """What JITFunction.run passes the launcher (Triton 3.6 and 3.9): every parameter in signature order,
+    constexprs included, after grid, stream, function, metadata, launch metadata and the two hooks."""
+    q, k, v = _qkv((1, 3, 5, 2, 16))
+    bias = torch.randn(2, 3, 3, device=DEVICE)
+    plan = ta_op._FwdPlan(q, k, v, bias, True, 0.25)
+    tensors = (q, k, v, bias, q, q)
+    jit, grid, args = _fixed_arguments(plan.launch, tensors, monkeypatch)
+    assert len(args) == len(jit.arg_names) and grid == (plan.launch.grid[0], 1, 1)
+    named = dict(zip(jit.arg_names, args))
+    assert args[:6] == tensors and named["CAUSAL"] is True and named["HAS_BIAS"] is True
+    assert named["BLOCK_N"] == plan.launch.kwargs["BLOCK_N"] and named["num_frames"] == 3
+    assert "num_warps" not in named  # an option, not a parameter
+
+    import triton
+
+    table = fa_op.frame_table("first", 3, q.device)
+    fa_plan = fa_op._FwdPlan(q, k, v, table, 0.25)
+    config = triton.Config(dict(BLOCK_N=32, BLOCK_M=16), num_warps=4, num_stages=1)
+    jit, grid, args = _fixed_arguments(fa_plan.launch, (q, k, v, table, q, q), monkeypatch, best_config=config)
+    named = dict(zip(jit.arg_names, args))
+    assert len(args) == len(jit.arg_names) and named["BLOCK_N"] == 32 and named["BLOCK_M"] == 16
+    assert grid == (_launch.cdiv(5, 32) * 1 * 3 * 2, 1, 1)  # the tuned BLOCK_N sizes the grid
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(DEVICE != "cuda", reason="the fixed-argument launch runs compiled CUDA kernels")
 def test_fixed_argument_launch_is_used_and_gives_identical_results():
