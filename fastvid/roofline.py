@@ -392,39 +392,57 @@ def predict_model(name: str, size: str = "gpu") -> Prediction:
 # ---- report -----------------------------------------------------------------------------------------
 
 def _table(title: str, a: Dict[str, Tally], b: Dict[str, Tally], ta: Tally, tb: Tally, limit: Optional[int]) -> str:
-    head = (f"{title:<50s} | {'unpatched GB':>12s} {'TFLOP':>7s} {'ms':>8s} {'share':>6s} | "
-            f"{'patched GB':>10s} {'TFLOP':>7s} {'ms':>8s} {'share':>6s}")
-    lines = [head, "-" * len(head)]
     rows = _joined(a, b)
-    for name, x, y in rows[:limit]:
-        lines.append(f"{name[:50]:<50s} | {x.bytes / 1e9:12.2f} {x.flops / 1e12:7.2f} {x.seconds * 1e3:8.2f} "
-                     f"{x.seconds / ta.seconds:6.1%} | {y.bytes / 1e9:10.2f} {y.flops / 1e12:7.2f} "
-                     f"{y.seconds * 1e3:8.2f} {y.seconds / tb.seconds:6.1%}")
+    width = max(len(title), *(len(name) for name, _, _ in rows[:limit]))
+    head = (f"{title:<{width}s} | {'unpatched GB':>12s} {'TFLOP':>7s} {'ms':>9s} {'share':>6s} | "
+            f"{'patched GB':>10s} {'TFLOP':>7s} {'ms':>9s} {'share':>6s}")
+
+    def line(name, x, y):
+        return (f"{name:<{width}s} | {x.bytes / 1e9:12.2f} {x.flops / 1e12:7.2f} {x.seconds * 1e3:9.3f} "
+                f"{x.seconds / ta.seconds:6.1%} | {y.bytes / 1e9:10.2f} {y.flops / 1e12:7.2f} "
+                f"{y.seconds * 1e3:9.3f} {y.seconds / tb.seconds:6.1%}")
+
+    lines = [head, "-" * len(head)] + [line(name, x, y) for name, x, y in rows[:limit]]
     if limit is not None and len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more rows (all of them in --json)")
-    lines.append(f"{'total':<50s} | {ta.bytes / 1e9:12.2f} {ta.flops / 1e12:7.2f} {ta.seconds * 1e3:8.2f} "
-                 f"{1:6.1%} | {tb.bytes / 1e9:10.2f} {tb.flops / 1e12:7.2f} {tb.seconds * 1e3:8.2f} {1:6.1%}")
-    return "\n".join(lines)
+    return "\n".join(lines + [line("total", ta, tb)])
 
 
 def format_prediction(p: Prediction, op_rows: Optional[int] = 20) -> str:
-    """Tables by kind, by part and by op (the first ``op_rows`` ops), unpatched next to patched."""
+    """Tables by kind, by part, by op and by kind / part / op (the first ``op_rows`` of the last two),
+    unpatched next to patched."""
     ta, tb = p.total(p.unpatched), p.total(p.patched)
-    detail = {f"{k[0]} / {k[2]}": v for k, v in p.unpatched.items()}
-    detail_patched = {f"{k[0]} / {k[2]}": v for k, v in p.patched.items()}
+
+    def detail(variant):
+        return {" / ".join(k): v for k, v in getattr(p, variant).items()}
+
     return "\n\n".join([
         f"{p.model} ({p.source}): one denoiser call, {p.shape}, bf16\n{p.label}\n"
-        f"patched: {p.patch_summary}\n"
-        f"predicted step: {ta.seconds * 1e3:.1f} ms unpatched, {tb.seconds * 1e3:.1f} ms patched, "
+        f"fastvid.patch swapped: {p.patch_summary}\n"
+        f"predicted call: {ta.seconds * 1e3:.1f} ms unpatched, {tb.seconds * 1e3:.1f} ms patched, "
         f"predicted_speedup {p.predicted_speedup:.3f}x",
         _table("by kind (predicted)", p.by(0, "unpatched"), p.by(0, "patched"), ta, tb, None),
         _table("by part (predicted)", p.by(1, "unpatched"), p.by(1, "patched"), ta, tb, None),
         _table("by op (predicted)", p.by(2, "unpatched"), p.by(2, "patched"), ta, tb, op_rows),
-        _table("by kind / op (predicted)", detail, detail_patched, ta, tb, op_rows),
+        _table("by kind / part / op (predicted)", detail("unpatched"), detail("patched"), ta, tb, op_rows),
     ])
 
 
+def format_summary(predictions: List[Prediction]) -> str:
+    """One line per model: totals unpatched and patched, and the predicted speed-up."""
+    head = (f"{'model':<16s} {'unpatched GB':>12s} {'TFLOP':>7s} {'ms':>8s} | {'patched GB':>10s} {'TFLOP':>7s} "
+            f"{'ms':>8s} | predicted_speedup")
+    lines = [f"summary, one denoiser call per model. {LABEL}", head, "-" * len(head)]
+    for p in predictions:
+        u, q = p.total(p.unpatched), p.total(p.patched)
+        lines.append(f"{p.model:<16s} {u.bytes / 1e9:12.2f} {u.flops / 1e12:7.2f} {u.seconds * 1e3:8.2f} | "
+                     f"{q.bytes / 1e9:10.2f} {q.flops / 1e12:7.2f} {q.seconds * 1e3:8.2f} | "
+                     f"{p.predicted_speedup:.3f}x")
+    return "\n".join(lines)
+
+
 def write_json(predictions: List[Prediction], path) -> Path:
+    """The predictions as a JSON list, one row per model (see :meth:`Prediction.as_json`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([p.as_json() for p in predictions], indent=1) + "\n")
