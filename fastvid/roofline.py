@@ -44,8 +44,8 @@ from torch.utils.flop_counter import flop_registry
 
 from . import cost
 
-PEAK_FLOPS = 800e12  # H100 SXM, bf16 dense matmul (measured on the lent machine, docs/step-model.md)
-PEAK_BYTES = 3.0e12  # H100 SXM, device copy bandwidth
+PEAK_FLOPS = 800e12  # the modelled H100: bf16 dense matmul, FLOP/s (docs/step-model.md)
+PEAK_BYTES = 3.0e12  # the modelled H100: device memory, bytes/s
 DTYPE = torch.bfloat16
 LABEL = (f"MODEL: predicted at the H100 roofline ({PEAK_FLOPS / 1e12:.0f} TFLOP/s bf16 dense, "
          f"{PEAK_BYTES / 1e12:.1f} TB/s; per op the max of the two), not measured")
@@ -63,8 +63,6 @@ _WRITE_ONLY_FIRST = {"aten.copy_", "aten.fill_", "aten.zero_"}
 _SCORE_OPS = {"aten.bmm", "aten.baddbmm", "aten._softmax", "aten._safe_softmax", "aten.masked_fill"}
 _PROJECTION_OPS = {"aten.mm", "aten.addmm"}
 
-PARTS = ("attention kernels", "attention projections", "feed-forwards", "norms", "convs", "other linears",
-         "rearrange copies & cats", "casts", "residual adds & elementwise")
 _OP_PART = {
     "aten.convolution": "convs", "aten._convolution": "convs", "fastvid.temporal_conv_fwd": "convs",
     "aten.native_group_norm": "norms", "aten.native_layer_norm": "norms", "fastvid.group_norm_silu_fwd": "norms",
@@ -127,7 +125,7 @@ def attention_roles(model: nn.Module) -> Dict[int, str]:
 
 
 class _Classifier:
-    """(kind, part, role) of an op from the stack of running modules, cached per stack."""
+    """(kind, part) of an op from the stack of running modules, cached per stack."""
 
     def __init__(self, roles: Dict[int, str]):
         self.roles = roles
@@ -137,11 +135,15 @@ class _Classifier:
     def block(self, module: nn.Module) -> Optional[str]:
         key = id(module)
         if key not in self._blocks:
-            kind = next((_BLOCKS[n] for n in _names(module) if n in _BLOCKS), None)
+            kind = next((_BLOCKS[c.__name__] for c in type(module).__mro__ if c.__name__ in _BLOCKS), None)
             if kind == "transformer":
                 found = {self.roles[id(m)] for m in module.modules() if id(m) in self.roles}
-                kind = ("cross-frame transformer" if "cross-frame" in found else "spatial transformer"
-                        if "spatial" in found or "temporal" not in found else "temporal transformer")
+                if "cross-frame" in found:
+                    kind = "cross-frame transformer"
+                elif "temporal" in found and "spatial" not in found:
+                    kind = "temporal transformer"
+                else:
+                    kind = "spatial transformer"
             self._blocks[key] = kind
         return self._blocks[key]
 
