@@ -31,12 +31,15 @@ def test_wheel_ships_kernels(tmp_path):
     # torch and triton come from this environment, after the fresh one's own site-packages.
     (Path(site) / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     code = (
-        "import fastvid, fastvid.kernels.frame_attention, fastvid.kernels.temporal_attention as k; "
-        "print(fastvid.__file__); print(k.__file__); print(k.temporal_attention_fwd_kernel)"
+        "import fastvid, fastvid.kernels.frame_attention, fastvid.kernels.temporal_attention as k, fastvid.timing; "
+        "print(fastvid.__file__); print(k.__file__); print(fastvid.timing.commit()); print(k.temporal_attention_fwd_kernel)"
     )
     out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path,
                          env=env).stdout.splitlines()
     assert out[0].startswith(site) and out[1].startswith(site), out
+    # The wheel remembers the commit it was built from (reports made with an installed fastvid name it).
+    built_from = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert out[2] == (built_from.stdout.strip() if built_from.returncode == 0 else "unknown"), out
 
 
 def test_editable_install_imports_kernels_from_the_checkout(tmp_path):
