@@ -346,8 +346,8 @@ def _figures(t: Tally, total: Tally) -> dict:
 
 
 def _joined(a: dict, b: dict):
-    """(key, a[key], b[key]) over both, missing rows as zeros, by the larger time first."""
-    keys = sorted(set(a) | set(b), key=lambda k: -max(a.get(k, Tally()).seconds, b.get(k, Tally()).seconds))
+    """(key, a[key], b[key]) over both, missing rows as zeros, by the larger time first (then by key)."""
+    keys = sorted(set(a) | set(b), key=lambda k: (-max(a.get(k, Tally()).seconds, b.get(k, Tally()).seconds), k))
     return [(k, a.get(k, Tally()), b.get(k, Tally())) for k in keys]
 
 
