@@ -432,13 +432,13 @@ def format_prediction(p: Prediction, op_rows: Optional[int] = 20) -> str:
 
 def format_summary(predictions: List[Prediction]) -> str:
     """One line per model: totals unpatched and patched, and the predicted speed-up."""
-    head = (f"{'model':<16s} {'unpatched GB':>12s} {'TFLOP':>7s} {'ms':>8s} | {'patched GB':>10s} {'TFLOP':>7s} "
-            f"{'ms':>8s} | predicted_speedup")
+    head = (f"{'model':<16s} {'unpatched GB':>12s} {'TFLOP':>7s} {'ms':>9s} | {'patched GB':>10s} {'TFLOP':>7s} "
+            f"{'ms':>9s} | predicted_speedup")
     lines = [f"summary, one denoiser call per model. {LABEL}", head, "-" * len(head)]
     for p in predictions:
         u, q = p.total(p.unpatched), p.total(p.patched)
-        lines.append(f"{p.model:<16s} {u.bytes / 1e9:12.2f} {u.flops / 1e12:7.2f} {u.seconds * 1e3:8.2f} | "
-                     f"{q.bytes / 1e9:10.2f} {q.flops / 1e12:7.2f} {q.seconds * 1e3:8.2f} | "
+        lines.append(f"{p.model:<16s} {u.bytes / 1e9:12.2f} {u.flops / 1e12:7.2f} {u.seconds * 1e3:9.3f} | "
+                     f"{q.bytes / 1e9:10.2f} {q.flops / 1e12:7.2f} {q.seconds * 1e3:9.3f} | "
                      f"{p.predicted_speedup:.3f}x")
     return "\n".join(lines)
 
