@@ -83,16 +83,20 @@ def test_ops_are_attributed_by_module_kind(vdm):
     assert {"aten.addmm", "aten.gelu"} <= ff
 
 
-def test_patched_rows_use_the_fastvid_ops_and_their_registry_costs(vdm):
-    before, after = vdm.by(2, "unpatched"), vdm.by(2, "patched")
-    assert "fastvid.temporal_attention_fwd" in after and "fastvid.temporal_attention_fwd" not in before
-    fused = {key: t for key, t in vdm.patched.items() if key[2] == "fastvid.temporal_attention_fwd"}
-    assert [key[0] for key in fused] == ["attention kernel: temporal"]
-    # The registry's formula and torch's matmul formulas agree on the temporal attention's FLOPs.
-    unfused = vdm.by(0, "unpatched")["attention kernel: temporal"]
+@pytest.mark.parametrize("model, op, kind", [
+    ("vdm", "fastvid.temporal_attention_fwd", "attention kernel: temporal"),
+    ("tune_a_video", "fastvid.frame_attention_fwd", "attention kernel: cross-frame"),
+])
+def test_patched_rows_use_the_fastvid_ops_and_their_registry_costs(model, op, kind, vdm):
+    p = vdm if model == "vdm" else roofline.predict_model(model, "tiny")
+    before, after = p.by(2, "unpatched"), p.by(2, "patched")
+    assert op in after and op not in before
+    fused = {key: t for key, t in p.patched.items() if key[2] == op}
+    assert [key[0] for key in fused] == [kind]
+    # The registry's formula and torch's formulas for the reference's unfused matmuls agree on the FLOPs.
+    unfused = p.by(0, "unpatched")[kind]
     assert sum(t.flops for t in fused.values()) == unfused.flops > 0
-    assert vdm.predicted_speedup == pytest.approx(
-        vdm.total(vdm.unpatched).seconds / vdm.total(vdm.patched).seconds)
+    assert p.predicted_speedup == pytest.approx(p.total(p.unpatched).seconds / p.total(p.patched).seconds)
 
 
 def test_cli_diffusers_tiny_writes_labelled_json(tmp_path, capsys):
