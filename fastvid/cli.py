@@ -4,6 +4,8 @@
                                           on an idle 2-core machine; GPU: realistic, 16 frames of 40x64 latents)
     fastvid bench --models vdm,dit --steps 10 --dtype float16 --device cuda --out results/
     fastvid bench --list                  the models and their sizes
+    fastvid bench --diffusers all         real diffusers video pipelines, diffusers vs fastvid vs torch.compile
+                                          (fastvid/bench_pipelines.py, docs/pipelines.md)
 
 Every argument is checked before any work starts (one ``check_<argument>`` function each); bad input
 prints one line naming the argument and exits 2. Exit 0: every patched sample agrees with the unpatched
@@ -155,7 +157,14 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--progress", action="store_true", help="show a progress bar for each sampling run")
     b.add_argument("--list", action="store_true", help="list the models and their sizes, then exit")
     _add_nproc_option(b)
+    _add_diffusers_options(b)
     return parser
+
+
+def _add_diffusers_options(b: argparse.ArgumentParser) -> None:
+    from .bench_pipelines import add_options
+
+    add_options(b)
 
 
 def _add_nproc_option(b: argparse.ArgumentParser) -> None:
@@ -220,6 +229,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_list_models())
         return 0
     try:
+        if args.diffusers is not None:
+            from .bench_pipelines import main as bench_pipelines
+
+            return bench_pipelines(args)
         return _bench_nproc(args) if args.nproc is not None else bench(args)
     except BadArgument as e:
         parser.exit(EXIT_BAD_INPUT, f"fastvid {args.command}: error: {e}\n")
