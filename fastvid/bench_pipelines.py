@@ -47,7 +47,7 @@ COMPILED = ("compile", "fastvid+compile")
 EAGER = ("diffusers", "fastvid")
 SIZES = {"gpu": "released", "cpu": "tiny", "tiny": "tiny"}  # fastvid bench --size -> the table's sizes
 STEM = "pipelines"  # <out>/pipelines.jsonl, .md, .png
-PROMPT = "a red panda rowing a boat on a lake"
+PROMPT = "a cat"  # 7 tokens of the byte-level tokenizer: fits the tiny size's 8
 
 # ---- the plan: a model of an H100's seconds (estimates, replaced by what a run measures) ----------------
 PLAN_STARTUP_S = 25.0  # imports, CUDA context
@@ -93,17 +93,21 @@ def tiny_clip_tokenizer(max_length: int):
     symbols = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + [chr(c) for c in range(174, 256)]
     symbols += [chr(256 + n) for n in range(256 - len(symbols))]  # GPT-2's byte -> unicode table
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"])}
-    folder = Path(tempfile.mkdtemp(prefix="fastvid-clip-"))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=max_length)  # transformers 4 and 5 alike
+    with tempfile.TemporaryDirectory(prefix="fastvid-clip-") as name:
+        folder = Path(name)
+        (folder / "vocab.json").write_text(json.dumps(vocab))
+        (folder / "merges.txt").write_text("#version: 0.2\n")
+        return CLIPTokenizer.from_pretrained(name, model_max_length=max_length)  # transformers 4 and 5 alike
 
 
-def _text_encoder(width: int, tokens: int, vocab: int):
+def _text_encoder(width: int, tokenizer):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    return CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=width, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=2, max_position_embeddings=tokens, projection_dim=width))
+    return CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=64,
+                                        num_hidden_layers=1, num_attention_heads=2, projection_dim=width,
+                                        max_position_embeddings=tokenizer.model_max_length,
+                                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                        pad_token_id=tokenizer.pad_token_id))
 
 
 def _image_encoder(width: int):
@@ -128,7 +132,7 @@ def build_pipeline(name: str, s: Settings):
                  scheduler=getattr(diffusers, r.scheduler)(**r.scheduler_config))
     if name != "svd":
         parts["tokenizer"] = tiny_clip_tokenizer(size.text_tokens)
-        parts["text_encoder"] = _text_encoder(width, size.text_tokens, len(parts["tokenizer"]))
+        parts["text_encoder"] = _text_encoder(width, parts["tokenizer"])
     if name in ("svd", "i2vgenxl"):
         parts.update(image_encoder=_image_encoder(width), feature_extractor=CLIPImageProcessor())
     if name == "animatediff":
@@ -359,7 +363,7 @@ class Budget:
 def run_pipeline(name: str, variants: Sequence[str], s: Settings, env: dict, budget: Budget,
                  emit: Callable[[dict], None], log: Callable[[str], None], triton_compiled: bool) -> bool:
     """Every variant of one pipeline; rows go to ``emit`` as each finishes. Returns whether fastvid ran."""
-    pipe, base_unet, reference, fingerprint = None, None, None, None
+    pipe, reference, fingerprint = None, None, None
     for variant in variants:
         planned = planned_seconds(name, variant, s, triton_compiled)
         reason = unavailable_reason(variant)
@@ -377,7 +381,7 @@ def run_pipeline(name: str, variants: Sequence[str], s: Settings, env: dict, bud
         try:
             if variant == "diffusers":
                 pipe = build_pipeline(name, s)
-                base_unet, fingerprint = pipe.unet, weights_fingerprint(pipe.unet)
+                fingerprint = weights_fingerprint(pipe.unet)
             else:  # the same weights again, from the seed
                 pipe.unet = released.build_denoiser(name, size=s.size, device=s.device, dtype=s.dtype, seed=s.seed)
                 if weights_fingerprint(pipe.unet) != fingerprint:
@@ -401,17 +405,19 @@ def run_pipeline(name: str, variants: Sequence[str], s: Settings, env: dict, bud
             if variant == "diffusers":
                 emit(_decode_row(name, pipe, latents, s, env))
         except Exception as exc:  # one failing variant is reported; the others still run
-            traceback.print_exc()
-            emit(_row(env, name, variant, s, status="error", reason=f"{type(exc).__name__}: {str(exc)[:300]}"))
+            reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+            if variant == "captured" and torch.device(s.device).type != "cuda":  # CUDA graphs need CUDA
+                emit(_row(env, name, variant, s, status="unavailable", reason=f"on {s.device}: {reason}"))
+            else:
+                traceback.print_exc()
+                emit(_row(env, name, variant, s, status="error", reason=reason))
             if torch.device(s.device).type == "cuda":
                 torch.cuda.empty_cache()
         finally:
             budget.record(planned, time.perf_counter() - began)
             if variant in COMPILED:
                 torch._dynamo.reset()
-    if pipe is not None:
-        pipe.unet = base_unet
-    del pipe, base_unet
+    del pipe
     if torch.device(s.device).type == "cuda":
         torch.cuda.empty_cache()
     return triton_compiled
