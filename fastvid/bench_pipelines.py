@@ -291,7 +291,7 @@ def planned_seconds(name: str, variant: str, s: Settings, triton_compiled: bool)
     if variant == "captured":
         seconds += steps + PLAN_CAPTURE_S
     if variant in COMPILED:
-        seconds += steps + PLAN_GRAPHS.get(name, 1) * PLAN_TORCH_COMPILE_S.get(s.compile_mode, 300.0)
+        seconds += steps + PLAN_GRAPHS.get(name, 1) * PLAN_TORCH_COMPILE_S[s.compile_mode]
     return seconds
 
 
@@ -573,7 +573,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                    help=f"comma-separated, from {', '.join(VARIANTS)} (diffusers always runs first: the reference)")
     g.add_argument("--warmup-steps", type=int, default=1, help="untimed denoising steps per variant (default 1)")
     g.add_argument("--timed-steps", type=int, default=3, help="timed denoising steps per variant (default 3)")
-    g.add_argument("--compile-mode", default="default",
+    g.add_argument("--compile-mode", default="default", choices=sorted(PLAN_TORCH_COMPILE_S),
                    help="torch.compile mode of the compile variants (default 'default'; diffusers' docs: 'max-autotune')")
     g.add_argument("--plan-only", action="store_true", help="print the plan (estimated seconds) and exit")
     g.add_argument("--budget", type=float, default=None, metavar="SECONDS",

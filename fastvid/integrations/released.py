@@ -6,8 +6,10 @@ denoiser call with classifier-free guidance (CFG), at the released size or at a 
     denoiser_inputs(name, denoiser, size=..., device=..., dtype=..., batch=1)   kwargs of one call
 
 A row's ``config`` holds the released checkpoint's ``unet/config.json`` values wherever they differ from the
-diffusers class's defaults (the other values are the defaults, which match the released ones); ``tiny``
-holds small channel counts for tests. Weights are random: layers diffusers initialises to zero (the
+diffusers class's defaults (the other values are the defaults, which match the released ones); ``tiny_config``
+holds small channel counts for tests. ``vae_config`` and ``scheduler_config`` are the released VAE and
+scheduler configs, likewise written as overrides of the defaults (``fastvid.bench_pipelines`` builds whole
+pipelines from them). Weights are random: layers diffusers initialises to zero (the
 output convs of temporal blocks and motion modules) get the default init of their class instead, so that
 every path of the network contributes to the output a benchmark compares.
 
