@@ -4,6 +4,8 @@
                                           on an idle 2-core machine; GPU: realistic, 16 frames of 40x64 latents)
     fastvid bench --models vdm,dit --steps 10 --dtype float16 --device cuda --out results/
     fastvid bench --list                  the models and their sizes
+    fastvid bench --diffusers all         real diffusers video pipelines, diffusers vs fastvid vs torch.compile
+                                          (fastvid/bench_pipelines.py, docs/pipelines.md)
     fastvid roofline --diffusers svd,animatediff --json roofline.json
                                           the step model: one denoiser call counted on the meta device, predicted
                                           at the H100 roofline, unpatched vs fastvid-patched (docs/step-model.md)
@@ -168,8 +170,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--progress", action="store_true", help="show a progress bar for each sampling run")
     b.add_argument("--list", action="store_true", help="list the models and their sizes, then exit")
     _add_nproc_option(b)
+    _add_diffusers_options(b)
     _add_roofline(sub)
     return parser
+
+
+def _add_diffusers_options(b: argparse.ArgumentParser) -> None:
+    from .bench_pipelines import add_options
+
+    add_options(b)
 
 
 def _add_nproc_option(b: argparse.ArgumentParser) -> None:
@@ -314,6 +323,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "roofline":
             return roofline(args)
+        if args.diffusers is not None:
+            from .bench_pipelines import main as bench_pipelines
+
+            return bench_pipelines(args)
         return _bench_nproc(args) if args.nproc is not None else bench(args)
     except BadArgument as e:
         parser.exit(EXIT_BAD_INPUT, f"fastvid {args.command}: error: {e}\n")

@@ -6,8 +6,10 @@ denoiser call with classifier-free guidance (CFG), at the released size or at a 
     denoiser_inputs(name, denoiser, size=..., device=..., dtype=..., batch=1)   kwargs of one call
 
 A row's ``config`` holds the released checkpoint's ``unet/config.json`` values wherever they differ from the
-diffusers class's defaults (the other values are the defaults, which match the released ones); ``tiny``
-holds small channel counts for tests. Weights are random: layers diffusers initialises to zero (the
+diffusers class's defaults (the other values are the defaults, which match the released ones); ``tiny_config``
+holds small channel counts for tests. ``vae_config`` and ``scheduler_config`` are the released VAE and
+scheduler configs, likewise written as overrides of the defaults (``fastvid.bench_pipelines`` builds whole
+pipelines from them). Weights are random: layers diffusers initialises to zero (the
 output convs of temporal blocks and motion modules) get the default init of their class instead, so that
 every path of the network contributes to the output a benchmark compares.
 
@@ -63,6 +65,8 @@ class Released:
     vae: str = "AutoencoderKL"
     vae_config: Dict = field(default_factory=dict)
     tiny_vae_config: Dict = field(default_factory=dict)
+    scheduler: str = "DDIMScheduler"
+    scheduler_config: Dict = field(default_factory=dict)
     adapter_config: Optional[Dict] = None  # MotionAdapter (AnimateDiff)
     tiny_adapter_config: Optional[Dict] = None
     latent_channels: int = 4
@@ -95,6 +99,8 @@ _SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, samp
                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 _TINY_VAE = dict(block_out_channels=(32, 32), layers_per_block=1, norm_num_groups=32, sample_size=16,
                  down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+_SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                     set_alpha_to_one=False, steps_offset=1)
 _TINY_SIZE = dict(vae_scale=2, text_tokens=8)  # the tiny VAE halves: 16x16 pixels -> 8x8 latents
 
 RELEASED: Dict[str, Released] = {r.name: r for r in (
@@ -107,6 +113,10 @@ RELEASED: Dict[str, Released] = {r.name: r for r in (
                          projection_class_embeddings_input_dim=3 * 8, num_frames=2,
                          down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
                          up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal")),
+        scheduler="EulerDiscreteScheduler",
+        scheduler_config=dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", sigma_min=0.002,
+                              sigma_max=700.0, use_karras_sigmas=True, prediction_type="v_prediction",
+                              timestep_type="continuous", interpolation_type="linear", steps_offset=1),
         vae="AutoencoderKLTemporalDecoder",
         vae_config=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=768,
                         down_block_types=("DownEncoderBlock2D",) * 4),
@@ -117,6 +127,7 @@ RELEASED: Dict[str, Released] = {r.name: r for r in (
         "animatediff", "AnimateDiffPipeline", "UNetMotionModel", "guoyww/animatediff-motion-adapter-v1-5-2",
         released=Size(16, 512, 512), tiny=Size(2, 16, 16, **_TINY_SIZE),
         config=_SD15, tiny_config=_TINY_2D, vae_config=_SD_VAE, tiny_vae_config=_TINY_VAE,
+        scheduler_config=dict(_SD_SCHEDULER, beta_schedule="linear", timestep_spacing="linspace"),  # its docs' DDIM
         adapter_config={},  # v1-5-2 is MotionAdapter's defaults (mid block, 32 positions, 8 heads)
         tiny_adapter_config=dict(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
                                  motion_norm_num_groups=8, motion_max_seq_length=8),
@@ -124,18 +135,22 @@ RELEASED: Dict[str, Released] = {r.name: r for r in (
     Released(
         "modelscope", "TextToVideoSDPipeline", "UNet3DConditionModel", "ali-vilab/text-to-video-ms-1.7b",
         released=Size(16, 256, 256), tiny=Size(2, 16, 16, **_TINY_SIZE),
-        config=dict(sample_size=32), tiny_config=dict(_TINY_3D, sample_size=8),
+        config=dict(sample_size=32), tiny_config=dict(_TINY_3D, sample_size=8), scheduler_config=_SD_SCHEDULER,
         vae_config=dict(_SD_VAE, sample_size=256), tiny_vae_config=_TINY_VAE,
     ),
     Released(
         "i2vgenxl", "I2VGenXLPipeline", "I2VGenXLUNet", "ali-vilab/i2vgen-xl",
         released=Size(16, 704, 1280), tiny=Size(2, 16, 16, **_TINY_SIZE),  # the pipeline's default size
-        config=dict(sample_size=32), tiny_config=_TINY_3D, vae_config=_SD_VAE, tiny_vae_config=_TINY_VAE,
+        config=dict(sample_size=32), tiny_config=_TINY_3D,
+        scheduler_config=dict(beta_start=0.0001, beta_end=0.02, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                              prediction_type="v_prediction", rescale_betas_zero_snr=True, steps_offset=1),
+        vae_config=_SD_VAE, tiny_vae_config=_TINY_VAE,
     ),
     Released(
         "t2v_zero", "TextToVideoZeroPipeline", "UNet2DConditionModel", "runwayml/stable-diffusion-v1-5",
         released=Size(8, 512, 512), tiny=Size(2, 16, 16, **_TINY_SIZE),
         config=_SD15, tiny_config=_TINY_2D, vae_config=_SD_VAE, tiny_vae_config=_TINY_VAE,
+        scheduler_config=_SD_SCHEDULER,  # DDIM, as the Text2Video-Zero paper samples (t0, t1 index its steps)
         cross_frame_processor=True,
     ),
 )}
