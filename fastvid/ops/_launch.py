@@ -6,8 +6,9 @@ instead of passing by luck. Nothing here queries the GPU or imports triton at im
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -16,6 +17,7 @@ from .._interpreter import interpreting
 LOG2E = 1.4426950408889634  # kernels take exp2 and log2: scores are scaled by log2(e)
 
 _poison = False
+_meta_as_cuda = False
 
 
 def set_poison(enabled: bool) -> bool:
@@ -93,6 +95,17 @@ def contiguous_strides(shape) -> tuple:
     return video_strides(shape, range(len(shape)))
 
 
+def in_video_order(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out`` laid out like :func:`empty_like_video` lays out x's outputs (a copy only when it is not
+    already): the torch backends' results keep the documented memory order of the fused ones."""
+    if out.is_contiguous() and x.is_contiguous():
+        return out
+    laid = empty_like_video(x, out.shape)
+    if laid.stride() == out.stride():
+        return out
+    return laid.copy_(out)
+
+
 def next_pow2(x: int) -> int:
     """The smallest power of two >= x (1 for x <= 1): a tile that covers x elements."""
     return 1 << max(0, (x - 1).bit_length())
@@ -123,6 +136,25 @@ def target_programs(t: torch.Tensor, per_sm: int, off_gpu: int) -> int:
 
 # ---- why Triton refuses a call (checked per call, never at import) ------------------------------
 
+@contextlib.contextmanager
+def meta_as_cuda() -> Iterator[None]:
+    """Within: meta tensors are routed as CUDA tensors would be (Triton backends take them, the
+    fused modules read meta parameters instead of treating them as offloaded), so a model run on the
+    meta device reaches the same torch.library ops, and their fake implementations, as a GPU run.
+    The step model (``fastvid.roofline``) counts a GPU step this way; no kernel is launched."""
+    global _meta_as_cuda
+    previous, _meta_as_cuda = _meta_as_cuda, True
+    try:
+        yield
+    finally:
+        _meta_as_cuda = previous
+
+
+def on_gpu(t: torch.Tensor) -> bool:
+    """t is a CUDA tensor, or a meta tensor within :func:`meta_as_cuda`."""
+    return t.device.type == "cuda" or (_meta_as_cuda and t.device.type == "meta")
+
+
 @functools.lru_cache(maxsize=None)
 def _triton_missing() -> Optional[str]:
     try:
@@ -140,7 +172,7 @@ def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
     for t in tensors:
         if t is None:
             continue
-        if t.device.type == "cuda":
+        if on_gpu(t):
             continue
         if t.device.type == "cpu" and interpreting():
             continue
@@ -151,7 +183,7 @@ def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
 def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
     """"auto" takes Triton on CUDA only; the interpreter is slower than the torch paths."""
     for t in tensors:
-        if t is not None and t.device.type != "cuda":
+        if t is not None and not on_gpu(t):
             return "auto uses Triton only on CUDA (the CPU interpreter is for testing)"
     return None
 
@@ -173,10 +205,10 @@ _tf32 = torch._C._get_cublas_allow_tf32
 
 def call_key(*args) -> Optional[tuple]:
     """The signature of a call: each plain tensor by :func:`tensor_key`, every other value by type and
-    value, plus grad mode and the TF32 setting. None (no caching) for a tensor subclass; an unhashable
+    value, plus grad mode, the TF32 setting and :func:`meta_as_cuda`. None (no caching) for a tensor subclass; an unhashable
     value makes :meth:`PlanCache.lookup` skip the cache. Either way such a call takes the full path,
     which validates it."""
-    key = [torch.is_grad_enabled(), _tf32()]
+    key = [torch.is_grad_enabled(), _tf32(), _meta_as_cuda]
     append = key.append
     for a in args:
         kind = type(a)
