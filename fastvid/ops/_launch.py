@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 import torch
 
 from .._interpreter import interpreting
+from ..validation import FLOAT_DTYPES
 
 LOG2E = 1.4426950408889634  # kernels take exp2 and log2: scores are scaled by log2(e)
 
@@ -177,6 +178,14 @@ def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
         if t.device.type == "cpu" and interpreting():
             continue
         return f"tensors are on {t.device.type}; Triton needs CUDA tensors (or TRITON_INTERPRET=1 for CPU testing)"
+    return None
+
+
+def dtype_reason(t: torch.Tensor) -> Optional[str]:
+    """Why the Triton kernels cannot take t's dtype, or None: for an op whose Triton backend declares no
+    ``Limits`` (the declared ones check dtypes themselves)."""
+    if t.dtype not in FLOAT_DTYPES:
+        return f"dtype {t.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
     return None
 
 

@@ -38,11 +38,20 @@ def _needs_grad(args) -> bool:
     return torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
 
 
+def _no_plan(*args) -> bool:
+    """The placeholder plan (a cache stores no None) of an op that plans inside its implementation."""
+    return True
+
+
 class TritonOp:
     """``op`` (a ``torch.library.custom_op`` whose implementation calls :meth:`planned`) called through
-    the eager path when it can be. ``plan(*args)`` and ``run(plan, *args)`` are the op's two halves."""
+    the eager path when it can be. ``plan(*args)`` and ``run(plan, *args)`` are the op's two halves; an
+    op built without them runs its custom op's implementation as it is."""
 
-    def __init__(self, op, plan: Callable, run: Callable):
+    def __init__(self, op, plan: Optional[Callable] = None, run: Optional[Callable] = None):
+        if plan is None:  # an op whose implementation plans and launches in one (no plan cache)
+            impl = op._init_fn
+            plan, run = _no_plan, lambda _, *args: impl(*args)
         self.op, self.plan, self.run = op, plan, run
         self.plans = PlanCache()
         TRITON_OPS[op._qualname] = self
