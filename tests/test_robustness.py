@@ -187,10 +187,13 @@ def _bad_inputs(case: OpCase):
 
 @pytest.mark.parametrize("op", ["temporal_attention", "frame_attention"])
 def test_attention_head_dim_limit_names_the_argument(op):
-    q = torch.empty(1, 2, 3, 1, 257, device="meta")  # validation runs before any compute
-    message = r"argument 'q' has head_dim 257; expected 1 <= head_dim <= 256"
-    with pytest.raises(fastvid.FastvidInputError, match=message):
+    """head_dim >= 1 is every backend's need (validation); head_dim <= 256 is Triton's own limit."""
+    q = torch.empty(1, 2, 3, 1, 0, device="meta")  # validation runs before any compute
+    with pytest.raises(fastvid.FastvidInputError, match=r"argument 'q' has head_dim 0; expected head_dim >= 1"):
         getattr(fastvid, op)(q, q, q)
+    wide = torch.empty(1, 2, 3, 1, 257, device="meta")
+    with pytest.raises(fastvid.BackendUnsupportedError, match=r"head_dim = 257 > 256"):
+        getattr(fastvid, op)(wide, wide, wide, backend="triton")
 
 
 @pytest.mark.parametrize("kind", ["rank", "dtype", "device", "shape"])

@@ -335,11 +335,11 @@ def _fixed_launcher(launch: Launch, compiled, n_tensors: int):
     run, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
     fixed = launch.scalars + tail
     device = torch.cuda.current_device()
-    raw_stream = torch._C._cuda_getCurrentRawStream
+    current_device, raw_stream = torch.cuda.current_device, torch._C._cuda_getCurrentRawStream
 
     def launch_fixed(tensors) -> bool:
         hooks = _idle_hooks()
-        if hooks is None or torch.cuda.current_device() != device:
+        if hooks is None or current_device() != device:
             return False
         run(grid[0], grid[1], grid[2], raw_stream(device), function, metadata, None, hooks[0], hooks[1],
             *tensors, *fixed)
