@@ -540,6 +540,9 @@ class _LaunchRecorder:
                 self.grids.append(tuple(grid({**kwargs, **config}) if callable(grid) else grid))
         return launch
 
+    def run(self, *args, grid, warmup=False, **kwargs):  # kernel[grid](...) is kernel.run(..., grid=grid)
+        self[grid](*args, **kwargs)
+
 
 @pytest.mark.parametrize("batch", [4, 8])
 def test_svd_scale_launch_arithmetic(batch, monkeypatch):
@@ -562,7 +565,8 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     assert (video.numel() > 2**31) == (batch == 8)
 
     out, lse = ta.temporal_attention_fwd._init_fn(tokens, tokens, tokens, None, False, 0.125)
-    ta.temporal_attention_bwd._init_fn(out, tokens, tokens, tokens, None, out, lse, False, 0.125, False)
+    bias = torch.empty(heads, frames, frames, **meta)  # with its gradient: the bias-gradient reduce launches too
+    ta.temporal_attention_bwd._init_fn(out, tokens, tokens, tokens, bias, out, lse, False, 0.125, True)
     table = fa.frame_table("sparse_causal", frames, "cpu").to("meta")
     out, lse = fa.frame_attention_fwd._init_fn(tokens, tokens, tokens, table, 0.125)
     fa.frame_attention_bwd._init_fn(out, tokens, tokens, tokens, table, out, lse, 0.125)

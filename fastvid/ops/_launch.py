@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from typing import Iterator, Optional
 
 import torch
@@ -280,20 +281,31 @@ def _idle_hooks() -> Optional[tuple]:
 
 class Launch:
     """One kernel launch whose grid, scalar arguments, constexprs and options are fixed; only the tensors
-    change from call to call. The first call goes through ``kernel[grid](...)`` (compiling, autotuning);
-    later calls hand the fixed argument list straight to the compiled kernel's launcher, as torch
-    Inductor's generated launchers do, when :func:`_fixed_launcher` can build one (a CUDA kernel, no
-    profiler hooks, an autotuner without hooks); else every call goes through ``kernel[grid](...)``."""
+    change from call to call. The first call goes through ``kernel.run(..., grid=grid, warmup=False)``
+    (what ``kernel[grid](...)`` calls: compiling, autotuning); later calls hand the fixed argument list
+    straight to the compiled kernel's launcher, as torch Inductor's generated launchers do, when
+    :func:`_fixed_launcher` can build one (a CUDA kernel, no profiler hooks, an autotuner without config
+    hooks); else every call goes through ``kernel.run``. A kernel defined at module level is looked up
+    there on every call, so a kernel object replaced in its module (a recorder, a stub) is what runs."""
 
-    __slots__ = ("kernel", "grid", "scalars", "kwargs", "run_kwargs", "fixed", "tried")
+    __slots__ = ("kernel", "module", "name", "grid", "scalars", "kwargs", "run_kwargs", "fixed", "tried")
 
     def __init__(self, kernel, grid, scalars: tuple, **kwargs):
         self.kernel, self.grid, self.scalars, self.kwargs = kernel, grid, scalars, kwargs
-        # kernel[grid](*args, **kwargs) is kernel.run(*args, grid=grid, warmup=False, **kwargs) (Triton 3.6 and 3.9)
+        base = kernel
+        while hasattr(base, "fn"):  # autotuner -> jit function -> the Python function
+            base = base.fn
+        self.module, self.name = sys.modules.get(getattr(base, "__module__", "")), getattr(base, "__name__", "")
+        if getattr(self.module, self.name, None) is not kernel:
+            self.module = None
         self.run_kwargs = dict(kwargs, grid=grid, warmup=False)
         self.fixed, self.tried = None, False
 
     def __call__(self, *tensors) -> None:
+        if self.module is not None:
+            kernel = getattr(self.module, self.name)
+            if kernel is not self.kernel:
+                self.kernel, self.fixed, self.tried = kernel, None, False
         fixed = self.fixed
         if fixed is not None and fixed(tensors):
             return
