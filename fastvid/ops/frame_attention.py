@@ -37,9 +37,14 @@ TABLE_LAYOUT = "(F, K) frame indices, -1 padding"
 Frames = Union[str, Tensor]
 
 
+_MODE_COUNTS: dict = {}  # id(a mode's table) -> (weakref to the table, its frame_counts)
+
+
 @functools.lru_cache(maxsize=64)
 def _mode_table(mode: str, num_frames: int, device: torch.device) -> Tensor:
-    return reference.frame_table(mode, num_frames, device).to(torch.int32).contiguous()
+    table = reference.frame_table(mode, num_frames, device).to(torch.int32).contiguous()
+    _MODE_COUNTS[id(table)] = (weakref.ref(table), frame_counts(table, num_frames))
+    return table
 
 
 def frame_table(frames: Frames, num_frames: int, device) -> Tensor:
@@ -51,19 +56,13 @@ def frame_table(frames: Frames, num_frames: int, device) -> Tensor:
     return frames.to(device=device, dtype=torch.int32).contiguous()
 
 
-_COUNTS: dict = {}  # id(table) -> (weakref to it, its version, counts): a mode's table is one cached tensor
-
-
-def _cached_counts(table: Tensor, num_frames: int) -> Tensor:
-    """:func:`frame_counts` of ``table``, recomputed only when the table object or its contents change."""
-    hit = _COUNTS.get(id(table))
-    if hit is not None and hit[0]() is table and hit[1] == table._version:
-        return hit[2]
-    counts = frame_counts(table, num_frames)
-    if len(_COUNTS) >= 64:
-        del _COUNTS[next(iter(_COUNTS))]
-    _COUNTS[id(table)] = (weakref.ref(table), table._version, counts)
-    return counts
+def _table_counts(table: Tensor, num_frames: int) -> Tensor:
+    """:func:`frame_counts` of ``table``: computed once for a mode's cached table, on every call for a
+    caller's table (its values may change in place)."""
+    hit = _MODE_COUNTS.get(id(table))
+    if hit is not None and hit[0]() is table:
+        return hit[1]
+    return frame_counts(table, num_frames)
 
 
 def frame_counts(table: Tensor, num_frames: int) -> Tensor:
@@ -202,7 +201,7 @@ def _bwd_run(plan: _BwdPlan, dout, q, k, v, table, out, lse, scale):
     delta = _launch.empty_strided(plan.delta_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
     lse = lse if lse.stride() == plan.lse_strides else lse.contiguous()
     plan.dq(q, k, v, table, out, dout, lse, delta, dq)
-    plan.dkv(q, k, v, _cached_counts(table, plan.frames), dout, lse, delta, dk, dv)
+    plan.dkv(q, k, v, _table_counts(table, plan.frames), dout, lse, delta, dk, dv)
     return [dq, dk, dv]
 
 
