@@ -84,11 +84,9 @@ def video_strides(shape, order) -> tuple:
     return tuple(strides)
 
 
-def empty_like_video(x: torch.Tensor, shape=None, device=None) -> torch.Tensor:
-    """An output of ``shape`` (default x's) laid out in x's memory order, see :func:`video_order`;
-    on ``device`` (default x's: "meta" gives a plan the output's strides)."""
-    return empty_in_order(x.shape if shape is None else shape, video_layout(x), dtype=x.dtype,
-                          device=x.device if device is None else device)
+def empty_like_video(x: torch.Tensor, shape=None) -> torch.Tensor:
+    """An output of ``shape`` (default x's) laid out in x's memory order, see :func:`video_order`."""
+    return empty_in_order(x.shape if shape is None else shape, video_layout(x), dtype=x.dtype, device=x.device)
 
 
 def contiguous_strides(shape) -> tuple:
@@ -214,10 +212,10 @@ _tf32 = torch._C._get_cublas_allow_tf32
 
 
 def call_key(*args) -> Optional[tuple]:
-    """The signature of a call: each plain tensor by :func:`tensor_key`, every other value by type and
-    value, plus grad mode, the TF32 setting and :func:`meta_as_cuda`. None (no caching) for a tensor subclass; an unhashable
-    value makes :meth:`PlanCache.lookup` skip the cache. Either way such a call takes the full path,
-    which validates it."""
+    """The signature of a call: each plain tensor by :func:`tensor_key` (inlined: this runs on every
+    call), every other value by type and value, plus grad mode, the TF32 setting and
+    :func:`meta_as_cuda`. None (no caching) for a tensor subclass; an unhashable value makes
+    :meth:`PlanCache.lookup` skip the cache. Either way such a call takes the full path, which validates it."""
     key = [torch.is_grad_enabled(), _tf32(), _meta_as_cuda]
     append = key.append
     for a in args:
@@ -317,8 +315,8 @@ class Launch:
 
 
 def _fixed_launcher(launch: Launch, compiled, n_tensors: int):
-    """A callable launching ``compiled`` (what ``kernel[grid](...)`` returned) with the fixed arguments of
-    ``launch``, returning False where it cannot (then the caller takes ``kernel[grid]``); None when this
+    """A callable launching ``compiled`` (what ``kernel.run`` returned) with the fixed arguments of
+    ``launch``, returning False where it cannot (then the caller takes ``kernel.run``); None when this
     Triton's compiled kernels do not expose the launcher both Triton 3.6 and 3.9 call:
     ``compiled.run(grid_x, grid_y, grid_z, stream, function, packed_metadata, launch_metadata,
     enter_hook, exit_hook, *every_argument_in_signature_order)``."""

@@ -124,7 +124,8 @@ class _FwdPlan:
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
         self.dtype, self.device = q.dtype, q.device
         self.lse_shape = (batch, frames, heads, tokens)
-        self.strides, self.lse_strides = _launch.contiguous_strides(self.shape), _launch.contiguous_strides(self.lse_shape)
+        self.strides = _launch.contiguous_strides(self.shape)
+        self.lse_strides = _launch.contiguous_strides(self.lse_shape)
         self.launch = None
         if q.numel() == 0:
             return
