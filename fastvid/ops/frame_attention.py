@@ -168,7 +168,8 @@ class _BwdPlan:
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
         keys = k.shape[2]
         self.dtype, self.device, self.kv_shape, self.frames = q.dtype, q.device, tuple(k.shape), frames
-        self.strides, self.kv_strides = _launch.contiguous_strides(self.shape), _launch.contiguous_strides(self.kv_shape)
+        self.strides = _launch.contiguous_strides(self.shape)
+        self.kv_strides = _launch.contiguous_strides(self.kv_shape)
         # delta is allocated like lse, both contiguous (a strided lse is copied): the kernels read both with these
         self.delta_shape = tuple(lse.shape)
         self.lse_strides = _launch.contiguous_strides(self.delta_shape)
@@ -349,7 +350,8 @@ def _backend_arguments(q, k, v, frames="self", scale=None):
     return q, k, v, frames, (q.shape[-1] ** -0.5 if scale is None else float(scale))
 
 
-TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={"head_dim": (256, "the kernels hold a row's head_dim in registers")})
+TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES,
+                       maxima={"head_dim": (256, "the kernels hold a row's head_dim in registers")})
 
 DISPATCH = Dispatcher(OP, [
     Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason, limits=TRITON_LIMITS,

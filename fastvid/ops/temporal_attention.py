@@ -82,11 +82,10 @@ class _FwdPlan:
             return
         block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=2048)
         n_blocks = _launch.cdiv(tokens, block_n)
-        out_strides = _launch.contiguous_strides(self.shape)
         self.launch = _launch.Launch(
             temporal_attention_fwd_kernel, (n_blocks * batch * heads,),
-            (*q.stride(), *k.stride(), *v.stride(), *out_strides, *_bias_strides(bias),
-             *_launch.contiguous_strides(self.lse_shape), heads, frames, tokens, head_dim, n_blocks, scale * _launch.LOG2E),
+            (*q.stride(), *k.stride(), *v.stride(), *self.strides, *_bias_strides(bias),
+             *self.lse_strides, heads, frames, tokens, head_dim, n_blocks, scale * _launch.LOG2E),
             HAS_BIAS=bias is not None, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
             VEC=_vector_width(head_dim, q, k, v), BLOCK_N=block_n, BLOCK_F=block_f,
             BLOCK_D=block_d, num_warps=num_warps,
