@@ -16,6 +16,7 @@ that caches whole calls.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Dict, Optional
 
 import torch
@@ -89,20 +90,12 @@ class TritonOp:
     def prepare(self, *args, output: Optional[int] = None) -> Callable:
         """A callable running calls of this signature (plain eager tensors, as :meth:`Dispatcher.call`
         caches them) with the plan bound; ``output`` picks one of the op's outputs."""
-        plan = self.plan(*args)
+        plan, run = self.plan(*args), self.run
         if self._function is not None and _needs_grad(args):
             apply = self._function.apply
-
-            def call(*a):
-                return apply(*a, plan)
-        else:
-            run = self.run
-
-            def call(*a):
-                return run(plan, *a)
+            if output is None:
+                return lambda *a: apply(*a, plan)
+            return lambda *a: apply(*a, plan)[output]
         if output is None:
-            return call
-
-        def call_one(*a):
-            return call(*a)[output]
-        return call_one
+            return functools.partial(run, plan)
+        return lambda *a: run(plan, *a)[output]
