@@ -168,7 +168,7 @@ PLAN_CHECK_S = 1.0  # one correctness case: kernel, reference, float64 gold, gra
 PLAN_PROVIDERS = {"temporal_attention": 8, "frame_attention": 10, "temporal_conv": 5, "group_norm_silu": 6}
 PLAN_COMPILED = {"temporal_attention": 1, "frame_attention": 1, "temporal_conv": 0, "group_norm_silu": 2}
 DEFAULT_MODES = {"frame_attention": "fwd,fwd+bwd"}  # the others: harness.MODES
-# A lent GPU has 15 minutes of device time, start included: --quick and then --rest fit one call each.
+# Default --budget of each part: --quick and --rest each fit in a run of under 10 minutes.
 QUICK_BUDGET_S, REST_BUDGET_S = 230.0, 420.0
 
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import fastvid
+from fastvid import patching
 from fastvid.testing import assert_close_to_gold
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE
 
 pytest.importorskip("diffusers", reason="diffusers is an optional extra: pip install 'fastvid[diffusers]'")
-patching = pytest.importorskip("fastvid.patching", reason="fastvid.patching (issue 5) is not in this build")
 
 from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetSpatioTemporalConditionModel  # noqa: E402
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0  # noqa: E402
@@ -383,7 +383,6 @@ def test_missing_diffusers_names_the_extra(monkeypatch):
         import fastvid.integrations.diffusers  # noqa: F401
 
 
-@pytest.mark.skipif(not hasattr(fastvid, "patch"), reason="fastvid.patch (issue 5) is not in this build")
 def test_fastvid_patch_entry_point():
     model, x = svd(), svd_inputs()
     expected = run(model, x)

@@ -12,6 +12,7 @@ from torch import nn
 
 import fastvid
 from fastvid import reference, registry
+from fastvid.frame_modes import MODES
 from fastvid.testing import check_against_reference, poisoned_outputs
 
 from conftest import DEVICE
@@ -115,7 +116,7 @@ def _assert_same_nonfinite(out, expected):
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 @pytest.mark.parametrize("poisoned", ["q", "k", "v"])
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("frames", ["self", "first", "sparse_causal", "all", "table"])
+@pytest.mark.parametrize("frames", list(MODES) + ["table"])
 def test_frame_attention_nan_and_inf_like_the_reference_in_every_mode(frames, backend, poisoned, value):
     """NaN/Inf propagate as in the reference whichever fused SDPA kernel this CPU and mask pick."""
     inputs = OPS["frame_attention"].make(1, 3)
