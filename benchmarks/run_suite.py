@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from benchmarks import harness, plot, shapes  # noqa: E402
+from benchmarks import harness, plot  # noqa: E402
 from fastvid import reference  # noqa: E402
 from fastvid.registry import OPS as REGISTRY  # noqa: E402
 from fastvid.testing import check_against_reference  # noqa: E402
@@ -144,7 +144,7 @@ class Case:
 
 
 # --quick: the headline models per op (ModelScope T2V, SVD, Text2Video-Zero d=40, Latte d=72) in
-# benchmarks/shapes.py; frame attention in "first" (Text2Video-Zero's; sparse_causal compiles its own
+# the registry's benchmark shapes; frame attention in "first" (Text2Video-Zero's; sparse_causal compiles its own
 # kernels, in --rest).
 QUICK = {
     "temporal_attention": [("modelscope-32x32-c320", ""), ("svd-72x128-c320", ""), ("latte-16x16-h16", "")],
@@ -173,9 +173,9 @@ QUICK_BUDGET_S, REST_BUDGET_S = 230.0, 420.0
 
 
 def _case_shapes(op, device) -> Dict[str, tuple]:
-    """The bench script's named shapes for ``device`` (the registry's table in benchmarks/shapes.py, or
-    its CPU_ stand-in; frame attention: its model shapes)."""
-    return getattr(shapes, ("" if device == "cuda" else "CPU_") + REGISTRY[op].benchmark_shapes)
+    """The bench script's named shapes for ``device`` (the registry's benchmark shapes, or their CPU
+    stand-ins; frame attention: its model shapes)."""
+    return REGISTRY[op].examples.shapes(device)
 
 
 def all_cases(op, device) -> List[Case]:

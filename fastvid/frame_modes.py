@@ -24,9 +24,11 @@ class FrameMode:
     rows: Callable[[torch.Tensor], torch.Tensor]  # (F,) frame indices -> (F, K) table, row i = frames frame i reads
     rule: str  # row i in words
     source: str  # the model family the pattern comes from
-    dense: bool  # every query of a frame sees all keys of the frames it reads as one SDPA call on views
+    dense: bool  # plain dense attention over views (no gather): "auto" leaves it to SDPA's fused kernels
     sdpa: str  # the torch backend's path, one of SDPA_PATHS ("gather" takes any table: copies K/V, masks padding)
-    distributed: str  # fastvid.distributed's strategy for it: "local" | "broadcast_first" | "first_and_previous" | "full"
+    # fastvid.distributed's strategy (distributed.layers.FRAME_STRATEGIES): "local", "broadcast_first",
+    # "first_and_previous" or "full"
+    distributed: str
 
     def __post_init__(self):
         if self.sdpa not in SDPA_PATHS:
