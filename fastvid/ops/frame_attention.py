@@ -26,6 +26,7 @@ from . import _launch
 from ._library import TritonOp
 from ._nonfinite import has_nonfinite_on_cpu
 
+OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
 OP = "frame_attention"
 Q_LAYOUT = "(B, F, N, heads, head_dim)"
 KV_LAYOUT = "(B, F, M, heads, head_dim)"
@@ -238,7 +239,7 @@ def _run_torch(q, k, v, frames, scale):
 
 
 def _run_reference(q, k, v, frames, scale):
-    return reference.frame_attention(q, k, v, frames=frames, scale=scale)
+    return reference.frame_attention(q, k, v, frames=frames, scale=scale).contiguous()
 
 
 def _validate(q, k, v, frames, scale):
