@@ -285,7 +285,7 @@ SWEEP = {"temporal_attention": (_temporal_attention, {f"F{F}-d{D}": (2, F, 1024,
 TRITON_36 = """## Triton 3.6
 
 The committed GPU runs used Triton 3.6 (ptxas 12.8), whose cubins differ from these (Triton 3.9, ptxas 13.4). Checked
-by hand in a second venv (torch 2.13 CPU, triton 3.6.0: README, "Kernel machine code without a GPU") with
+by hand in a second venv (torch 2.13 CPU, triton 3.6.0: docs/benchmarks.md, "Kernel machine code without a GPU") with
 tests/test_machine_code.py, tests/test_aot_compile_all.py and this script (`--out`), on 2026-11-27:
 
 - Before this check (main at 3f83653), two launchable configs spilled under 3.6 and not under 3.9:
