@@ -1,5 +1,7 @@
 """fastvid.frame_modes is the one table of frame modes: the reference, the op and fastvid.distributed read
 it, so a new mode is one row there."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,3 +54,13 @@ def test_parallelize_shards_a_mode_by_its_strategy_and_refuses_an_unknown_one(mo
 def test_a_row_with_an_unknown_torch_path_is_refused():
     with pytest.raises(ValueError, match="sdpa is 'dense'"):
         FrameMode("x", lambda idx: idx[:, None], "[i]", "a test", dense=True, sdpa="dense", distributed="local")
+
+
+def test_the_docs_table_is_the_frame_mode_table():
+    """docs/ops.md lists the modes with the table's own values, row for row."""
+    rows = ["| mode | row i attends to | from | dense | torch backend (`sdpa`) | multi-GPU (`distributed`) |",
+            "|---|---|---|---|---|---|"]
+    rows += [f'| `"{m.name}"` | {m.rule} | {m.source} | {"yes" if m.dense else "no"} | `{m.sdpa}` | `{m.distributed}` |'
+             for m in FRAME_MODES.values()]
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "ops.md").read_text()
+    assert "\n".join(rows) + "\n\n" in doc, "docs/ops.md's frame-mode table differs from fastvid/frame_modes.py"
