@@ -48,53 +48,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
 from benchmarks import harness, plot  # noqa: E402
-from fastvid import reference  # noqa: E402
 from fastvid.registry import OPS as REGISTRY  # noqa: E402
 from fastvid.testing import check_against_reference  # noqa: E402
 
 OPS = tuple(REGISTRY)
 
 
-def _randn(*shape, device, dtype, transpose=None):
-    """Random values; ``transpose=(a, b)`` gives a non-contiguous view with ``shape``."""
-    if transpose is None:
-        return torch.randn(*shape, device=device, dtype=dtype)
-    a, b = transpose
-    stored = list(shape)
-    stored[a], stored[b] = stored[b], stored[a]
-    return torch.randn(*stored, device=device, dtype=dtype).transpose(a, b)
-
-
 def correctness_cases(device, dtype, backend):
-    """(op, case name, fn, reference, inputs): odd sizes, one non-contiguous input per op."""
-    r = dict(device=device, dtype=dtype)
-    B, F, N, H, D = 2, 13, 37, 3, 72
-    q = _randn(B, F, N, H, D, transpose=(1, 2), **r)  # frames strided by N*H*D: a (B, N, F, ...) buffer
-    k, v = _randn(B, F, N, H, D, **r), _randn(B, F, N, H, D, **r)
-    bias = _randn(H, F, F, **r)
-    yield ("temporal_attention", "bias, q non-contiguous",
-           lambda q, k, v, b: fastvid.temporal_attention(q, k, v, bias=b, backend=backend),
-           lambda q, k, v, b: reference.temporal_attention(q, k, v, bias=b), [q, k, v, bias])
-    yield ("temporal_attention", "causal",
-           lambda q, k, v: fastvid.temporal_attention(q, k, v, causal=True, backend=backend),
-           lambda q, k, v: reference.temporal_attention(q, k, v, causal=True), [q, k, v])
-    B, F, N, H, D = 1, 5, 37, 3, 40
-    q, k, v = _randn(B, F, N, H, D, transpose=(2, 3), **r), _randn(B, F, N, H, D, **r), _randn(B, F, N, H, D, **r)
-    for frames in ("first", "sparse_causal", "all"):
-        yield ("frame_attention", frames,
-               lambda q, k, v, f=frames: fastvid.frame_attention(q, k, v, frames=f, backend=backend),
-               lambda q, k, v, f=frames: reference.frame_attention(q, k, v, frames=f), [q, k, v])
-    x = _randn(2, 20, 7, 5, 9, **r).to(memory_format=torch.channels_last_3d)
-    weight, cbias, res = _randn(36, 20, 3, **r), _randn(36, **r), _randn(2, 36, 7, 5, 9, **r)
-    yield ("temporal_conv", "channels_last_3d, bias, residual",
-           lambda x, w, b, s: fastvid.temporal_conv(x, w, b, residual=s, backend=backend),
-           lambda x, w, b, s: reference.temporal_conv(x, w, b, residual=s), [x, weight, cbias, res])
-    x = _randn(2, 32, 5, 6, 7, transpose=(3, 4), **r)
-    gamma, beta = 1 + 0.1 * _randn(32, **r), 0.1 * _randn(32, **r)
-    for per_frame in (False, True):
-        yield ("group_norm_silu", f"8 groups, per_frame={per_frame}, x non-contiguous",
-               lambda x, w, b, p=per_frame: fastvid.group_norm_silu(x, 8, w, b, per_frame=p, backend=backend),
-               lambda x, w, b, p=per_frame: reference.group_norm_silu(x, 8, w, b, per_frame=p), [x, gamma, beta])
+    """(op, case name, fn, reference, inputs): the registry's checks, at odd sizes with one non-contiguous
+    input per op."""
+    for op, spec in REGISTRY.items():
+        for case, named, kwargs in spec.examples.checks(device, dtype):
+            names = list(named)
+
+            def fn(*tensors, op=op, names=names, kwargs=kwargs):  # the public export, fastvid.<op>
+                return getattr(fastvid, op)(**dict(zip(names, tensors)), **kwargs, backend=backend)
+
+            def ref(*tensors, spec=spec, names=names, kwargs=kwargs):
+                return spec.reference(**dict(zip(names, tensors)), **kwargs)
+
+            yield op, case, fn, ref, list(named.values())
 
 
 CORRECTNESS_HEADER = ["| op | case | backend (ran) | dtype | result |", "|---|---|---|---|---|"]

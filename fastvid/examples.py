@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 Shapes = Dict[str, Tuple[int, ...]]
+Check = Tuple[str, Dict[str, Tensor], Dict[str, object]]  # (case name, named tensor inputs, other arguments)
 
 TEMPORAL_ATTENTION_SHAPES: Shapes = {  # name: (B, F, N, heads, head_dim)
     "modelscope-32x32-c320": (2, 16, 32 * 32, 5, 64),
@@ -65,7 +66,8 @@ class Examples:
     ``main`` is the first tensor argument, ``other`` a second one whose dim ``other_dim`` is checked
     against ``main`` (bad-input tests). ``corners()`` lists dispatcher argument tuples (the op's
     ``DISPATCH`` argument order) covering the support matrix: dtypes, optional inputs, sizes past a
-    backend's limits.
+    backend's limits. ``checks(device, dtype)`` lists (case name, inputs, keyword arguments) at odd sizes,
+    each with a non-contiguous input: the benchmark suite's correctness step (``fastvid.testing`` rule).
     """
     make: Callable[..., Dict[str, Tensor]]
     kwargs: Dict[str, object]
@@ -73,6 +75,7 @@ class Examples:
     other: str
     other_dim: int
     corners: Callable[[], List[tuple]]
+    checks: Callable[[str, torch.dtype], List[Check]]
     benchmark_shapes: Shapes
     cpu_shapes: Shapes
 
@@ -84,8 +87,14 @@ class Examples:
         return self.benchmark_shapes if device == "cuda" else self.cpu_shapes
 
 
-def _randn(*shape, device="cpu", dtype=torch.float32) -> Tensor:
-    return torch.randn(*shape, device=device, dtype=dtype)
+def _randn(*shape, device="cpu", dtype=torch.float32, transpose=None) -> Tensor:
+    """Random values; ``transpose=(a, b)`` gives a non-contiguous view with ``shape``."""
+    if transpose is None:
+        return torch.randn(*shape, device=device, dtype=dtype)
+    a, b = transpose
+    stored = list(shape)
+    stored[a], stored[b] = stored[b], stored[a]
+    return torch.randn(*stored, device=device, dtype=dtype).transpose(a, b)
 
 
 def _temporal_attention(batch, n, device="cpu", dtype=torch.float32):
@@ -138,23 +147,57 @@ def group_norm_silu_args(dtype=torch.float32, groups=2, affine=True, per_frame=F
     return (x, groups, w, b, 1e-5, per_frame)
 
 
+def _temporal_attention_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    B, F, N, H, D = 2, 13, 37, 3, 72
+    q = _randn(B, F, N, H, D, transpose=(1, 2), **r)  # frames strided by N*H*D: a (B, N, F, ...) buffer
+    k, v = _randn(B, F, N, H, D, **r), _randn(B, F, N, H, D, **r)
+    return [("bias, q non-contiguous", dict(q=q, k=k, v=v, bias=_randn(H, F, F, **r)), {}),
+            ("causal", dict(q=q, k=k, v=v), dict(causal=True))]
+
+
+def _frame_attention_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    B, F, N, H, D = 1, 5, 37, 3, 40
+    q, k, v = _randn(B, F, N, H, D, transpose=(2, 3), **r), _randn(B, F, N, H, D, **r), _randn(B, F, N, H, D, **r)
+    return [(frames, dict(q=q, k=k, v=v), dict(frames=frames)) for frames in ("first", "sparse_causal", "all")]
+
+
+def _temporal_conv_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    x = _randn(2, 20, 7, 5, 9, **r).to(memory_format=torch.channels_last_3d)
+    inputs = dict(x=x, weight=_randn(36, 20, 3, **r), bias=_randn(36, **r), residual=_randn(2, 36, 7, 5, 9, **r))
+    return [("channels_last_3d, bias, residual", inputs, {})]
+
+
+def _group_norm_silu_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    inputs = dict(x=_randn(2, 32, 5, 6, 7, transpose=(3, 4), **r), weight=1 + 0.1 * _randn(32, **r),
+                  bias=0.1 * _randn(32, **r))
+    return [(f"8 groups, per_frame={per_frame}, x non-contiguous", inputs, dict(num_groups=8, per_frame=per_frame))
+            for per_frame in (False, True)]
+
+
 EXAMPLES: Dict[str, Examples] = {
     "temporal_attention": Examples(
         _temporal_attention, dict(causal=True), main="q", other="k", other_dim=-1,
         corners=lambda: [temporal_attention_args(), temporal_attention_args(dtype=torch.float64),
                          temporal_attention_args(frames=130, bias=False),  # past the Triton kernel's frames
                          temporal_attention_args(dtype=torch.float16)],
+        checks=_temporal_attention_checks,
         benchmark_shapes=TEMPORAL_ATTENTION_SHAPES, cpu_shapes=CPU_TEMPORAL_ATTENTION_SHAPES),
     "frame_attention": Examples(
         _frame_attention, dict(frames="sparse_causal"), main="q", other="k", other_dim=-1,
         corners=lambda: [frame_attention_args(), frame_attention_args("all", torch.float64),
                          frame_attention_args("self", torch.float16),
                          frame_attention_args(torch.tensor([[0, -1], [1, 0], [3, 3], [2, -1]]))],
+        checks=_frame_attention_checks,
         benchmark_shapes=FRAME_ATTENTION_SHAPES, cpu_shapes=CPU_FRAME_ATTENTION_SHAPES),
     "temporal_conv": Examples(
         _temporal_conv, {}, main="x", other="weight", other_dim=1,
         corners=lambda: [temporal_conv_args(), temporal_conv_args(dtype=torch.float64),
                          temporal_conv_args(dtype=torch.float16, bias=False, residual=True), temporal_conv_args(pad=0)],
+        checks=_temporal_conv_checks,
         benchmark_shapes=VIDEO_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
     "group_norm_silu": Examples(
         _group_norm_silu, dict(num_groups=2), main="x", other="weight", other_dim=-1,
@@ -162,5 +205,6 @@ EXAMPLES: Dict[str, Examples] = {
                          group_norm_silu_args(affine=False, per_frame=True),
                          group_norm_silu_args(groups=1, dtype=torch.float16),
                          group_norm_silu_args(groups=1, affine=False, channels_per_group=1024)],  # past one tile
+        checks=_group_norm_silu_checks,
         benchmark_shapes=VIDEO_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
 }
