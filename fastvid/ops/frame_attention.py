@@ -291,18 +291,16 @@ def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self",
         q: (B, F, N, heads, head_dim) queries; any strides.
         k, v: (B, F, M, heads, head_dim) keys and values (M may differ from N); any strides.
             fp32, fp16 or bf16 (float64 on the torch/reference backends); head_dim <= 256.
-        frames: which frames frame i attends to, its keys concatenated:
-            "self": frame i (spatial attention, batched over frames);
-            "first": frame 0 (Text2Video-Zero);
-            "sparse_causal": frames [0, i-1], frame 0 -> [0, 0] = frame 0 (Tune-A-Video);
-            "all": every frame (ControlVideo; with k, v from the same tokens, full
-            spatio-temporal attention over F*N tokens as in Sora-style DiTs);
-            or an integer tensor (F, K): row i lists frame i's key frames, -1 pads a shorter
-            row; a frame listed twice is attended twice (as with concatenated K/V).
+        frames: which frames frame i attends to, its keys concatenated: a mode of
+            ``fastvid.frame_modes.FRAME_MODES`` ("self": frame i, spatial attention; "first": frame 0,
+            Text2Video-Zero; "sparse_causal": frames [0, i-1], Tune-A-Video; "all": every frame,
+            ControlVideo, and with k, v from the same tokens the full spatio-temporal attention of
+            Sora-style DiTs), or an integer tensor (F, K): row i lists frame i's key frames, -1 pads a
+            shorter row; a frame listed twice is attended twice (as with concatenated K/V).
         scale: score scale, default 1/sqrt(head_dim).
         backend: "auto", "triton", "torch" (SDPA) or "reference". "auto" takes Triton on CUDA,
-            except "self" and "all" with head_dim % 8 == 0, which are dense attention and
-            go to SDPA's fused kernels; on CPU it takes "torch".
+            except the dense modes ("self", "all") with head_dim % 8 == 0, which go to SDPA's fused
+            kernels; on CPU it takes "torch".
             ``fastvid.last_backend("frame_attention")`` names the one that ran.
 
     Returns:
