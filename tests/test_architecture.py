@@ -19,7 +19,8 @@ def change_lists():
     """kind -> (title's counts text, [(action, path)])."""
     lists = {}
     for m in BLOCK.finditer(DOC):
-        entries = [tuple(line.split()[:2]) for line in m["body"].splitlines() if line.strip()]
+        # one entry per line "action path what"; an indented line continues the one above
+        entries = [tuple(line.split()[:2]) for line in m["body"].splitlines() if line.strip() and not line[0].isspace()]
         lists[m["kind"]] = (m["counts"], entries)
     return lists
 
