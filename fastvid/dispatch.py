@@ -100,13 +100,14 @@ class Dispatcher:
             args, kwargs = self.arguments(*args, **kwargs), {}
         return {b.name: self._auto_reason(b, *args, **kwargs) for b in self.backends}
 
-    def _reason(self, b: Backend, *args, **kwargs) -> Optional[str]:
-        """Why ``b`` cannot run these (already validated) backend arguments, or None."""
+    def why_not(self, b: Backend, *args, **kwargs) -> Optional[str]:
+        """Why ``b`` cannot run these (already validated) backend arguments (its ``Limits``, then its own
+        ``reason``), or None."""
         return b.limits.reason(self.features(*args, **kwargs)) or b.reason(*args, **kwargs)
 
     def _auto_reason(self, b: Backend, *args, **kwargs) -> Optional[str]:
         """Why "auto" passes over ``b`` for these (already validated) backend arguments, or None."""
-        why = self._reason(b, *args, **kwargs)
+        why = self.why_not(b, *args, **kwargs)
         if why is None and b.auto_reason is not None:
             why = b.auto_reason(*args, **kwargs)
         return why
@@ -123,7 +124,7 @@ class Dispatcher:
             raise BackendUnsupportedError(f"{self.op}: no backend can run this input ({listed})")
         for b in self.backends:
             if b.name == backend:
-                why = self._reason(b, *args, **kwargs)
+                why = self.why_not(b, *args, **kwargs)
                 if why is not None:
                     raise BackendUnsupportedError(f"{self.op}: backend '{backend}' cannot run this input: {why}")
                 return b
