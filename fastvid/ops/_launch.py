@@ -89,6 +89,13 @@ def empty_like_video(x: torch.Tensor, shape=None) -> torch.Tensor:
     return empty_in_order(x.shape if shape is None else shape, video_layout(x), dtype=x.dtype, device=x.device)
 
 
+def merges_pixels(t: torch.Tensor) -> bool:
+    """Whether ``t.flatten(3)`` of a (B, C, F, H, W) tensor is a view of the same data (H and W adjacent in
+    memory): a launch may then take ``t`` itself, whose data pointer is the view's, with the view's strides
+    in its plan (an output laid out by :func:`empty_like_video` always merges)."""
+    return t.shape[3] <= 1 or t.shape[4] <= 1 or t.stride(3) == t.stride(4) * t.shape[4]
+
+
 def contiguous_strides(shape) -> tuple:
     """The strides of a contiguous tensor of ``shape`` (as torch gives them): an output's strides known
     before it is allocated, for a launch plan."""

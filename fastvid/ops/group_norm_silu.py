@@ -92,6 +92,7 @@ class _FwdPlan:
         channels = x.shape[1]
         self.partial_shape = (plan.partial_rows, channels)
         stats_strides = _launch.contiguous_strides(self.stats_shape)
+        self.x_merged = _launch.merges_pixels(x)
         x4 = x.flatten(3)
         y4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
         block_j = _launch.next_pow2(plan.cpg)
@@ -117,12 +118,13 @@ def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame):
     if plan.launches is None:
         return y, stats
     stats_launch, finalize, apply = plan.launches
-    x4, y4 = x.flatten(3), y.flatten(3)  # views (y has H and W adjacent; an x whose H and W do not merge is copied)
+    # (B, C, F, H * W): y itself (H and W adjacent), x itself where they merge, else a copy
+    x4 = x if plan.x_merged else x.flatten(3)
     mean = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
     m2 = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
     stats_launch(x4, mean, m2)
     finalize(mean, m2, stats)
-    apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, y4, stats)
+    apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, y, stats)
     return y, stats
 
 
@@ -156,6 +158,7 @@ class _BwdPlan:
         self.stats_shape = tuple(stats.shape)
         self.stats_strides = _launch.contiguous_strides(self.stats_shape)  # coef shares them
         x4, dy4 = x.flatten(3), dy.flatten(3)
+        self.x_merged, self.dy_merged = _launch.merges_pixels(x), _launch.merges_pixels(dy)
         self.shape = tuple(x.shape)
         self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # dx's, in x's memory order
         dx4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
@@ -189,7 +192,8 @@ def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame):
     dx = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
     if stats.stride() != plan.stats_strides:
         stats = stats.contiguous()
-    x4, dy4, dx4 = x.flatten(3), dy.flatten(3), dx.flatten(3)
+    # (B, C, F, H * W): dx itself (H and W adjacent), x and dy themselves where they merge, else copies
+    x4, dy4 = (x if plan.x_merged else x.flatten(3)), (dy if plan.dy_merged else dy.flatten(3))
     affine = (x4 if weight is None else weight, x4 if bias is None else bias)
     # Per-channel partial sums of dz * xh and dz, one row per (b, f, chunk).
     dw_part = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
@@ -201,7 +205,7 @@ def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame):
     db = torch.empty(channels, dtype=bias.dtype, device=x.device) if bias is not None else x.new_empty(0)
     coef_sums(dw_part, db_part, dw_part if weight is None else weight, coef,
               dw_part if weight is None else dw, dw_part if bias is None else db)
-    apply(x4, dy4, *affine, stats, coef, dx4)
+    apply(x4, dy4, *affine, stats, coef, dx)
     return [dx, dw, db]
 
 

@@ -97,6 +97,8 @@ class _FwdPlan:
         batch, _, frames, height, width = x.shape
         self.shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
         self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # in x's memory order
+        self.x_merged = _launch.merges_pixels(x)
+        self.res_merged = residual is None or _launch.merges_pixels(residual)
         self.launch = None
         if batch * weight.shape[0] * self.shape[2] * height * width:
             out = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device="meta")
@@ -105,10 +107,10 @@ class _FwdPlan:
 
 def _fwd_run(plan: _FwdPlan, x, weight, bias, residual, pad):
     out = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
-    if plan.launch is not None:
-        w_k, out4 = _tap_major(weight), out.flatten(3)
-        plan.launch(x.flatten(3), w_k, w_k if bias is None else bias,
-                    out4 if residual is None else residual.flatten(3), out4)
+    if plan.launch is not None:  # (B, C, F, H * W) views: the tensors themselves where H and W merge
+        w_k = _tap_major(weight)
+        plan.launch(x if plan.x_merged else x.flatten(3), w_k, w_k if bias is None else bias,
+                    out if residual is None else residual if plan.res_merged else residual.flatten(3), out)
     return out
 
 
@@ -173,6 +175,7 @@ class _BwdPlan:
         taps = weight.shape[-1]
         self.shape = tuple(x.shape)
         self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # dx's, in x's memory order
+        self.x_merged, self.dout_merged = _launch.merges_pixels(x), _launch.merges_pixels(dout)
         self.dx = self.dw = None
         if input_grad and x.numel():
             dx = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device="meta")
@@ -186,17 +189,18 @@ class _BwdPlan:
 def _bwd_run(plan: _BwdPlan, dout, x, weight, pad, input_grad, weight_grad, bias_grad):
     """[dx, dweight, dbias]; a gradient not asked for is an empty tensor."""
     dx = dw = db = None
+    # (B, C, F, H * W) views: the tensors themselves where H and W merge (dx's always do)
+    dout4 = dout if plan.dout_merged else dout.flatten(3)
     if input_grad:
         dx = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
         if plan.dx is not None:
-            dx4 = dx.flatten(3)
             w_k = _flipped(weight, plan.reversed_taps)
-            plan.dx(dout.flatten(3), w_k, w_k, dx4, dx4)
+            plan.dx(dout4, w_k, w_k, dx, dx)
     if plan.dw is not None:
         wg = plan.dw
         dw_part = torch.empty(wg.dw_shape, dtype=torch.float32, device=x.device)
         db_part = torch.empty(wg.db_shape, dtype=torch.float32, device=x.device) if bias_grad else dw_part
-        wg.partials(x.flatten(3), dout.flatten(3), dw_part, db_part)
+        wg.partials(x if plan.x_merged else x.flatten(3), dout4, dw_part, db_part)
         dw = torch.empty(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else None
         db = torch.empty(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else None
         wg.sums(dw_part, db_part, db if dw is None else dw, dw if db is None else db)
