@@ -14,15 +14,6 @@ from fastvid import cli  # noqa: E402
 from fastvid.bench import CPU_SPEED_LABEL  # noqa: E402
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models on a busy shared CPU run far faster on one thread than on several that wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rows_of(out):
     return [json.loads(line) for line in (out / "pipelines.jsonl").read_text().splitlines()]
 
