@@ -27,11 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WHEELS_DIR = ROOT / "benchmarks" / "wheels"  # ignored by git; name it in the device call's carry
 WHEELS = ("diffusers", "importlib_metadata")
 ALL = "svd,animatediff,modelscope,i2vgenxl,t2v_zero"
-CALLS = {  # one device call each: the eager variants of every pipeline, then the compiled ones in two halves
+COMPILED = ["--variants", "compile,fastvid+compile", "--budget", "540"]
+CALLS = {  # one 10-minute device call each: the eager variants of every pipeline, then the compiled ones
     "eager": ["--diffusers", ALL, "--variants", "diffusers,fastvid,captured", "--budget", "330"],
-    "compile-1": ["--diffusers", "svd,animatediff,modelscope", "--variants", "compile,fastvid+compile",
-                  "--budget", "540"],
-    "compile-2": ["--diffusers", "i2vgenxl,t2v_zero", "--variants", "compile,fastvid+compile", "--budget", "540"],
+    "compile-1": ["--diffusers", "svd,animatediff", *COMPILED],
+    "compile-2": ["--diffusers", "modelscope,i2vgenxl", *COMPILED],
+    "compile-3": ["--diffusers", "t2v_zero", *COMPILED],
 }
 
 
