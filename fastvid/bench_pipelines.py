@@ -590,14 +590,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def checked(args: argparse.Namespace) -> dict:
     """Every ``--diffusers`` argument checked (raises fastvid.cli.BadArgument)."""
-    from .cli import BadArgument, check_device, check_dtype, check_out, check_plot, check_positive
+    from .cli import BadArgument, check_device, check_diffusers, check_dtype, check_out, check_plot, check_positive
 
-    names = list(released.RELEASED) if args.diffusers == "all" else [
-        n.strip() for n in args.diffusers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in released.RELEASED]
-    if unknown or not names:
-        raise BadArgument("--diffusers", f"{', '.join(map(repr, unknown)) or repr(args.diffusers)} is not a pipeline; "
-                                         f"expected 'all' or a comma-separated list of: {', '.join(released.RELEASED)}")
+    names = check_diffusers(args.diffusers)
     asked = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in asked if v not in VARIANTS]
     if bad or not asked:
