@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WHEELS_DIR = ROOT / "benchmarks" / "wheels"  # ignored by git; name it in the device call's carry
+WHEELS_DIR = ROOT / "benchmarks" / "wheels"  # ignored by git: copy it to the GPU machine with the tree
 WHEELS = ("diffusers", "importlib_metadata")
 ALL = "svd,animatediff,modelscope,i2vgenxl,t2v_zero"
 COMPILED = ["--variants", "compile,fastvid+compile", "--budget", "540"]
@@ -48,7 +48,7 @@ def install(wheels: Path = WHEELS_DIR) -> str:
     """Installs the carried wheels offline into a temporary folder; returns that folder."""
     found = sorted(wheels.glob("*.whl"))
     if not found:
-        sys.exit(f"gpu_kit: no wheels in {wheels}: run 'python benchmarks/gpu_kit.py download' first and carry "
+        sys.exit(f"gpu_kit: no wheels in {wheels}: run 'python benchmarks/gpu_kit.py download' first and copy "
                  f"{wheels.relative_to(ROOT)}")
     site = tempfile.mkdtemp(prefix="fastvid-site-")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
