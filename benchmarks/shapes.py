@@ -8,6 +8,9 @@ Attention shapes are (B, F, N, heads, head_dim); N = latent H * W at the layer's
 - Latte / Open-Sora style DiT: 16 frames of 32x32 latents, patch 2 -> 256 tokens per frame, hidden 1152,
   16 heads of 72.
 - Text2Video-Zero / ControlVideo (Stable Diffusion 1.5): 8 frames, 512x512 -> 64x64 latents, 8 heads of 40.
+
+GEGLU shapes are (B * F, N, inner): the feed-forward of a transformer block at a UNet level with C
+channels has inner = 4 * C and reads a (B * F, N, 2 * inner) projection output (CFG batch 2).
 """
 
 TEMPORAL_ATTENTION = {  # name: (B, F, N, heads, head_dim)
@@ -35,7 +38,15 @@ TEMPORAL_CONV = {  # name: (B, C, F, H, W)
     "c1280-64x64": (1, 1280, 16, 64, 64),
 }
 
+GEGLU = {  # name: (B * F, N, inner)
+    "svd-72x128-c320": (2 * 14, 72 * 128, 4 * 320),
+    "svd-36x64-c640": (2 * 14, 36 * 64, 4 * 640),
+    "svd-18x32-c1280": (2 * 14, 18 * 32, 4 * 1280),
+    "modelscope-32x32-c320": (2 * 16, 32 * 32, 4 * 320),
+}
+
 # Tiny stand-ins for CPU runs of the same scripts (harness checks only, not speed).
 CPU_TEMPORAL_ATTENTION = {"tiny": (1, 8, 64, 2, 32), "odd": (1, 13, 37, 3, 24)}
 CPU_FRAME_ATTENTION = {"tiny": (1, 4, 64, 2, 32), "odd": (1, 5, 37, 3, 40)}
 CPU_TEMPORAL_CONV = {"tiny": (1, 16, 8, 8, 8), "odd": (1, 20, 7, 5, 9)}
+CPU_GEGLU = {"tiny": (2, 64, 64), "odd": (3, 13, 77)}

@@ -34,6 +34,10 @@ def _gn_args(dtype=torch.float32, groups=2, affine=True, per_frame=False):
     return (x, groups, w, b, 1e-5, per_frame)
 
 
+def _gg_args(dtype=torch.float32, approximate="none"):
+    return (torch.randn(2, 3, 14, dtype=dtype), approximate)
+
+
 # op name -> list of dispatcher argument tuples covering the matrix's corners.
 CASES = {
     "temporal_attention": [_ta_args(), _ta_args(dtype=torch.float64), _ta_args(frames=130, bias=False),
@@ -45,6 +49,7 @@ CASES = {
     "group_norm_silu": [_gn_args(), _gn_args(dtype=torch.float64), _gn_args(affine=False, per_frame=True),
                         _gn_args(groups=1, dtype=torch.float16),
                         (torch.randn(1, 1024, 1, 1, 2), 1, None, None, 1e-5, False)],  # 1024 channels per group
+    "geglu": [_gg_args(), _gg_args(dtype=torch.float64), _gg_args(torch.float16, "tanh")],
 }
 
 
@@ -82,7 +87,7 @@ def test_explain_takes_the_public_arguments_with_their_defaults():
     q, k, v, _, _, _ = _ta_args()
     x, groups, *_ = _gn_args()
     calls = {"temporal_attention": (q, k, v), "frame_attention": (q, k, v), "group_norm_silu": (x, groups),
-             "temporal_conv": _tc_args()[:2]}
+             "temporal_conv": _tc_args()[:2], "geglu": _gg_args()[:1]}
     for op, args in calls.items():
         reasons = dispatchers()[op].explain(*args)
         assert set(reasons) == {"triton", "torch", "reference"} and reasons["torch"] is None, op
