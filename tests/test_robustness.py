@@ -64,7 +64,7 @@ OPS: Dict[str, OpCase] = {
         ref=lambda a: reference.group_norm_silu(a["x"], 2, a["weight"], a["bias"]),
         main="x", other="weight"),
     "geglu": OpCase(  # the shape check: an odd last dim (no halves)
-        make=lambda b, n: dict(proj_out=_randn(b, n, 3, 10)),
+        make=lambda b, n: dict(proj_out=_randn(b, 3, n, 2, 10)),
         call=lambda a, backend: fastvid.geglu(a["proj_out"], backend=backend),
         ref=lambda a: reference.geglu(a["proj_out"]),
         main="proj_out", other=None),

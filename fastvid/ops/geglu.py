@@ -18,6 +18,7 @@ from ..validation import FLOAT_DTYPES, check_choice, check_tensor, fail
 from . import _launch
 from ._library import TritonOp
 
+OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
 OP = "geglu"
 LAYOUT = "(..., 2 * inner)"
 APPROXIMATIONS = ("none", "tanh")  # torch.nn.functional.gelu's
@@ -118,11 +119,11 @@ def _triton_reason(proj_out, approximate):
 def _run_torch(proj_out, approximate):
     """Eager: diffusers' GEGLU (chunk, F.gelu, multiply)."""
     hidden, gate = proj_out.chunk(2, dim=-1)
-    return hidden * Fn.gelu(gate, approximate=approximate)
+    return (hidden * Fn.gelu(gate, approximate=approximate)).contiguous()
 
 
 def _run_reference(proj_out, approximate):
-    return reference.geglu(proj_out, approximate=approximate)
+    return reference.geglu(proj_out, approximate=approximate).contiguous()
 
 
 def _validate(proj_out, approximate):

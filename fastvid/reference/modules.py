@@ -236,7 +236,7 @@ class GEGLU(nn.Module):
         self.approximate = approximate
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        check_module_input(type(self).__name__, "hidden_states", hidden_states, self, ranks=(2, 3, 4),
+        check_module_input(type(self).__name__, "hidden_states", hidden_states, self, ranks=(2, 3, 4, 5),
                            channel_dim=lambda rank: rank - 1, channels=self.proj.in_features, layout="(..., dim_in)")
         return self.activation(self.proj(hidden_states))
 
