@@ -124,3 +124,74 @@ def test_patch_swaps_reference_geglu_and_unpatch_restores_it():
     assert report.swapped["feed_forward"] == ["0"] and type(model[0]) is fastvid.nn.GEGLU
     torch.testing.assert_close(model(x), expected)
     assert fastvid.unpatch(model) == 1 and type(model[0]) is reference.GEGLU
+
+
+# ---- diffusers' GEGLU, swapped by fastvid.patch --------------------------------------------------
+
+FEED_FORWARD_ONLY = dict(temporal_attention=False, frame_attention=False, conv=False)
+
+
+def _geglu_names(model):
+    from diffusers.models.activations import GEGLU
+
+    return sorted(name for name, m in model.named_modules() if isinstance(m, GEGLU))
+
+
+def test_patched_diffusers_unet_matches_unpatched():
+    """Every GEGLU of a tiny ModelScope UNet runs the Triton kernel (the other swaps off; tests/test_diffusers.py
+    patches SVD, AnimateDiff and I2VGenXL with every swap on): same output as the unpatched model (judged
+    against its float64 run), same state_dict keys, each GEGLU in the report, all handed back by unpatch."""
+    td = pytest.importorskip("test_diffusers")
+    model = td.unet3d()
+    keys = list(model.state_dict())
+    report = td.check_patched_matches(model, td.unet3d_inputs(), backend="triton", **FEED_FORWARD_ONLY)
+    names = _geglu_names(model)
+    assert names and sorted(report.swapped["feed_forward"]) == names and td.kinds(report) == {"feed_forward": len(names)}
+    assert all(type(model.get_submodule(n)) is td.fd.FastvidGEGLU for n in names)
+    assert list(model.state_dict()) == keys
+    assert td.fd.unpatch_diffusers(model) == len(names) and not any(
+        type(m) is td.fd.FastvidGEGLU for m in model.modules())
+
+
+def _temporal_transformer(td):
+    from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
+
+    model = TransformerTemporalModel(num_attention_heads=2, attention_head_dim=8, in_channels=16, norm_num_groups=8)
+    return td._randomize(model), (torch.randn(2 * 3, 16, 3, 2, device=DEVICE), None, None, None, 3)
+
+
+def test_patched_diffusers_geglu_gradients_match():
+    td = pytest.importorskip("test_diffusers")
+    model, inputs = _temporal_transformer(td)
+    td.check_patched_gradients(model, inputs, backend="triton", **FEED_FORWARD_ONLY)
+    assert type(model.transformer_blocks[0].ff.net[0]) is td.fd.FastvidGEGLU
+
+
+def test_lora_wrapped_projection_is_called_and_the_activation_fused():
+    td = pytest.importorskip("test_diffusers")
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, init_lora_weights=False, target_modules=r".*ff\.net\.0\.proj")
+    (native, x), (model, _), (plain, _) = (_temporal_transformer(td) for _ in range(3))
+    for m in (native, model):
+        torch.manual_seed(0)
+        peft.inject_adapter_in_model(config, m)
+    expected = td.run(native, x)
+    assert not torch.allclose(expected, td.run(plain, x), atol=1e-3)  # the LoRA layers change the output
+    report = td.patch(model, backend="triton", **FEED_FORWARD_ONLY)
+    torch.testing.assert_close(td.run(model, x), expected, atol=1e-5, rtol=1e-5)
+    assert report.swapped["feed_forward"] == _geglu_names(model) != [] and report.unfused == []
+
+
+def test_geglu_with_its_forward_replaced_runs_it_and_is_reported():
+    td = pytest.importorskip("test_diffusers")
+    model, x = _temporal_transformer(td)
+    expected = td.run(model, x)
+    name = _geglu_names(model)[0]
+    geglu = model.get_submodule(name)
+    calls = []
+    original = geglu.forward
+    geglu.forward = lambda h: calls.append(h.shape) or original(h)
+    td.patch(model, backend="torch", **FEED_FORWARD_ONLY)
+    torch.testing.assert_close(td.run(model, x), expected, atol=1e-5, rtol=1e-5)
+    assert calls and dict(td.patching.PatchReport.of(model).unfused) == {
+        name: "has its forward replaced on the instance"}
