@@ -1,9 +1,9 @@
 """``patch()``: swap the fastvid.reference modules of a model for their fastvid.nn twins, in place.
 
 A twin subclasses its reference class, adds no parameters or buffers and names its
-``patch_kind`` (one of :data:`KINDS`). Swapping sets ``module.__class__`` to the twin, so weights, hooks and devices stay as they are, and
-``unpatch()`` sets it back. diffusers models and pipelines go through
-``fastvid.integrations.diffusers``.
+``patch_kind`` (one of :data:`KINDS`). Swapping sets ``module.__class__`` to the twin, so weights,
+hooks and devices stay as they are, and ``unpatch()`` sets it back. diffusers models and pipelines
+go through ``fastvid.integrations.diffusers``.
 """
 from __future__ import annotations
 

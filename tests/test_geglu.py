@@ -131,12 +131,6 @@ def test_patch_swaps_reference_geglu_and_unpatch_restores_it():
 FEED_FORWARD_ONLY = dict(temporal_attention=False, frame_attention=False, conv=False)
 
 
-def _geglu_names(model):
-    from diffusers.models.activations import GEGLU
-
-    return sorted(name for name, m in model.named_modules() if isinstance(m, GEGLU))
-
-
 def test_patched_diffusers_unet_matches_unpatched():
     """Every GEGLU of a tiny ModelScope UNet runs the Triton kernel (the other swaps off; tests/test_diffusers.py
     patches SVD, AnimateDiff and I2VGenXL with every swap on): same output as the unpatched model (judged
@@ -145,8 +139,9 @@ def test_patched_diffusers_unet_matches_unpatched():
     model = td.unet3d()
     keys = list(model.state_dict())
     report = td.check_patched_matches(model, td.unet3d_inputs(), backend="triton", **FEED_FORWARD_ONLY)
-    names = _geglu_names(model)
-    assert names and sorted(report.swapped["feed_forward"]) == names and td.kinds(report) == {"feed_forward": len(names)}
+    names = td.feed_forward_modules(model)
+    assert names and sorted(report.swapped["feed_forward"]) == names
+    assert td.kinds(report) == {"feed_forward": len(names)}
     assert all(type(model.get_submodule(n)) is td.fd.FastvidGEGLU for n in names)
     assert list(model.state_dict()) == keys
     assert td.fd.unpatch_diffusers(model) == len(names) and not any(
@@ -179,14 +174,14 @@ def test_lora_wrapped_projection_is_called_and_the_activation_fused():
     assert not torch.allclose(expected, td.run(plain, x), atol=1e-3)  # the LoRA layers change the output
     report = td.patch(model, backend="triton", **FEED_FORWARD_ONLY)
     torch.testing.assert_close(td.run(model, x), expected, atol=1e-5, rtol=1e-5)
-    assert report.swapped["feed_forward"] == _geglu_names(model) != [] and report.unfused == []
+    assert report.swapped["feed_forward"] == td.feed_forward_modules(model) != [] and report.unfused == []
 
 
 def test_geglu_with_its_forward_replaced_runs_it_and_is_reported():
     td = pytest.importorskip("test_diffusers")
     model, x = _temporal_transformer(td)
     expected = td.run(model, x)
-    name = _geglu_names(model)[0]
+    name = td.feed_forward_modules(model)[0]
     geglu = model.get_submodule(name)
     calls = []
     original = geglu.forward
