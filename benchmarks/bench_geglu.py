@@ -23,9 +23,10 @@ import torch.nn.functional as Fn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from benchmarks import harness, shapes  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from benchmarks.bench_group_norm_silu import compile_peer  # noqa: E402
 from benchmarks.bench_temporal_conv import run  # noqa: E402
+from fastvid.registry import OPS  # noqa: E402
 
 OP = "geglu"
 LAYOUT = "contiguous"
@@ -51,7 +52,7 @@ def workloads(compile_peers):
 
 def main(argv=None):
     args = harness.parse(harness.parser(__doc__, no_compile="skip the torch.compile peer"), argv)
-    table = shapes.GEGLU if args.device == "cuda" else shapes.CPU_GEGLU
+    table = OPS[OP].examples.shapes(args.device)
 
     def describe(case, mode, size):
         name, (rows, tokens, inner) = case
