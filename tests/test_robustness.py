@@ -513,6 +513,13 @@ def test_group_norm_silu_offsets_beyond_int32_use_int64():
                             lambda x, w, b: reference.group_norm_silu(x, 1, w, b), [x, weight, bias], torch.float16)
 
 
+def test_geglu_offsets_beyond_int32_use_int64():
+    """Row 2 of the projection output (and its gate half) lies past 2**31 elements: forward and backward read it."""
+    proj_out = _far_frames((3, 16), (FAR, 1))
+    check_against_reference("int64 offsets", lambda p: fastvid.geglu(p, backend="triton"), reference.geglu, [proj_out],
+                            torch.float16)
+
+
 class _LaunchRecorder:
     """Stands in for a Triton kernel: records each launch's grid, resolving a grid function with every
     autotune config it could pick."""
