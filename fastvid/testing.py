@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import importlib
 from typing import Callable, Dict, Sequence
 
 import torch
@@ -16,7 +15,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .ops import _launch
 
-KERNEL_MODULES = ("temporal_attention", "frame_attention", "temporal_conv", "group_norm_silu")
 # aten ops that allocate without running a device kernel.
 ALLOCATIONS = ("aten::empty", "aten::empty_strided", "aten::empty_like", "aten::new_empty",
                "aten::new_empty_strided")
@@ -116,11 +114,12 @@ def assert_twins_agree(ref_module: torch.nn.Module, fast_module: torch.nn.Module
 
 
 def kernel_objects() -> Dict[str, object]:
-    """Every Triton kernel object (jit or autotuned) of fastvid's kernel modules, by name."""
+    """Every Triton kernel object (jit or autotuned) of every registered op's kernel module, by name."""
+    from .registry import OPS
+
     found = {}
-    for module in KERNEL_MODULES:
-        mod = importlib.import_module(f"fastvid.kernels.{module}")
-        for name, obj in vars(mod).items():
+    for spec in OPS.values():
+        for name, obj in vars(spec.kernels()).items():
             if name.endswith("_kernel") and hasattr(obj, "run"):
                 found[name] = obj
     return found
