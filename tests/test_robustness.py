@@ -96,14 +96,21 @@ def _dense_in_order(out: torch.Tensor, order) -> bool:
     return True
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "swapped", "strided"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "swapped", "strided", "main swapped"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_output_has_the_documented_layout_on_every_backend(op, backend, layout):
     """Each op module's OUTPUT_LAYOUT: "contiguous", or "input" (the main input's memory order, made
-    dense), whichever backend runs and however the inputs are laid out."""
+    dense: temporal attention's q, the conv's and GroupNorm's x), whichever backend runs and however the
+    inputs are laid out ("main swapped": only the main input swapped, so "input" must follow it, not the
+    other inputs)."""
     case = OPS[op]
-    inputs = {name: _relaid(t, layout) for name, t in case.make(2, 3).items()}
+    def layout_of(name):
+        if layout == "main swapped":
+            return "swapped" if name == case.main else "contiguous"
+        return layout
+
+    inputs = {name: _relaid(t, layout_of(name)) for name, t in case.make(2, 3).items()}
     with poisoned_outputs():
         out = case.call(inputs, backend)
     main = inputs[case.main]

@@ -72,6 +72,53 @@ def test_permuted_inputs():
     check_against_reference("permuted", _fastvid("triton", True), _reference(True), [q, k, v, b], torch.float32)
 
 
+class _GradientInLayout(torch.autograd.Function):
+    """Identity whose backward hands the gradient on laid out (B, N, F, h, d) in memory, as diffusers'
+    output projection gives it back through a view."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _dense_in_order_of(out, like):
+    """out has no gaps and lies in memory in like's dim order (size-1 dims' strides are free)."""
+    order = sorted(range(like.dim()), key=lambda d: -like.stride(d))
+    expected = 1
+    for d in reversed(order):
+        if out.shape[d] != 1 and out.stride(d) != expected:
+            return False
+        expected *= out.shape[d]
+    return True
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
+def test_output_and_gradients_follow_q_memory_order(backend):
+    # q viewed from diffusers' (B*N, F, h*d) tokens, k and v contiguous: the output lies in q's order (it views
+    # back as (B*N, F, h*d)), whichever backend runs; the backward takes dO in another layout.
+    B, F, N, H, D = 1, 7, 5, 2, 16
+    q = torch.randn(B, N, F, H, D, device=DEVICE).transpose(1, 2)
+    k, v = (torch.randn(B, F, N, H, D, device=DEVICE) for _ in range(2))
+    with poisoned_outputs():
+        out = fastvid.temporal_attention(q, k, v, backend=backend)
+    assert _dense_in_order_of(out, q) and not out.is_contiguous(), out.stride()
+    out.transpose(1, 2).view(B * N, F, H * D)  # no copy needed
+    kv_first = fastvid.temporal_attention(k, q, v, backend=backend)
+    assert kv_first.is_contiguous(), kv_first.stride()
+    fn = lambda q, k, v: _GradientInLayout.apply(fastvid.temporal_attention(q, k, v, causal=True, backend=backend))
+    check_against_reference("q order", fn, lambda q, k, v: reference.temporal_attention(q, k, v, causal=True),
+                            [q, k, v], torch.float32)
+    if backend == "triton":
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+        with poisoned_outputs():
+            grads = torch.autograd.grad(fastvid.temporal_attention(*leaves, backend=backend).sum(), leaves)
+        assert all(_dense_in_order_of(g, q) for g in grads), [g.stride() for g in grads]
+
+
 def test_bias_gradient_is_deterministic():
     q, k, v, b = _inputs((2, 8, 33, 2, 16), torch.float32)
     grads = []

@@ -113,6 +113,16 @@ def in_video_order(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return laid.copy_(out)
 
 
+def in_order_of(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out`` (x's shape) laid out in x's memory order with no gaps, as :func:`empty_in_order` of
+    :func:`dim_order` lays it out (a copy only when it is not already; size-1 dims' strides are free)."""
+    order = dim_order(x)
+    expected = video_strides(out.shape, order)
+    if all(n == 1 or s == e for n, s, e in zip(out.shape, out.stride(), expected)):
+        return out
+    return empty_in_order(out.shape, order, dtype=out.dtype, device=out.device).copy_(out)
+
+
 def next_pow2(x: int) -> int:
     """The smallest power of two >= x (1 for x <= 1): a tile that covers x elements."""
     return 1 << max(0, (x - 1).bit_length())

@@ -22,7 +22,7 @@ from . import _launch
 from ._library import TritonOp
 from ._nonfinite import has_nonfinite_on_cpu
 
-OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
+OUTPUT_LAYOUT = "input"  # the memory order of q, dense, whichever backend runs
 OP = "temporal_attention"
 LAYOUT = "(B, F, N, heads, head_dim)"
 
@@ -49,14 +49,16 @@ def _tiles(num_frames: int, head_dim: int, per_warp: int, max_batched_frames: in
     return 4 * (per_warp // tile), block_f, block_d, 4
 
 
-def _vector_width(head_dim: int, *tensors: Tensor) -> int:
+def _vector_width(head_dim: int, *tensors: Tensor, outputs: Tuple[tuple, ...] = ()) -> int:
     """Elements per 128-bit load that every row provably starts on: the widest VEC (16 bytes at most)
     dividing head_dim and every stride but head_dim's, which must be 1. The kernel relies on it.
-    Contiguous outputs add nothing: their strides are multiples of head_dim."""
+    ``outputs``: the strides of the outputs the plan allocates (of q's shape), checked alike."""
     vec = 16 // tensors[0].element_size()
-    if any(t.stride(-1) != 1 for t in tensors if t.shape[-1] > 1):
+    shape = tensors[0].shape
+    layouts = [(t.shape, t.stride()) for t in tensors] + [(shape, s) for s in outputs]
+    if any(st[-1] != 1 for sh, st in layouts if sh[-1] > 1):
         return 1
-    strides = [s for t in tensors for s, n in zip(t.stride()[:-1], t.shape[:-1]) if n > 1]
+    strides = [s for sh, st in layouts for s, n in zip(st[:-1], sh[:-1]) if n > 1]
     while vec > 1 and any(x % vec for x in (head_dim, *strides)):
         vec //= 2
     return vec
@@ -75,7 +77,7 @@ class _FwdPlan:
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
         self.dtype, self.device = q.dtype, q.device
         self.lse_shape = (batch, heads, frames, tokens)
-        self.strides = _launch.contiguous_strides(self.shape)
+        self.strides = _launch.video_strides(self.shape, _launch.dim_order(q))  # q's memory order, dense
         self.lse_strides = _launch.contiguous_strides(self.lse_shape)
         self.launch = None
         if q.numel() == 0:
@@ -87,7 +89,7 @@ class _FwdPlan:
             (*q.stride(), *k.stride(), *v.stride(), *self.strides, *_bias_strides(bias),
              *self.lse_strides, heads, frames, tokens, head_dim, n_blocks, scale * _launch.LOG2E),
             HAS_BIAS=bias is not None, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
-            VEC=_vector_width(head_dim, q, k, v), BLOCK_N=block_n, BLOCK_F=block_f,
+            VEC=_vector_width(head_dim, q, k, v, outputs=(self.strides,)), BLOCK_N=block_n, BLOCK_F=block_f,
             BLOCK_D=block_d, num_warps=num_warps,
         )
 
@@ -103,15 +105,20 @@ def _fwd_run(plan: _FwdPlan, q, k, v, bias, causal, scale):
 @torch.library.custom_op("fastvid::temporal_attention_fwd", mutates_args=())
 def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], causal: bool,
                            scale: float) -> Tuple[Tensor, Tensor]:
-    """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, h, F, N) fp32 (log2 units)."""
+    """Triton forward. Returns out (B, F, N, h, d) in q's memory order, dense, and lse (B, h, F, N) fp32
+    (contiguous, log2 units)."""
     return _fwd_op.planned(q, k, v, bias, causal, scale)
 
 
 @temporal_attention_fwd.register_fake
 def _(q, k, v, bias, causal, scale):
     batch, frames, tokens, heads, head_dim = q.shape
-    return q.new_empty(batch, frames, tokens, heads, head_dim), q.new_empty(batch, heads, frames, tokens,
-                                                                             dtype=torch.float32)
+    return _like_q(q), q.new_empty(batch, heads, frames, tokens, dtype=torch.float32)
+
+
+def _like_q(q: Tensor) -> Tensor:
+    """A tensor of q's shape and dtype laid out as the Triton op lays its outputs out: q's memory order, dense."""
+    return _launch.empty_in_order(q.shape, _launch.dim_order(q), dtype=q.dtype, device=q.device)
 
 
 class _BwdPlan:
@@ -121,7 +128,9 @@ class _BwdPlan:
         from ..kernels.temporal_attention import temporal_attention_bias_grad_kernel, temporal_attention_bwd_kernel
 
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
-        self.dtype, self.device, self.strides = q.dtype, q.device, _launch.contiguous_strides(self.shape)
+        # dQ, dK and dV share one layout, q's memory order made dense (the kernel takes one set of strides).
+        self.dtype, self.device = q.dtype, q.device
+        self.strides = _launch.video_strides(self.shape, _launch.dim_order(q))
         self.bias_grad, self.bias_dtype = bias_grad, (bias.dtype if bias_grad else torch.float32)
         self.dbias_shape = (heads, frames, frames) if bias_grad else (0,)
         self.launch = self.reduce = None
@@ -140,7 +149,7 @@ class _BwdPlan:
              *lse.stride(), *(_launch.contiguous_strides(self.partial_shape) if bias_grad else (0, 0, 0)),
              heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale),
             HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
-            VEC=_vector_width(head_dim, q, k, v, out, dout), BLOCK_N=block_n,
+            VEC=_vector_width(head_dim, q, k, v, out, dout, outputs=(self.strides,)), BLOCK_N=block_n,
             BLOCK_F=block_f, BLOCK_D=block_d, RELOAD=block_n == 1, num_warps=num_warps, num_stages=1,
         )
         if bias_grad:
@@ -171,8 +180,8 @@ def _bwd_run(plan: _BwdPlan, dout, q, k, v, bias, out, lse, causal, scale, bias_
 @torch.library.custom_op("fastvid::temporal_attention_bwd", mutates_args=())
 def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], out: Tensor,
                            lse: Tensor, causal: bool, scale: float, bias_grad: bool) -> List[Tensor]:
-    """Triton backward. Returns [dq, dk, dv, dbias]; dbias is (h, F, F) in the bias dtype, empty unless
-    ``bias_grad``."""
+    """Triton backward, from dout of any strides. Returns [dq, dk, dv, dbias]: dq, dk and dv in q's memory
+    order, dense; dbias (h, F, F) contiguous in the bias dtype, empty unless ``bias_grad``."""
     return _bwd_op.planned(dout, q, k, v, bias, out, lse, causal, scale, bias_grad)
 
 
@@ -180,7 +189,7 @@ def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: 
 def _(dout, q, k, v, bias, out, lse, causal, scale, bias_grad):
     heads, frames = q.shape[3], q.shape[1]
     dbias = q.new_empty(heads, frames, frames, dtype=bias.dtype) if bias_grad else q.new_empty(0, dtype=torch.float32)
-    return [q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), dbias]
+    return [_like_q(q), _like_q(q), _like_q(q), dbias]
 
 
 def _setup_context(ctx, inputs, output):
@@ -234,12 +243,13 @@ def _run_torch(q, k, v, bias, causal, scale):
         keep = torch.ones(frames, frames, dtype=torch.bool, device=q.device).tril()
         mask = mask.masked_fill(~keep, float("-inf"))
     out = Fn.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, is_causal=causal and mask is None, scale=scale)
-    return out.reshape(batch, tokens, heads, frames, head_dim).permute(0, 3, 1, 2, 4).contiguous()
+    return _launch.in_order_of(out.reshape(batch, tokens, heads, frames, head_dim).permute(0, 3, 1, 2, 4), q)
 
 
 def _run_reference(q, k, v, bias, causal, scale):
-    return reference.temporal_attention(q, k, v, bias=None if bias is None else bias.to(q.dtype), causal=causal,
-                                        scale=scale).contiguous()
+    out = reference.temporal_attention(q, k, v, bias=None if bias is None else bias.to(q.dtype), causal=causal,
+                                       scale=scale)
+    return _launch.in_order_of(out, q)
 
 
 def _validate(q, k, v, bias, causal, scale):
@@ -293,6 +303,8 @@ def temporal_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Optional[Tensor
         backend: "auto" (Triton on CUDA, else the torch path), "triton", "torch" or "reference".
 
     Returns:
-        (B, F, N, heads, head_dim), contiguous, dtype of q.
+        (B, F, N, heads, head_dim), dtype of q, laid out in q's memory order with no gaps (a
+        contiguous q gives a contiguous output; q viewed from diffusers' ``(B*N, F, heads*d)``
+        projections gives an output that views back as ``(B*N, F, heads*d)``).
     """
     return DISPATCH.call(backend, q, k, v, bias, causal, scale)
