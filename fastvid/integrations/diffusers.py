@@ -122,16 +122,15 @@ class TemporalAttnProcessor(_FastvidAttnProcessor):
                                            or hidden_states.ndim != 3 or kwargs):
             return self.delegate(attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
         q, k, v = (self.heads(attn, proj(hidden_states)) for proj in (attn.to_q, attn.to_k, attn.to_v))
-        rows, cols = hidden_states.shape[:2]
+        # The op returns its output in q's memory order, so the reshapes back to the tokens' layout
+        # are views of it (no copy before the output projection) for projections of any layout.
         if fastvid_num_frames is None:  # (S, F, h, d) -> (1, F, S, h, d)
             q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-            out = self.attend(temporal_attention, attn, q, k, v)
-            out = out.view(cols, rows, -1).transpose(0, 1)
+            out = self.attend(temporal_attention, attn, q, k, v)[0].transpose(0, 1)
         else:  # (B*F, N, h, d) -> (B, F, N, h, d)
             q, k, v = (t.unflatten(0, (-1, fastvid_num_frames)) for t in (q, k, v))
-            out = self.attend(temporal_attention, attn, q, k, v)
-            out = out.view(rows, cols, -1)
-        return self.project_out(attn, out)
+            out = self.attend(temporal_attention, attn, q, k, v).flatten(0, 1)
+        return self.project_out(attn, out.flatten(2))
 
 
 class FirstFrameAttnProcessor(_FastvidAttnProcessor):
