@@ -7,6 +7,7 @@ import fastvid
 from fastvid.dispatch import BackendUnsupportedError, dispatchers
 from fastvid.ops import _launch
 from fastvid.ops import frame_attention as fa_op
+from fastvid.ops import geglu as gg_op
 from fastvid.ops import group_norm_silu as gn_op
 from fastvid.ops import temporal_attention as ta_op
 from fastvid.ops import temporal_conv as tc_op
@@ -249,6 +250,26 @@ def test_launches_per_call():
     # the weight to tap-major (k, C_out, C_in): one small copy; in the backward its flip: one small gather
     assert _counts(lambda: tc_op._fwd_op.planned(x, w, None, None, 1)) == (1, {"aten::clone": 1})
     assert _counts(lambda: tc_op._bwd_op.planned(x, x, w, 1, True, True, True)) == (3, {"aten::index_select": 1})
+    # GEGLU reads both halves in place: one launch each way, also for a slice of a wider buffer
+    proj = torch.randn(2, 3, 24, device=DEVICE)[..., 4:20]
+    dy = torch.randn(2, 3, 8, device=DEVICE)
+    assert _counts(lambda: gg_op._fwd_op.planned(proj, "none")) == (1, {})
+    assert _counts(lambda: gg_op._bwd_op.planned(dy, proj, "tanh")) == (1, {})
+
+
+def test_geglu_validates_and_plans_once_per_signature():
+    calls, plans = dispatchers()["geglu"].calls, gg_op._fwd_op.plans
+    calls.clear()
+    plans.clear()
+    proj = torch.randn(2, 3, 16, device=DEVICE)
+    for p in (proj, torch.randn(2, 3, 16, device=DEVICE)):  # fresh tensors, same signature
+        fastvid.geglu(p, backend="triton")  # the call cache binds the plan
+        gg_op._fwd_op(p, "none")  # the op's own plan cache (the custom op's implementation)
+    assert (len(calls), len(plans)) == (1, 1)
+    for p, approximate in ((proj[:, :2], "none"), (proj.transpose(0, 1), "none"), (proj, "tanh")):
+        out = fastvid.geglu(p, approximate=approximate, backend="triton")
+        torch.testing.assert_close(out, fastvid.reference.geglu(p, approximate=approximate))
+    assert len(calls) == 4
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the CPU refusal")

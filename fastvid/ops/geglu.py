@@ -13,7 +13,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher
+from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_choice, check_tensor, fail
 from . import _launch
 from ._library import TritonOp
@@ -45,22 +45,45 @@ def _out_like(proj_out: Tensor) -> Tensor:
     return _launch.empty(*proj_out.shape[:-1], proj_out.shape[-1] // 2, dtype=proj_out.dtype, device=proj_out.device)
 
 
+class _Plan:
+    """Everything a launch of one call signature needs but the tensors, forward or backward: the output's
+    shape (contiguous), and the launch over the (rows, last dim) matrices of the inputs, whose strides
+    (:func:`_rows`: a view, or a contiguous copy of an input whose leading dims do not merge) the
+    signature fixes."""
+
+    def __init__(self, kernel, out_shape, inputs, approximate):
+        self.out_shape = tuple(out_shape)
+        self.launch = None
+        if inputs[0].numel() == 0:
+            return
+        rows_in = [_rows(t) for t in inputs]
+        rows, inner = rows_in[0].shape[0], inputs[-1].shape[-1] // 2
+        out_strides = _launch.contiguous_strides((rows, self.out_shape[-1]))
+        programs, n_col_blocks, tiles = _launch_grid(rows, inner)
+        self.launch = _launch.Launch(
+            kernel, (programs,),
+            (*(s for t in rows_in for s in t.stride()), *out_strides, rows, inner, n_col_blocks),
+            APPROX_TANH=approximate == "tanh", num_warps=NUM_WARPS, **tiles,
+        )
+
+
+def _fwd_plan(proj_out, approximate):
+    from ..kernels.geglu import geglu_fwd_kernel
+
+    return _Plan(geglu_fwd_kernel, (*proj_out.shape[:-1], proj_out.shape[-1] // 2), (proj_out,), approximate)
+
+
+def _fwd_run(plan: _Plan, proj_out, approximate):
+    y = _launch.empty(*plan.out_shape, dtype=proj_out.dtype, device=proj_out.device)
+    if plan.launch is not None:
+        plan.launch(_rows(proj_out), y.view(-1, y.shape[-1]))
+    return y
+
+
 @torch.library.custom_op("fastvid::geglu_fwd", mutates_args=())
 def geglu_fwd(proj_out: Tensor, approximate: str) -> Tensor:
     """Triton forward: (..., 2 * inner) -> (..., inner) contiguous, hidden * gelu(gate)."""
-    from ..kernels.geglu import geglu_fwd_kernel
-
-    y = _out_like(proj_out)
-    if y.numel() == 0:
-        return y
-    p, y2 = _rows(proj_out), y.view(-1, y.shape[-1])
-    rows, inner = y2.shape
-    programs, n_col_blocks, tiles = _launch_grid(rows, inner)
-    geglu_fwd_kernel[(programs,)](
-        p, y2, *p.stride(), *y2.stride(), rows, inner, n_col_blocks,
-        APPROX_TANH=approximate == "tanh", num_warps=NUM_WARPS, **tiles,
-    )
-    return y
+    return _fwd_op.planned(proj_out, approximate)
 
 
 @geglu_fwd.register_fake
@@ -68,23 +91,25 @@ def _(proj_out, approximate):
     return _out_like(proj_out)
 
 
+def _bwd_plan(dy, proj_out, approximate):
+    from ..kernels.geglu import geglu_bwd_kernel
+
+    return _Plan(geglu_bwd_kernel, proj_out.shape, (dy, proj_out), approximate)
+
+
+def _bwd_run(plan: _Plan, dy, proj_out, approximate):
+    dp = _launch.empty(*plan.out_shape, dtype=proj_out.dtype, device=proj_out.device)
+    if plan.launch is None:
+        return dp.zero_()
+    plan.launch(_rows(dy), _rows(proj_out), dp.view(-1, dp.shape[-1]))
+    return dp
+
+
 @torch.library.custom_op("fastvid::geglu_bwd", mutates_args=())
 def geglu_bwd(dy: Tensor, proj_out: Tensor, approximate: str) -> Tensor:
     """Triton backward: d(proj_out) (proj_out's shape, contiguous), both halves in one launch:
     dhidden = dy * gelu(gate), dgate = dy * hidden * gelu'(gate)."""
-    from ..kernels.geglu import geglu_bwd_kernel
-
-    dp = _launch.empty(*proj_out.shape, dtype=proj_out.dtype, device=proj_out.device)
-    if dy.numel() == 0:
-        return dp.zero_()
-    p, g, d = _rows(proj_out), _rows(dy), dp.view(-1, dp.shape[-1])
-    rows, inner = g.shape
-    programs, n_col_blocks, tiles = _launch_grid(rows, inner)
-    geglu_bwd_kernel[(programs,)](
-        g, p, d, *g.stride(), *p.stride(), *d.stride(), rows, inner, n_col_blocks,
-        APPROX_TANH=approximate == "tanh", num_warps=NUM_WARPS, **tiles,
-    )
-    return dp
+    return _bwd_op.planned(dy, proj_out, approximate)
 
 
 @geglu_bwd.register_fake
@@ -103,7 +128,8 @@ def _backward(ctx, dy):
     return _bwd_op(dy, proj_out, ctx.approximate), None
 
 
-_fwd_op, _bwd_op = TritonOp(geglu_fwd), TritonOp(geglu_bwd)
+_fwd_op = TritonOp(geglu_fwd, _fwd_plan, _fwd_run)
+_bwd_op = TritonOp(geglu_bwd, _bwd_plan, _bwd_run)
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
@@ -113,8 +139,16 @@ def _run_triton(proj_out, approximate):
     return _fwd_op(proj_out, approximate)
 
 
+def _prepare_triton(proj_out, approximate):
+    return _fwd_op.prepare(proj_out, approximate)
+
+
 def _triton_reason(proj_out, approximate):
-    return _launch.triton_reason(proj_out) or _launch.dtype_reason(proj_out)
+    return _launch.triton_reason(proj_out)
+
+
+def _features(proj_out, approximate):
+    return {"dtype": proj_out.dtype}
 
 
 def _run_torch(proj_out, approximate):
@@ -141,10 +175,11 @@ def _backend_arguments(proj_out, approximate="none"):
 
 
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda p, *a: _launch.triton_auto_reason(p)),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda p, *a: _launch.triton_auto_reason(p),
+            limits=Limits(dtypes=FLOAT_DTYPES), prepare=_prepare_triton),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
-], arguments=_backend_arguments)
+], arguments=_backend_arguments, features=_features)
 
 
 def geglu(proj_out: Tensor, *, approximate: str = "none", backend: str = "auto") -> Tensor:
@@ -162,4 +197,4 @@ def geglu(proj_out: Tensor, *, approximate: str = "none", backend: str = "auto")
         (..., inner), contiguous, dtype of proj_out. Differentiable in proj_out (Triton backward from
         the saved proj_out, gelu recomputed).
     """
-    return DISPATCH(backend, *_backend_arguments(proj_out, approximate))
+    return DISPATCH.call(backend, proj_out, approximate)
