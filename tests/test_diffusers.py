@@ -20,6 +20,7 @@ from conftest import DEVICE
 pytest.importorskip("diffusers", reason="diffusers is an optional extra: pip install 'fastvid[diffusers]'")
 
 from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetSpatioTemporalConditionModel  # noqa: E402
+from diffusers.models.attention import TemporalBasicTransformerBlock  # noqa: E402
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0  # noqa: E402
 from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock  # noqa: E402
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel  # noqa: E402
@@ -172,8 +173,27 @@ def test_unet3d_patched_matches_diffusers(backend):
 def test_svd_patched_matches_diffusers(backend):
     model = svd()
     report = check_patched_matches(model, svd_inputs(), **WHOLE_MODEL[backend])
-    assert kinds(report).get("temporal_attention") == 4
+    # 4 temporal processors, the 4 temporal blocks and the 4 TransformerSpatioTemporalModels running them frame-major
+    assert kinds(report).get("temporal_attention") == 4 + 4 + 4
     assert kinds(report).get("conv", 0) == (8 if has_conv() and backend != "triton" else 0)
+
+
+def test_svd_temporal_blocks_run_frame_major_and_fall_back(monkeypatch):
+    native, x = svd(), svd_inputs(frames=4)
+    expected = run(native, x)
+    model = svd()
+    patch(model, backend="torch")
+    assert sum(isinstance(m, fd.FastvidTransformerSpatioTemporalModel) for m in model.modules()) == 4
+    blocks = [m for m in model.modules() if isinstance(m, fd.FastvidTemporalBasicTransformerBlock)]
+    with monkeypatch.context() as m:  # diffusers' rearranging block forward must not run
+        m.setattr(TemporalBasicTransformerBlock, "forward", lambda *a, **k: pytest.fail("rearranged"))
+        torch.testing.assert_close(run(model, x), expected, atol=1e-5, rtol=1e-5)
+    blocks[0].set_chunk_feed_forward(1)  # a chunked feed-forward: that transformer runs diffusers' forward
+    with monkeypatch.context() as m:
+        m.setattr(TemporalBasicTransformerBlock, "forward", lambda *a, **k: pytest.fail("rearranged"))
+        with pytest.raises(pytest.fail.Exception, match="rearranged"):
+            run(model, x)
+    torch.testing.assert_close(run(model, x), expected, atol=1e-5, rtol=1e-5)
 
 
 @needs("temporal_conv", "group_norm_silu")

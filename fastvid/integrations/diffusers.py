@@ -7,6 +7,9 @@ What is swapped (each only where its preconditions hold; everything else is repo
   ``(B*H*W, F, C)`` projections in place through ``fastvid.temporal_attention``;
 - TransformerTemporalModel: its forward keeps the tokens frame-major ``(B*F, H*W, C)`` so the
   ``(b f) <-> (b h w)`` token reshapes disappear and the processors read ``(B, F, N, h, d)`` views;
+- SVD's TransformerSpatioTemporalModel and its TemporalBasicTransformerBlocks: the temporal blocks run on
+  the spatial blocks' frame-major tokens too (no rearrange copies around them), their cross-attention
+  against each video's image context;
 - Text2Video-Zero's CrossFrameAttnProcessor: :class:`FirstFrameAttnProcessor` projects K/V of the
   first frame only and runs ``fastvid.frame_attention(frames="first")`` (no repeated K/V);
 - spatial self-attention, on request (``spatial_self_attention=True``): :class:`FrameAttnProcessor`;
@@ -50,6 +53,7 @@ try:
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
     from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock
     from diffusers.models.transformers.transformer_temporal import (
+        TransformerSpatioTemporalModel,
         TransformerTemporalModel,
         TransformerTemporalModelOutput,
     )
@@ -238,6 +242,82 @@ class FastvidTransformerTemporalModel(_Swap, TransformerTemporalModel):
         return TransformerTemporalModelOutput(sample=output) if return_dict else (output,)
 
 
+class FastvidTemporalBasicTransformerBlock(_Swap, TemporalBasicTransformerBlock):
+    """SVD's temporal block, which :class:`FastvidTransformerSpatioTemporalModel` runs on frame-major tokens
+    ``(B*F, H*W, C)`` (``fastvid_frame_major=True``, with each video's ``(B, L, C)`` context): LayerNorms and
+    feed-forwards act per token, the self-attention's :class:`TemporalAttnProcessor` reads the frame axis in
+    place, and the cross-attention to a context that every position of a video shares runs as ``(B, F*H*W)``
+    queries; diffusers' block rearranges to ``(B*H*W, F, C)`` and back (two copies) instead. Called as
+    diffusers calls it, it is diffusers' block."""
+
+    patch_kind = "temporal_attention"
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        return None
+
+    def frame_major(self) -> bool:
+        return self._chunk_size is None and isinstance(self.attn1.processor, TemporalAttnProcessor)
+
+    def forward(self, hidden_states, num_frames, encoder_hidden_states=None, fastvid_frame_major=False):
+        if not fastvid_frame_major:
+            return super().forward(hidden_states, num_frames, encoder_hidden_states)
+        x = self.ff_in(self.norm_in(hidden_states))
+        if self.is_res:
+            x = x + hidden_states
+        x = self.attn1(self.norm1(x), fastvid_num_frames=num_frames) + x
+        if self.attn2 is not None:
+            videos = encoder_hidden_states.shape[0]
+            queries = self.norm2(x).reshape(videos, -1, x.shape[-1])  # (B, F*N, C), a view
+            x = self.attn2(queries, encoder_hidden_states=encoder_hidden_states).view(x.shape) + x
+        ff_output = self.ff(self.norm3(x))
+        return ff_output + x if self.is_res else ff_output
+
+
+class FastvidTransformerSpatioTemporalModel(_Swap, TransformerSpatioTemporalModel):
+    """SVD's TransformerSpatioTemporalModel whose temporal blocks (:class:`FastvidTemporalBasicTransformerBlock`)
+    take the spatial blocks' frame-major tokens as they are and each video's image context ``(B, L, C)``
+    (diffusers broadcasts it to every position, ``(B*H*W, L, C)``, for its rearranged blocks). diffusers'
+    forward when a temporal block is not fastvid's (or is sharded by fastvid.distributed) or cannot run
+    frame-major (chunked feed-forward, another attention processor), or without encoder states."""
+
+    patch_kind = "temporal_attention"
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        if not all(isinstance(b.attn1.processor, TemporalAttnProcessor) for b in module.temporal_transformer_blocks):
+            return "not every temporal block's self-attention runs fastvid's temporal processor"
+        return None
+
+    def forward(self, hidden_states, encoder_hidden_states=None, image_only_indicator=None, return_dict=True):
+        # Exactly fastvid's block: a subclass (fastvid.distributed's token-sharded stage) expects diffusers' layout.
+        if encoder_hidden_states is None or not all(
+                type(b) is FastvidTemporalBasicTransformerBlock and b.frame_major()
+                for b in self.temporal_transformer_blocks):
+            return super().forward(hidden_states, encoder_hidden_states, image_only_indicator, return_dict)
+        batch_frames, _, height, width = hidden_states.shape
+        num_frames = image_only_indicator.shape[-1]
+        batch_size = batch_frames // num_frames
+        # Each video's context: that of its first frame, as diffusers takes it.
+        context = encoder_hidden_states.unflatten(0, (batch_size, num_frames))[:, 0]
+        residual = hidden_states
+        x = self.norm(hidden_states)
+        inner_dim = x.shape[1]
+        x = self.proj_in(x.permute(0, 2, 3, 1).reshape(batch_frames, height * width, inner_dim))
+        frame_index = torch.arange(num_frames, device=x.device).repeat(batch_size)
+        emb = self.time_pos_embed(self.time_proj(frame_index).to(dtype=x.dtype))[:, None, :]
+        for block, temporal_block in zip(self.transformer_blocks, self.temporal_transformer_blocks):
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, x, None, encoder_hidden_states, None)
+            else:
+                x = block(x, encoder_hidden_states=encoder_hidden_states)
+            mix = temporal_block(x + emb, num_frames=num_frames, encoder_hidden_states=context, fastvid_frame_major=True)
+            x = self.time_mixer(x_spatial=x, x_temporal=mix, image_only_indicator=image_only_indicator)
+        x = self.proj_out(x).reshape(batch_frames, height, width, inner_dim).permute(0, 3, 1, 2).contiguous()
+        output = x + residual
+        return TransformerTemporalModelOutput(sample=output) if return_dict else (output,)
+
+
 class FastvidTemporalConvLayer(_Swap, TemporalConvStages, TemporalConvLayer):
     """ModelScope's (and I2VGenXL's) TemporalConvLayer computed by fastvid's fused stages
     (:class:`fastvid.nn.temporal_conv.TemporalConvStages`): fused GroupNorm+SiLU, ``fastvid.temporal_conv``
@@ -291,7 +371,8 @@ class FastvidGEGLU(_Swap, GEGLU):
         return geglu(self.proj(hidden_states), backend=self.backend)
 
 
-SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTemporalConvLayer,
+SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTransformerSpatioTemporalModel,
+                                            FastvidTemporalBasicTransformerBlock, FastvidTemporalConvLayer,
                                             FastvidTemporalResnetBlock, FastvidGEGLU)}
 ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
 # The swaps whose layers make a model a video model (GEGLU is in image UNets too).
@@ -538,8 +619,10 @@ def unpatch_diffusers(model) -> int:
 
 __all__ = [
     "FastvidGEGLU",
+    "FastvidTemporalBasicTransformerBlock",
     "FastvidTemporalConvLayer",
     "FastvidTemporalResnetBlock",
+    "FastvidTransformerSpatioTemporalModel",
     "FastvidTransformerTemporalModel",
     "FirstFrameAttnProcessor",
     "FrameAttnProcessor",
