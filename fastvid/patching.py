@@ -18,7 +18,7 @@ from torch import nn
 from .dispatch import BACKEND_NAMES
 from .validation import check_choice, fail
 
-KINDS = ("temporal_attention", "frame_attention", "conv")
+KINDS = ("temporal_attention", "frame_attention", "conv", "add_layer_norm")
 _ORIGINAL = "_fastvid_original_class"
 _SET_BACKEND = "_fastvid_set_backend"
 

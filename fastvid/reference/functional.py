@@ -162,6 +162,19 @@ def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5, *, per_fram
     return Fn.silu(y)
 
 
+def add_layer_norm(x, residual, weight=None, bias=None, eps=1e-5):
+    """A transformer block's residual add and the LayerNorm after it: sum = x + residual, and sum
+    normalised over its last dim, (sum - mean) / sqrt(var + eps) * weight + bias (biased variance).
+    Returns (sum, normed)."""
+    s = x + residual
+    mean = s.mean(-1, keepdim=True)
+    var = (s - mean).square().mean(-1, keepdim=True)
+    y = (s - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    return s, y if bias is None else y + bias
+
+
 def t5_relative_position_bucket(relative_position, num_buckets=32, max_distance=128):
     """T5's bucketing of j - i, as in VDM (video-diffusion-pytorch's RelativePositionBias)."""
     n = -relative_position

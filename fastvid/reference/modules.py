@@ -223,3 +223,17 @@ class TemporalResBlock(nn.Module):
         if self.time_emb_proj is not None and temb is not None:
             h = h + self.time_emb_proj(nn.functional.silu(temb))[:, :, None, None, None]
         return self.conv(self.conv2, self.norm_silu(self.norm2, h), residual=x)
+
+
+class AddLayerNorm(nn.LayerNorm):
+    """A LayerNorm over the last dim applied right after a residual add, as in a pre-norm transformer
+    block (``h = out + h; norm(h)``): ``forward(x, residual)`` returns ``(x + residual, LayerNorm(x + residual))``.
+    Same parameters and state_dict keys as ``nn.LayerNorm(C)``. Takes (B, N, C) tokens."""
+
+    def check_input(self, x: torch.Tensor) -> None:
+        check_module_input(type(self).__name__, "x", x, self, ranks=(3,), channel_dim=lambda r: 2,
+                           channels=self.normalized_shape[0], layout="(B, N, C)")
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor):
+        self.check_input(x)
+        return ref.add_layer_norm(x, residual, self.weight, self.bias, self.eps)
