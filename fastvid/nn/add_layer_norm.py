@@ -30,7 +30,7 @@ class AddLayerNorm(reference.AddLayerNorm):
     x and residual read once, the sum written once and not read back. Same parameters and state_dict keys
     as ``fastvid.reference.AddLayerNorm`` (and ``nn.LayerNorm(C)``)."""
 
-    patch_kind = "add_layer_norm"
+    patch_kind = "transformer_block"
     backend = "auto"
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor):
