@@ -609,6 +609,9 @@ def test_animatediff_motion_modules_patched_match_diffusers():
     report = check_patched_matches(model, motion_inputs(), backend="torch")
     assert sorted(report.swapped["temporal_attention"]) == sorted(motion_attentions)
     assert all(isinstance(model.get_submodule(n).processor, fd.TemporalAttnProcessor) for n in motion_attentions)
+    motion_blocks = [m for n, m in model.named_modules() if "motion_modules" in n and n.endswith("transformer_blocks.0")]
+    assert motion_blocks and all(type(m) is fd.FastvidBasicTransformerBlock and m.pos_embed is not None
+                                 for m in motion_blocks)  # sinusoidal positions added after the fused norms
     fd.unpatch_diffusers(model)
     assert not any(isinstance(p, fd.TemporalAttnProcessor) for p in model.attn_processors.values())
 
@@ -724,8 +727,6 @@ def test_transformer_blocks_refused_with_reasons():
 
     ada = BasicTransformerBlock(16, 2, 8, norm_type="ada_norm_zero", num_embeds_ada_norm=10)
     assert "ada_norm_zero" in fd.FastvidBasicTransformerBlock.refusal(ada)
-    positional = BasicTransformerBlock(16, 2, 8, positional_embeddings="sinusoidal", num_positional_embeddings=8)
-    assert "positional embedding" in fd.FastvidBasicTransformerBlock.refusal(positional)
     plain = BasicTransformerBlock(16, 2, 8)
     assert fd.FastvidBasicTransformerBlock.refusal(plain) is None
     plain.norm3 = torch.nn.GroupNorm(1, 16)

@@ -324,8 +324,9 @@ class _TransformerBlockSwap(_Swap):
 
 
 class FastvidBasicTransformerBlock(_TransformerBlockSwap, BasicTransformerBlock):
-    """BasicTransformerBlock (norm_type "layer_norm", no positional embedding) with ``h = attn1(..) + h;
-    norm2(h)``, ``h = attn2(..) + h; norm3(h)`` each in one pass. The last add (``ff(..) + h``) feeds the
+    """BasicTransformerBlock (norm_type "layer_norm") with ``h = attn1(..) + h; norm2(h)``,
+    ``h = attn2(..) + h; norm3(h)`` each in one pass; a positional embedding (AnimateDiff's motion modules)
+    is added to the normed tokens after, as diffusers adds it. The last add (``ff(..) + h``) feeds the
     next block and stays as it is. diffusers' forward for GLIGEN inputs, 4D tokens and hooked norms."""
 
     NORMS = ("norm2", "norm3")
@@ -334,8 +335,6 @@ class FastvidBasicTransformerBlock(_TransformerBlockSwap, BasicTransformerBlock)
     def refusal(cls, module: nn.Module) -> Optional[str]:
         if module.norm_type != "layer_norm":
             return f"norm_type {module.norm_type!r}: only 'layer_norm' blocks are fused (ada-norms modulate the norm)"
-        if module.pos_embed is not None:
-            return "adds a positional embedding after its norms"
         return _norms_reason(module, [n for n in ("norm1", *cls.NORMS) if getattr(module, n, None) is not None])
 
     def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
@@ -344,15 +343,18 @@ class FastvidBasicTransformerBlock(_TransformerBlockSwap, BasicTransformerBlock)
         if hidden_states.ndim != 3 or "gligen" in kwargs or "scale" in kwargs or self.unfused_reason() is not None:
             return super().forward(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
                                    timestep, cross_attention_kwargs, class_labels, added_cond_kwargs)
-        out = self.attn1(self.norm1(hidden_states),
+        out = self.attn1(self.positions(self.norm1(hidden_states)),
                          encoder_hidden_states=encoder_hidden_states if self.only_cross_attention else None,
                          attention_mask=attention_mask, **kwargs)
         if self.attn2 is not None:
             hidden_states, normed = add_norm(self.norm2, out, hidden_states, self.backend)
-            out = self.attn2(normed, encoder_hidden_states=encoder_hidden_states,
+            out = self.attn2(self.positions(normed), encoder_hidden_states=encoder_hidden_states,
                              attention_mask=encoder_attention_mask, **kwargs)
         hidden_states, normed = add_norm(self.norm3, out, hidden_states, self.backend)
         return self.feed_forward(self.ff, normed) + hidden_states
+
+    def positions(self, normed: torch.Tensor) -> torch.Tensor:
+        return normed if self.pos_embed is None else self.pos_embed(normed)
 
 
 class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicTransformerBlock):
