@@ -132,12 +132,12 @@ def _step(mode: str, workload: Workload, input_sets: Sequence[Sequence[torch.Ten
             torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
         return step
     # Backward alone: the graphs are built once, outside the timed region.
-    outputs = [outputs(workload.run(*inputs)) for inputs in input_sets]
-    grads = [[torch.ones_like(o) for o in outs] for outs in outputs]
+    results = [outputs(workload.run(*inputs)) for inputs in input_sets]
+    grads = [[torch.ones_like(o) for o in outs] for outs in results]
 
     def step():
         i = next_index()
-        torch.autograd.backward(outputs[i], grads[i], retain_graph=True)
+        torch.autograd.backward(results[i], grads[i], retain_graph=True)
     return step
 
 
