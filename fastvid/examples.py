@@ -14,11 +14,14 @@ H * W at the layer's resolution.
   16 heads of 72.
 - Text2Video-Zero / ControlVideo (Stable Diffusion 1.5): 8 frames, 512x512 -> 64x64 latents, 8 heads of 40.
 - Transformer-block tokens (B, N, C): spatial blocks see (B*F, H*W, C), SVD's temporal blocks (B*H*W, F, C).
+
+GEGLU shapes are (B * F, N, inner): the feed-forward of a transformer block at a UNet level with C channels
+has inner = 4 * C and reads a (B * F, N, 2 * inner) projection output (CFG batch 2).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -59,11 +62,19 @@ TOKEN_SHAPES: Shapes = {  # name: (B, N, C), add_layer_norm's
     "animatediff-64x64-c320": (32, 64 * 64, 320),  # CFG 2 x 16 frames
 }
 
+GEGLU_SHAPES: Shapes = {  # name: (B * F, N, inner)
+    "svd-72x128-c320": (2 * 14, 72 * 128, 4 * 320),
+    "svd-36x64-c640": (2 * 14, 36 * 64, 4 * 640),
+    "svd-18x32-c1280": (2 * 14, 18 * 32, 4 * 1280),
+    "modelscope-32x32-c320": (2 * 16, 32 * 32, 4 * 320),
+}
+
 # Tiny stand-ins for CPU runs of the same scripts (harness checks only, not speed).
 CPU_TEMPORAL_ATTENTION_SHAPES: Shapes = {"tiny": (1, 8, 64, 2, 32), "odd": (1, 13, 37, 3, 24)}
 CPU_FRAME_ATTENTION_SHAPES: Shapes = {"tiny": (1, 4, 64, 2, 32), "odd": (1, 5, 37, 3, 40)}
 CPU_VIDEO_SHAPES: Shapes = {"tiny": (1, 16, 8, 8, 8), "odd": (1, 20, 7, 5, 9)}
 CPU_TOKEN_SHAPES: Shapes = {"tiny": (2, 16, 32), "odd": (2, 13, 77)}
+CPU_GEGLU_SHAPES: Shapes = {"tiny": (2, 64, 64), "odd": (3, 13, 77)}
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,7 @@ class Examples:
     for attention, the video's height otherwise); ``call(fn, inputs)`` calls ``fastvid.<op>`` or
     ``fastvid.reference.<op>`` on them with ``kwargs`` (every argument by name, so both take the same call).
     ``main`` is the first tensor argument, ``other`` a second one whose dim ``other_dim`` is checked
-    against ``main`` (bad-input tests). ``corners()`` lists dispatcher argument tuples (the op's
+    against ``main`` (bad-input tests); None for an op of one tensor, whose ``main`` has ``other_dim`` checked. ``corners()`` lists dispatcher argument tuples (the op's
     ``DISPATCH`` argument order) covering the support matrix: dtypes, optional inputs, sizes past a
     backend's limits. ``checks(device, dtype)`` lists (case name, inputs, keyword arguments) at odd sizes,
     each with a non-contiguous input: the benchmark suite's correctness step (``fastvid.testing`` rule).
@@ -82,7 +93,7 @@ class Examples:
     make: Callable[..., Dict[str, Tensor]]
     kwargs: Dict[str, object]
     main: str
-    other: str
+    other: Optional[str]
     other_dim: int
     corners: Callable[[], List[tuple]]
     checks: Callable[[str, torch.dtype], List[Check]]
@@ -136,7 +147,10 @@ def _group_norm_silu(batch, n, device="cpu", dtype=torch.float32):
 
 def _add_layer_norm(batch, n, device="cpu", dtype=torch.float32):
     r = dict(device=device, dtype=dtype)
-    return dict(x=_randn(batch, n, 6, **r), residual=_randn(batch, n, 6, **r), weight=_randn(6, **r), bias=_randn(6, **r))
+    return dict(x=_randn(batch, n, 6, **r), residual=_randn(batch, n, 6, **r), weight=_randn(6, **r),
+                bias=_randn(6, **r))
+def _geglu(batch, n, device="cpu", dtype=torch.float32):
+    return dict(proj_out=_randn(batch, n, 10, device=device, dtype=dtype))
 
 
 def temporal_attention_args(frames=5, dtype=torch.float32, bias=True):
@@ -172,6 +186,9 @@ def add_layer_norm_args(dtype=torch.float32, affine=True, width=6):
     x, r = _randn(2, 3, width, dtype=dtype), _randn(2, 3, width, dtype=dtype)
     w, b = (_randn(width, dtype=dtype) if affine else None for _ in range(2))
     return (x, r, w, b, 1e-5)
+def geglu_args(dtype=torch.float32, approximate="none"):
+    """Dispatcher arguments (proj_out, approximate)."""
+    return (_randn(2, 3, 14, dtype=dtype), approximate)
 
 
 def _temporal_attention_checks(device, dtype) -> List[Check]:
@@ -210,6 +227,10 @@ def _add_layer_norm_checks(device, dtype) -> List[Check]:
     inputs = dict(x=_randn(2, 13, 77, transpose=(0, 1), **r), residual=_randn(2, 13, 77, **r),
                   weight=1 + 0.1 * _randn(77, **r), bias=0.1 * _randn(77, **r))
     return [("13 tokens x 77 channels, x non-contiguous", inputs, {})]
+def _geglu_checks(device, dtype) -> List[Check]:
+    proj_out = _randn(3, 13, 2 * 77 + 6, device=device, dtype=dtype)[..., 3:-3]  # a slice of a wider last dim
+    return [(f"inner 77, approximate={approximate}, proj_out a slice", dict(proj_out=proj_out),
+             dict(approximate=approximate)) for approximate in ("none", "tanh")]
 
 
 EXAMPLES: Dict[str, Examples] = {
@@ -248,4 +269,9 @@ EXAMPLES: Dict[str, Examples] = {
                          add_layer_norm_args(width=8193)],  # past the Triton kernel's row width
         checks=_add_layer_norm_checks,
         benchmark_shapes=TOKEN_SHAPES, cpu_shapes=CPU_TOKEN_SHAPES, stacked=True),
+    "geglu": Examples(  # the shape check: an odd last dim (no halves)
+        _geglu, {}, main="proj_out", other=None, other_dim=-1,
+        corners=lambda: [geglu_args(), geglu_args(dtype=torch.float64), geglu_args(torch.float16, "tanh")],
+        checks=_geglu_checks,
+        benchmark_shapes=GEGLU_SHAPES, cpu_shapes=CPU_GEGLU_SHAPES),
 }

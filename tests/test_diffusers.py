@@ -28,10 +28,11 @@ from fastvid.integrations import diffusers as fd  # noqa: E402
 
 BACKENDS = ["torch", "triton"]  # "triton" runs under the interpreter on CPU
 # Whole models run on every backend; under the interpreter they swap attention only (group_norm_silu
-# costs seconds a call there): the conv and transformer-block swaps run under the interpreter module by
-# module in test_conv_modules_match_diffusers and test_temporal_basic_transformer_block_fused_matches_diffusers.
+# costs seconds a call there, geglu and add_layer_norm tenths): the conv swaps run under the interpreter module
+# by module in test_conv_modules_match_diffusers, the GEGLU swap in tests/test_geglu.py, the transformer blocks in
+# test_temporal_basic_transformer_block_fused_matches_diffusers.
 WHOLE_MODEL = {"auto": {"backend": "auto"}, "torch": {"backend": "torch"}, "reference": {"backend": "reference"},
-               "triton": {"backend": "triton", "conv": False, "transformer_block": False}}
+               "triton": {"backend": "triton", "conv": False, "feed_forward": False, "transformer_block": False}}
 
 try:  # Text2Video-Zero's module imports transformers (part of the fastvid[diffusers] extra)
     from diffusers.pipelines import TextToVideoZeroPipeline
@@ -276,7 +277,11 @@ def test_text2video_zero_unet_patched_matches_diffusers(backend):
     model = unet2d(CrossFrameAttnProcessor2_0(batch_size=2))
     report = check_patched_matches(model, unet2d_inputs(), **WHOLE_MODEL[backend])
     # every self- and cross-attention (cross ones delegate); 4 BasicTransformerBlocks (none under the interpreter)
-    assert kinds(report) == {"frame_attention": 8, **({"transformer_block": 4} if backend == "torch" else {})}
+    geglus = {"feed_forward": len(feed_forward_modules(model))} if WHOLE_MODEL[backend].get("feed_forward", 1) else {}
+    # 4 BasicTransformerBlocks (not under the interpreter)
+    blocks = {"transformer_block": 4} if WHOLE_MODEL[backend].get("transformer_block", 1) else {}
+    # every self- and cross-attention (cross ones delegate)
+    assert kinds(report) == {"frame_attention": 8, **geglus, **blocks}
     fd.unpatch_diffusers(model)
     assert all(type(p) is CrossFrameAttnProcessor2_0 for p in model.attn_processors.values())
 
@@ -363,7 +368,7 @@ def test_custom_processors_are_left_alone_and_reported():
 
 def test_disabled_kinds_are_not_swapped():
     model = unet3d()
-    report = patch(model, temporal_attention=False, conv=False, transformer_block=False)
+    report = patch(model, temporal_attention=False, conv=False, feed_forward=False, transformer_block=False)
     assert report.total == 0
     assert all(not isinstance(p, fd.TemporalAttnProcessor) for p in model.attn_processors.values())
 
@@ -411,7 +416,12 @@ def conv_modules(model):
 def fused_modules(model):
     """The swapped modules that read their submodules' weights (convs' and norms')."""
     return sorted(name for name, m in model.named_modules() if type(m) in fd.ORIGINAL_CLASS
-                  and hasattr(m, "unfused_reason"))
+                  and m.patch_kind in ("conv", "transformer_block"))
+
+
+def feed_forward_modules(model):
+    """Every diffusers GEGLU, swapped or not."""
+    return sorted(name for name, m in model.named_modules() if isinstance(m, fd.GEGLU))
 
 
 @pytest.mark.parametrize("make, inputs", MODELS)
@@ -609,7 +619,8 @@ def test_animatediff_motion_modules_patched_match_diffusers():
     report = check_patched_matches(model, motion_inputs(), backend="torch")
     assert sorted(report.swapped["temporal_attention"]) == sorted(motion_attentions)
     assert all(isinstance(model.get_submodule(n).processor, fd.TemporalAttnProcessor) for n in motion_attentions)
-    motion_blocks = [m for n, m in model.named_modules() if "motion_modules" in n and n.endswith("transformer_blocks.0")]
+    motion_blocks = [m for n, m in model.named_modules()
+                     if "motion_modules" in n and n.endswith("transformer_blocks.0")]
     assert motion_blocks and all(type(m) is fd.FastvidBasicTransformerBlock and m.pos_embed is not None
                                  for m in motion_blocks)  # sinusoidal positions added after the fused norms
     fd.unpatch_diffusers(model)
@@ -659,6 +670,7 @@ def test_i2vgenxl_temporal_layers_patched_match_diffusers():
     blocks = [n for n, m in model.named_modules() if type(m) is fd.FastvidBasicTransformerBlock]
     processors = [n for n, p in model.attn_processors.items() if type(p) is fd.SDPAAttnProcessor]
     assert kinds(report) == {"temporal_attention": 5 * 2 + 5 + 1, "conv": len(conv_modules(model)),
+                             "feed_forward": len(feed_forward_modules(model)),
                              "transformer_block": len(blocks) + len(processors)}
 
 
@@ -684,7 +696,8 @@ def test_temporal_basic_transformer_block_fused_matches_diffusers(backend):
     keys = list(block.state_dict())
     report = check_patched_matches(block, _temporal_block_inputs(), backend=backend)
     assert type(block) is fd.FastvidTemporalBasicTransformerBlock and list(block.state_dict()) == keys
-    assert kinds(report) == {"temporal_attention": 1, "transformer_block": 2}  # the block and attn2's processor
+    # the block and attn2's processor; GEGLU in ff_in and ff
+    assert kinds(report) == {"temporal_attention": 1, "transformer_block": 2, "feed_forward": 2}
     fd.unpatch_diffusers(block)
     check_patched_gradients(block, _temporal_block_inputs(), backend=backend)
 

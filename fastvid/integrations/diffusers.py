@@ -20,7 +20,9 @@ What is swapped (each only where its preconditions hold; everything else is repo
 - BasicTransformerBlock (spatial and temporal transformers of every video UNet) and SVD's
   TemporalBasicTransformerBlock: each residual add and the LayerNorm after it in one pass
   (``fastvid.add_layer_norm``); spatial self- and cross-attention on diffusers' AttnProcessor2_0:
-  :class:`SDPAAttnProcessor`, the same SDPA path without its divide by ``rescale_output_factor`` = 1.
+  :class:`SDPAAttnProcessor`, the same SDPA path without its divide by ``rescale_output_factor`` = 1;
+- GEGLU (the feed-forward's first layer in every transformer block, spatial and temporal):
+  :class:`FastvidGEGLU` runs ``proj`` as it is and fuses the activation (``fastvid.geglu``).
 
 Processors follow diffusers' protocol (``set_attn_processor``, ``attn_processors``) and keep the
 processor they replaced in ``.original``; calls they cannot take (attention masks, 4D inputs,
@@ -41,12 +43,14 @@ from ..nn.add_layer_norm import add_norm
 from ..nn._hooks import unfused_modules, unfused_reason
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
 from ..ops.frame_attention import frame_attention
+from ..ops.geglu import geglu
 from ..ops.temporal_attention import temporal_attention
 from ..patching import KINDS
 from ..validation import fail
 
 TESTED = "diffusers>=0.35,<0.43"
 try:
+    from diffusers.models.activations import GEGLU
     from diffusers.models.attention import BasicTransformerBlock, TemporalBasicTransformerBlock, _chunked_feed_forward
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
     from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock
@@ -56,6 +60,7 @@ try:
     )
     from diffusers.models.unets.unet_i2vgen_xl import I2VGenXLTransformerTemporalEncoder
     from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+    from diffusers.utils.import_utils import is_torch_npu_available
 except ImportError as exc:
     raise ImportError(
         f"fastvid's diffusers integration needs diffusers ({TESTED}): pip install 'fastvid[diffusers]'"
@@ -391,12 +396,40 @@ class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicT
         return hidden_states.permute(0, 2, 1, 3).reshape(batch_size * num_frames, seq_length, channels)
 
 
+class FastvidGEGLU(_Swap, GEGLU):
+    """diffusers' GEGLU with its activation fused: ``self.proj(x)`` runs as it is (a LoRA-wrapped,
+    hooked, offloaded or quantized projection keeps its wrapper), then ``fastvid.geglu`` reads both
+    halves of its output in one pass (no gelu intermediate). diffusers' forward for its deprecated
+    extra arguments."""
+
+    patch_kind = "feed_forward"
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        if is_torch_npu_available():
+            return "diffusers runs torch_npu.npu_geglu (tanh GELU) on this NPU machine"
+        return None
+
+    def unfused_reason(self) -> Optional[str]:
+        # accelerate's hooks replace forward on the instance and call the one they found (_old_forward).
+        if "forward" in self.__dict__ and getattr(getattr(self, "_old_forward", None), "__func__", None) is not \
+                FastvidGEGLU.forward:
+            return "has its forward replaced on the instance"
+        return None
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if args or kwargs:
+            return super().forward(hidden_states, *args, **kwargs)
+        return geglu(self.proj(hidden_states), backend=self.backend)
+
+
 SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTemporalConvLayer,
-                                            FastvidTemporalResnetBlock, FastvidBasicTransformerBlock,
+                                            FastvidTemporalResnetBlock, FastvidGEGLU, FastvidBasicTransformerBlock,
                                             FastvidTemporalBasicTransformerBlock)}
 ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
-# The swaps whose layers make a model a video model (transformer blocks are in image UNets too).
-VIDEO_SWAPS = tuple(base for base, swap in SWAPS.items() if swap.patch_kind != "transformer_block")
+# The swaps whose layers make a model a video model (GEGLU and transformer blocks are in image UNets too).
+IMAGE_KINDS = ("feed_forward", "transformer_block")
+VIDEO_SWAPS = tuple(base for base, swap in SWAPS.items() if swap.patch_kind not in IMAGE_KINDS)
 # Modules whose (non-cross) attentions attend over frames, with the (S, F, C) layout TemporalAttnProcessor reads.
 TEMPORAL_TRANSFORMERS = (TransformerTemporalModel, AnimateDiffTransformer3D, I2VGenXLTransformerTemporalEncoder)
 
@@ -525,7 +558,8 @@ def _install(unet: nn.Module, method: type, backend: str, report) -> bool:
 
 
 def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_attention: bool = True,
-                    conv: bool = True, transformer_block: bool = True, backend: str = "auto",
+                    conv: bool = True, feed_forward: bool = True, transformer_block: bool = True,
+                    backend: str = "auto",
                     spatial_self_attention: bool = False) -> None:
     """Installs fastvid processors and modules in a diffusers video model or pipeline, in place.
 
@@ -533,8 +567,8 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     UNetMotionModel (AnimateDiff), an I2VGenXLUNet, a UNet with CrossFrameAttnProcessor, another
     model built from the same temporal layers, or a pipeline holding one as ``.unet``
     (TextToVideoZeroPipeline too: the processors it installs on each call are translated). Swaps go
-    to ``report.add(kind, name)`` with kind "temporal_attention", "frame_attention", "conv" or
-    "transformer_block" (fused add + LayerNorm blocks, :class:`SDPAAttnProcessor`);
+    to ``report.add(kind, name)`` with kind "temporal_attention", "frame_attention", "conv",
+    "feed_forward" (GEGLU) or "transformer_block" (fused add + LayerNorm blocks, :class:`SDPAAttnProcessor`);
     everything left alone goes to ``report.skip(name, reason)``, fused modules that will call their
     hooked submodules unfused to ``report.add_unfused(name, reason)``. Spatial self-attention stays on
     SDPA (:class:`SDPAAttnProcessor`) unless ``spatial_self_attention`` is True. Raises FastvidInputError for a model
@@ -569,7 +603,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
         report.add(cls.patch_kind, name, processor=True)
 
     kinds_enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv,
-                     "transformer_block": transformer_block}
+                     "feed_forward": feed_forward, "transformer_block": transformer_block}
     for name, module in unet.named_modules():
         swap = SWAPS.get(type(module))
         if swap is None or not kinds_enabled[swap.patch_kind]:
@@ -640,6 +674,7 @@ def unpatch_diffusers(model) -> int:
 __all__ = [
     "FastvidBasicTransformerBlock",
     "FastvidTemporalBasicTransformerBlock",
+    "FastvidGEGLU",
     "FastvidTemporalConvLayer",
     "FastvidTemporalResnetBlock",
     "FastvidTransformerTemporalModel",

@@ -7,6 +7,8 @@ from .functional import (
     first_frame_attention,
     frame_attention,
     frame_table,
+    gelu,
+    geglu,
     group_norm_silu,
     pseudo3d_attention,
     pseudo3d_conv,
@@ -18,5 +20,6 @@ from .functional import (
     temporal_conv,
     temporal_conv3d,
 )
-from .modules import AddLayerNorm, FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention, TemporalAttention
+from .modules import AddLayerNorm, FrameAttention, GEGLU, PseudoConv3d, RelativePositionBias, SparseCausalAttention
+from .modules import TemporalAttention
 from .modules import TemporalConvBlock, TemporalResBlock
