@@ -1,6 +1,7 @@
 """fastvid: Triton and fused GPU kernels for video diffusion models."""
 from . import reference
 from .dispatch import BackendUnsupportedError, last_backend
+from .graphs import CapturedStep, capture_step
 from .ops.add_layer_norm import add_layer_norm
 from .ops.frame_attention import frame_attention
 from .ops.geglu import geglu
@@ -26,9 +27,11 @@ def __getattr__(name):
 
 __all__ = [
     "BackendUnsupportedError",
+    "CapturedStep",
     "FastvidInputError",
     "PatchReport",
     "add_layer_norm",
+    "capture_step",
     "deflate_conv3d",
     "frame_attention",
     "geglu",
