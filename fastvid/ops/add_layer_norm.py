@@ -15,7 +15,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher
+from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
 from ._library import TritonOp
@@ -33,8 +33,33 @@ def _tiles(width: int) -> Tuple[int, int, int]:
     return max(1, TILE // block_c), block_c, 4 if block_c <= 2048 else 8
 
 
-def _stats(x: Tensor) -> Tensor:
-    return _launch.empty(2, x.shape[0] * x.shape[1], dtype=torch.float32, device=x.device)
+class _FwdPlan:
+    """The forward launch of one call signature."""
+
+    def __init__(self, x, residual, weight, bias, eps):
+        from ..kernels.add_layer_norm import add_layer_norm_fwd_kernel
+
+        self.shape, self.rows = tuple(x.shape), x.shape[0] * x.shape[1]
+        width = x.shape[2]
+        self.launch = None
+        if self.rows == 0 or width == 0:
+            return
+        block_m, block_c, warps = _tiles(width)
+        self.launch = _launch.Launch(
+            add_layer_norm_fwd_kernel, (_launch.cdiv(self.rows, block_m),),
+            (*x.stride(), *residual.stride(), weight.stride(0) if weight is not None else 0,
+             bias.stride(0) if bias is not None else 0, self.rows, x.shape[1], width, eps),
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c,
+            num_warps=warps)
+
+
+def _fwd_run(plan: _FwdPlan, x, residual, weight, bias, eps):
+    s = _launch.empty(*plan.shape, dtype=x.dtype, device=x.device)
+    y = _launch.empty(*plan.shape, dtype=x.dtype, device=x.device)
+    stats = _launch.empty(2, plan.rows, dtype=torch.float32, device=x.device)
+    if plan.launch is not None:
+        plan.launch(x, residual, x if weight is None else weight, x if bias is None else bias, s, y, stats)
+    return s, y, stats
 
 
 @torch.library.custom_op("fastvid::add_layer_norm_fwd", mutates_args=())
@@ -42,22 +67,7 @@ def add_layer_norm_fwd(x: Tensor, residual: Tensor, weight: Optional[Tensor], bi
                        eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Triton forward. Returns sum and normed (contiguous (B, N, C), dtype of x) and stats (2, B * N) fp32:
     each row's mean and rstd."""
-    from ..kernels.add_layer_norm import add_layer_norm_fwd_kernel
-
-    s = _launch.empty(*x.shape, dtype=x.dtype, device=x.device)
-    y = _launch.empty(*x.shape, dtype=x.dtype, device=x.device)
-    stats = _stats(x)
-    rows, width = x.shape[0] * x.shape[1], x.shape[2]
-    if rows == 0 or width == 0:
-        return s, y, stats
-    block_m, block_c, warps = _tiles(width)
-    add_layer_norm_fwd_kernel[(_launch.cdiv(rows, block_m),)](
-        x, residual, weight if weight is not None else x, bias if bias is not None else x, s, y, stats,
-        *x.stride(), *residual.stride(), weight.stride(0) if weight is not None else 0,
-        bias.stride(0) if bias is not None else 0, rows, x.shape[1], width, eps,
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps,
-    )
-    return s, y, stats
+    return _fwd_op.planned(x, residual, weight, bias, eps)
 
 
 @add_layer_norm_fwd.register_fake
@@ -65,34 +75,47 @@ def _(x, residual, weight, bias, eps):
     return x.new_empty(x.shape), x.new_empty(x.shape), x.new_empty(2, x.shape[0] * x.shape[1], dtype=torch.float32)
 
 
+class _BwdPlan:
+    """The backward launch of one call signature: rows split over a fixed number of programs."""
+
+    def __init__(self, dsum, dnormed, s, weight, stats, has_bias):
+        from ..kernels.add_layer_norm import add_layer_norm_bwd_kernel
+
+        self.shape, rows, width = tuple(s.shape), s.shape[0] * s.shape[1], s.shape[2]
+        block_m, block_c, warps = _tiles(width)
+        programs = max(1, min(_launch.cdiv(rows, block_m), _launch.target_programs(s, per_sm=2, off_gpu=3)))
+        rows_per_program = _launch.cdiv(_launch.cdiv(rows, programs), block_m) * block_m if rows else 0
+        programs = _launch.cdiv(rows, rows_per_program) if rows else 0
+        self.partial_shape = (max(programs, 1), width)  # zeros where no program writes (no rows)
+        self.launch = None
+        if programs and width:
+            self.launch = _launch.Launch(
+                add_layer_norm_bwd_kernel, (programs,),
+                (*(dsum.stride() if dsum is not None else (0, 0, 0)), *dnormed.stride(),
+                 weight.stride(0) if weight is not None else 0, rows, s.shape[1], width, rows_per_program),
+                HAS_DSUM=dsum is not None, HAS_WEIGHT=weight is not None, BLOCK_M=block_m, BLOCK_C=block_c,
+                num_warps=warps)
+
+
+def _bwd_run(plan: _BwdPlan, dsum, dnormed, s, weight, stats, has_bias):
+    dx = _launch.empty(*plan.shape, dtype=s.dtype, device=s.device)
+    dw_part = torch.zeros(plan.partial_shape, dtype=torch.float32, device=s.device)
+    db_part = torch.zeros_like(dw_part)
+    if plan.launch is not None:
+        plan.launch(dnormed if dsum is None else dsum, dnormed, s, s if weight is None else weight, stats, dx,
+                    dw_part, db_part)
+    # Partials summed over their rows in a fixed order: deterministic.
+    dweight = dw_part.sum(0).to(weight.dtype) if weight is not None else s.new_empty(0)
+    dbias = db_part.sum(0).to(s.dtype) if has_bias else s.new_empty(0)
+    return [dx, dweight, dbias]
+
+
 @torch.library.custom_op("fastvid::add_layer_norm_bwd", mutates_args=())
 def add_layer_norm_bwd(dsum: Optional[Tensor], dnormed: Tensor, s: Tensor, weight: Optional[Tensor], stats: Tensor,
                        has_bias: bool) -> List[Tensor]:
     """Triton backward from the saved sum and statistics. Returns [dx, dweight, dbias]: dx (contiguous
     (B, N, C)) is the gradient of x and of residual alike; dweight / dbias are empty when absent."""
-    from ..kernels.add_layer_norm import add_layer_norm_bwd_kernel
-
-    rows, width = s.shape[0] * s.shape[1], s.shape[2]
-    dx = _launch.empty(*s.shape, dtype=s.dtype, device=s.device)
-    block_m, block_c, warps = _tiles(width)
-    programs = max(1, min(_launch.cdiv(rows, block_m), _launch.target_programs(s, per_sm=2, off_gpu=3)))
-    rows_per_program = _launch.cdiv(_launch.cdiv(rows, programs), block_m) * block_m if rows else 0
-    programs = _launch.cdiv(rows, rows_per_program) if rows else 0
-    dw_part = torch.zeros(max(programs, 1), width, dtype=torch.float32, device=s.device)
-    db_part = torch.zeros_like(dw_part)
-    if programs and width:
-        dsum_strides = dsum.stride() if dsum is not None else (0, 0, 0)
-        add_layer_norm_bwd_kernel[(programs,)](
-            dsum if dsum is not None else dnormed, dnormed, s, weight if weight is not None else s, stats, dx,
-            dw_part, db_part, *dsum_strides, *dnormed.stride(), weight.stride(0) if weight is not None else 0,
-            rows, s.shape[1], width, rows_per_program,
-            HAS_DSUM=dsum is not None, HAS_WEIGHT=weight is not None, BLOCK_M=block_m, BLOCK_C=block_c,
-            num_warps=warps,
-        )
-    # Partials summed over their rows in a fixed order: deterministic.
-    dweight = dw_part.sum(0).to(weight.dtype) if weight is not None else s.new_empty(0)
-    dbias = db_part.sum(0).to(s.dtype) if has_bias else s.new_empty(0)
-    return [dx, dweight, dbias]
+    return _bwd_op.planned(dsum, dnormed, s, weight, stats, has_bias)
 
 
 @add_layer_norm_bwd.register_fake
@@ -117,7 +140,8 @@ def _backward(ctx, dsum, dnormed, dstats):
             db if need_b and ctx.has_bias else None, None)
 
 
-_fwd_op, _bwd_op = TritonOp(add_layer_norm_fwd), TritonOp(add_layer_norm_bwd)
+_fwd_op = TritonOp(add_layer_norm_fwd, _FwdPlan, _fwd_run)
+_bwd_op = TritonOp(add_layer_norm_bwd, _BwdPlan, _bwd_run)
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
@@ -128,13 +152,17 @@ def _run_triton(x, residual, weight, bias, eps):
     return s, y
 
 
+def _prepare_triton(x, residual, weight, bias, eps):
+    call = _fwd_op.prepare(x, residual, weight, bias, eps)
+    return lambda *args: call(*args)[:2]
+
+
 def _triton_reason(x, residual, weight, bias, eps):
-    why = _launch.triton_reason(x, residual, weight, bias) or _launch.dtype_reason(x)
-    if why:
-        return why
-    if x.shape[-1] > MAX_TRITON_WIDTH:
-        return f"C = {x.shape[-1]} > {MAX_TRITON_WIDTH}: a program holds whole rows"
-    return None
+    return _launch.triton_reason(x, residual, weight, bias)
+
+
+def _features(x, residual, weight, bias, eps):
+    return {"dtype": x.dtype, "C": x.shape[2]}
 
 
 def _run_torch(x, residual, weight, bias, eps):
@@ -170,11 +198,14 @@ def _backend_arguments(x, residual, weight=None, bias=None, eps=1e-5):
     return x, residual, weight, bias, float(eps)
 
 
+TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={"C": (MAX_TRITON_WIDTH, "a program holds whole rows")})
+
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x),
+            limits=TRITON_LIMITS, prepare=_prepare_triton),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
-], arguments=_backend_arguments)
+], arguments=_backend_arguments, features=_features)
 
 
 def add_layer_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
@@ -195,4 +226,4 @@ def add_layer_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None,
         ``sum`` as stored (rounded to the dtype), as an add followed by a LayerNorm computes it.
         Differentiable in x, residual, weight and bias (Triton backward from the saved sum and statistics).
     """
-    return DISPATCH(backend, *_backend_arguments(x, residual, weight, bias, eps))
+    return DISPATCH.call(backend, x, residual, weight, bias, eps)
