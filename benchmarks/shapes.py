@@ -35,7 +35,14 @@ TEMPORAL_CONV = {  # name: (B, C, F, H, W)
     "c1280-64x64": (1, 1280, 16, 64, 64),
 }
 
+ALPHA_BLEND = {  # name: (B, C, F, H, W), SVD's SpatioTemporalResBlock mix (CFG batch 2, 14 frames), frame-major
+    "svd-72x128-c320": (2, 320, 14, 72, 128),
+    "svd-36x64-c640": (2, 640, 14, 36, 64),
+    "svd-18x32-c1280": (2, 1280, 14, 18, 32),
+}
+
 # Tiny stand-ins for CPU runs of the same scripts (harness checks only, not speed).
 CPU_TEMPORAL_ATTENTION = {"tiny": (1, 8, 64, 2, 32), "odd": (1, 13, 37, 3, 24)}
 CPU_FRAME_ATTENTION = {"tiny": (1, 4, 64, 2, 32), "odd": (1, 5, 37, 3, 40)}
 CPU_TEMPORAL_CONV = {"tiny": (1, 16, 8, 8, 8), "odd": (1, 20, 7, 5, 9)}
+CPU_ALPHA_BLEND = {"tiny": (1, 16, 8, 8, 8), "odd": (1, 20, 7, 5, 9)}

@@ -1,6 +1,7 @@
 """fastvid: Triton and fused GPU kernels for video diffusion models."""
 from . import reference
 from .dispatch import BackendUnsupportedError, last_backend
+from .ops.alpha_blend import alpha_blend
 from .ops.frame_attention import frame_attention
 from .ops.group_norm_silu import group_norm_silu
 from .ops.temporal_attention import temporal_attention
@@ -26,6 +27,7 @@ __all__ = [
     "BackendUnsupportedError",
     "FastvidInputError",
     "PatchReport",
+    "alpha_blend",
     "deflate_conv3d",
     "frame_attention",
     "group_norm_silu",

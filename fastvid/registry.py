@@ -14,7 +14,7 @@ from typing import Callable, Dict, Tuple
 
 from . import nn, reference
 from .dispatch import Dispatcher
-from .ops import frame_attention, group_norm_silu, temporal_attention, temporal_conv
+from .ops import alpha_blend, frame_attention, group_norm_silu, temporal_attention, temporal_conv
 
 
 @dataclass(frozen=True)
@@ -58,4 +58,5 @@ OPS: Dict[str, OpSpec] = {row.name: row for row in (
     _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), "FRAME_ATTENTION"),
     _row(temporal_conv, (nn.PseudoConv3d, nn.TemporalConvBlock), "TEMPORAL_CONV"),
     _row(group_norm_silu, (nn.TemporalConvBlock,), "TEMPORAL_CONV"),
+    _row(alpha_blend, (nn.AlphaBlender,), "ALPHA_BLEND"),
 )}

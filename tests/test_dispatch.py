@@ -28,6 +28,11 @@ def _tc_args(dtype=torch.float32, bias=True, residual=False, pad=1):
     return (x, w, b, r, pad)
 
 
+def _ab_args(dtype=torch.float32, alpha_shape=(2, 1, 1)):
+    xs, xt = (torch.randn(2, 5, 3, dtype=dtype) for _ in range(2))
+    return (xs, xt, torch.rand(alpha_shape, dtype=dtype))
+
+
 def _gn_args(dtype=torch.float32, groups=2, affine=True, per_frame=False):
     x = torch.randn(1, 4 * groups, 3, 2, 3, dtype=dtype)
     w, b = (torch.randn(4 * groups, dtype=dtype) if affine else None for _ in range(2))
@@ -45,6 +50,8 @@ CASES = {
     "group_norm_silu": [_gn_args(), _gn_args(dtype=torch.float64), _gn_args(affine=False, per_frame=True),
                         _gn_args(groups=1, dtype=torch.float16),
                         (torch.randn(1, 1024, 1, 1, 2), 1, None, None, 1e-5, False)],  # 1024 channels per group
+    "alpha_blend": [_ab_args(), _ab_args(torch.float64), _ab_args(torch.float16, (1,)),
+                    _ab_args(alpha_shape=(3,))],  # alpha along the innermost dim
 }
 
 
@@ -82,7 +89,7 @@ def test_explain_takes_the_public_arguments_with_their_defaults():
     q, k, v, _, _, _ = _ta_args()
     x, groups, *_ = _gn_args()
     calls = {"temporal_attention": (q, k, v), "frame_attention": (q, k, v), "group_norm_silu": (x, groups),
-             "temporal_conv": _tc_args()[:2]}
+             "temporal_conv": _tc_args()[:2], "alpha_blend": _ab_args()}
     for op, args in calls.items():
         reasons = dispatchers()[op].explain(*args)
         assert set(reasons) == {"triton", "torch", "reference"} and reasons["torch"] is None, op

@@ -30,6 +30,7 @@ class OpCase:
     main: str
     other: str
     other_dim: int = -1  # a dim of ``other`` whose size is checked first
+    lower_rank: Callable = lambda t: t[0]  # ``main`` at a rank the op does not take
 
 
 def _randn(*shape):
@@ -61,7 +62,13 @@ OPS: Dict[str, OpCase] = {
         make=lambda b, n: dict(x=_randn(b, 4, 3, n, 2), weight=_randn(4), bias=_randn(4)),
         call=lambda a, backend: fastvid.group_norm_silu(a["x"], 2, a["weight"], a["bias"], backend=backend),
         ref=lambda a: reference.group_norm_silu(a["x"], 2, a["weight"], a["bias"]),
-        main="x", other="weight"),
+        main="x", other="weight", lower_rank=lambda t: t[0, 0]),  # rank 4 is a batch of images
+    "alpha_blend": OpCase(
+        make=lambda b, n: dict(x_spatial=_randn(b, 4, 3, n, 2), x_temporal=_randn(b, 4, 3, n, 2),
+                               alpha=_randn(b, 1, 3, 1, 1)),
+        call=lambda a, backend: fastvid.alpha_blend(a["x_spatial"], a["x_temporal"], a["alpha"], backend=backend),
+        ref=lambda a: reference.alpha_blend(a["x_spatial"], a["x_temporal"], a["alpha"]),
+        main="x_temporal", other="x_spatial"),
 }
 
 
@@ -135,7 +142,7 @@ def _bad_inputs(case: OpCase):
         return lambda a: {**a, name: fn(a[name])}
 
     return [
-        ("rank", swap(main, lambda t: t[0]), rf"argument '{main}' has rank {{}}"),
+        ("rank", swap(main, case.lower_rank), rf"argument '{main}' has rank {{}}"),
         ("dtype", swap(main, lambda t: t.long()), rf"argument '{main}' has dtype int64"),
         ("device", swap(other, lambda t: t.to("meta")), rf"argument '{other}' is on meta"),
         ("shape", swap(other, lambda t: t.narrow(case.other_dim, 0, 1)), rf"argument '{other}' has shape"),
@@ -228,6 +235,22 @@ class _PerFrame(nn.Module):
         return self.conv(x.transpose(1, 2).flatten(0, 1)).unflatten(0, x.shape[:3:2]).transpose(1, 2)
 
 
+class _Mixed(nn.Module):
+    """An AlphaBlender mixing x with sin(x) (same shape, dtype and device)."""
+
+    def __init__(self, mixer):
+        super().__init__()
+        self.mixer = mixer
+
+    def forward(self, x):
+        return self.mixer(x, x.sin())
+
+
+def _alpha_blenders():
+    ref_mod, fast_mod = _twins(reference.AlphaBlender, fastvid.nn.AlphaBlender, 0.3)
+    return _Mixed(ref_mod), _Mixed(fast_mod)
+
+
 MODULES: Dict[str, ModuleCase] = {
     "TemporalAttention": ModuleCase(lambda: _twins(reference.TemporalAttention, fastvid.nn.TemporalAttention, 8,
                                                    heads=2, dim_head=4, causal=True),
@@ -247,6 +270,7 @@ MODULES: Dict[str, ModuleCase] = {
     "TemporalResBlock": ModuleCase(lambda: _twins(reference.TemporalResBlock, fastvid.nn.TemporalResBlock, 4, None,
                                                   norm_num_groups=2),
                                    lambda b: _randn(b, 4, 3, 2, 3)),
+    "AlphaBlender": ModuleCase(_alpha_blenders, lambda b: _randn(b, 4, 3, 2, 3)),
     "inflate_conv2d": ModuleCase(_inflated, lambda b: _randn(b, 4, 3, 2, 3)),
     "patch": ModuleCase(_patched, lambda b: _randn(b, 8, 3, 2, 2)),
 }
@@ -282,7 +306,9 @@ def test_module_nan_propagates_like_the_reference(name):
 
 
 @pytest.mark.parametrize("kind", ["rank", "dtype", "device", "channels"])
-@pytest.mark.parametrize("name", sorted(set(MODULES) - {"inflate_conv2d"}))  # a torch Conv3d: torch checks it
+# inflate_conv2d: a torch Conv3d, torch checks it. AlphaBlender: any rank, broadcasting like the reference
+# (fastvid.alpha_blend's own checks are in OPS).
+@pytest.mark.parametrize("name", sorted(set(MODULES) - {"inflate_conv2d", "AlphaBlender"}))
 def test_module_bad_input_names_the_argument(name, kind):
     case = MODULES[name]
     _, fast_mod = case.build()
@@ -332,6 +358,8 @@ def _opcheck_cases():
         ta_out, ta_lse = ops.temporal_attention_fwd(q, k, v, bias, True, 0.35)
         fa_out, fa_lse = ops.frame_attention_fwd(fa["q"], fa["k"], fa["v"], table, 0.35)
         gn_out, gn_stats = ops.group_norm_silu_fwd(gn["x"], gn["weight"], gn["bias"], 2, 1e-5, True)
+        ab = OPS["alpha_blend"].make(1, 2)
+        ab_out = ops.alpha_blend_fwd(ab["x_spatial"], ab["x_temporal"], ab["alpha"])
     grad = lambda t: torch.randn_like(t)  # noqa: E731
     return {
         "temporal_attention_fwd": ((q, k, v, bias, True, 0.35), OPCHECK_FULL),
@@ -348,6 +376,10 @@ def _opcheck_cases():
                                 OPCHECK_FULL),
         "group_norm_silu_bwd": ((grad(gn_out), gn["x"].detach(), gn["weight"].detach(), gn["bias"].detach(),
                                  gn_stats, 2, True), OPCHECK_BWD),
+        "alpha_blend_fwd": (tuple(ab[n].requires_grad_() for n in ("x_spatial", "x_temporal", "alpha")),
+                            OPCHECK_FULL),
+        "alpha_blend_bwd": ((grad(ab_out), *(ab[n].detach() for n in ("x_spatial", "x_temporal", "alpha"))),
+                            OPCHECK_BWD),
     }
 
 
@@ -499,7 +531,8 @@ class _LaunchRecorder:
 def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     """SVD's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor), on the meta
     device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
-    from fastvid.ops import frame_attention as fa, group_norm_silu as gn, temporal_attention as ta, temporal_conv as tc
+    from fastvid.ops import alpha_blend as ab, frame_attention as fa, group_norm_silu as gn, temporal_attention as ta
+    from fastvid.ops import temporal_conv as tc
 
     recorders = {}
     for spec in registry.OPS.values():
@@ -526,6 +559,9 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     affine = torch.empty(channels, **meta)
     y, stats = gn.group_norm_silu_fwd._init_fn(video, affine, affine, 32, 1e-5, True)
     gn.group_norm_silu_bwd._init_fn(y, video, affine, affine, stats, 32, True)
+    alpha = torch.empty(1, **meta)  # one alpha for the whole tensor: a single row of every element
+    y = ab.alpha_blend_fwd._init_fn(video, video, alpha)
+    ab.alpha_blend_bwd._init_fn(y, video, video, alpha)
 
     for name, recorder in recorders.items():
         assert recorder.grids, f"{name} was never launched"

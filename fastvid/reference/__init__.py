@@ -1,6 +1,7 @@
 """Reference implementations: plain torch, from the papers' equations. The baseline for every test and benchmark."""
 from . import functional
 from .functional import (
+    alpha_blend,
     all_frame_attention,
     attention,
     first_frame_attention,
@@ -17,5 +18,5 @@ from .functional import (
     temporal_conv,
     temporal_conv3d,
 )
-from .modules import FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention, TemporalAttention
-from .modules import TemporalConvBlock, TemporalResBlock
+from .modules import AlphaBlender, FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention
+from .modules import TemporalAttention, TemporalConvBlock, TemporalResBlock

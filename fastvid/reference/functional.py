@@ -168,6 +168,12 @@ def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5, *, per_fram
     return Fn.silu(y)
 
 
+def alpha_blend(x_spatial, x_temporal, alpha):
+    """diffusers' AlphaBlender (SVD, Video LDM) after get_alpha: alpha * x_spatial + (1 - alpha) * x_temporal,
+    alpha broadcast over x (one value, or one per sample and frame)."""
+    return alpha * x_spatial + (1 - alpha) * x_temporal
+
+
 def t5_relative_position_bucket(relative_position, num_buckets=32, max_distance=128):
     """T5's bucketing of j - i, as in VDM (video-diffusion-pytorch's RelativePositionBias)."""
     n = -relative_position

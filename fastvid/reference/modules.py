@@ -223,3 +223,18 @@ class TemporalResBlock(nn.Module):
         if self.time_emb_proj is not None and temb is not None:
             h = h + self.time_emb_proj(nn.functional.silu(temb))[:, :, None, None, None]
         return self.conv(self.conv2, self.norm_silu(self.norm2, h), residual=x)
+
+
+class AlphaBlender(nn.Module):
+    """alpha * spatial + (1 - alpha) * temporal with alpha = sigmoid(mix_factor), a learned scalar
+    (diffusers' AlphaBlender "learned", Video LDM's per-layer alpha)."""
+
+    def __init__(self, mix_factor: float = 0.5):
+        super().__init__()
+        self.mix_factor = nn.Parameter(torch.tensor([float(mix_factor)]))
+
+    def alpha(self, spatial: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mix_factor).to(spatial.dtype)
+
+    def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+        return ref.alpha_blend(spatial, temporal, self.alpha(spatial))
