@@ -37,6 +37,19 @@ def _tile(base, i0, i1, i2, cols, s0, s1, s2, s3):
 
 
 @triton.jit
+def _inputs(XS, XT, Alpha, rows, i0, i1, i2, cols, n_rows, d3,
+            stride_s0, stride_s1, stride_s2, stride_s3, stride_t0, stride_t1, stride_t2, stride_t3,
+            stride_a0, stride_a1, stride_a2):
+    """The tile's mask, its rows' alpha ([BLOCK_R, 1]) and x_spatial, x_temporal, all fp32."""
+    row_ok = rows < n_rows
+    mask = row_ok[:, None] & (cols < d3)[None, :]
+    alpha = tl.load(Alpha + _row_offsets(i0, i1, i2, stride_a0, stride_a1, stride_a2), mask=row_ok, other=0.0)
+    xs = tl.load(_tile(XS, i0, i1, i2, cols, stride_s0, stride_s1, stride_s2, stride_s3), mask=mask, other=0.0)
+    xt = tl.load(_tile(XT, i0, i1, i2, cols, stride_t0, stride_t1, stride_t2, stride_t3), mask=mask, other=0.0)
+    return mask, alpha.to(tl.float32)[:, None], xs.to(tl.float32), xt.to(tl.float32)
+
+
+@triton.jit
 def alpha_blend_fwd_kernel(
     XS, XT, Alpha, Out,
     stride_s0, stride_s1, stride_s2, stride_s3,
@@ -47,13 +60,10 @@ def alpha_blend_fwd_kernel(
     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows, i0, i1, i2, _, cols = _coords(n_rows, d1, d2, n_k_blocks, BLOCK_R, BLOCK_K)
-    row_ok = rows < n_rows
-    mask = row_ok[:, None] & (cols < d3)[None, :]
-    alpha = tl.load(Alpha + _row_offsets(i0, i1, i2, stride_a0, stride_a1, stride_a2), mask=row_ok,
-                    other=0.0).to(tl.float32)[:, None]
-    xs = tl.load(_tile(XS, i0, i1, i2, cols, stride_s0, stride_s1, stride_s2, stride_s3), mask=mask, other=0.0)
-    xt = tl.load(_tile(XT, i0, i1, i2, cols, stride_t0, stride_t1, stride_t2, stride_t3), mask=mask, other=0.0)
-    out = alpha * xs.to(tl.float32) + (1.0 - alpha) * xt.to(tl.float32)
+    mask, alpha, xs, xt = _inputs(XS, XT, Alpha, rows, i0, i1, i2, cols, n_rows, d3,
+                                  stride_s0, stride_s1, stride_s2, stride_s3, stride_t0, stride_t1, stride_t2,
+                                  stride_t3, stride_a0, stride_a1, stride_a2)
+    out = alpha * xs + (1.0 - alpha) * xt
     tl.store(_tile(Out, i0, i1, i2, cols, stride_o0, stride_o1, stride_o2, stride_o3),
              out.to(Out.dtype.element_ty), mask=mask)
 
@@ -71,17 +81,14 @@ def alpha_blend_bwd_kernel(
 ):
     # DXS and DXT share one layout (stride_o*). Part: (n_rows, n_k_blocks) fp32.
     rows, i0, i1, i2, pid_k, cols = _coords(n_rows, d1, d2, n_k_blocks, BLOCK_R, BLOCK_K)
-    row_ok = rows < n_rows
-    mask = row_ok[:, None] & (cols < d3)[None, :]
-    alpha = tl.load(Alpha + _row_offsets(i0, i1, i2, stride_a0, stride_a1, stride_a2), mask=row_ok,
-                    other=0.0).to(tl.float32)[:, None]
+    mask, alpha, xs, xt = _inputs(XS, XT, Alpha, rows, i0, i1, i2, cols, n_rows, d3,
+                                  stride_s0, stride_s1, stride_s2, stride_s3, stride_t0, stride_t1, stride_t2,
+                                  stride_t3, stride_a0, stride_a1, stride_a2)
     g = tl.load(_tile(DOut, i0, i1, i2, cols, stride_g0, stride_g1, stride_g2, stride_g3), mask=mask,
                 other=0.0).to(tl.float32)
-    xs = tl.load(_tile(XS, i0, i1, i2, cols, stride_s0, stride_s1, stride_s2, stride_s3), mask=mask, other=0.0)
-    xt = tl.load(_tile(XT, i0, i1, i2, cols, stride_t0, stride_t1, stride_t2, stride_t3), mask=mask, other=0.0)
     out_tile = _tile(DXS, i0, i1, i2, cols, stride_o0, stride_o1, stride_o2, stride_o3)
     tl.store(out_tile, (alpha * g).to(DXS.dtype.element_ty), mask=mask)
     out_tile = _tile(DXT, i0, i1, i2, cols, stride_o0, stride_o1, stride_o2, stride_o3)
     tl.store(out_tile, ((1.0 - alpha) * g).to(DXT.dtype.element_ty), mask=mask)
-    partial = tl.sum(g * (xs.to(tl.float32) - xt.to(tl.float32)), axis=1)
-    tl.store(Part + rows.to(tl.int64) * n_k_blocks + pid_k, partial, mask=row_ok)
+    partial = tl.sum(g * (xs - xt), axis=1)
+    tl.store(Part + rows.to(tl.int64) * n_k_blocks + pid_k, partial, mask=rows < n_rows)
