@@ -27,6 +27,12 @@ EXIT_OUT_OF_MEMORY = 3
 
 
 class _Parser(argparse.ArgumentParser):
+    """Flags are matched whole (``--model`` is not taken for ``--models``); errors are one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         """One line, no usage block: ``fastvid bench: error: argument --x: ...``, exit 2."""
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
@@ -128,8 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     from .dispatch import BACKEND_NAMES
     from .models import MODELS, SIZE_NAMES
 
+    from . import __version__
+    from .timing import commit
+
     parser = _Parser(prog="fastvid", description="fastvid: Triton kernels for video diffusion models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"fastvid {__version__} (commit {commit()})")
+    sub = parser.add_subparsers(dest="command", metavar="command")
     b = sub.add_parser("bench", help="sample every reference video model with and without fastvid.patch, compare, report",
                        description="Samples each model with its reference modules and patched with fastvid, checks "
                                    "that the samples agree and writes a table, JSON, Markdown and a PNG plot.")
@@ -213,9 +223,26 @@ def bench(args: argparse.Namespace) -> int:
     return 0 if result.all_agree else 1
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """Parses ``argv``; no command lists the commands, and an unknown flag is reported by the command's
+    own parser (``fastvid bench: error: ...``), each on one line with exit 2."""
+    args, extras = parser.parse_known_args(argv)
+    commands = _subcommands(parser)
+    if args.command is None:
+        listing = "; ".join(f"{c.dest} ({c.help})" for c in commands._choices_actions)
+        parser.error(f"expected a command: {listing}. 'fastvid COMMAND --help' describes one")
+    if extras:
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command == "bench" and args.list:
         print(_list_models())
         return 0

@@ -140,6 +140,7 @@ def patch(model, *, temporal_attention: bool = True, frame_attention: bool = Tru
     disabled kind, or with no twin, are reported as skipped with the reason. ``backend`` ("auto",
     "triton", "torch", "reference") is stored on each swapped module. A diffusers model or
     pipeline is patched through ``fastvid.integrations.diffusers``. Returns a :class:`PatchReport`.
+    Raises FastvidInputError, naming the layers fastvid patches, for a model that has none of them.
     """
     check_choice("patch", "backend", backend, BACKEND_NAMES)
     enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv}
@@ -154,6 +155,11 @@ def patch(model, *, temporal_attention: bool = True, frame_attention: bool = Tru
         fail("patch", "model", f"is a {type(model).__name__}", "a torch.nn.Module or a diffusers model or pipeline")
     table = twin_table()
     twins = set(table.values())
+    if not any(type(m) in table or type(m) in twins or hasattr(m, _ORIGINAL) for m in model.modules()):
+        known = ", ".join(sorted(f"reference.{cls.__name__}" for cls in table))
+        fail("patch", "model", f"is a {type(model).__name__} with none of the layers fastvid patches ({known}, "
+             "and the temporal layers of diffusers video models)",
+             "a model built from fastvid.reference modules, or a diffusers video model or pipeline")
     owners: List[str] = []  # modules with a twin own their children (e.g. a RelativePositionBias)
     for name, module in model.named_modules():
         if any(name.startswith(owner + ".") for owner in owners):
@@ -184,13 +190,15 @@ def patch(model, *, temporal_attention: bool = True, frame_attention: bool = Tru
 
 
 def unpatch(model) -> int:
-    """Restores the reference classes ``patch()`` swapped out. Returns how many modules it restored."""
+    """Restores what ``patch()`` swapped: reference classes, and for a diffusers model or pipeline its
+    classes, attention processors and methods. Returns how many swaps it restored (the ``total`` of
+    the :class:`PatchReport` that ``patch()`` returned, when nothing changed since)."""
     if _is_diffusers(model):
         from .integrations.diffusers import unpatch_diffusers
 
-        unpatch_diffusers(model)
+        return unpatch_diffusers(model)
     if not isinstance(model, nn.Module):
-        return 0
+        fail("unpatch", "model", f"is a {type(model).__name__}", "a torch.nn.Module or a diffusers model or pipeline")
     restored = 0
     for module in model.modules():
         original = module.__dict__.pop(_ORIGINAL, None)

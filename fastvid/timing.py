@@ -26,16 +26,17 @@ def _device(device: Device) -> torch.device:
 
 
 def commit() -> str:
-    """The short commit of the checkout this fastvid runs from, or "unknown": an installed wheel, or no
-    git. A wheel installed into a virtual environment inside some checkout is not that checkout's code,
-    so the commit counts only when git tracks this very file."""
+    """The short commit this fastvid was built from: the checkout it runs from when git tracks this very
+    file (a wheel installed into a virtual environment inside some checkout is not that checkout's
+    code), else the commit recorded in ``BUILD_COMMIT`` when the package was built, else "unknown"."""
     here = Path(__file__).resolve()
     try:
         git = dict(capture_output=True, text=True, timeout=5, cwd=here.parent, check=True)
         subprocess.run(["git", "ls-files", "--error-unmatch", here.name], **git)
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], **git).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        recorded = here.parent / "BUILD_COMMIT"
+        return recorded.read_text().strip() if recorded.is_file() else "unknown"
 
 
 def environment(device: Device) -> Dict[str, Optional[str]]:

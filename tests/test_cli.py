@@ -171,3 +171,27 @@ def test_sampler_benchmark_script_records_a_breakdown(tmp_path, capsys):
         parts = split["attention_ms"] + split["convolution_ms"] + split["other_ms"]
         assert abs(parts - split["total_ms"]) <= 1e-6 * split["total_ms"] or split["other_ms"] == 0
     assert (tmp_path / "samplers_cpu.md").exists() and "attention" in capsys.readouterr().out
+
+
+def test_no_command_lists_the_commands(capsys):
+    code, io = run([], capsys)
+    assert code == 2 and io.out == "" and io.err.count("\n") == 1
+    assert io.err.startswith("fastvid: error: expected a command: bench (")
+    for name in cli._subcommands(cli._parser()).choices:
+        assert f"{name} (" in io.err
+
+
+def test_version_names_the_release_and_commit(capsys):
+    from fastvid import __version__
+    from fastvid.timing import commit
+
+    code, io = run(["--version"], capsys)
+    assert code == 0 and io.out.strip() == f"fastvid {__version__} (commit {commit()})"
+
+
+@pytest.mark.parametrize("argv, word", [(["--model", "vdm"], "--model"), (["--repeat", "3"], "--repeat"),
+                                        (["--no-such-flag"], "--no-such-flag")])
+def test_abbreviated_or_unknown_flags_are_refused_by_the_command(argv, word, capsys, no_run):
+    code, io = run(["bench", *argv, "--list"], capsys)
+    assert code == 2 and io.out == "" and io.err.count("\n") == 1
+    assert io.err.startswith(f"fastvid bench: error: unrecognized arguments: {word}"), io.err

@@ -112,6 +112,16 @@ def test_patch_rejects_bad_arguments():
         fastvid.patch([nn.Linear(2, 2)])
 
 
+@pytest.mark.parametrize("model", [nn.Sequential(nn.Linear(2, 2)), nn.Conv3d(2, 2, 1)])
+def test_a_model_without_patchable_layers_is_refused(model):
+    """One rule for fastvid's models and diffusers': no layer fastvid patches is an error naming them."""
+    with pytest.raises(fastvid.FastvidInputError, match=r"argument 'model' .* none of the layers fastvid patches "
+                                                        r"\(.*reference\.TemporalAttention"):
+        fastvid.patch(model)
+    with pytest.raises(fastvid.FastvidInputError, match="argument 'model'"):
+        fastvid.unpatch([model])
+
+
 def test_patch_report_api():
     r = PatchReport()
     r.add("conv", "a.b")
@@ -132,14 +142,14 @@ def test_diffusers_objects_go_through_the_integration(monkeypatch):
     calls = []
     fake = types.ModuleType("fastvid.integrations.diffusers")
     fake.patch_diffusers = lambda model, report, **kw: (calls.append(("patch", kw)), report.add("frame_attention", "unet.x"))
-    fake.unpatch_diffusers = lambda model: calls.append(("unpatch", None))
+    fake.unpatch_diffusers = lambda model: calls.append(("unpatch", None)) or 1
     monkeypatch.setitem(sys.modules, "fastvid.integrations", types.ModuleType("fastvid.integrations"))
     monkeypatch.setitem(sys.modules, "fastvid.integrations.diffusers", fake)
     pipeline = types.SimpleNamespace(unet=nn.Linear(2, 2))
     report = fastvid.patch(pipeline, conv=False, backend="torch")
     assert report.swapped["frame_attention"] == ["unet.x"]
     assert calls[0] == ("patch", dict(temporal_attention=True, frame_attention=True, conv=False, backend="torch"))
-    fastvid.unpatch(pipeline)
+    assert fastvid.unpatch(pipeline) == 1
     assert calls[1][0] == "unpatch"
 
 

@@ -98,6 +98,49 @@ def test_empty_input_gives_empty_result_and_zero_gradients(op, backend, empty):
         assert torch.count_nonzero(t.grad) == 0 and not torch.isnan(t.grad).any(), name
 
 
+def _relaid(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values as ``t`` in another memory layout: "contiguous", "channels_last" (dim 1
+    innermost), "swapped" (dims 1 and 2 swapped in memory: diffusers' frame-major view of a video) or
+    "strided" (every other element of a tensor twice as wide in the last dim)."""
+    if t.dim() != 5 or layout == "contiguous":
+        return t
+    if layout == "channels_last":
+        return t.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
+    if layout == "swapped":
+        return t.transpose(1, 2).contiguous().transpose(1, 2)
+    wide = torch.full(t.shape[:-1] + (2 * t.shape[-1],), float("nan"), dtype=t.dtype, device=t.device)
+    wide[..., ::2] = t
+    return wide[..., ::2]
+
+
+def _dense_in_order(out: torch.Tensor, order) -> bool:
+    """out has no gaps and its dims lie in memory in ``order`` (outermost first; size-1 dims anywhere)."""
+    expected = 1
+    for d in reversed(order):
+        if out.shape[d] != 1 and out.stride(d) != expected:
+            return False
+        expected *= out.shape[d]
+    return True
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "swapped", "strided"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_output_has_the_documented_layout_on_every_backend(op, backend, layout):
+    """Each op module's OUTPUT_LAYOUT: "contiguous", or "input" (the main input's memory order, made
+    dense), whichever backend runs and however the inputs are laid out."""
+    case = OPS[op]
+    inputs = {name: _relaid(t, layout) for name, t in case.make(2, 3).items()}
+    with poisoned_outputs():
+        out = case.call(inputs, backend)
+    main = inputs[case.main]
+    documented = registry.OPS[op].module.OUTPUT_LAYOUT
+    assert documented in ("contiguous", "input")
+    order = range(out.dim()) if documented == "contiguous" else sorted(range(main.dim()), key=lambda d: -main.stride(d))
+    assert _dense_in_order(out, list(order)), (documented, out.stride())
+    torch.testing.assert_close(out, case.ref(inputs), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy under the Triton interpreter, on NaN/Inf
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("backend", BACKENDS)

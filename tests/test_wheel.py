@@ -31,9 +31,30 @@ def test_wheel_ships_kernels(tmp_path):
     # torch and triton come from this environment, after the fresh one's own site-packages.
     (Path(site) / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     code = (
-        "import fastvid, fastvid.kernels.frame_attention, fastvid.kernels.temporal_attention as k; "
-        "print(fastvid.__file__); print(k.__file__); print(k.temporal_attention_fwd_kernel)"
+        "import fastvid, fastvid.kernels.frame_attention, fastvid.kernels.temporal_attention as k, fastvid.timing; "
+        "print(fastvid.__file__); print(k.__file__); print(fastvid.timing.commit()); print(k.temporal_attention_fwd_kernel)"
     )
     out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path,
                          env=env).stdout.splitlines()
     assert out[0].startswith(site) and out[1].startswith(site), out
+    # The wheel remembers the commit it was built from (reports made with an installed fastvid name it).
+    built_from = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert out[2] == (built_from.stdout.strip() if built_from.returncode == 0 else "unknown"), out
+
+
+def test_editable_install_imports_kernels_from_the_checkout(tmp_path):
+    """``pip install -e .`` maps fastvid.kernels to the checkout's kernels/ folder (imported from elsewhere)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env_dir = tmp_path / "env"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    # setuptools (the build backend), torch and triton come from this environment.
+    (Path(site) / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-build-isolation",
+                    "-q", "-e", str(ROOT)], check=True, cwd=tmp_path, env=env)
+    code = "import fastvid.kernels.temporal_conv as k; print(k.__file__); print(k.temporal_conv_fwd_kernel)"
+    out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path,
+                         env=env).stdout.splitlines()
+    assert Path(out[0]).resolve() == (ROOT / "kernels" / "temporal_conv.py").resolve(), out

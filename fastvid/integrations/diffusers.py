@@ -37,6 +37,7 @@ from ..nn._hooks import unfused_modules, unfused_reason
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
 from ..ops.frame_attention import frame_attention
 from ..ops.temporal_attention import temporal_attention
+from ..patching import KINDS
 from ..validation import fail
 
 TESTED = "diffusers>=0.35,<0.43"
@@ -434,7 +435,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
         attn.set_processor(cls(attn.processor, backend))
         report.add(cls.patch_kind, name, processor=True)
 
-    kinds_enabled = {"temporal_attention": temporal_attention, "conv": conv}
+    kinds_enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv}
     for name, module in unet.named_modules():
         swap = SWAPS.get(type(module))
         if swap is None or not kinds_enabled[swap.patch_kind]:
@@ -469,27 +470,34 @@ def describe_diffusers(model, report) -> None:
         report.add_unfused(name, why)
 
 
-def _unpatch_attention(unet: nn.Module) -> None:
+def _unpatch(unet: nn.Module, kinds) -> int:
+    """Hands back the processors and module classes of the given patch kinds; returns how many."""
+    restored = 0
     for module in unet.modules():
-        if isinstance(module, Attention) and isinstance(module.processor, _FastvidAttnProcessor):
-            module.set_processor(module.processor.original)
-        if type(module) is FastvidTransformerTemporalModel:
-            module.__dict__.pop("backend", None)
-            module.__class__ = TransformerTemporalModel
-
-
-def unpatch_diffusers(model) -> None:
-    """Restores every processor, module class and method ``patch_diffusers`` installed (processors
-    replaced by the user since are left as they are)."""
-    unet = _unet(model)
-    for method in (_TranslatingSetAttnProcessor, _SetDefaultAttnProcessor):
-        unet.__dict__.pop(method.name, None)
-    _unpatch_attention(unet)
-    for module in unet.modules():
+        processor = getattr(module, "processor", None) if isinstance(module, Attention) else None
+        if isinstance(processor, _FastvidAttnProcessor) and processor.patch_kind in kinds:
+            module.set_processor(processor.original)
+            restored += 1
         original = ORIGINAL_CLASS.get(type(module))
-        if original is not None:
+        if original is not None and type(module).patch_kind in kinds:
             module.__dict__.pop("backend", None)
             module.__class__ = original
+            restored += 1
+    return restored
+
+
+def _unpatch_attention(unet: nn.Module) -> int:
+    return _unpatch(unet, ("temporal_attention", "frame_attention"))
+
+
+def unpatch_diffusers(model) -> int:
+    """Restores every processor, module class and method ``patch_diffusers`` installed (processors
+    replaced by the user since are left as they are). Returns how many swaps it restored, counted as
+    the :class:`~fastvid.PatchReport` counts them."""
+    unet = _unet(model)
+    translating = isinstance(unet.__dict__.pop(_TranslatingSetAttnProcessor.name, None), _TranslatingSetAttnProcessor)
+    unet.__dict__.pop(_SetDefaultAttnProcessor.name, None)
+    return int(translating) + _unpatch(unet, KINDS)
 
 
 __all__ = [

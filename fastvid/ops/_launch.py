@@ -66,6 +66,17 @@ def empty_like_video(x: torch.Tensor, shape=None) -> torch.Tensor:
     return empty_in_order(x.shape if shape is None else shape, order, dtype=x.dtype, device=x.device)
 
 
+def in_video_order(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out`` laid out like :func:`empty_like_video` lays out x's outputs (a copy only when it is not
+    already): the torch backends' results keep the documented memory order of the fused ones."""
+    if out.is_contiguous() and x.is_contiguous():
+        return out
+    laid = empty_like_video(x, out.shape)
+    if laid.stride() == out.stride():
+        return out
+    return laid.copy_(out)
+
+
 def next_pow2(x: int) -> int:
     """The smallest power of two >= x (1 for x <= 1): a tile that covers x elements."""
     return 1 << max(0, (x - 1).bit_length())

@@ -19,6 +19,7 @@ from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, chec
 from . import _launch
 from ._library import TritonOp
 
+OUTPUT_LAYOUT = "input"  # the memory order of x_spatial, dense, whichever backend runs
 OP = "alpha_blend"
 MAX_DIMS = 4  # the kernels' (D0, D1, D2, D3) view
 TILE = 4096  # elements per [BLOCK_R, BLOCK_K] tile
@@ -158,12 +159,18 @@ def _triton_reason(x_spatial, x_temporal, alpha):
     return _View(x_spatial, x_spatial, x_temporal, alpha=alpha).reason()
 
 
+def _in_order_of(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` in x's memory order, dense (a copy only when it is not already), as the kernel writes it."""
+    laid = _out_like(x)
+    return out if laid.stride() == out.stride() else laid.copy_(out)
+
+
 def _run_torch(x_spatial, x_temporal, alpha):
-    return alpha * x_spatial + (1.0 - alpha) * x_temporal
+    return _in_order_of(alpha * x_spatial + (1.0 - alpha) * x_temporal, x_spatial)
 
 
 def _run_reference(x_spatial, x_temporal, alpha):
-    return reference.alpha_blend(x_spatial, x_temporal, alpha)
+    return _in_order_of(reference.alpha_blend(x_spatial, x_temporal, alpha), x_spatial)
 
 
 def _validate(x_spatial, x_temporal, alpha):

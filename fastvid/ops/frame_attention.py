@@ -25,6 +25,7 @@ from . import _launch
 from ._library import TritonOp
 from ._nonfinite import has_nonfinite_on_cpu
 
+OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
 OP = "frame_attention"
 MODES = ("self", "first", "sparse_causal", "all")
 DENSE_MODES = ("self", "all")
@@ -239,7 +240,7 @@ def _run_torch(q, k, v, frames, scale):
 
 
 def _run_reference(q, k, v, frames, scale):
-    return reference.frame_attention(q, k, v, frames=frames, scale=scale)
+    return reference.frame_attention(q, k, v, frames=frames, scale=scale).contiguous()
 
 
 def _validate(q, k, v, frames, scale):

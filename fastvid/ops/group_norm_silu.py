@@ -20,6 +20,7 @@ from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, chec
 from . import _launch
 from ._library import TritonOp
 
+OUTPUT_LAYOUT = "input"  # the memory order of x, dense, whichever backend runs
 OP = "group_norm_silu"
 LAYOUT = "(B, C, F, H, W)"
 IMAGE_LAYOUT = "(N, C, H, W)"
@@ -253,17 +254,17 @@ def _run_torch(x, num_groups, weight, bias, eps, per_frame, add=None):
     """Eager GroupNorm + SiLU; per frame through a (B*F, C, H, W) view when x is frame-major."""
     if x.numel() == 0:
         return _run_reference(x, num_groups, weight, bias, eps, per_frame, add)
-    if add is not None:
-        x = x + add[..., None, None]
+    h = x if add is None else x + add[..., None, None]
     if not per_frame:
-        return Fn.silu(Fn.group_norm(x, num_groups, weight, bias, eps))
-    frames = x.transpose(1, 2).flatten(0, 1)
+        return _launch.in_video_order(Fn.silu(Fn.group_norm(h, num_groups, weight, bias, eps)), x)
+    frames = h.transpose(1, 2).flatten(0, 1)
     y = Fn.silu(Fn.group_norm(frames, num_groups, weight, bias, eps))
-    return y.unflatten(0, (x.shape[0], x.shape[2])).transpose(1, 2)
+    return _launch.in_video_order(y.unflatten(0, (x.shape[0], x.shape[2])).transpose(1, 2), x)
 
 
 def _run_reference(x, num_groups, weight, bias, eps, per_frame, add=None):
-    return reference.group_norm_silu(x, num_groups, weight, bias, eps, per_frame=per_frame, add=add)
+    return _launch.in_video_order(reference.group_norm_silu(x, num_groups, weight, bias, eps, per_frame=per_frame,
+                                                            add=add), x)
 
 
 def _validate(x, num_groups, weight, bias, eps, per_frame, add):

@@ -22,6 +22,7 @@ from . import _launch
 from ._library import TritonOp
 from ._nonfinite import has_nonfinite_on_cpu
 
+OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
 OP = "temporal_attention"
 LAYOUT = "(B, F, N, heads, head_dim)"
 MAX_TRITON_FRAMES = 128
@@ -202,7 +203,7 @@ def _run_torch(q, k, v, bias, causal, scale):
 
 def _run_reference(q, k, v, bias, causal, scale):
     return reference.temporal_attention(q, k, v, bias=None if bias is None else bias.to(q.dtype), causal=causal,
-                                        scale=scale)
+                                        scale=scale).contiguous()
 
 
 def _validate(q, k, v, bias, causal, scale):

@@ -13,6 +13,7 @@ from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, chec
 from . import _launch
 from ._library import TritonOp
 
+OUTPUT_LAYOUT = "input"  # the memory order of x, dense, whichever backend runs
 OP = "temporal_conv"
 LAYOUT = "(B, C_in, F, H, W)"
 
@@ -201,11 +202,11 @@ def _run_torch(x, weight, bias, residual, pad):
     if x.numel() == 0:  # conv3d refuses H = 0 or W = 0
         return _run_reference(x, weight, bias, residual, pad)
     out = Fn.conv3d(x, weight[:, :, :, None, None], bias, padding=(pad, 0, 0))
-    return out if residual is None else out + residual
+    return _launch.in_video_order(out if residual is None else out + residual, x)
 
 
 def _run_reference(x, weight, bias, residual, pad):
-    return reference.temporal_conv(x, weight, bias, residual=residual, padding=pad)
+    return _launch.in_video_order(reference.temporal_conv(x, weight, bias, residual=residual, padding=pad), x)
 
 
 def _padding(padding, taps: int) -> int:
