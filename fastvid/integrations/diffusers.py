@@ -34,7 +34,9 @@ from torch import nn
 
 from ..nn._autocast import call_under_autocast
 from ..nn._hooks import unfused_modules, unfused_reason
+from ..nn.resnet import add_residual
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
+from ..ops.alpha_blend import alpha_blend
 from ..ops.frame_attention import frame_attention
 from ..ops.temporal_attention import temporal_attention
 from ..patching import KINDS
@@ -44,7 +46,7 @@ TESTED = "diffusers>=0.35,<0.43"
 try:
     from diffusers.models.attention import TemporalBasicTransformerBlock
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
-    from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock
+    from diffusers.models.resnet import AlphaBlender, ResnetBlock2D, TemporalConvLayer, TemporalResnetBlock
     from diffusers.models.transformers.transformer_temporal import (
         TransformerTemporalModel,
         TransformerTemporalModelOutput,
@@ -177,6 +179,7 @@ class _Swap:
 
     patch_kind = "conv"
     backend = "auto"
+    video_layer = True  # its presence makes a model a video model (ResnetBlock2D is in every image UNet too)
 
     @classmethod
     def original(cls) -> type:
@@ -253,15 +256,75 @@ class FastvidTemporalResnetBlock(_Swap, TemporalResnetBlock):
         if self.unfused_reason() is not None:
             return super().forward(input_tensor, temb)
         h = conv_frames(self.conv1, norm_silu(self.norm1, input_tensor, self.backend), self.backend)
-        if self.time_emb_proj is not None:
-            h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, :, None, None].permute(0, 2, 1, 3, 4)
-        h = self.dropout(norm_silu(self.norm2, h, self.backend))
+        add = None
+        if self.time_emb_proj is not None:  # (B, F, C) -> (B, C, F), added inside the second GroupNorm+SiLU
+            add = self.time_emb_proj(self.nonlinearity(temb)).transpose(1, 2)
+        h = self.dropout(norm_silu(self.norm2, h, self.backend, add=add))
         shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
         return conv_frames(self.conv2, h, self.backend, residual=shortcut)
 
 
+class FastvidResnetBlock2D(_Swap, ResnetBlock2D):
+    """diffusers' ResnetBlock2D (the spatial ResNet of every video U-Net, frames as images of the batch)
+    with fused GroupNorm+SiLU per image: ``norm1`` + SiLU in one op, and ``conv1(h) + temb`` folded
+    into the second one (the sum is never written); the residual added into conv2's output in place
+    when nothing else can hold that tensor. The convs, the time projection and the up/down samplers are
+    called as modules (their hooks and LoRA layers run); diffusers' forward when a norm is hooked or wrapped."""
+
+    video_layer = False
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        if module.time_embedding_norm != "default":
+            return (f"time_embedding_norm {module.time_embedding_norm!r} applies the embedding after the "
+                    "GroupNorm; fastvid fuses 'default' (added before it)")
+        if type(module.nonlinearity) is not nn.SiLU:
+            return f"its nonlinearity is {type(module.nonlinearity).__name__}, not the SiLU fastvid fuses"
+        return None
+
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, ("norm1", "norm2"))
+
+    def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if (args or kwargs or self.unfused_reason() is not None or input_tensor.dim() != 4
+                or (self.time_emb_proj is None and temb is not None)):
+            return super().forward(input_tensor, temb, *args, **kwargs)
+        h = norm_silu(self.norm1, input_tensor, self.backend)
+        if self.upsample is not None:
+            if h.shape[0] >= 64:  # as diffusers: upsample_nearest_nhwc fails with large batches
+                input_tensor, h = input_tensor.contiguous(), h.contiguous()
+            input_tensor, h = self.upsample(input_tensor), self.upsample(h)
+        elif self.downsample is not None:
+            input_tensor, h = self.downsample(input_tensor), self.downsample(h)
+        h = self.conv1(h)
+        if temb is not None:
+            temb = self.time_emb_proj(temb if self.skip_time_act else self.nonlinearity(temb))
+        h = self.conv2(self.dropout(norm_silu(self.norm2, h, self.backend, add=temb)))
+        if self.conv_shortcut is not None:
+            input_tensor = self.conv_shortcut(input_tensor.contiguous() if self.training else input_tensor)
+        return add_residual(h, input_tensor, self.output_scale_factor, in_place=unfused_reason(self, ("conv2",)) is None)
+
+
+class FastvidAlphaBlender(_Swap, AlphaBlender):
+    """SVD's AlphaBlender (SpatioTemporalResBlock, TransformerSpatioTemporalModel) mixing in one pass
+    through ``fastvid.alpha_blend``: alpha from diffusers' own ``get_alpha`` (so its gradient reaches
+    ``mix_factor``), the output in x_spatial's memory order (SVD's frame-major view stays a view).
+    Inputs of different shapes, dtypes or devices take diffusers' expression."""
+
+    def forward(self, x_spatial: torch.Tensor, x_temporal: torch.Tensor,
+                image_only_indicator: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if (x_spatial.shape != x_temporal.shape or x_spatial.dtype != x_temporal.dtype
+                or x_spatial.device != x_temporal.device):
+            return super().forward(x_spatial, x_temporal, image_only_indicator)
+        alpha = self.get_alpha(image_only_indicator, x_spatial.ndim).to(x_spatial.dtype)
+        if self.switch_spatial_to_temporal_mix:
+            alpha = 1.0 - alpha
+        return alpha_blend(x_spatial, x_temporal, alpha, backend=self.backend)
+
+
 SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTemporalConvLayer,
-                                            FastvidTemporalResnetBlock)}
+                                            FastvidTemporalResnetBlock, FastvidResnetBlock2D, FastvidAlphaBlender)}
+VIDEO_LAYERS = tuple(original for original, swap in SWAPS.items() if swap.video_layer)
 ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
 # Modules whose (non-cross) attentions attend over frames, with the (S, F, C) layout TemporalAttnProcessor reads.
 TEMPORAL_TRANSFORMERS = (TransformerTemporalModel, AnimateDiffTransformer3D, I2VGenXLTransformerTemporalEncoder)
@@ -379,7 +442,7 @@ def _roles(unet: nn.Module):
 
 def _is_video(model, unet: nn.Module, roles) -> bool:
     return (type(model).__name__ in VIDEO_PIPELINES or any(r in ("temporal", "cross_frame") for r in roles.values())
-            or any(isinstance(m, tuple(SWAPS)) for m in unet.modules()))
+            or any(isinstance(m, VIDEO_LAYERS) for m in unet.modules()))
 
 
 def _install(unet: nn.Module, method: type, backend: str, report) -> bool:
@@ -407,7 +470,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     unet = _unet(model)
     roles = _roles(unet)
     if not _is_video(model, unet, roles):
-        known = ", ".join(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock, *SWAPS))
+        known = ", ".join(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock, *VIDEO_LAYERS))
         fail(OP, "model", f"is a {type(unet).__name__} with no temporal layers or cross-frame processors (fastvid "
              f"patches {known} and Text2Video-Zero's {' / '.join(CROSS_FRAME_PROCESSORS)})",
              "a diffusers video model (UNet3DConditionModel, UNetSpatioTemporalConditionModel, UNetMotionModel, "
@@ -501,6 +564,8 @@ def unpatch_diffusers(model) -> int:
 
 
 __all__ = [
+    "FastvidAlphaBlender",
+    "FastvidResnetBlock2D",
     "FastvidTemporalConvLayer",
     "FastvidTemporalResnetBlock",
     "FastvidTransformerTemporalModel",

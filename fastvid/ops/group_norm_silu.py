@@ -118,9 +118,11 @@ def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tens
         num_warps=4,
     )
     block_j = _launch.next_pow2(plan.cpg)
+    # Partial rows per statistic: its chunks, of one frame or of all; a tile no taller than that.
+    block_r = min(max(1, 1024 // block_j), _launch.next_pow2(plan.n_chunks * (plan.frames // plan.stat_frames)))
     group_norm_finalize_kernel[(x.shape[0] * num_groups * plan.stat_frames,)](
         mean, m2, stats, *stats.stride(), channels, plan.cpg, num_groups, plan.frames, plan.pixels, plan.n_chunks,
-        plan.chunk_pixels, eps, PER_FRAME=per_frame, BLOCK_R=max(1, 1024 // block_j), BLOCK_J=block_j, num_warps=4,
+        plan.chunk_pixels, eps, PER_FRAME=per_frame, BLOCK_R=block_r, BLOCK_J=block_j, num_warps=4,
     )
     group_norm_silu_apply_kernel[(plan.apply_programs,)](
         x4, weight if weight is not None else x4, bias if bias is not None else x4, add_args[0], y4, stats,
