@@ -6,10 +6,9 @@ sampler of ``fastvid.models.svd`` (Karras sigmas, Euler, v preconditioning, per-
     python benchmarks/bench_diffusers.py                  # realistic configs on CUDA, tiny ones on CPU
     python benchmarks/bench_diffusers.py --models svd --no-compile --steps 10
 
-Realistic cases (diffusers' default configs are the released ones): ModelScope T2V
-(UNet3DConditionModel) 16 frames at 256x256 (latents 32x32); SVD (UNetSpatioTemporalConditionModel)
-14 frames at 576x1024 (latents 72x128); Text2Video-Zero (an SD 1.5 UNet2DConditionModel with
-CrossFrameAttnProcessor2_0) 8 frames at 512x512 (latents 64x64). Each row's note gives the
+Realistic cases: the released denoisers and sizes of ``fastvid.integrations.released`` (SVD-XT,
+AnimateDiff, ModelScope T2V, I2VGenXL, Text2Video-Zero); tiny ones on CPU. The whole pipelines, with
+their own loops, are timed by ``fastvid bench --diffusers`` (docs/pipelines.md). Each row's note gives the
 fastvid output's max difference from diffusers' output on the same inputs. The sampling loop is
 timed once after one warm-up run (it is seconds long), the UNet forward with the harness.
 Rows go to benchmarks/results/diffusers.jsonl.
@@ -17,7 +16,6 @@ Rows go to benchmarks/results/diffusers.jsonl.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -28,72 +26,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
 from benchmarks import harness  # noqa: E402
+from fastvid.integrations import released  # noqa: E402
 
 OP = "diffusers"
 STEPS = 25
 
 
-def _text2video_zero_processor():
-    from diffusers.pipelines import TextToVideoZeroPipeline
-
-    return importlib.import_module(TextToVideoZeroPipeline.__module__).CrossFrameAttnProcessor2_0(batch_size=2)
-
-
 def build(name: str, device: str, dtype: torch.dtype, tiny: bool):
-    """(model, inputs(latents, t) -> UNet kwargs, latent shape, frames, loop(model, latents, steps)) for one case."""
-    from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetSpatioTemporalConditionModel
+    """(model, inputs(latents, t) -> denoiser kwargs, latent shape, frames, loop(model, latents, steps)) for one
+    pipeline of ``fastvid.integrations.released`` (its released configs and call inputs, or its tiny ones)."""
+    size = "tiny" if tiny else "released"
+    model = released.build_denoiser(name, size=size, device=device, dtype=dtype)
+    kwargs = released.denoiser_inputs(name, model, size=size, device=device, dtype=dtype)
+    frames = released.row(name).size(size).frames
+    if name == "svd":  # the sampled latents are the noise channels; the image latents stay as they are
+        noise = released.row(name).latent_channels
+        image_latents = kwargs["sample"][:, :, noise:]
 
-    small = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=8)
-    frames, hw = {"modelscope": (16, (32, 32)), "svd": (14, (72, 128)), "t2v_zero": (8, (64, 64))}[name]
-    if tiny:
-        frames, hw = 4, (8, 12)
-    with torch.device(device):
-        if name == "modelscope":
-            kw = dict(small, cross_attention_dim=32, attention_head_dim=8,
-                      down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-                      up_block_types=("UpBlock3D", "CrossAttnUpBlock3D")) if tiny else {}
-            model, ctx = UNet3DConditionModel(**kw), kw.get("cross_attention_dim", 1024)
-            shape = (2, 4, frames) + hw
+        def svd_inputs(x, t):
+            return dict(kwargs, sample=torch.cat([x, image_latents], dim=2), timestep=t)
 
-            def inputs(x, t):
-                return dict(sample=x, timestep=t, encoder_hidden_states=cond)
-        elif name == "svd":
-            kw = dict(small, cross_attention_dim=32, num_attention_heads=(2, 4), addition_time_embed_dim=8,
-                      projection_class_embeddings_input_dim=24,
-                      down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-                      up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal")) if tiny else {}
-            model, ctx = UNetSpatioTemporalConditionModel(**kw), kw.get("cross_attention_dim", 1024)
-            shape = (2, frames, 4) + hw
-            image_latents = torch.randn((2, frames, 4) + hw)
-            time_ids = torch.tensor([[6.0, 127.0, 0.02]] * 2)
+        def svd_loop(fn, latents, steps):
+            return svd_sample(fn, latents[:1], image_latents[:1], kwargs["encoder_hidden_states"][1:],
+                              kwargs["added_time_ids"][:1], steps)
+        return model, svd_inputs, kwargs["sample"][:, :, :noise].shape, frames, svd_loop
 
-            def inputs(x, t):
-                return dict(sample=torch.cat([x, image_latents.to(x.dtype)], dim=2), timestep=t,
-                            encoder_hidden_states=cond[:, :1], added_time_ids=time_ids.to(x.dtype))
-
-            def svd_loop(fn, latents, steps):
-                return svd_sample(fn, latents[:1], image_latents[:1].to(latents.dtype), cond[1:, :1],
-                                  time_ids[:1].to(latents.dtype), steps)
-        else:
-            kw = dict(small, cross_attention_dim=32, attention_head_dim=8,
-                      down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")) if tiny else dict(cross_attention_dim=768)
-            model, ctx = UNet2DConditionModel(**kw), kw["cross_attention_dim"]
-            model.set_attn_processor(_text2video_zero_processor())
-            shape = (2 * frames, 4) + hw
-            prompt = torch.randn(2, 77, ctx)
-
-            def inputs(x, t):
-                return dict(sample=x, timestep=t, encoder_hidden_states=prompt.repeat_interleave(frames, 0).to(x.dtype))
-        cond = torch.randn(2, 77, ctx)
-    model = model.to(dtype).eval()
-    cond = cond.to(dtype)
-    if name == "svd":
-        return model, inputs, shape, frames, svd_loop
+    def inputs(x, t):
+        return dict(kwargs, sample=x, timestep=t)
 
     def loop(fn, latents, steps):
         return sample(fn, inputs, latents, steps)
-    return model, inputs, shape, frames, loop
+    return model, inputs, kwargs["sample"].shape, frames, loop
 
 
 def sample(model, inputs, latents, steps=STEPS):
@@ -196,7 +159,7 @@ def run_case(name, args, device, dtype, env, ceilings):
 
 def main(argv=None):
     parser = harness.parser(__doc__, modes=None, no_compile=None)
-    parser.add_argument("--models", default="modelscope,svd,t2v_zero")
+    parser.add_argument("--models", default=",".join(released.RELEASED))
     parser.add_argument("--backend", default="auto", help="fastvid backend for the patched model")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

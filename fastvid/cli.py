@@ -4,6 +4,11 @@
                                           on an idle 2-core machine; GPU: realistic, 16 frames of 40x64 latents)
     fastvid bench --models vdm,dit --steps 10 --dtype float16 --device cuda --out results/
     fastvid bench --list                  the models and their sizes
+    fastvid bench --diffusers all         real diffusers video pipelines, diffusers vs fastvid vs torch.compile
+                                          (fastvid/bench_pipelines.py, docs/pipelines.md)
+    fastvid roofline --diffusers svd,animatediff --json roofline.json
+                                          the step model: one denoiser call counted on the meta device, predicted
+                                          at the H100 roofline, unpatched vs fastvid-patched (docs/step-model.md)
 
 Every argument is checked before any work starts (one ``check_<argument>`` function each); bad input
 prints one line naming the argument and exits 2. Exit 0: every patched sample agrees with the unpatched
@@ -165,7 +170,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--progress", action="store_true", help="show a progress bar for each sampling run")
     b.add_argument("--list", action="store_true", help="list the models and their sizes, then exit")
     _add_nproc_option(b)
+    _add_diffusers_options(b)
+    _add_roofline(sub)
     return parser
+
+
+def _add_diffusers_options(b: argparse.ArgumentParser) -> None:
+    from .bench_pipelines import add_options
+
+    add_options(b)
 
 
 def _add_nproc_option(b: argparse.ArgumentParser) -> None:
@@ -223,6 +236,67 @@ def bench(args: argparse.Namespace) -> int:
     return 0 if result.all_agree else 1
 
 
+# ---- fastvid roofline ----------------------------------------------------------------------------
+
+def _add_roofline(sub) -> None:
+    from .roofline import LABEL
+
+    r = sub.add_parser("roofline", help="the step model: one denoiser call's FLOPs and bytes by part at the H100 roofline, "
+                                         "unpatched vs fastvid-patched; predicted, no GPU used",
+                       description="Counts every op of one denoiser call on the meta device and times it at the "
+                                   f"H100 roofline. {LABEL}.")
+    r.add_argument("--diffusers", help="comma-separated released diffusers pipelines, or 'all'")
+    r.add_argument("--models", help="comma-separated fastvid.models names, or 'all'")
+    r.add_argument("--size", choices=("full", "tiny"), default="full",
+                   help="'full' (default): released configs and sizes, the models' 'gpu' preset; 'tiny': test sizes")
+    r.add_argument("--ops", type=int, default=20, help="rows of the by-op tables (default 20; all of them in --json)")
+    r.add_argument("--json", help="write the predictions as JSON rows to this file")
+
+
+def check_diffusers(value: str) -> List[str]:
+    from .integrations.released import RELEASED
+
+    names = list(RELEASED) if value == "all" else [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [n for n in names if n not in RELEASED]
+    if unknown or not names:
+        raise BadArgument("--diffusers", f"{', '.join(map(repr, unknown)) or repr(value)} is not a released pipeline; "
+                                         f"expected 'all' or a comma-separated list of: {', '.join(RELEASED)}")
+    return names
+
+
+def check_json(value: Optional[str]) -> Optional[Path]:
+    """None, or a file path whose folder exists or can be created and is writable."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise BadArgument("--json", f"{value!r} is a folder; expected a file name")
+    try:
+        check_out(str(path.parent))
+    except BadArgument as e:
+        raise BadArgument("--json", str(e).split(": ", 1)[1]) from None
+    return path
+
+
+def roofline(args: argparse.Namespace) -> int:
+    from . import roofline as rl
+
+    if args.diffusers is None and args.models is None:
+        raise BadArgument("--diffusers/--models", "neither is given; expected at least one")
+    diffusers = check_diffusers(args.diffusers) if args.diffusers is not None else []
+    names = check_models(args.models) if args.models is not None else []
+    ops = check_positive("--ops", args.ops)
+    path = check_json(args.json)
+    predictions = [rl.predict_diffusers(n, "released" if args.size == "full" else "tiny") for n in diffusers]
+    predictions += [rl.predict_model(n, "gpu" if args.size == "full" else "tiny") for n in names]
+    for p in predictions:
+        print(rl.format_prediction(p, op_rows=ops) + "\n")
+    print(rl.format_summary(predictions))
+    if path is not None:
+        print(f"wrote {rl.write_json(predictions, path)}")
+    return 0
+
+
 def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
@@ -247,6 +321,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_list_models())
         return 0
     try:
+        if args.command == "roofline":
+            return roofline(args)
+        if args.diffusers is not None:
+            from .bench_pipelines import main as bench_pipelines
+
+            return bench_pipelines(args)
         return _bench_nproc(args) if args.nproc is not None else bench(args)
     except BadArgument as e:
         parser.exit(EXIT_BAD_INPUT, f"fastvid {args.command}: error: {e}\n")

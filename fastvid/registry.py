@@ -8,11 +8,14 @@ builders live in ``benchmarks/`` (not shipped), so a row names them instead of i
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable, Dict, Tuple
 
-from . import nn, reference
+import torch
+
+from . import cost, nn, reference
 from .dispatch import Dispatcher
 from .ops import alpha_blend, frame_attention, group_norm_silu, temporal_attention, temporal_conv
 
@@ -26,6 +29,9 @@ class OpSpec:
     library_ops: Tuple[str, ...]  # torch.ops.fastvid.<name> registrations
     benchmark_shapes: str  # a dict in benchmarks/shapes.py
     compile_specs: str  # the launch builder in benchmarks/kernel_resources.py (sm_90 compile specs)
+    # (FLOPs, bytes) of one call of the forward library op (library_ops[0]) from that op's arguments, shapes
+    # only (meta tensors work), by fastvid.cost's conventions; fastvid.roofline counts the op with it.
+    cost: Callable[..., Tuple[int, int]]
 
     @property
     def function(self) -> Callable:
@@ -46,17 +52,57 @@ class OpSpec:
         return importlib.import_module(self.kernel_module)
 
 
-def _row(module: ModuleType, twins, benchmark_shapes: str) -> OpSpec:
+def _row(module: ModuleType, twins, benchmark_shapes: str, cost: Callable[..., Tuple[int, int]]) -> OpSpec:
     name = module.OP
     return OpSpec(name=name, module=module, reference=getattr(reference, name), twins=twins,
                   library_ops=(f"{name}_fwd", f"{name}_bwd"), benchmark_shapes=benchmark_shapes,
-                  compile_specs=f"_{name}")
+                  compile_specs=f"_{name}", cost=cost)
+
+
+# ---- cost formulas: (FLOPs, bytes) of one forward call, from the library op's arguments ----------
+
+def _temporal_attention_cost(q, k, v, bias, causal, scale):
+    """Out like q, lse (B, h, F, N) fp32; every (b, n, head) attends over F frames."""
+    batch, frames, tokens, heads, head_dim = q.shape
+    flops = cost.attention_flops(batch * tokens * heads, frames, frames, head_dim)
+    outputs = cost.new_bytes(q.shape, q.dtype) + cost.new_bytes((batch, heads, frames, tokens), torch.float32)
+    return flops, cost.io_bytes(q, k, v, bias) + outputs
+
+
+def _frame_attention_cost(q, k, v, table, scale):
+    """Out like q, lse (B, F, h, N) fp32; every query frame attends to the M tokens of each of the
+    table's K frames (all K counted: the table's values, and so its padding, are not known from shapes)."""
+    batch, frames, tokens, heads, head_dim = q.shape
+    flops = cost.attention_flops(batch * frames * heads, tokens, table.shape[1] * k.shape[2], head_dim)
+    outputs = cost.new_bytes(q.shape, q.dtype) + cost.new_bytes((batch, frames, heads, tokens), torch.float32)
+    return flops, cost.io_bytes(q, k, v, table) + outputs
+
+
+def _temporal_conv_cost(x, weight, bias, residual, pad):
+    """(B, C_in, F, H, W) x (C_out, C_in, taps) -> (B, C_out, F_out, H, W), plus the residual read."""
+    batch, c_in, frames, height, width = x.shape
+    c_out, _, taps = weight.shape
+    shape = (batch, c_out, frames + 2 * pad - taps + 1, height, width)
+    flops = 2 * math.prod(shape) * c_in * taps
+    return flops, cost.io_bytes(x, weight, bias, residual) + cost.new_bytes(shape, x.dtype)
+
+
+def _group_norm_silu_cost(x, weight, bias, num_groups, eps, per_frame, add=None):
+    """y like x and stats (2, B, G, F or 1) fp32; elementwise and reductions: no counted FLOPs."""
+    stats = (2, x.shape[0], num_groups, x.shape[2] if per_frame else 1)
+    return 0, (cost.io_bytes(x, weight, bias, add) + cost.new_bytes(x.shape, x.dtype)
+               + cost.new_bytes(stats, torch.float32))
+
+
+def _alpha_blend_cost(x_spatial, x_temporal, alpha):
+    """out like x_spatial; elementwise: no counted FLOPs."""
+    return 0, cost.io_bytes(x_spatial, x_temporal, alpha) + cost.new_bytes(x_spatial.shape, x_spatial.dtype)
 
 
 OPS: Dict[str, OpSpec] = {row.name: row for row in (
-    _row(temporal_attention, (nn.TemporalAttention,), "TEMPORAL_ATTENTION"),
-    _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), "FRAME_ATTENTION"),
-    _row(temporal_conv, (nn.PseudoConv3d, nn.TemporalConvBlock), "TEMPORAL_CONV"),
-    _row(group_norm_silu, (nn.TemporalConvBlock,), "TEMPORAL_CONV"),
-    _row(alpha_blend, (nn.AlphaBlender,), "ALPHA_BLEND"),
+    _row(temporal_attention, (nn.TemporalAttention,), "TEMPORAL_ATTENTION", _temporal_attention_cost),
+    _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), "FRAME_ATTENTION", _frame_attention_cost),
+    _row(temporal_conv, (nn.PseudoConv3d, nn.TemporalConvBlock), "TEMPORAL_CONV", _temporal_conv_cost),
+    _row(group_norm_silu, (nn.TemporalConvBlock,), "TEMPORAL_CONV", _group_norm_silu_cost),
+    _row(alpha_blend, (nn.AlphaBlender,), "ALPHA_BLEND", _alpha_blend_cost),
 )}

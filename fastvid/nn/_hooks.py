@@ -12,6 +12,8 @@ from typing import Iterable, Optional, Tuple
 import torch
 from torch import nn
 
+from ..ops import _launch
+
 PLAIN_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm)
 FP8 = tuple(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
             if hasattr(torch, name))
@@ -29,7 +31,7 @@ def _layer_reason(module: nn.Module) -> Optional[str]:
     if module._forward_pre_hooks or module._forward_hooks:
         return "has forward hooks"
     for name, p in module.named_parameters(recurse=False):
-        if p.is_meta:
+        if p.is_meta and not _launch.on_gpu(p):
             return f"has its {name} on the meta device (offloaded)"
         if type(p.data) is not torch.Tensor:
             return f"stores its {name} as a {type(p.data).__name__} (a quantized or wrapped tensor)"

@@ -6,8 +6,9 @@ instead of passing by luck. Nothing here queries the GPU or imports triton at im
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -17,6 +18,7 @@ from ..validation import FLOAT_DTYPES
 LOG2E = 1.4426950408889634  # kernels take exp2 and log2: scores are scaled by log2(e)
 
 _poison = False
+_meta_as_cuda = False
 
 
 def set_poison(enabled: bool) -> bool:
@@ -107,6 +109,25 @@ def target_programs(t: torch.Tensor, per_sm: int, off_gpu: int) -> int:
 
 # ---- why Triton refuses a call (checked per call, never at import) ------------------------------
 
+@contextlib.contextmanager
+def meta_as_cuda() -> Iterator[None]:
+    """Within: meta tensors are routed as CUDA tensors would be (Triton backends take them, the
+    fused modules read meta parameters instead of treating them as offloaded), so a model run on the
+    meta device reaches the same torch.library ops, and their fake implementations, as a GPU run.
+    The step model (``fastvid.roofline``) counts a GPU step this way; no kernel is launched."""
+    global _meta_as_cuda
+    previous, _meta_as_cuda = _meta_as_cuda, True
+    try:
+        yield
+    finally:
+        _meta_as_cuda = previous
+
+
+def on_gpu(t: torch.Tensor) -> bool:
+    """t is a CUDA tensor, or a meta tensor within :func:`meta_as_cuda`."""
+    return t.device.type == "cuda" or (_meta_as_cuda and t.device.type == "meta")
+
+
 @functools.lru_cache(maxsize=None)
 def _triton_missing() -> Optional[str]:
     try:
@@ -124,7 +145,7 @@ def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
     for t in tensors:
         if t is None:
             continue
-        if t.device.type == "cuda":
+        if on_gpu(t):
             continue
         if t.device.type == "cpu" and interpreting():
             continue
@@ -135,7 +156,7 @@ def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
 def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
     """"auto" takes Triton on CUDA only; the interpreter is slower than the torch paths."""
     for t in tensors:
-        if t is not None and t.device.type != "cuda":
+        if t is not None and not on_gpu(t):
             return "auto uses Triton only on CUDA (the CPU interpreter is for testing)"
     return None
 

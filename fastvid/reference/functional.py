@@ -74,7 +74,7 @@ def frame_attention(q, k, v, *, frames: FrameSpec = "self", scale=None):
     are skipped; a frame listed twice is attended twice, and for sparse-causal frame 0 = [0, 0]
     that equals attending it once).
     """
-    table = frame_table(frames, q.shape[1], q.device)
+    table = frame_table(frames, q.shape[1])  # read on the host: its rows pick the frames to concatenate
     outs = []
     for i in range(q.shape[1]):
         row = [j for j in table[i].tolist() if j >= 0]

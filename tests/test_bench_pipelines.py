@@ -1,0 +1,121 @@
+"""``fastvid bench --diffusers``: the real diffusers pipelines at tiny sizes on CPU (diffusers and fastvid
+variants; the torch.compile variants are left out here: compiling five pipelines on a CPU takes minutes), the
+plan and the budget without running anything, the agreement rule, and clear errors for bad requests."""
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers", reason="diffusers is an optional extra: pip install 'fastvid[diffusers]'")
+
+import fastvid  # noqa: E402
+from fastvid import bench_pipelines as bp  # noqa: E402
+from fastvid import cli  # noqa: E402
+from fastvid.bench import CPU_SPEED_LABEL  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a busy shared CPU run far faster on one thread than on several that wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def rows_of(out):
+    return [json.loads(line) for line in (out / "pipelines.jsonl").read_text().splitlines()]
+
+
+def test_all_tiny_pipelines_run_every_cpu_variant(tmp_path, capsys, one_thread):
+    rc = cli.main(["bench", "--diffusers", "all", "--size", "tiny", "--variants", "diffusers,fastvid,captured",
+                   "--warmup-steps", "0", "--timed-steps", "3", "--out", str(tmp_path)])
+    io = capsys.readouterr()
+    assert rc == 0, io.out + io.err
+    assert "# plan" in io.out and CPU_SPEED_LABEL in io.out
+    rows = rows_of(tmp_path)
+    assert list(dict.fromkeys(r["pipeline"] for r in rows)) == list(bp.released.RELEASED)
+    for r in rows:
+        assert r["label"] == CPU_SPEED_LABEL and r["device"] == "cpu"
+        assert r["commit"] and r["date"] and r["torch"] == torch.__version__
+    steps = {(r["pipeline"], r["variant"]): r for r in rows if r["stage"] == "step"}
+    for name, entry in bp.released.RELEASED.items():
+        reference, patched = steps[(name, "diffusers")], steps[(name, "fastvid")]
+        for r in (reference, patched):
+            assert r["status"] == "ok", r
+            assert len(r["step_ms"]) == 3 and r["step_ms_min"] <= r["step_ms_median"] <= r["step_ms_max"]
+            assert r["agree"] and r["rel_err"] <= bp.TOLERANCE[torch.float32]
+        assert reference["rel_err"] == 0 and reference["speedup"] is None
+        assert patched["speedup"]["low"] <= patched["speedup"]["median"] <= patched["speedup"]["high"]
+        assert sum(patched["swapped"].values()) > 0
+        size = entry.tiny
+        frames_axis = {"svd": 1, "t2v_zero": 0}.get(name, 2)
+        assert reference["latent_shape"][frames_axis] == size.frames
+        assert reference["latent_shape"][-2:] == [size.latent_height, size.latent_width]
+        decode = [r for r in rows if r["pipeline"] == name and r["stage"] == "vae_decode"]
+        assert len(decode) == 1 and decode[0]["decode_ms"] > 0
+        captured = steps[(name, "captured")]
+        if hasattr(fastvid, "capture_step"):
+            assert captured["status"] in ("ok", "unavailable")  # a CUDA graph cannot be captured on a CPU
+        else:
+            assert captured["status"] == "unavailable" and "capture_step" in captured["reason"]
+    md = (tmp_path / "pipelines.md").read_text()
+    assert md.count("\n| ") >= 3 * len(bp.released.RELEASED) and CPU_SPEED_LABEL in md
+    assert (tmp_path / "pipelines.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_captured_variant_calls_fastvid_capture_step(tmp_path, capsys, monkeypatch, one_thread):
+    calls = []
+    monkeypatch.setattr(fastvid, "capture_step", lambda pipe: calls.append(type(pipe).__name__), raising=False)
+    rc = cli.main(["bench", "--diffusers", "t2v_zero", "--size", "tiny", "--variants", "captured", "--warmup-steps",
+                   "0", "--timed-steps", "1", "--out", str(tmp_path), "--no-plot"])
+    capsys.readouterr()
+    rows = {r["variant"]: r for r in rows_of(tmp_path) if r["stage"] == "step"}
+    assert rc == 0 and calls == ["TextToVideoZeroPipeline"]
+    assert rows["captured"]["status"] == "ok" and rows["captured"]["setup_s"] > 0 and rows["captured"]["agree"]
+    assert rows["captured"]["speedup"] is None  # one timed step is no measurement
+
+
+def test_plan_only_at_the_released_size_runs_nothing(capsys, monkeypatch):
+    monkeypatch.setattr(bp, "run", lambda *a, **k: pytest.fail("--plan-only ran the benchmark"))
+    assert cli.main(["bench", "--diffusers", "all", "--size", "gpu", "--plan-only"]) == 0
+    out = capsys.readouterr().out
+    for name in bp.released.RELEASED:
+        for variant in bp.VARIANTS:
+            assert any(line.split()[1:3] == [name, variant] for line in out.splitlines() if line.startswith("#   "))
+    assert "size 'released'" in out and "12 torch.compile graphs" in out and "budget none" in out
+
+
+def test_budget_skips_what_would_not_fit(capsys):
+    assert cli.main(["bench", "--diffusers", "all", "--size", "gpu", "--plan-only", "--variants", "diffusers,fastvid",
+                     "--budget", "100"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#   ")]
+    skipped = [line for line in lines if "skipped by --budget" in line]
+    assert lines[0].split()[1:3] == ["svd", "diffusers"] and "skipped" not in lines[0]
+    assert skipped and lines[-1] in skipped
+
+
+def test_disagreeing_latents_get_no_speedup():
+    reference = torch.randn(2, 4, 3, 8, 8)
+    assert bp.compare(reference.clone(), reference, torch.bfloat16)["agree"]
+    worse = bp.compare(reference * 1.5, reference, torch.bfloat16)
+    assert not worse["agree"] and worse["rel_err"] == pytest.approx(0.5, rel=1e-6)
+    assert not bp.compare(reference * float("nan"), reference, torch.float32)["agree"]
+    ref_row = dict(variant="diffusers", status="ok", agree=True, **bp.summarise_steps([0.2, 0.2, 0.2]))
+    row = dict(ref_row, variant="fastvid", **worse)
+    assert bp.speedup(row, ref_row) is None
+    assert bp.speedup(dict(row, agree=True), ref_row)["median"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--diffusers", "sora"], "--diffusers"),
+    (["--diffusers", "svd", "--variants", "tensorrt"], "--variants"),
+    (["--diffusers", "svd", "--timed-steps", "0"], "--timed-steps"),
+    (["--diffusers", "svd", "--budget", "-5"], "--budget"),
+])
+def test_bad_requests_are_one_line_errors(argv, flag, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bp, "run", lambda *a, **k: pytest.fail("a bad argument let the benchmark start"))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", *argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == cli.EXIT_BAD_INPUT and f"argument {flag}" in err and len(err.strip().splitlines()) == 1
