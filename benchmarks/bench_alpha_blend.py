@@ -21,8 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from benchmarks import harness, shapes  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from benchmarks.bench_temporal_conv import run  # noqa: E402
+from fastvid.registry import OPS  # noqa: E402
 
 OP = "alpha_blend"
 
@@ -54,7 +55,7 @@ def describe(case, mode, size):
 
 def main(argv=None):
     args = harness.parse(harness.parser(__doc__, no_compile="skip the torch.compile peer"), argv)
-    cases = shapes.ALPHA_BLEND if args.device == "cuda" else shapes.CPU_ALPHA_BLEND
+    cases = OPS[OP].examples.shapes(args.device)
     run(OP, args, list(harness.select(dict(cases), args.shapes).items()), list(workloads(not args.no_compile)),
         _inputs, describe)
 

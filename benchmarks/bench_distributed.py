@@ -4,7 +4,7 @@ K/V all-gather, counted from the collectives of ``nproc`` gloo processes on this
     python benchmarks/bench_distributed.py --nproc 4 --models vdm,make_a_video,dit_alternating,svd
 
 Rows are appended to benchmarks/results/distributed.jsonl. The numbers are bytes, not times: CPU/gloo
-runs say nothing about GPU speed (see README, "Multi-GPU sampling", for the projected step time model).
+runs say nothing about GPU speed (see docs/distributed.md for the projected step time model).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
     python benchmarks/bench_frame_attention.py --frames first,sparse_causal --num-frames 8,16 --heads 8
 
 The sweep grows F (8, 16, 24, 32) at N = M = 64*64 tokens per frame, head_dim 64, heads 8 and 20,
-for every frames mode, plus the model shapes of benchmarks/shapes.py. Rows are appended to
+for every frames mode, plus the model shapes of the registry (fastvid.examples). Rows are appended to
 benchmarks/results/frame_attention.jsonl; each carries ``io_mb`` (q, k, v and out themselves) next
 to ``peak_mem_mb`` (peak above the inputs while the step runs), so K/V copies show as the gap.
 
@@ -33,9 +33,10 @@ import torch.nn.functional as Fn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from benchmarks import harness, shapes  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from benchmarks.peers import sdpa_backend_context  # noqa: E402
 from fastvid.ops import frame_attention as ops  # noqa: E402
+from fastvid.registry import OPS  # noqa: E402
 
 OP = "frame_attention"
 FRAMES = ("first", "sparse_causal", "self", "all")
@@ -124,12 +125,12 @@ def workloads(frames, shape, dtype, device, flex_compiled):
 def cases(device, args):
     if device != "cuda":
         tiny = {f"tiny-F{f}": (1, f, 64, 64, 2, 32) for f in (2, 4)}
-        tiny.update({name: (B, F, N, N, H, D) for name, (B, F, N, H, D) in shapes.CPU_FRAME_ATTENTION.items()})
+        tiny.update({name: (B, F, N, N, H, D) for name, (B, F, N, H, D) in OPS[OP].examples.cpu_shapes.items()})
         return tiny
     out = {f"sweep-F{f}-h{h}": (1, f, SWEEP_TOKENS, SWEEP_TOKENS, h, SWEEP_HEAD_DIM)
            for h in args.heads for f in args.num_frames}
     if not args.sweep_only:
-        out.update({name: (B, F, N, N, H, D) for name, (B, F, N, H, D) in shapes.FRAME_ATTENTION.items()})
+        out.update({name: (B, F, N, N, H, D) for name, (B, F, N, H, D) in OPS[OP].benchmark_shapes.items()})
     return out
 
 

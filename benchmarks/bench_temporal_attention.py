@@ -19,8 +19,9 @@ from einops import rearrange
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from benchmarks import harness, shapes  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from benchmarks.peers import import_reason, sdpa_backend_context  # noqa: E402
+from fastvid.registry import OPS  # noqa: E402
 
 OP = "temporal_attention"
 
@@ -93,7 +94,7 @@ def workloads(device, compile_peers):
 def main(argv=None):
     args = harness.parse(harness.parser(__doc__, no_compile="skip torch.compile peers (FlexAttention)"), argv)
     device, dtype = args.device, args.dtype
-    cases = harness.select(shapes.TEMPORAL_ATTENTION if device == "cuda" else shapes.CPU_TEMPORAL_ATTENTION, args.shapes)
+    cases = harness.select(OPS[OP].examples.shapes(device), args.shapes)
     env = harness.environment(device)
     ceilings = harness.measure_ceilings(device)
     harness.announce(OP, env, ceilings)

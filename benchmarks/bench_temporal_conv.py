@@ -22,8 +22,9 @@ import torch.nn.functional as Fn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from benchmarks import harness, shapes  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from benchmarks.peers import kernel_path  # noqa: E402
+from fastvid.registry import OPS  # noqa: E402
 
 OP = "temporal_conv"
 TAPS = 3
@@ -94,7 +95,7 @@ def run(op, args, named_shapes, providers, make_inputs, describe):
 
 def cases(device):
     """(model name, (B, C, F, H, W)): SD-based video UNet widths, 16 frames, 32x32 and 64x64 latents."""
-    return list((shapes.TEMPORAL_CONV if device == "cuda" else shapes.CPU_TEMPORAL_CONV).items())
+    return list(OPS["temporal_conv"].examples.shapes(device).items())
 
 
 def describe(case, mode, size):

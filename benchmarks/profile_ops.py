@@ -30,8 +30,9 @@ from benchmarks import bench_frame_attention as bfa  # noqa: E402
 from benchmarks import bench_group_norm_silu as bgn  # noqa: E402
 from benchmarks import bench_temporal_attention as bta  # noqa: E402
 from benchmarks import bench_temporal_conv as btc  # noqa: E402
-from benchmarks import harness, shapes  # noqa: E402
+from benchmarks import harness  # noqa: E402
 from benchmarks.peers import sdpa_backend_context  # noqa: E402
+from fastvid.registry import OPS  # noqa: E402
 
 CALLS = 50  # calls queued per host-time measurement
 PROFILED = 5  # calls under torch.profiler
@@ -49,19 +50,20 @@ def _gn_eager(x, w, b):
 def cases(device: str, dtype: torch.dtype):
     """(op, shape name, inputs factory(requires_grad), {provider: callable})."""
     cuda = device == "cuda"
-    ta = ({k: shapes.TEMPORAL_ATTENTION[k] for k in ("modelscope-32x32-c320", "latte-16x16-h16")} if cuda
-          else shapes.CPU_TEMPORAL_ATTENTION)
+    ta_shapes = OPS["temporal_attention"].examples.shapes(device)
+    ta = {k: ta_shapes[k] for k in ("modelscope-32x32-c320", "latte-16x16-h16")} if cuda else ta_shapes
     for name, shape in ta.items():
         providers = {"fastvid": lambda q, k, v, b: fastvid.temporal_attention(q, k, v, bias=b)}
         if cuda:
             providers["sdpa-efficient"] = _sdpa_efficient_temporal
         yield "temporal_attention", name, lambda g, s=shape: bta._inputs(s, dtype, device, g), providers
-    fa = {"latte-16x16": shapes.FRAME_ATTENTION["latte-16x16"]} if cuda else shapes.CPU_FRAME_ATTENTION
+    fa_shapes = OPS["frame_attention"].examples.shapes(device)
+    fa = {"latte-16x16": fa_shapes["latte-16x16"]} if cuda else fa_shapes
     for name, (B, F, N, H, D) in fa.items():
         providers = {"fastvid first": lambda q, k, v: fastvid.frame_attention(q, k, v, frames="first"),
                      "concat+sdpa first": bfa._concat_sdpa("first")}
         yield "frame_attention", name, lambda g, s=(B, F, N, N, H, D): bfa._inputs(s, dtype, device, g), providers
-    video = {"c320-32x32": shapes.TEMPORAL_CONV["c320-32x32"]} if cuda else {"tiny": (1, 32, 8, 8, 8)}
+    video = {"c320-32x32": OPS["temporal_conv"].benchmark_shapes["c320-32x32"]} if cuda else {"tiny": (1, 32, 8, 8, 8)}
     per_op = {
         "temporal_conv": (btc._inputs, {"fastvid": lambda x, w, b: fastvid.temporal_conv(x, w, b),
                                         "conv3d(3,1,1)": btc._conv3d}),

@@ -47,54 +47,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from benchmarks import harness, plot, shapes  # noqa: E402
-from fastvid import reference  # noqa: E402
+from benchmarks import harness, plot  # noqa: E402
 from fastvid.registry import OPS as REGISTRY  # noqa: E402
 from fastvid.testing import check_against_reference  # noqa: E402
 
 OPS = tuple(REGISTRY)
 
 
-def _randn(*shape, device, dtype, transpose=None):
-    """Random values; ``transpose=(a, b)`` gives a non-contiguous view with ``shape``."""
-    if transpose is None:
-        return torch.randn(*shape, device=device, dtype=dtype)
-    a, b = transpose
-    stored = list(shape)
-    stored[a], stored[b] = stored[b], stored[a]
-    return torch.randn(*stored, device=device, dtype=dtype).transpose(a, b)
-
-
 def correctness_cases(device, dtype, backend):
-    """(op, case name, fn, reference, inputs): odd sizes, one non-contiguous input per op."""
-    r = dict(device=device, dtype=dtype)
-    B, F, N, H, D = 2, 13, 37, 3, 72
-    q = _randn(B, F, N, H, D, transpose=(1, 2), **r)  # frames strided by N*H*D: a (B, N, F, ...) buffer
-    k, v = _randn(B, F, N, H, D, **r), _randn(B, F, N, H, D, **r)
-    bias = _randn(H, F, F, **r)
-    yield ("temporal_attention", "bias, q non-contiguous",
-           lambda q, k, v, b: fastvid.temporal_attention(q, k, v, bias=b, backend=backend),
-           lambda q, k, v, b: reference.temporal_attention(q, k, v, bias=b), [q, k, v, bias])
-    yield ("temporal_attention", "causal",
-           lambda q, k, v: fastvid.temporal_attention(q, k, v, causal=True, backend=backend),
-           lambda q, k, v: reference.temporal_attention(q, k, v, causal=True), [q, k, v])
-    B, F, N, H, D = 1, 5, 37, 3, 40
-    q, k, v = _randn(B, F, N, H, D, transpose=(2, 3), **r), _randn(B, F, N, H, D, **r), _randn(B, F, N, H, D, **r)
-    for frames in ("first", "sparse_causal", "all"):
-        yield ("frame_attention", frames,
-               lambda q, k, v, f=frames: fastvid.frame_attention(q, k, v, frames=f, backend=backend),
-               lambda q, k, v, f=frames: reference.frame_attention(q, k, v, frames=f), [q, k, v])
-    x = _randn(2, 20, 7, 5, 9, **r).to(memory_format=torch.channels_last_3d)
-    weight, cbias, res = _randn(36, 20, 3, **r), _randn(36, **r), _randn(2, 36, 7, 5, 9, **r)
-    yield ("temporal_conv", "channels_last_3d, bias, residual",
-           lambda x, w, b, s: fastvid.temporal_conv(x, w, b, residual=s, backend=backend),
-           lambda x, w, b, s: reference.temporal_conv(x, w, b, residual=s), [x, weight, cbias, res])
-    x = _randn(2, 32, 5, 6, 7, transpose=(3, 4), **r)
-    gamma, beta = 1 + 0.1 * _randn(32, **r), 0.1 * _randn(32, **r)
-    for per_frame in (False, True):
-        yield ("group_norm_silu", f"8 groups, per_frame={per_frame}, x non-contiguous",
-               lambda x, w, b, p=per_frame: fastvid.group_norm_silu(x, 8, w, b, per_frame=p, backend=backend),
-               lambda x, w, b, p=per_frame: reference.group_norm_silu(x, 8, w, b, per_frame=p), [x, gamma, beta])
+    """(op, case name, fn, reference, inputs): the registry's checks, at odd sizes with one non-contiguous
+    input per op."""
+    for op, spec in REGISTRY.items():
+        for case, named, kwargs in spec.examples.checks(device, dtype):
+            names = list(named)
+
+            def fn(*tensors, op=op, names=names, kwargs=kwargs):  # the public export, fastvid.<op>
+                return getattr(fastvid, op)(**dict(zip(names, tensors)), **kwargs, backend=backend)
+
+            def ref(*tensors, spec=spec, names=names, kwargs=kwargs):
+                return spec.reference(**dict(zip(names, tensors)), **kwargs)
+
+            yield op, case, fn, ref, list(named.values())
 
 
 CORRECTNESS_HEADER = ["| op | case | backend (ran) | dtype | result |", "|---|---|---|---|---|"]
@@ -144,7 +117,7 @@ class Case:
 
 
 # --quick: the headline models per op (ModelScope T2V, SVD, Text2Video-Zero d=40, Latte d=72) in
-# benchmarks/shapes.py; frame attention in "first" (Text2Video-Zero's; sparse_causal compiles its own
+# the registry's benchmark shapes; frame attention in "first" (Text2Video-Zero's; sparse_causal compiles its own
 # kernels, in --rest).
 QUICK = {
     "temporal_attention": [("modelscope-32x32-c320", ""), ("svd-72x128-c320", ""), ("latte-16x16-h16", "")],
@@ -168,14 +141,14 @@ PLAN_CHECK_S = 1.0  # one correctness case: kernel, reference, float64 gold, gra
 PLAN_PROVIDERS = {"temporal_attention": 8, "frame_attention": 10, "temporal_conv": 5, "group_norm_silu": 6}
 PLAN_COMPILED = {"temporal_attention": 1, "frame_attention": 1, "temporal_conv": 0, "group_norm_silu": 2}
 DEFAULT_MODES = {"frame_attention": "fwd,fwd+bwd"}  # the others: harness.MODES
-# A lent GPU has 15 minutes of device time, start included: --quick and then --rest fit one call each.
+# Default --budget of each part: --quick and --rest each fit in a run of under 10 minutes.
 QUICK_BUDGET_S, REST_BUDGET_S = 230.0, 420.0
 
 
 def _case_shapes(op, device) -> Dict[str, tuple]:
-    """The bench script's named shapes for ``device`` (the registry's table in benchmarks/shapes.py, or
-    its CPU_ stand-in; frame attention: its model shapes)."""
-    return getattr(shapes, ("" if device == "cuda" else "CPU_") + REGISTRY[op].benchmark_shapes)
+    """The bench script's named shapes for ``device`` (the registry's benchmark shapes, or their CPU
+    stand-ins; frame attention: its model shapes)."""
+    return REGISTRY[op].examples.shapes(device)
 
 
 def all_cases(op, device) -> List[Case]:

@@ -2,19 +2,20 @@
 
     pytest benchmarks --benchmark-only [--benchmark-json out.json] [--benchmark-compare]
 
-On CUDA the real-model shapes of benchmarks/shapes.py; on CPU their tiny stand-ins (fastvid's
+On CUDA the real-model shapes of fastvid.registry; on CPU their tiny stand-ins (fastvid's
 "auto" backend, i.e. the torch path: no speed claim).
 """
 import pytest
 import torch
 
 import fastvid
-from benchmarks import shapes
+from fastvid.frame_modes import FRAME_MODES
+from fastvid.registry import OPS
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
-TA_SHAPES = shapes.TEMPORAL_ATTENTION if DEVICE == "cuda" else shapes.CPU_TEMPORAL_ATTENTION
-FA_SHAPES = shapes.FRAME_ATTENTION if DEVICE == "cuda" else shapes.CPU_FRAME_ATTENTION
+TA_SHAPES = OPS["temporal_attention"].examples.shapes(DEVICE)
+FA_SHAPES = OPS["frame_attention"].examples.shapes(DEVICE)
 
 
 def _sync():
@@ -49,7 +50,7 @@ def test_temporal_attention_fwd(benchmark, name, provider):
 
 
 @pytest.mark.parametrize("provider", ["fastvid", "reference"])
-@pytest.mark.parametrize("frames", ["first", "sparse_causal", "all"])
+@pytest.mark.parametrize("frames", [name for name in FRAME_MODES if name != "self"])  # the cross-frame modes
 @pytest.mark.parametrize("name", sorted(FA_SHAPES))
 def test_frame_attention_fwd(benchmark, name, frames, provider):
     B, F, N, H, D = FA_SHAPES[name]
@@ -67,7 +68,7 @@ def test_frame_attention_fwd(benchmark, name, frames, provider):
     assert out.shape == q.shape
 
 
-TC_SHAPES = shapes.TEMPORAL_CONV if DEVICE == "cuda" else shapes.CPU_TEMPORAL_CONV
+TC_SHAPES = OPS["temporal_conv"].examples.shapes(DEVICE)
 GN_GROUPS = 32 if DEVICE == "cuda" else 4
 CONV_PROVIDERS = {
     "temporal_conv": {

@@ -2,7 +2,8 @@
 
 Tests, the resource report and the benchmark suite walk :data:`OPS` instead of their own lists,
 so an op that misses a piece (reference, torch.library registration, dispatcher, test file,
-kernel file) fails ``tests/test_registry.py``. The benchmark shapes and the sm_90 compile-spec
+kernel file, example inputs) fails ``tests/test_registry.py``. Each row holds the op's example inputs
+and benchmark shapes (``fastvid.examples``), which tests and benchmarks read. The sm_90 compile-spec
 builders live in ``benchmarks/`` (not shipped), so a row names them instead of importing them.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from . import cost, nn, reference
 from .dispatch import Dispatcher
+from .examples import EXAMPLES, Examples, Shapes
 from .ops import alpha_blend, frame_attention, group_norm_silu, temporal_attention, temporal_conv
 
 
@@ -27,7 +29,7 @@ class OpSpec:
     reference: Callable  # the plain-torch definition in fastvid.reference
     twins: Tuple[type, ...]  # fastvid.nn modules built on the op, each a drop-in for a fastvid.reference module
     library_ops: Tuple[str, ...]  # torch.ops.fastvid.<name> registrations
-    benchmark_shapes: str  # a dict in benchmarks/shapes.py
+    examples: Examples  # example inputs for tests, shapes for benchmarks
     compile_specs: str  # the launch builder in benchmarks/kernel_resources.py (sm_90 compile specs)
     # (FLOPs, bytes) of one call of the forward library op (library_ops[0]) from that op's arguments, shapes
     # only (meta tensors work), by fastvid.cost's conventions; fastvid.roofline counts the op with it.
@@ -37,6 +39,11 @@ class OpSpec:
     def function(self) -> Callable:
         """The public function, exported as ``fastvid.<name>``."""
         return getattr(self.module, self.name)
+
+    @property
+    def benchmark_shapes(self) -> Shapes:
+        """The real models' shapes the benchmarks run on CUDA (name -> dims)."""
+        return self.examples.benchmark_shapes
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -52,11 +59,11 @@ class OpSpec:
         return importlib.import_module(self.kernel_module)
 
 
-def _row(module: ModuleType, twins, benchmark_shapes: str, cost: Callable[..., Tuple[int, int]]) -> OpSpec:
+def _row(module: ModuleType, twins, cost: Callable[..., Tuple[int, int]]) -> OpSpec:
     name = module.OP
     return OpSpec(name=name, module=module, reference=getattr(reference, name), twins=twins,
-                  library_ops=(f"{name}_fwd", f"{name}_bwd"), benchmark_shapes=benchmark_shapes,
-                  compile_specs=f"_{name}", cost=cost)
+                  library_ops=(f"{name}_fwd", f"{name}_bwd"), examples=EXAMPLES[name], compile_specs=f"_{name}",
+                  cost=cost)
 
 
 # ---- cost formulas: (FLOPs, bytes) of one forward call, from the library op's arguments ----------
@@ -100,9 +107,9 @@ def _alpha_blend_cost(x_spatial, x_temporal, alpha):
 
 
 OPS: Dict[str, OpSpec] = {row.name: row for row in (
-    _row(temporal_attention, (nn.TemporalAttention,), "TEMPORAL_ATTENTION", _temporal_attention_cost),
-    _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), "FRAME_ATTENTION", _frame_attention_cost),
-    _row(temporal_conv, (nn.PseudoConv3d, nn.TemporalConvBlock), "TEMPORAL_CONV", _temporal_conv_cost),
-    _row(group_norm_silu, (nn.TemporalConvBlock,), "TEMPORAL_CONV", _group_norm_silu_cost),
-    _row(alpha_blend, (nn.AlphaBlender,), "ALPHA_BLEND", _alpha_blend_cost),
+    _row(temporal_attention, (nn.TemporalAttention,), _temporal_attention_cost),
+    _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), _frame_attention_cost),
+    _row(temporal_conv, (nn.PseudoConv3d, nn.TemporalConvBlock), _temporal_conv_cost),
+    _row(group_norm_silu, (nn.TemporalConvBlock,), _group_norm_silu_cost),
+    _row(alpha_blend, (nn.AlphaBlender,), _alpha_blend_cost),
 )}

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import fastvid
+from fastvid import patching
 from fastvid.testing import assert_close_to_gold
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE
 
 pytest.importorskip("diffusers", reason="diffusers is an optional extra: pip install 'fastvid[diffusers]'")
-patching = pytest.importorskip("fastvid.patching", reason="fastvid.patching (issue 5) is not in this build")
 
 from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetSpatioTemporalConditionModel  # noqa: E402
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0  # noqa: E402

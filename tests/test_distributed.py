@@ -32,7 +32,7 @@ from fastvid.distributed import FastvidDistributedError, parallel_state, paralle
 from fastvid.distributed.accounting import SEQUENCE_STRATEGIES, step_bytes, step_inputs  # noqa: E402
 from fastvid.distributed.launch import spawn  # noqa: E402
 
-# The systems fastvid.distributed shards: issue 14's, and fastvid's newer SVD, Video LDM, Imagen Video, Gen-1.
+# The systems fastvid.distributed shards: every fastvid.models system.
 ALL_MODELS = ("vdm", "make_a_video", "tune_a_video", "text2video_zero", "controlvideo", "dit", "dit_alternating",
               "svd", "video_ldm", "imagen_video", "gen1")
 # 4 processes: not Video LDM (its blocks are SVD's), Imagen Video and Gen-1 (pseudo-3D convs and temporal attention,

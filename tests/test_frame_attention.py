@@ -4,6 +4,7 @@ import torch
 
 import fastvid
 from fastvid import reference
+from fastvid.frame_modes import MODES
 from fastvid.ops import _launch
 from fastvid.ops import frame_attention as ops
 from fastvid.testing import assert_twins_agree, check_against_reference, poisoned_outputs
@@ -33,7 +34,7 @@ def _reference(frames):
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
-@pytest.mark.parametrize("frames", ops.MODES)
+@pytest.mark.parametrize("frames", MODES)
 def test_triton_modes_match_reference(frames, dtype):
     shape = ODD_ALL if frames == "all" else ODD
     check_against_reference(frames, _fastvid(frames), _reference(frames), _inputs(*shape, dtype), dtype)
@@ -56,7 +57,7 @@ def test_triton_tile_and_head_dim_edges(shape, frames):
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])
-@pytest.mark.parametrize("frames", list(ops.MODES) + ["table"])
+@pytest.mark.parametrize("frames", list(MODES) + ["table"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_torch_backends_match_reference(backend, frames, dtype):
     frames = torch.tensor(TABLE, device=DEVICE) if frames == "table" else frames

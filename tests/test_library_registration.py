@@ -3,15 +3,19 @@ import pytest
 import torch
 
 import fastvid
+from fastvid.registry import OPS
 
 from conftest import DEVICE
 
 
+def _example(op, requires_grad):
+    """The registry's example inputs of ``op`` (6 tokens per frame), as leaves."""
+    return {name: t.requires_grad_(requires_grad) for name, t in OPS[op].examples.make(1, 6, device=DEVICE).items()}
+
+
 def _ta_inputs(requires_grad=True):
-    B, F, N, H, D = 1, 5, 6, 2, 8
-    q, k, v = (torch.randn(B, F, N, H, D, device=DEVICE, requires_grad=requires_grad) for _ in range(3))
-    bias = torch.randn(H, F, F, device=DEVICE, requires_grad=requires_grad)
-    return q, k, v, bias
+    a = _example("temporal_attention", requires_grad)
+    return a["q"], a["k"], a["v"], a["bias"]
 
 
 OPCHECK_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
@@ -47,10 +51,9 @@ def test_compile_fullgraph_module(module):
 
 
 def _fa_inputs(requires_grad=True):
-    q = torch.randn(1, 4, 6, 2, 8, device=DEVICE, requires_grad=requires_grad)
-    k, v = (torch.randn(1, 4, 5, 2, 8, device=DEVICE, requires_grad=requires_grad) for _ in range(2))
-    table = torch.tensor([[0, -1], [0, 0], [0, 1], [3, 1]], dtype=torch.int32, device=DEVICE)
-    return q, k, v, table
+    a = _example("frame_attention", requires_grad)
+    table = torch.tensor([[0, -1], [0, 0], [2, 1]], dtype=torch.int32, device=DEVICE)  # one row per frame
+    return a["q"], a["k"], a["v"], table
 
 
 def test_opcheck_frame_attention():

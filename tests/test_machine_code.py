@@ -1,4 +1,4 @@
-"""The sm_90a machine code holds to the kernels' design (issue 11), read without a GPU from the real
+"""The sm_90a machine code holds to the kernels' design, read without a GPU from the real
 cubins (benchmarks/kernel_resources.py and benchmarks/sass.py; bf16, the launchers' own configs, every
 autotune config the autotuner's own pruning keeps at the shape):
 
@@ -62,7 +62,7 @@ print(json.dumps([kr.analyse(op, shape, variants=variants.get(op)) for op, shape
 
 def _pending(reason):
     # raises=AssertionError: a case that cannot be analysed (RuntimeError below) errors, it does not xfail.
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"issue 11: {reason}")
+    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_no_sub_32_bit_global_load_in_any_loop(analyses, op, shape):
     assert not scalar, f"{op} {shape}: 8/16-bit global loads in loops (bits: count) {scalar}"
 
 
-# Checked under Triton 3.9 (ptxas 13.4) and 3.6 (ptxas 12.8, the GPU machine's): autotune configs that spill
+# Checked under Triton 3.9 (ptxas 13.4) and 3.6 (ptxas 12.8, the Triton of the committed GPU runs): autotune configs that spill
 # under either are pruned (frame attention), the temporal attention tiles keep clear of both.
 @pytest.mark.parametrize("op, shape", [pytest.param(op, s, id=f"{op}-{s}",
                                                     marks=_pending(PENDING[(op, s)]) if (op, s) in PENDING else ())

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import fastvid
 from fastvid import reference
+from fastvid.frame_modes import MODES
 from fastvid.testing import check_against_reference
 
 from conftest import DEVICE
@@ -47,7 +48,7 @@ def test_temporal_attention_property(batch, frames, tokens, heads, head_dim, dty
     batch=st.integers(1, 2), frames=st.integers(1, 9), tokens=st.integers(1, 20), keys=st.integers(1, 20),
     heads=st.integers(1, 2), head_dim=st.sampled_from([8, 12, 16, 40]),
     dtype=st.sampled_from([torch.float32, torch.float16]),
-    mode=st.sampled_from(["self", "first", "sparse_causal", "all", "table"]), perm=st.permutations(range(5)),
+    mode=st.sampled_from(list(MODES) + ["table"]), perm=st.permutations(range(5)),
     backend=st.sampled_from(["triton", "torch"]), data=st.data(),
 )
 def test_frame_attention_property(batch, frames, tokens, keys, heads, head_dim, dtype, mode, perm, backend, data):

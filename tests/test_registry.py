@@ -38,8 +38,22 @@ def test_op_has_every_piece(op):
 
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_benchmark_names_resolve(op):
-    """The names a row gives for the benchmarks (not shipped, so not imported by fastvid) exist."""
-    shapes_source = (ROOT / "benchmarks" / "shapes.py").read_text()
+    """The compile-spec builder a row names (in benchmarks/, not shipped, so not imported by fastvid) exists."""
     resources_source = (ROOT / "benchmarks" / "kernel_resources.py").read_text()
-    assert f"\n{OPS[op].benchmark_shapes} = " in shapes_source
     assert f"\ndef {OPS[op].compile_specs}(" in resources_source
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_examples_call_the_op_and_its_reference_alike(op):
+    """The row's example inputs run through the public function and the reference with the same call, and
+    its shapes have the rank of the op's main input."""
+    examples = OPS[op].examples
+    inputs = examples.make(1, 3)
+    assert examples.main in inputs and examples.other in inputs
+    out = examples.call(OPS[op].function, inputs, backend="torch")
+    torch.testing.assert_close(out, examples.call(OPS[op].reference, inputs), atol=1e-5, rtol=1e-5)
+    rank = inputs[examples.main].dim()
+    assert examples.benchmark_shapes and examples.cpu_shapes
+    assert all(len(dims) == rank for dims in (*examples.benchmark_shapes.values(), *examples.cpu_shapes.values()))
+    for args in examples.corners():
+        assert OPS[op].dispatcher.explain(*args)["reference"] is None, "a corner case is a valid input"

@@ -12,6 +12,7 @@ from torch import nn
 
 import fastvid
 from fastvid import reference, registry
+from fastvid.frame_modes import MODES
 from fastvid.testing import check_against_reference, poisoned_outputs
 
 from conftest import DEVICE
@@ -23,7 +24,8 @@ BACKENDS = ["triton", "torch", "reference"]
 class OpCase:
     """``make(batch, n)`` returns the named tensor inputs (n: tokens, or the height of a video);
     ``call(inputs, backend)`` runs the public op, ``ref(inputs)`` the plain-torch reference.
-    ``main`` is the first tensor argument, ``other`` a second one (for device and shape mismatches)."""
+    ``main`` is the first tensor argument, ``other`` a second one (for device and shape mismatches).
+    Built from the registry's example inputs of the op."""
     make: Callable[[int, int], Dict[str, torch.Tensor]]
     call: Callable
     ref: Callable
@@ -33,48 +35,19 @@ class OpCase:
     lower_rank: Callable = lambda t: t[0]  # ``main`` at a rank the op does not take
 
 
+def _case(spec: registry.OpSpec) -> OpCase:
+    ex = spec.examples
+    return OpCase(make=lambda b, n: ex.make(b, n, device=DEVICE),
+                  call=lambda inputs, backend: ex.call(spec.function, inputs, backend=backend),
+                  ref=lambda inputs: ex.call(spec.reference, inputs),
+                  main=ex.main, other=ex.other, other_dim=ex.other_dim, lower_rank=ex.lower_rank)
+
+
+OPS: Dict[str, OpCase] = {name: _case(spec) for name, spec in registry.OPS.items()}
+
+
 def _randn(*shape):
     return torch.randn(*shape, device=DEVICE)
-
-
-OPS: Dict[str, OpCase] = {
-    "temporal_attention": OpCase(
-        make=lambda b, n: dict(q=_randn(b, 4, n, 2, 8), k=_randn(b, 4, n, 2, 8), v=_randn(b, 4, n, 2, 8),
-                               bias=_randn(2, 4, 4)),
-        call=lambda a, backend: fastvid.temporal_attention(a["q"], a["k"], a["v"], bias=a["bias"], causal=True,
-                                                           backend=backend),
-        ref=lambda a: reference.temporal_attention(a["q"], a["k"], a["v"], bias=a["bias"], causal=True),
-        main="q", other="k"),
-    "frame_attention": OpCase(
-        make=lambda b, n: dict(q=_randn(b, 3, n, 2, 8), k=_randn(b, 3, 5, 2, 8), v=_randn(b, 3, 5, 2, 8)),
-        call=lambda a, backend: fastvid.frame_attention(a["q"], a["k"], a["v"], frames="sparse_causal",
-                                                        backend=backend),
-        ref=lambda a: reference.frame_attention(a["q"], a["k"], a["v"], frames="sparse_causal"),
-        main="q", other="k"),
-    "temporal_conv": OpCase(
-        make=lambda b, n: dict(x=_randn(b, 3, 4, n, 2), weight=_randn(5, 3, 3), bias=_randn(5),
-                               residual=_randn(b, 5, 4, n, 2)),
-        call=lambda a, backend: fastvid.temporal_conv(a["x"], a["weight"], a["bias"], residual=a["residual"],
-                                                      backend=backend),
-        ref=lambda a: reference.temporal_conv(a["x"], a["weight"], a["bias"], residual=a["residual"], padding=1),
-        main="x", other="weight", other_dim=1),
-    "group_norm_silu": OpCase(
-        make=lambda b, n: dict(x=_randn(b, 4, 3, n, 2), weight=_randn(4), bias=_randn(4)),
-        call=lambda a, backend: fastvid.group_norm_silu(a["x"], 2, a["weight"], a["bias"], backend=backend),
-        ref=lambda a: reference.group_norm_silu(a["x"], 2, a["weight"], a["bias"]),
-        main="x", other="weight", lower_rank=lambda t: t[0, 0]),  # rank 4 is a batch of images
-    "alpha_blend": OpCase(
-        make=lambda b, n: dict(x_spatial=_randn(b, 4, 3, n, 2), x_temporal=_randn(b, 4, 3, n, 2),
-                               alpha=_randn(b, 1, 3, 1, 1)),
-        call=lambda a, backend: fastvid.alpha_blend(a["x_spatial"], a["x_temporal"], a["alpha"], backend=backend),
-        ref=lambda a: reference.alpha_blend(a["x_spatial"], a["x_temporal"], a["alpha"]),
-        main="x_temporal", other="x_spatial"),
-}
-
-
-def test_op_table_covers_every_public_op():
-    """A new op in fastvid.registry must be added to OPS."""
-    assert set(OPS) == set(registry.OPS)
 
 
 def _leaves(inputs):
@@ -165,7 +138,7 @@ def _assert_same_nonfinite(out, expected):
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 @pytest.mark.parametrize("poisoned", ["q", "k", "v"])
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("frames", ["self", "first", "sparse_causal", "all", "table"])
+@pytest.mark.parametrize("frames", list(MODES) + ["table"])
 def test_frame_attention_nan_and_inf_like_the_reference_in_every_mode(frames, backend, poisoned, value):
     """NaN/Inf propagate as in the reference whichever fused SDPA kernel this CPU and mask pick."""
     inputs = OPS["frame_attention"].make(1, 3)

@@ -7,8 +7,9 @@ stages run unchanged on their frames); the mixins add the communication the othe
   pixels** with all frames (one all-to-all), run, switch back (one all-to-all); or, for comparison,
   Ulysses (heads) or a K/V all-gather;
 - GroupNorm over (C/G, F, H, W): partial sums all-reduced, then partial squared deviations;
-- cross-frame attention: frame 0's K/V broadcast ("first", and "sparse_causal" with the previous
-  frame's K/V from the neighbouring rank); "all": Ulysses head all-to-all or K/V all-gather;
+- cross-frame attention, by the strategy ``fastvid.frame_modes`` gives each mode (:data:`FRAME_STRATEGIES`):
+  frame 0's K/V broadcast ("first", and "sparse_causal" with the previous frame's K/V from the
+  neighbouring rank); "all": Ulysses head all-to-all or K/V all-gather;
 - frame-position embeddings (SVD, Video LDM): the local frames' indices offset to their global ones;
 - the model itself: takes the full inputs, keeps its shard (of the batch for "cfg", of the frames
   otherwise), runs, all-gathers the full output.
@@ -22,6 +23,7 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from ..frame_modes import FRAME_MODES
 from ..reference import functional as ref
 from .comm import Comm, offsets, shard_sizes
 
@@ -235,27 +237,37 @@ def map_sample(out, fn):
     return out
 
 
+# The frame modes' distributed strategies (fastvid.frame_modes, FrameMode.distributed) -> what each sends.
+FRAME_STRATEGIES = {
+    "local": "no communication (each rank's own frames)",
+    "broadcast_first": "frame 0's K/V broadcast from its owner",
+    "first_and_previous": "frame 0's K/V broadcast + previous frame's K/V from the neighbour",
+    "full": "Ulysses heads all-to-all, or a K/V all-gather where the heads do not shard",
+}
+
+
 class ParallelFrameAttention:
-    """Cross-frame attention on frame-sharded tokens: the remote keys/values each local frame reads
-    are fetched and concatenated along the key tokens, then attended as "self" (same order as the
-    one-process concatenation); "all" goes through Ulysses when the heads allow it."""
+    """Cross-frame attention on frame-sharded tokens, by the mode's strategy in ``fastvid.frame_modes``:
+    the remote keys/values each local frame reads are fetched and concatenated along the key tokens,
+    then attended as "self" (same order as the one-process concatenation); the "full" strategy goes
+    through Ulysses when the heads allow it."""
 
     def attend(self, q, k, v):
         st = state(self)
-        mode = self.frames
-        if not st.active or mode == "self":
+        strategy = FRAME_MODES[self.frames].distributed
+        if not st.active or strategy == "local":
             return super().attend(q, k, v)
-        if mode == "all" and st.full == "ulysses" and st.heads_shardable(q.shape[3]):
+        if strategy == "full" and st.full == "ulysses" and st.heads_shardable(q.shape[3]):
             return ulysses(st, q, k, v, super().attend)
         b, f, m = k.shape[:3]
-        if mode == "all":
+        if strategy == "full":
             kv = st.sp.gather(torch.stack([k, v]), 2, st.frames, "frame_allgather")  # (2, B, F, M, h, d)
             kv = kv.flatten(2, 3)[:, :, None].expand(-1, -1, f, -1, -1, -1)
-        else:
+        else:  # "broadcast_first", "first_and_previous": parallelize refuses any other strategy
             first = st.sp.broadcast(torch.stack([k[:, 0], v[:, 0]]) if st.sp.rank == 0 else None,
                                     (2, b) + tuple(k.shape[2:]), k.dtype, k.device, 0, "frame0_broadcast")
             kv = first[:, :, None].expand(-1, -1, f, -1, -1, -1)
-            if mode == "sparse_causal":
+            if strategy == "first_and_previous":
                 received = st.sp.shift_right(torch.stack([k[:, -1], v[:, -1]]), "neighbour_kv")
                 before = torch.stack([k[:, 0], v[:, 0]]) if received is None else received
                 previous = torch.cat([before[:, :, None], torch.stack([k, v])[:, :, :-1]], dim=2)

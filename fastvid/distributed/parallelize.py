@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import reference
+from ..frame_modes import FRAME_MODES
 from ..models.dit import VideoDiT
 from ..models.layers import CrossAttention, TimestepEmbedding
 from ..models.video_ldm import TemporalDecoder
@@ -208,15 +209,20 @@ def _stage(module: nn.Module, st: ParallelState, name: str):
             how = "K/V all-gather (fewer heads than ranks)"
         return layers.ParallelTemporalAttention, f"temporal attention: {how}"
     if isinstance(module, reference.FrameAttention):
-        if isinstance(module.frames, str) and module.frames == "self":
-            return None
+        sharded = [mode.name for mode in FRAME_MODES.values() if mode.distributed in layers.FRAME_STRATEGIES]
         if not isinstance(module.frames, str):
             raise FastvidDistributedError(f"parallelize: {name} attends an explicit frame table, which has no "
-                                          "sharded form; use 'first', 'sparse_causal' or 'all'")
-        how = {"first": "frame 0's K/V broadcast from its owner",
-               "sparse_causal": "frame 0's K/V broadcast + previous frame's K/V from the neighbour",
-               "all": "Ulysses heads all-to-all" if st.full == "ulysses" and st.heads_shardable(module.heads)
-               else "K/V all-gather"}[module.frames]
+                                          f"sharded form; use one of the modes {', '.join(map(repr, sharded))}")
+        strategy = FRAME_MODES[module.frames].distributed
+        if strategy not in layers.FRAME_STRATEGIES:
+            raise FastvidDistributedError(f"parallelize: {name} attends frames={module.frames!r}, whose distributed "
+                                          f"strategy {strategy!r} is not one of {', '.join(layers.FRAME_STRATEGIES)}")
+        if strategy == "local":
+            return None
+        how = layers.FRAME_STRATEGIES[strategy]
+        if strategy == "full":
+            how = ("Ulysses heads all-to-all" if st.full == "ulysses" and st.heads_shardable(module.heads)
+                   else "K/V all-gather")
         return layers.ParallelFrameAttention, f"frame attention ({module.frames}): {how}"
     if isinstance(module, reference.PseudoConv3d):
         return layers.ParallelPseudoConv3d, "pseudo-3D conv: temporal conv on a pixel shard (frames -> pixels)"

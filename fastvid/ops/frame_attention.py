@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .. import reference
 from ..dispatch import Backend, Dispatcher
+from ..frame_modes import FRAME_MODES
 from ..validation import (
     FLOAT_DTYPES,
     check_choice,
@@ -27,8 +28,6 @@ from ._nonfinite import has_nonfinite_on_cpu
 
 OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
 OP = "frame_attention"
-MODES = ("self", "first", "sparse_causal", "all")
-DENSE_MODES = ("self", "all")
 Q_LAYOUT = "(B, F, N, heads, head_dim)"
 KV_LAYOUT = "(B, F, M, heads, head_dim)"
 TABLE_LAYOUT = "(F, K) frame indices, -1 padding"
@@ -198,7 +197,7 @@ def _triton_auto_reason(q, k, v, frames, scale):
     if why:
         return why
     head_dim, mode = q.shape[-1], frames if isinstance(frames, str) else None
-    if mode in DENSE_MODES and head_dim % 8 == 0:
+    if mode is not None and FRAME_MODES[mode].dense and head_dim % 8 == 0:
         return (f"frames={mode!r} is dense attention, which SDPA's fused kernels (FlashAttention-2, cuDNN, "
                 "memory-efficient) run on views without copies; auto takes the torch backend")
     if mode == "first" and head_dim % 16 and head_dim % 8 == 0:
@@ -221,13 +220,13 @@ def _run_torch(q, k, v, frames, scale):
     On CPU a non-finite input runs the reference (see ``_nonfinite``)."""
     if has_nonfinite_on_cpu(q, k, v):
         return _run_reference(q, k, v, frames, scale)
-    mode = frames if isinstance(frames, str) else None
+    path = FRAME_MODES[frames].sdpa if isinstance(frames, str) else "gather"
     mask = None
-    if mode == "self":
+    if path == "per_frame":
         qs, ks, vs = (_heads_first(t, False) for t in (q, k, v))
-    elif mode in ("all", "first"):
+    elif path in ("all_frames", "first_frame"):
         qs = _heads_first(q, True)
-        ks, vs = (_heads_first(t if mode == "all" else t[:, :1], True) for t in (k, v))
+        ks, vs = (_heads_first(t if path == "all_frames" else t[:, :1], True) for t in (k, v))
     else:
         table = reference.frame_table(frames, q.shape[1], q.device).long()
         qs = _heads_first(q, False)
@@ -257,13 +256,13 @@ def _validate(q, k, v, frames, scale):
     if k.shape[2] == 0 and q.numel():
         fail(OP, "k", f"has shape {tuple(k.shape)} (M = 0 keys per frame)", "M >= 1")
     if isinstance(frames, str):
-        check_choice(OP, "frames", frames, MODES)
+        check_choice(OP, "frames", frames, tuple(FRAME_MODES))
     elif isinstance(frames, Tensor):
         check_index_table(OP, "frames", frames, num_frames, num_frames, TABLE_LAYOUT)
         if frames.device not in (q.device, torch.device("cpu")):
             fail(OP, "frames", f"is on {frames.device}", f"the device of 'q' ({q.device}) or cpu")
     else:
-        fail(OP, "frames", f"is a {type(frames).__name__}", "one of " + ", ".join(map(repr, MODES))
+        fail(OP, "frames", f"is a {type(frames).__name__}", "one of " + ", ".join(map(repr, FRAME_MODES))
              + " or an integer tensor " + TABLE_LAYOUT)
     if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
         fail(OP, "scale", f"is {scale!r}", "a positive float or None (1/sqrt(head_dim))")
@@ -292,18 +291,16 @@ def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self",
         q: (B, F, N, heads, head_dim) queries; any strides.
         k, v: (B, F, M, heads, head_dim) keys and values (M may differ from N); any strides.
             fp32, fp16 or bf16 (float64 on the torch/reference backends); head_dim <= 256.
-        frames: which frames frame i attends to, its keys concatenated:
-            "self": frame i (spatial attention, batched over frames);
-            "first": frame 0 (Text2Video-Zero);
-            "sparse_causal": frames [0, i-1], frame 0 -> [0, 0] = frame 0 (Tune-A-Video);
-            "all": every frame (ControlVideo; with k, v from the same tokens, full
-            spatio-temporal attention over F*N tokens as in Sora-style DiTs);
-            or an integer tensor (F, K): row i lists frame i's key frames, -1 pads a shorter
-            row; a frame listed twice is attended twice (as with concatenated K/V).
+        frames: which frames frame i attends to, its keys concatenated: a mode of
+            ``fastvid.frame_modes.FRAME_MODES`` ("self": frame i, spatial attention; "first": frame 0,
+            Text2Video-Zero; "sparse_causal": frames [0, i-1], Tune-A-Video; "all": every frame,
+            ControlVideo, and with k, v from the same tokens the full spatio-temporal attention of
+            Sora-style DiTs), or an integer tensor (F, K): row i lists frame i's key frames, -1 pads a
+            shorter row; a frame listed twice is attended twice (as with concatenated K/V).
         scale: score scale, default 1/sqrt(head_dim).
         backend: "auto", "triton", "torch" (SDPA) or "reference". "auto" takes Triton on CUDA,
-            except "self" and "all" with head_dim % 8 == 0, which are dense attention and
-            go to SDPA's fused kernels; on CPU it takes "torch".
+            except the dense modes ("self", "all") with head_dim % 8 == 0, which go to SDPA's fused
+            kernels; on CPU it takes "torch".
             ``fastvid.last_backend("frame_attention")`` names the one that ran.
 
     Returns:

@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as Fn
 from einops import rearrange
 
+from ..frame_modes import FRAME_MODES
+from ..frame_modes import describe as describe_modes
+
 FrameSpec = Union[str, torch.Tensor]
 
 
@@ -49,21 +52,15 @@ def temporal_attention(q, k, v, *, bias=None, causal=False, scale=None):
 def frame_table(frames: FrameSpec, num_frames: int, device=None) -> torch.Tensor:
     """The (F, K) table of key frames per query frame for a mode string; -1 pads rows.
 
-    "self": [i]; "first": [0]; "sparse_causal": [0, max(i-1, 0)] (Tune-A-Video: frame 0 sees
-    frame 0 twice, which is the same as once); "all": [0..F-1]. A tensor is returned as is.
+    The modes and their row rules are ``fastvid.frame_modes.FRAME_MODES`` ("self": [i]; "first": [0];
+    "sparse_causal": [0, max(i-1, 0)]; "all": [0..F-1]). A tensor is returned as is.
     """
     if isinstance(frames, torch.Tensor):
         return frames
-    idx = torch.arange(num_frames, device=device)
-    if frames == "self":
-        return idx[:, None]
-    if frames == "first":
-        return torch.zeros(num_frames, 1, dtype=torch.long, device=device)
-    if frames == "sparse_causal":
-        return torch.stack([torch.zeros_like(idx), (idx - 1).clamp(min=0)], dim=1)
-    if frames == "all":
-        return idx[None, :].expand(num_frames, num_frames).contiguous()
-    raise ValueError(f"frame_table: unknown frames mode {frames!r}; expected 'self', 'first', 'sparse_causal' or 'all'")
+    mode = FRAME_MODES.get(frames)
+    if mode is None:
+        raise ValueError(f"frame_table: unknown frames mode {frames!r}; expected one of {describe_modes()}")
+    return mode.table(num_frames, device)
 
 
 def frame_attention(q, k, v, *, frames: FrameSpec = "self", scale=None):

@@ -1,0 +1,244 @@
+"""Example inputs and benchmark shapes of every op, held once; read through ``fastvid.registry.OPS[op].examples``.
+
+Tests (robustness, dispatch, registration) and benchmarks (the bench scripts, the suite, the sm_90a
+resource report) take their per-op inputs and shapes from here instead of their own tables.
+
+Benchmark shapes come from the real models. Attention shapes are (B, F, N, heads, head_dim); N = latent
+H * W at the layer's resolution.
+
+- ModelScope T2V (diffusers UNet3DConditionModel): 16 frames, 256x256 video -> 32x32 latents,
+  channels 320/640/1280, head_dim 64 (heads 5/10/20).
+- Stable Video Diffusion (UNetSpatioTemporalConditionModel): 14 frames, 576x1024 -> 72x128 latents,
+  channels 320/640/1280, head_dim 64.
+- Latte / Open-Sora style DiT: 16 frames of 32x32 latents, patch 2 -> 256 tokens per frame, hidden 1152,
+  16 heads of 72.
+- Text2Video-Zero / ControlVideo (Stable Diffusion 1.5): 8 frames, 512x512 -> 64x64 latents, 8 heads of 40.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Tuple
+
+import torch
+from torch import Tensor
+
+Shapes = Dict[str, Tuple[int, ...]]
+Check = Tuple[str, Dict[str, Tensor], Dict[str, object]]  # (case name, named tensor inputs, other arguments)
+
+TEMPORAL_ATTENTION_SHAPES: Shapes = {  # name: (B, F, N, heads, head_dim)
+    "modelscope-32x32-c320": (2, 16, 32 * 32, 5, 64),
+    "modelscope-16x16-c640": (2, 16, 16 * 16, 10, 64),
+    "svd-72x128-c320": (2, 14, 72 * 128, 5, 64),
+    "svd-36x64-c640": (2, 14, 36 * 64, 10, 64),
+    "vdm-64x64-h16": (2, 16, 64 * 64, 16, 64),  # 131,072 sequences: past 65,535
+    "latte-16x16-h16": (2, 16, 16 * 16, 16, 72),
+}
+
+FRAME_ATTENTION_SHAPES: Shapes = {  # name: (B, F, N, heads, head_dim); keys M = N
+    "t2vzero-64x64": (1, 8, 64 * 64, 8, 40),
+    "controlvideo-64x64": (1, 8, 64 * 64, 8, 40),
+    "modelscope-32x32-c320": (2, 16, 32 * 32, 5, 64),
+    "latte-16x16": (2, 16, 16 * 16, 16, 72),
+}
+
+VIDEO_SHAPES: Shapes = {  # name: (B, C, F, H, W), the temporal conv's and GroupNorm+SiLU's
+    "c320-32x32": (1, 320, 16, 32, 32),
+    "c640-32x32": (1, 640, 16, 32, 32),
+    "c1280-32x32": (1, 1280, 16, 32, 32),
+    "c320-64x64": (1, 320, 16, 64, 64),
+    "c640-64x64": (1, 640, 16, 64, 64),
+    "c1280-64x64": (1, 1280, 16, 64, 64),
+}
+
+ALPHA_BLEND_SHAPES: Shapes = {  # name: (B, C, F, H, W), SVD's SpatioTemporalResBlock mix, frame-major (CFG batch 2)
+    "svd-72x128-c320": (2, 320, 14, 72, 128),
+    "svd-36x64-c640": (2, 640, 14, 36, 64),
+    "svd-18x32-c1280": (2, 1280, 14, 18, 32),
+}
+
+# Tiny stand-ins for CPU runs of the same scripts (harness checks only, not speed).
+CPU_TEMPORAL_ATTENTION_SHAPES: Shapes = {"tiny": (1, 8, 64, 2, 32), "odd": (1, 13, 37, 3, 24)}
+CPU_FRAME_ATTENTION_SHAPES: Shapes = {"tiny": (1, 4, 64, 2, 32), "odd": (1, 5, 37, 3, 40)}
+CPU_VIDEO_SHAPES: Shapes = {"tiny": (1, 16, 8, 8, 8), "odd": (1, 20, 7, 5, 9)}
+
+
+@dataclass(frozen=True)
+class Examples:
+    """One op's example inputs and shapes.
+
+    ``make(batch, n, device, dtype)`` returns the named tensor inputs of one small call (n: tokens per frame
+    for attention, the video's height otherwise); ``call(fn, inputs)`` calls ``fastvid.<op>`` or
+    ``fastvid.reference.<op>`` on them with ``kwargs`` (every argument by name, so both take the same call).
+    ``main`` is the first tensor argument, ``other`` a second one whose dim ``other_dim`` is checked
+    against ``main`` (bad-input tests); ``lower_rank(main)`` is main at a rank the op does not take. ``corners()`` lists dispatcher argument tuples (the op's
+    ``DISPATCH`` argument order) covering the support matrix: dtypes, optional inputs, sizes past a
+    backend's limits. ``checks(device, dtype)`` lists (case name, inputs, keyword arguments) at odd sizes,
+    each with a non-contiguous input: the benchmark suite's correctness step (``fastvid.testing`` rule).
+    """
+    make: Callable[..., Dict[str, Tensor]]
+    kwargs: Dict[str, object]
+    main: str
+    other: str
+    other_dim: int
+    corners: Callable[[], List[tuple]]
+    checks: Callable[[str, torch.dtype], List[Check]]
+    benchmark_shapes: Shapes
+    cpu_shapes: Shapes
+    lower_rank: Callable[[Tensor], Tensor] = lambda t: t[0]
+
+    def call(self, fn: Callable, inputs: Dict[str, Tensor], **extra) -> Tensor:
+        return fn(**inputs, **self.kwargs, **extra)
+
+    def shapes(self, device: str) -> Shapes:
+        """The benchmark shapes on CUDA, their tiny stand-ins elsewhere."""
+        return self.benchmark_shapes if device == "cuda" else self.cpu_shapes
+
+
+def _randn(*shape, device="cpu", dtype=torch.float32, transpose=None) -> Tensor:
+    """Random values; ``transpose=(a, b)`` gives a non-contiguous view with ``shape``."""
+    if transpose is None:
+        return torch.randn(*shape, device=device, dtype=dtype)
+    a, b = transpose
+    stored = list(shape)
+    stored[a], stored[b] = stored[b], stored[a]
+    return torch.randn(*stored, device=device, dtype=dtype).transpose(a, b)
+
+
+def _temporal_attention(batch, n, device="cpu", dtype=torch.float32):
+    r = dict(device=device, dtype=dtype)
+    return dict(q=_randn(batch, 4, n, 2, 8, **r), k=_randn(batch, 4, n, 2, 8, **r), v=_randn(batch, 4, n, 2, 8, **r),
+                bias=_randn(2, 4, 4, **r))
+
+
+def _frame_attention(batch, n, device="cpu", dtype=torch.float32):
+    r = dict(device=device, dtype=dtype)
+    return dict(q=_randn(batch, 3, n, 2, 8, **r), k=_randn(batch, 3, 5, 2, 8, **r), v=_randn(batch, 3, 5, 2, 8, **r))
+
+
+def _temporal_conv(batch, n, device="cpu", dtype=torch.float32):
+    r = dict(device=device, dtype=dtype)
+    return dict(x=_randn(batch, 3, 4, n, 2, **r), weight=_randn(5, 3, 3, **r), bias=_randn(5, **r),
+                residual=_randn(batch, 5, 4, n, 2, **r))
+
+
+def _group_norm_silu(batch, n, device="cpu", dtype=torch.float32):
+    r = dict(device=device, dtype=dtype)
+    return dict(x=_randn(batch, 4, 3, n, 2, **r), weight=_randn(4, **r), bias=_randn(4, **r))
+
+
+def _alpha_blend(batch, n, device="cpu", dtype=torch.float32):
+    r = dict(device=device, dtype=dtype)
+    return dict(x_spatial=_randn(batch, 4, 3, n, 2, **r), x_temporal=_randn(batch, 4, 3, n, 2, **r),
+                alpha=_randn(batch, 1, 3, 1, 1, **r))
+
+
+def temporal_attention_args(frames=5, dtype=torch.float32, bias=True):
+    """Dispatcher arguments (q, k, v, bias, causal, scale)."""
+    q, k, v = (_randn(1, frames, 3, 2, 8, dtype=dtype) for _ in range(3))
+    return (q, k, v, _randn(2, frames, frames, dtype=dtype) if bias else None, False, 0.35)
+
+
+def frame_attention_args(frames="sparse_causal", dtype=torch.float32):
+    """Dispatcher arguments (q, k, v, frames, scale)."""
+    q = _randn(1, 4, 3, 2, 8, dtype=dtype)
+    k, v = (_randn(1, 4, 5, 2, 8, dtype=dtype) for _ in range(2))
+    return (q, k, v, frames, 0.35)
+
+
+def temporal_conv_args(dtype=torch.float32, bias=True, residual=False, pad=1):
+    """Dispatcher arguments (x, weight, bias, residual, padding)."""
+    x, w = _randn(1, 4, 5, 2, 3, dtype=dtype), _randn(6, 4, 3, dtype=dtype)
+    r = _randn(1, 6, 5 + 2 * pad - 2, 2, 3, dtype=dtype) if residual else None
+    return (x, w, _randn(6, dtype=dtype) if bias else None, r, pad)
+
+
+def group_norm_silu_args(dtype=torch.float32, groups=2, affine=True, per_frame=False, channels_per_group=4):
+    """Dispatcher arguments (x, num_groups, weight, bias, eps, per_frame)."""
+    channels = channels_per_group * groups
+    x = _randn(1, channels, 3, 2, 3, dtype=dtype)
+    w, b = (_randn(channels, dtype=dtype) if affine else None for _ in range(2))
+    return (x, groups, w, b, 1e-5, per_frame)
+
+
+def alpha_blend_args(dtype=torch.float32, alpha_shape=(2, 1, 1)):
+    """Dispatcher arguments (x_spatial, x_temporal, alpha): (B*F, N, C) tokens, alpha per row by default."""
+    xs, xt = (_randn(2, 5, 3, dtype=dtype) for _ in range(2))
+    return (xs, xt, torch.rand(alpha_shape, dtype=dtype))
+
+
+def _temporal_attention_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    B, F, N, H, D = 2, 13, 37, 3, 72
+    q = _randn(B, F, N, H, D, transpose=(1, 2), **r)  # frames strided by N*H*D: a (B, N, F, ...) buffer
+    k, v = _randn(B, F, N, H, D, **r), _randn(B, F, N, H, D, **r)
+    return [("bias, q non-contiguous", dict(q=q, k=k, v=v, bias=_randn(H, F, F, **r)), {}),
+            ("causal", dict(q=q, k=k, v=v), dict(causal=True))]
+
+
+def _frame_attention_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    B, F, N, H, D = 1, 5, 37, 3, 40
+    q, k, v = _randn(B, F, N, H, D, transpose=(2, 3), **r), _randn(B, F, N, H, D, **r), _randn(B, F, N, H, D, **r)
+    return [(frames, dict(q=q, k=k, v=v), dict(frames=frames)) for frames in ("first", "sparse_causal", "all")]
+
+
+def _temporal_conv_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    x = _randn(2, 20, 7, 5, 9, **r).to(memory_format=torch.channels_last_3d)
+    inputs = dict(x=x, weight=_randn(36, 20, 3, **r), bias=_randn(36, **r), residual=_randn(2, 36, 7, 5, 9, **r))
+    return [("channels_last_3d, bias, residual", inputs, {})]
+
+
+def _group_norm_silu_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    inputs = dict(x=_randn(2, 32, 5, 6, 7, transpose=(3, 4), **r), weight=1 + 0.1 * _randn(32, **r),
+                  bias=0.1 * _randn(32, **r))
+    return [(f"8 groups, per_frame={per_frame}, x non-contiguous", inputs, dict(num_groups=8, per_frame=per_frame))
+            for per_frame in (False, True)]
+
+
+def _alpha_blend_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    B, C, F, H, W = 2, 20, 7, 5, 9
+    xs, xt = (_randn(B, C, F, H, W, transpose=(1, 2), **r) for _ in range(2))  # SVD's frame-major views
+    alpha = torch.rand(B, 1, F, 1, 1, **r)
+    return [("frame-major, alpha per (sample, frame)", dict(x_spatial=xs, x_temporal=xt, alpha=alpha), {})]
+
+
+EXAMPLES: Dict[str, Examples] = {
+    "temporal_attention": Examples(
+        _temporal_attention, dict(causal=True), main="q", other="k", other_dim=-1,
+        corners=lambda: [temporal_attention_args(), temporal_attention_args(dtype=torch.float64),
+                         temporal_attention_args(frames=130, bias=False),  # past the Triton kernel's frames
+                         temporal_attention_args(dtype=torch.float16)],
+        checks=_temporal_attention_checks,
+        benchmark_shapes=TEMPORAL_ATTENTION_SHAPES, cpu_shapes=CPU_TEMPORAL_ATTENTION_SHAPES),
+    "frame_attention": Examples(
+        _frame_attention, dict(frames="sparse_causal"), main="q", other="k", other_dim=-1,
+        corners=lambda: [frame_attention_args(), frame_attention_args("all", torch.float64),
+                         frame_attention_args("self", torch.float16),
+                         frame_attention_args(torch.tensor([[0, -1], [1, 0], [3, 3], [2, -1]]))],
+        checks=_frame_attention_checks,
+        benchmark_shapes=FRAME_ATTENTION_SHAPES, cpu_shapes=CPU_FRAME_ATTENTION_SHAPES),
+    "temporal_conv": Examples(
+        _temporal_conv, {}, main="x", other="weight", other_dim=1,
+        corners=lambda: [temporal_conv_args(), temporal_conv_args(dtype=torch.float64),
+                         temporal_conv_args(dtype=torch.float16, bias=False, residual=True), temporal_conv_args(pad=0)],
+        checks=_temporal_conv_checks,
+        benchmark_shapes=VIDEO_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
+    "group_norm_silu": Examples(
+        _group_norm_silu, dict(num_groups=2), main="x", other="weight", other_dim=-1,
+        corners=lambda: [group_norm_silu_args(), group_norm_silu_args(dtype=torch.float64),
+                         group_norm_silu_args(affine=False, per_frame=True),
+                         group_norm_silu_args(groups=1, dtype=torch.float16),
+                         group_norm_silu_args(groups=1, affine=False, channels_per_group=1024)],  # past one tile
+        checks=_group_norm_silu_checks,
+        benchmark_shapes=VIDEO_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES,
+        lower_rank=lambda t: t[0, 0]),  # rank 4 is a batch of images
+    "alpha_blend": Examples(
+        _alpha_blend, {}, main="x_temporal", other="x_spatial", other_dim=-1,
+        corners=lambda: [alpha_blend_args(), alpha_blend_args(torch.float64), alpha_blend_args(torch.float16, (1,)),
+                         alpha_blend_args(alpha_shape=(3,))],  # alpha along the innermost dim: no Triton
+        checks=_alpha_blend_checks,
+        benchmark_shapes=ALPHA_BLEND_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
+}
