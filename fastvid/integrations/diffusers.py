@@ -14,9 +14,12 @@ What is swapped (each only where its preconditions hold; everything else is repo
   the SparseControlNet and video-to-video pipelines: temporal transformers whose blocks add sinusoidal
   positional embeddings over frames before attention) and I2VGenXL's image-latent temporal encoder:
   their self-attentions get :class:`TemporalAttnProcessor`;
-- TemporalConvLayer (ModelScope, I2VGenXL) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock
-  whose AlphaBlender is untouched): fused GroupNorm+SiLU and ``fastvid.temporal_conv``, or, when their
-  submodules carry hooks or are wrapped (offload, layerwise casting, LoRA), diffusers' own forward.
+- TemporalConvLayer (ModelScope, I2VGenXL) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock):
+  fused GroupNorm+SiLU and ``fastvid.temporal_conv``, or, when their submodules carry hooks or are
+  wrapped (offload, layerwise casting, LoRA), diffusers' own forward;
+- ResnetBlock2D (the spatial ResNets of every video U-Net): GroupNorm+SiLU per frame fused, the time
+  embedding added inside the second one, the residual added in place; AlphaBlender (SVD): one-pass mix
+  through ``fastvid.alpha_blend``.
 
 Processors follow diffusers' protocol (``set_attn_processor``, ``attn_processors``) and keep the
 processor they replaced in ``.original``; calls they cannot take (attention masks, 4D inputs,
