@@ -276,12 +276,13 @@ def _group_norm_silu(shape, dtype, variant=False):
 def _alpha_blend(shape, dtype, variant=None):
     ops = _op("alpha_blend")
     B, C, F, H, W = shape
-    x = torch.empty(B, F, C, H, W, dtype=dtype, device="meta").permute(0, 2, 1, 3, 4)  # SVD's frame-major view
+    # SVD's frame-major views of the spatial and temporal outputs
+    xs, xt = (torch.empty(B, F, C, H, W, dtype=dtype, device="meta").permute(0, 2, 1, 3, 4) for _ in range(2))
     alpha = torch.empty(B, 1, F, 1, 1, dtype=dtype, device="meta")
     with _direction("fwd"):
-        out = ops.alpha_blend_fwd._init_fn(x, x, alpha)
+        out = ops.alpha_blend_fwd._init_fn(xs, xt, alpha)
     with _direction("bwd"):
-        ops.alpha_blend_bwd._init_fn(out, x, x, alpha)
+        ops.alpha_blend_bwd._init_fn(out, xs, xt, alpha)
 
 
 OPS = {name: (globals()[spec.compile_specs], spec.benchmark_shapes)
@@ -369,6 +370,8 @@ def work(op, shape, variant, direction, element_size=2) -> Tuple[float, float]:
         return io * (1 if direction == "fwd" else 2), flops * (1 if direction == "fwd" else 2.5)
     B, C, F, H, W = shape
     elems = B * C * F * H * W
+    if op == "alpha_blend":  # forward reads x_spatial, x_temporal, writes out; backward reads 3, writes 2
+        return elems * element_size * (3 if direction == "fwd" else 5), 0.0
     flops = 2 * B * C * C * 3 * F * H * W if op == "temporal_conv" else 0.0
     return elems * element_size * (2 if direction == "fwd" else 3), flops * (1 if direction == "fwd" else 2)
 
