@@ -19,7 +19,7 @@ import torch
 from . import cost, nn, reference
 from .dispatch import Dispatcher
 from .examples import EXAMPLES, Examples, Shapes
-from .ops import alpha_blend, frame_attention, group_norm_silu, temporal_attention, temporal_conv
+from .ops import alpha_blend, frame_attention, geglu, group_norm_silu, temporal_attention, temporal_conv
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,16 @@ def _alpha_blend_cost(x_spatial, x_temporal, alpha):
     return 0, cost.io_bytes(x_spatial, x_temporal, alpha) + cost.new_bytes(x_spatial.shape, x_spatial.dtype)
 
 
+def _geglu_cost(proj_out, approximate):
+    """(..., 2I) -> (..., I) like proj_out; elementwise: no counted FLOPs."""
+    return 0, cost.io_bytes(proj_out) + cost.new_bytes((*proj_out.shape[:-1], proj_out.shape[-1] // 2), proj_out.dtype)
+
+
 OPS: Dict[str, OpSpec] = {row.name: row for row in (
     _row(temporal_attention, (nn.TemporalAttention,), _temporal_attention_cost),
     _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), _frame_attention_cost),
     _row(temporal_conv, (nn.PseudoConv3d, nn.TemporalConvBlock), _temporal_conv_cost),
     _row(group_norm_silu, (nn.TemporalConvBlock,), _group_norm_silu_cost),
     _row(alpha_blend, (nn.AlphaBlender,), _alpha_blend_cost),
+    _row(geglu, (nn.GEGLU,), _geglu_cost),
 )}

@@ -19,7 +19,9 @@ What is swapped (each only where its preconditions hold; everything else is repo
   wrapped (offload, layerwise casting, LoRA), diffusers' own forward;
 - ResnetBlock2D (the spatial ResNets of every video U-Net): GroupNorm+SiLU per frame fused, the time
   embedding added inside the second one, the residual added in place; AlphaBlender (SVD): one-pass mix
-  through ``fastvid.alpha_blend``.
+  through ``fastvid.alpha_blend``;
+- GEGLU (the feed-forward's first layer in every transformer block, spatial and temporal):
+  :class:`FastvidGEGLU` runs ``proj`` as it is and fuses the activation (``fastvid.geglu``).
 
 Processors follow diffusers' protocol (``set_attn_processor``, ``attn_processors``) and keep the
 processor they replaced in ``.original``; calls they cannot take (attention masks, 4D inputs,
@@ -41,12 +43,14 @@ from ..nn.resnet import add_residual
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
 from ..ops.alpha_blend import alpha_blend
 from ..ops.frame_attention import frame_attention
+from ..ops.geglu import geglu
 from ..ops.temporal_attention import temporal_attention
 from ..patching import KINDS
 from ..validation import fail
 
 TESTED = "diffusers>=0.35,<0.43"
 try:
+    from diffusers.models.activations import GEGLU
     from diffusers.models.attention import TemporalBasicTransformerBlock
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
     from diffusers.models.resnet import AlphaBlender, ResnetBlock2D, TemporalConvLayer, TemporalResnetBlock
@@ -56,6 +60,7 @@ try:
     )
     from diffusers.models.unets.unet_i2vgen_xl import I2VGenXLTransformerTemporalEncoder
     from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+    from diffusers.utils.import_utils import is_torch_npu_available
 except ImportError as exc:
     raise ImportError(
         f"fastvid's diffusers integration needs diffusers ({TESTED}): pip install 'fastvid[diffusers]'"
@@ -182,7 +187,7 @@ class _Swap:
 
     patch_kind = "conv"
     backend = "auto"
-    video_layer = True  # its presence makes a model a video model (ResnetBlock2D is in every image UNet too)
+    video_layer = True  # its presence makes a model a video model (not so ResnetBlock2D, GEGLU: image UNets have them)
 
     @classmethod
     def original(cls) -> type:
@@ -325,10 +330,41 @@ class FastvidAlphaBlender(_Swap, AlphaBlender):
         return alpha_blend(x_spatial, x_temporal, alpha, backend=self.backend)
 
 
+class FastvidGEGLU(_Swap, GEGLU):
+    """diffusers' GEGLU with its activation fused: ``self.proj(x)`` runs as it is (a LoRA-wrapped,
+    hooked, offloaded or quantized projection keeps its wrapper), then ``fastvid.geglu`` reads both
+    halves of its output in one pass (no gelu intermediate). diffusers' forward for its deprecated
+    extra arguments."""
+
+    patch_kind = "feed_forward"
+    video_layer = False
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        if is_torch_npu_available():
+            return "diffusers runs torch_npu.npu_geglu (tanh GELU) on this NPU machine"
+        return None
+
+    def unfused_reason(self) -> Optional[str]:
+        # accelerate's hooks replace forward on the instance and call the one they found (_old_forward).
+        if "forward" in self.__dict__ and getattr(getattr(self, "_old_forward", None), "__func__", None) is not \
+                FastvidGEGLU.forward:
+            return "has its forward replaced on the instance"
+        return None
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if args or kwargs:
+            return super().forward(hidden_states, *args, **kwargs)
+        return geglu(self.proj(hidden_states), backend=self.backend)
+
+
+
 SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTemporalConvLayer,
-                                            FastvidTemporalResnetBlock, FastvidResnetBlock2D, FastvidAlphaBlender)}
-VIDEO_LAYERS = tuple(original for original, swap in SWAPS.items() if swap.video_layer)
+                                            FastvidTemporalResnetBlock, FastvidResnetBlock2D, FastvidAlphaBlender,
+                                            FastvidGEGLU)}
 ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
+# The swaps whose layers make a model a video model (GEGLU and ResnetBlock2D are in image UNets too).
+VIDEO_SWAPS = tuple(base for base, swap in SWAPS.items() if swap.video_layer)
 # Modules whose (non-cross) attentions attend over frames, with the (S, F, C) layout TemporalAttnProcessor reads.
 TEMPORAL_TRANSFORMERS = (TransformerTemporalModel, AnimateDiffTransformer3D, I2VGenXLTransformerTemporalEncoder)
 
@@ -445,7 +481,7 @@ def _roles(unet: nn.Module):
 
 def _is_video(model, unet: nn.Module, roles) -> bool:
     return (type(model).__name__ in VIDEO_PIPELINES or any(r in ("temporal", "cross_frame") for r in roles.values())
-            or any(isinstance(m, VIDEO_LAYERS) for m in unet.modules()))
+            or any(isinstance(m, VIDEO_SWAPS) for m in unet.modules()))
 
 
 def _install(unet: nn.Module, method: type, backend: str, report) -> bool:
@@ -457,14 +493,16 @@ def _install(unet: nn.Module, method: type, backend: str, report) -> bool:
 
 
 def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_attention: bool = True,
-                    conv: bool = True, backend: str = "auto", spatial_self_attention: bool = False) -> None:
+                    conv: bool = True, feed_forward: bool = True, backend: str = "auto",
+                    spatial_self_attention: bool = False) -> None:
     """Installs fastvid processors and modules in a diffusers video model or pipeline, in place.
 
     ``model``: a UNet3DConditionModel (ModelScope), a UNetSpatioTemporalConditionModel (SVD), a
     UNetMotionModel (AnimateDiff), an I2VGenXLUNet, a UNet with CrossFrameAttnProcessor, another
     model built from the same temporal layers, or a pipeline holding one as ``.unet``
     (TextToVideoZeroPipeline too: the processors it installs on each call are translated). Swaps go
-    to ``report.add(kind, name)`` with kind "temporal_attention", "frame_attention" or "conv";
+    to ``report.add(kind, name)`` with kind "temporal_attention", "frame_attention", "conv" or
+    "feed_forward" (GEGLU);
     everything left alone goes to ``report.skip(name, reason)``, fused modules that will call their
     hooked submodules unfused to ``report.add_unfused(name, reason)``. Spatial self-attention stays on
     diffusers' SDPA unless ``spatial_self_attention`` is True. Raises FastvidInputError for a model
@@ -473,7 +511,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     unet = _unet(model)
     roles = _roles(unet)
     if not _is_video(model, unet, roles):
-        known = ", ".join(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock, *VIDEO_LAYERS))
+        known = ", ".join(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock, *VIDEO_SWAPS))
         fail(OP, "model", f"is a {type(unet).__name__} with no temporal layers or cross-frame processors (fastvid "
              f"patches {known} and Text2Video-Zero's {' / '.join(CROSS_FRAME_PROCESSORS)})",
              "a diffusers video model (UNet3DConditionModel, UNetSpatioTemporalConditionModel, UNetMotionModel, "
@@ -501,7 +539,8 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
         attn.set_processor(cls(attn.processor, backend))
         report.add(cls.patch_kind, name, processor=True)
 
-    kinds_enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv}
+    kinds_enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv,
+                     "feed_forward": feed_forward}
     for name, module in unet.named_modules():
         swap = SWAPS.get(type(module))
         if swap is None or not kinds_enabled[swap.patch_kind]:
@@ -569,6 +608,7 @@ def unpatch_diffusers(model) -> int:
 __all__ = [
     "FastvidAlphaBlender",
     "FastvidResnetBlock2D",
+    "FastvidGEGLU",
     "FastvidTemporalConvLayer",
     "FastvidTemporalResnetBlock",
     "FastvidTransformerTemporalModel",

@@ -7,6 +7,8 @@ from .functional import (
     first_frame_attention,
     frame_attention,
     frame_table,
+    gelu,
+    geglu,
     group_norm_silu,
     pseudo3d_attention,
     pseudo3d_conv,
@@ -18,5 +20,5 @@ from .functional import (
     temporal_conv,
     temporal_conv3d,
 )
-from .modules import AlphaBlender, FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention
+from .modules import GEGLU, AlphaBlender, FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention
 from .modules import TemporalAttention, TemporalConvBlock, TemporalResBlock
