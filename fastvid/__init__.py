@@ -2,6 +2,7 @@
 from . import reference
 from .dispatch import BackendUnsupportedError, last_backend
 from .ops.alpha_blend import alpha_blend
+from .graphs import CapturedStep, capture_step
 from .ops.frame_attention import frame_attention
 from .ops.geglu import geglu
 from .ops.group_norm_silu import group_norm_silu
@@ -26,9 +27,11 @@ def __getattr__(name):
 
 __all__ = [
     "BackendUnsupportedError",
+    "CapturedStep",
     "FastvidInputError",
     "PatchReport",
     "alpha_blend",
+    "capture_step",
     "deflate_conv3d",
     "frame_attention",
     "geglu",
