@@ -13,8 +13,9 @@ import torch
 
 def add_residual(h: torch.Tensor, shortcut: torch.Tensor, output_scale_factor: float, *, in_place: bool) -> torch.Tensor:
     """``(shortcut + h) / output_scale_factor``; into ``h`` when ``in_place`` (the caller owns h: a plain
-    conv's fresh output) and the sum has h's shape and dtype (no broadcast, no type promotion)."""
-    if not (in_place and shortcut.shape == h.shape and torch.result_type(shortcut, h) == h.dtype):
+    conv's fresh output) and both have one shape and dtype (no broadcast, no type promotion; compared as
+    attributes, so torch.compile traces it without a graph break)."""
+    if not (in_place and shortcut.shape == h.shape and shortcut.dtype == h.dtype):
         return (shortcut + h) / output_scale_factor
     h.add_(shortcut)
     return h if output_scale_factor == 1.0 else h.div_(output_scale_factor)
