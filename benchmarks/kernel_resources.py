@@ -286,6 +286,20 @@ def _add_layer_norm(shape, dtype, variant=None):
         total, _, stats = ops.add_layer_norm_fwd._init_fn(x, x, weight, bias, 1e-5)
     with _direction("bwd"):
         ops.add_layer_norm_bwd._init_fn(total, total, total, weight, stats, True)
+
+
+def _alpha_blend(shape, dtype, variant=None):
+    ops = _op("alpha_blend")
+    B, C, F, H, W = shape
+    # SVD's frame-major views of the spatial and temporal outputs
+    xs, xt = (torch.empty(B, F, C, H, W, dtype=dtype, device="meta").permute(0, 2, 1, 3, 4) for _ in range(2))
+    alpha = torch.empty(B, 1, F, 1, 1, dtype=dtype, device="meta")
+    with _direction("fwd"):
+        out = ops.alpha_blend_fwd._init_fn(xs, xt, alpha)
+    with _direction("bwd"):
+        ops.alpha_blend_bwd._init_fn(out, xs, xt, alpha)
+
+
 def _geglu(shape, dtype, variant="none"):
     ops = _op("geglu")
     rows, tokens, inner = shape
@@ -387,6 +401,8 @@ def work(op, shape, variant, direction, element_size=2) -> Tuple[float, float]:
         return rows * tokens * inner * element_size * (3 if direction == "fwd" else 5), 0.0
     B, C, F, H, W = shape
     elems = B * C * F * H * W
+    if op == "alpha_blend":  # forward reads x_spatial, x_temporal, writes out; backward reads 3, writes 2
+        return elems * element_size * (3 if direction == "fwd" else 5), 0.0
     flops = 2 * B * C * C * 3 * F * H * W if op == "temporal_conv" else 0.0
     return elems * element_size * (2 if direction == "fwd" else 3), flops * (1 if direction == "fwd" else 2)
 

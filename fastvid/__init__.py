@@ -1,6 +1,7 @@
 """fastvid: Triton and fused GPU kernels for video diffusion models."""
 from . import reference
 from .dispatch import BackendUnsupportedError, last_backend
+from .ops.alpha_blend import alpha_blend
 from .graphs import CapturedStep, capture_step
 from .ops.add_layer_norm import add_layer_norm
 from .ops.frame_attention import frame_attention
@@ -31,6 +32,7 @@ __all__ = [
     "FastvidInputError",
     "PatchReport",
     "add_layer_norm",
+    "alpha_blend",
     "capture_step",
     "deflate_conv3d",
     "frame_attention",

@@ -62,6 +62,12 @@ TOKEN_SHAPES: Shapes = {  # name: (B, N, C), add_layer_norm's
     "animatediff-64x64-c320": (32, 64 * 64, 320),  # CFG 2 x 16 frames
 }
 
+ALPHA_BLEND_SHAPES: Shapes = {  # name: (B, C, F, H, W), SVD's SpatioTemporalResBlock mix, frame-major (CFG batch 2)
+    "svd-72x128-c320": (2, 320, 14, 72, 128),
+    "svd-36x64-c640": (2, 640, 14, 36, 64),
+    "svd-18x32-c1280": (2, 1280, 14, 18, 32),
+}
+
 GEGLU_SHAPES: Shapes = {  # name: (B * F, N, inner)
     "svd-72x128-c320": (2 * 14, 72 * 128, 4 * 320),
     "svd-36x64-c640": (2 * 14, 36 * 64, 4 * 640),
@@ -85,8 +91,9 @@ class Examples:
     for attention, the video's height otherwise); ``call(fn, inputs)`` calls ``fastvid.<op>`` or
     ``fastvid.reference.<op>`` on them with ``kwargs`` (every argument by name, so both take the same call).
     ``main`` is the first tensor argument, ``other`` a second one whose dim ``other_dim`` is checked
-    against ``main`` (bad-input tests); None for an op of one tensor, whose ``main`` has ``other_dim`` checked. ``corners()`` lists dispatcher argument tuples (the op's
-    ``DISPATCH`` argument order) covering the support matrix: dtypes, optional inputs, sizes past a
+    against ``main`` (bad-input tests); None for an op of one tensor, whose ``main`` has ``other_dim``
+    checked; ``lower_rank(main)`` is main at a rank the op does not take. ``corners()`` lists dispatcher
+    argument tuples (the op's ``DISPATCH`` argument order) covering the support matrix: dtypes, optional inputs, sizes past a
     backend's limits. ``checks(device, dtype)`` lists (case name, inputs, keyword arguments) at odd sizes,
     each with a non-contiguous input: the benchmark suite's correctness step (``fastvid.testing`` rule).
     """
@@ -100,6 +107,7 @@ class Examples:
     benchmark_shapes: Shapes
     cpu_shapes: Shapes
     stacked: bool = False  # the op returns a tuple of same-shape outputs: the checks stack them into one tensor
+    lower_rank: Callable[[Tensor], Tensor] = lambda t: t[0]
 
     def output(self, result) -> Tensor:
         """The op's result as the one tensor the generic checks compare (several outputs stacked)."""
@@ -149,6 +157,14 @@ def _add_layer_norm(batch, n, device="cpu", dtype=torch.float32):
     r = dict(device=device, dtype=dtype)
     return dict(x=_randn(batch, n, 6, **r), residual=_randn(batch, n, 6, **r), weight=_randn(6, **r),
                 bias=_randn(6, **r))
+
+
+def _alpha_blend(batch, n, device="cpu", dtype=torch.float32):
+    r = dict(device=device, dtype=dtype)
+    return dict(x_spatial=_randn(batch, 4, 3, n, 2, **r), x_temporal=_randn(batch, 4, 3, n, 2, **r),
+                alpha=_randn(batch, 1, 3, 1, 1, **r))
+
+
 def _geglu(batch, n, device="cpu", dtype=torch.float32):
     return dict(proj_out=_randn(batch, n, 10, device=device, dtype=dtype))
 
@@ -186,6 +202,14 @@ def add_layer_norm_args(dtype=torch.float32, affine=True, width=6):
     x, r = _randn(2, 3, width, dtype=dtype), _randn(2, 3, width, dtype=dtype)
     w, b = (_randn(width, dtype=dtype) if affine else None for _ in range(2))
     return (x, r, w, b, 1e-5)
+
+
+def alpha_blend_args(dtype=torch.float32, alpha_shape=(2, 1, 1)):
+    """Dispatcher arguments (x_spatial, x_temporal, alpha): (B*F, N, C) tokens, alpha per row by default."""
+    xs, xt = (_randn(2, 5, 3, dtype=dtype) for _ in range(2))
+    return (xs, xt, torch.rand(alpha_shape, dtype=dtype))
+
+
 def geglu_args(dtype=torch.float32, approximate="none"):
     """Dispatcher arguments (proj_out, approximate)."""
     return (_randn(2, 3, 14, dtype=dtype), approximate)
@@ -227,6 +251,16 @@ def _add_layer_norm_checks(device, dtype) -> List[Check]:
     inputs = dict(x=_randn(2, 13, 77, transpose=(0, 1), **r), residual=_randn(2, 13, 77, **r),
                   weight=1 + 0.1 * _randn(77, **r), bias=0.1 * _randn(77, **r))
     return [("13 tokens x 77 channels, x non-contiguous", inputs, {})]
+
+
+def _alpha_blend_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    B, C, F, H, W = 2, 20, 7, 5, 9
+    xs, xt = (_randn(B, C, F, H, W, transpose=(1, 2), **r) for _ in range(2))  # SVD's frame-major views
+    alpha = torch.rand(B, 1, F, 1, 1, **r)
+    return [("frame-major, alpha per (sample, frame)", dict(x_spatial=xs, x_temporal=xt, alpha=alpha), {})]
+
+
 def _geglu_checks(device, dtype) -> List[Check]:
     proj_out = _randn(3, 13, 2 * 77 + 6, device=device, dtype=dtype)[..., 3:-3]  # a slice of a wider last dim
     return [(f"inner 77, approximate={approximate}, proj_out a slice", dict(proj_out=proj_out),
@@ -261,7 +295,8 @@ EXAMPLES: Dict[str, Examples] = {
                          group_norm_silu_args(groups=1, dtype=torch.float16),
                          group_norm_silu_args(groups=1, affine=False, channels_per_group=1024)],  # past one tile
         checks=_group_norm_silu_checks,
-        benchmark_shapes=VIDEO_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
+        benchmark_shapes=VIDEO_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES,
+        lower_rank=lambda t: t[0, 0]),  # rank 4 is a batch of images
     "add_layer_norm": Examples(
         _add_layer_norm, dict(eps=1e-5), main="x", other="residual", other_dim=-1,
         corners=lambda: [add_layer_norm_args(), add_layer_norm_args(dtype=torch.float64),
@@ -269,6 +304,12 @@ EXAMPLES: Dict[str, Examples] = {
                          add_layer_norm_args(width=8193)],  # past the Triton kernel's row width
         checks=_add_layer_norm_checks,
         benchmark_shapes=TOKEN_SHAPES, cpu_shapes=CPU_TOKEN_SHAPES, stacked=True),
+    "alpha_blend": Examples(
+        _alpha_blend, {}, main="x_temporal", other="x_spatial", other_dim=-1,
+        corners=lambda: [alpha_blend_args(), alpha_blend_args(torch.float64), alpha_blend_args(torch.float16, (1,)),
+                         alpha_blend_args(alpha_shape=(3,))],  # alpha along the innermost dim: no Triton
+        checks=_alpha_blend_checks,
+        benchmark_shapes=ALPHA_BLEND_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
     "geglu": Examples(  # the shape check: an odd last dim (no halves)
         _geglu, {}, main="proj_out", other=None, other_dim=-1,
         corners=lambda: [geglu_args(), geglu_args(dtype=torch.float64), geglu_args(torch.float16, "tanh")],

@@ -19,7 +19,7 @@ import torch
 from . import cost, nn, reference
 from .dispatch import Dispatcher
 from .examples import EXAMPLES, Examples, Shapes
-from .ops import add_layer_norm, frame_attention, geglu, group_norm_silu, temporal_attention, temporal_conv
+from .ops import add_layer_norm, alpha_blend, frame_attention, geglu, group_norm_silu, temporal_attention, temporal_conv
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,16 @@ def _temporal_conv_cost(x, weight, bias, residual, pad):
     return flops, cost.io_bytes(x, weight, bias, residual) + cost.new_bytes(shape, x.dtype)
 
 
-def _group_norm_silu_cost(x, weight, bias, num_groups, eps, per_frame):
+def _group_norm_silu_cost(x, weight, bias, num_groups, eps, per_frame, add=None):
     """y like x and stats (2, B, G, F or 1) fp32; elementwise and reductions: no counted FLOPs."""
     stats = (2, x.shape[0], num_groups, x.shape[2] if per_frame else 1)
-    return 0, cost.io_bytes(x, weight, bias) + cost.new_bytes(x.shape, x.dtype) + cost.new_bytes(stats, torch.float32)
+    return 0, (cost.io_bytes(x, weight, bias, add) + cost.new_bytes(x.shape, x.dtype)
+               + cost.new_bytes(stats, torch.float32))
+
+
+def _alpha_blend_cost(x_spatial, x_temporal, alpha):
+    """out like x_spatial; elementwise: no counted FLOPs."""
+    return 0, cost.io_bytes(x_spatial, x_temporal, alpha) + cost.new_bytes(x_spatial.shape, x_spatial.dtype)
 
 
 def _add_layer_norm_cost(x, residual, weight, bias, eps):
@@ -117,5 +123,6 @@ OPS: Dict[str, OpSpec] = {row.name: row for row in (
     _row(temporal_conv, (nn.PseudoConv3d, nn.TemporalConvBlock), _temporal_conv_cost),
     _row(group_norm_silu, (nn.TemporalConvBlock,), _group_norm_silu_cost),
     _row(add_layer_norm, (nn.AddLayerNorm,), _add_layer_norm_cost),
+    _row(alpha_blend, (nn.AlphaBlender,), _alpha_blend_cost),
     _row(geglu, (nn.GEGLU,), _geglu_cost),
 )}

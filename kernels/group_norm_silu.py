@@ -1,4 +1,7 @@
-"""GroupNorm + SiLU on (B, C, F, P) video feature maps (P = H * W), read through strides.
+"""GroupNorm + SiLU on (B, C, F, P) video feature maps (P = H * W), read through strides, of x or
+of x + add with add a per-(sample, channel[, frame]) value (a ResNet's time embedding) never
+materialised: adding a constant to a channel shifts that channel's mean and nothing else, so every
+kernel folds ``add`` into the channel's mean (HAS_ADD).
 
 Every kernel works on [BLOCK_C, BLOCK_P] tiles of one (sample b, frame f): BLOCK_C channels
 (a power of two dividing C, so no lane is padded; channel blocks need not follow group
@@ -18,7 +21,8 @@ Forward, three launches:
 
 Backward, with xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z), three launches:
 1. reduce: per-channel partial sums of dz * xh and dz per (b, f, channel block, pixel chunk),
-   accumulated per lane and reduced once;
+   accumulated per lane and reduced once (with HAS_ADD also the per-channel sums of xh, from which
+   the launcher forms add's gradient, the sum of dx);
 2. coef: the partials summed in a fixed order into the group means of dz * w and dz * w * xh (one
    program per statistic) and the weight and bias gradients (one program per channel block);
 3. apply: dx = rstd * (dz * w - mean(dz w) - xh * mean(dz w xh)), one program per tile.
@@ -53,12 +57,16 @@ def _channel_ptrs(base, b, f, offs_c, stride_b, stride_c, stride_f):
 
 
 @triton.jit
-def _channel_params(Wt, Bias, Stats, b, f, offs_c, channels_per_group, stride_w, stride_bias,
-                    stride_sk, stride_sb, stride_sg, stride_sf, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """Per-channel fp32 weight, bias (1 and 0 when absent) and the mean and rstd of each channel's group."""
+def _channel_params(Wt, Bias, Stats, Add, b, f, offs_c, channels_per_group, stride_w, stride_bias,
+                    stride_sk, stride_sb, stride_sg, stride_sf, stride_ab, stride_ac, stride_af,
+                    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr):
+    """Per-channel fp32 weight, bias (1 and 0 when absent), the mean and rstd of each channel's group
+    and the group index; with HAS_ADD the mean is the one x itself sees: mean(x + add) - add."""
     g = offs_c // channels_per_group
     s_ptrs = Stats + b.to(tl.int64) * stride_sb + g * stride_sg + f * stride_sf
     mean = tl.load(s_ptrs)
+    if HAS_ADD:
+        mean -= tl.load(_channel_ptrs(Add, b, f, offs_c, stride_ab, stride_ac, stride_af)).to(tl.float32)
     rstd = tl.load(s_ptrs + stride_sk)
     w = tl.full(offs_c.shape, 1.0, tl.float32)
     if HAS_WEIGHT:
@@ -71,10 +79,10 @@ def _channel_params(Wt, Bias, Stats, b, f, offs_c, channels_per_group, stride_w,
 
 @triton.jit
 def group_norm_stats_kernel(
-    X, Mean, M2,
-    stride_xb, stride_xc, stride_xf, stride_xp,
+    X, Add, Mean, M2,
+    stride_xb, stride_xc, stride_xf, stride_xp, stride_ab, stride_ac, stride_af,
     channels, frames, pixels, n_c_blocks, n_chunks, chunk_pixels,
-    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs_c, chunk, f, b, row = _tile_coords(pid, n_c_blocks, n_chunks, frames, BLOCK_C)
@@ -97,8 +105,11 @@ def group_norm_stats_kernel(
     count = (p_end - p_start).to(tl.float32)
     total = tl.sum(acc, axis=1)
     m2 = tl.maximum(tl.sum(acc_sq, axis=1) - total * (total / count), 0.0)
+    mean = shift.to(tl.float32) + total / count
+    if HAS_ADD:
+        mean += tl.load(_channel_ptrs(Add, b, f, offs_c, stride_ab, stride_ac, stride_af)).to(tl.float32)
     out = row.to(tl.int64) * channels + offs_c
-    tl.store(Mean + out, shift.to(tl.float32) + total / count)
+    tl.store(Mean + out, mean)
     tl.store(M2 + out, m2)
 
 
@@ -154,19 +165,20 @@ def group_norm_finalize_kernel(
 
 @triton.jit
 def group_norm_silu_apply_kernel(
-    X, Wt, Bias, Y, Stats,
+    X, Wt, Bias, Add, Y, Stats,
     stride_xb, stride_xc, stride_xf, stride_xp,
     stride_yb, stride_yc, stride_yf, stride_yp,
-    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
+    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_ab, stride_ac, stride_af,
     channels_per_group, frames, pixels, n_c_blocks, n_p_blocks,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
     # stride_sf is 0 for per-sample statistics (one entry per (b, g)).
     pid = tl.program_id(0)
     offs_c, p_block, f, b, _ = _tile_coords(pid, n_c_blocks, n_p_blocks, frames, BLOCK_C)
-    w, bias, mean, rstd, _ = _channel_params(Wt, Bias, Stats, b, f, offs_c, channels_per_group, stride_w,
-                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf,
-                                             HAS_WEIGHT, HAS_BIAS)
+    w, bias, mean, rstd, _ = _channel_params(Wt, Bias, Stats, Add, b, f, offs_c, channels_per_group, stride_w,
+                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf, stride_ab,
+                                             stride_ac, stride_af, HAS_WEIGHT, HAS_BIAS, HAS_ADD)
     scale = w * rstd
     shift = bias - mean * scale
     offs_p = (p_block * BLOCK_P + tl.arange(0, BLOCK_P))[None, :]
@@ -192,18 +204,19 @@ def _grad_tile(x_ptrs, dy_ptrs, mask, w, bias, mean, rstd):
 
 @triton.jit
 def group_norm_silu_bwd_reduce_kernel(
-    X, DY, Wt, Bias, Stats, DWPart, DBPart,
+    X, DY, Wt, Bias, Add, Stats, DWPart, DBPart, XhPart,
     stride_xb, stride_xc, stride_xf, stride_xp,
     stride_gb, stride_gc, stride_gf, stride_gp,
-    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
+    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_ab, stride_ac, stride_af,
     channels, channels_per_group, frames, pixels, n_c_blocks, n_chunks, chunk_pixels,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs_c, chunk, f, b, row = _tile_coords(pid, n_c_blocks, n_chunks, frames, BLOCK_C)
-    w, bias, mean, rstd, _ = _channel_params(Wt, Bias, Stats, b, f, offs_c, channels_per_group, stride_w,
-                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf,
-                                             HAS_WEIGHT, HAS_BIAS)
+    w, bias, mean, rstd, _ = _channel_params(Wt, Bias, Stats, Add, b, f, offs_c, channels_per_group, stride_w,
+                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf, stride_ab,
+                                             stride_ac, stride_af, HAS_WEIGHT, HAS_BIAS, HAS_ADD)
     p_start = chunk * chunk_pixels
     p_end = tl.minimum(p_start + chunk_pixels, pixels)
     offs_p = p_start + tl.arange(0, BLOCK_P)
@@ -213,34 +226,41 @@ def group_norm_silu_bwd_reduce_kernel(
                + offs_p[None, :].to(tl.int64) * stride_gp)
     acc_dz_xh = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
     acc_dz = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    acc_xh = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
     for _ in range(p_start, p_end, BLOCK_P):
-        xh, dz = _grad_tile(x_ptrs, dy_ptrs, (offs_p < p_end)[None, :], w, bias, mean, rstd)
+        mask = (offs_p < p_end)[None, :]
+        xh, dz = _grad_tile(x_ptrs, dy_ptrs, mask, w, bias, mean, rstd)
         acc_dz_xh += dz * xh
         acc_dz += dz
+        if HAS_ADD:
+            acc_xh += tl.where(mask, xh, 0.0)
         x_ptrs += BLOCK_P * stride_xp
         dy_ptrs += BLOCK_P * stride_gp
         offs_p += BLOCK_P
     out = row.to(tl.int64) * channels + offs_c
     tl.store(DWPart + out, tl.sum(acc_dz_xh, axis=1))
     tl.store(DBPart + out, tl.sum(acc_dz, axis=1))
+    if HAS_ADD:
+        tl.store(XhPart + out, tl.sum(acc_xh, axis=1))
 
 
 @triton.jit
 def group_norm_silu_bwd_apply_kernel(
-    X, DY, Wt, Bias, Stats, Coef, DX,
+    X, DY, Wt, Bias, Add, Stats, Coef, DX,
     stride_xb, stride_xc, stride_xf, stride_xp,
     stride_gb, stride_gc, stride_gf, stride_gp,
     stride_db, stride_dc, stride_df, stride_dp,
-    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias,
+    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_ab, stride_ac, stride_af,
     channels_per_group, frames, pixels, n_c_blocks, n_p_blocks,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
     # Coef has Stats' layout: the group means of dz * w and of dz * w * xh.
     pid = tl.program_id(0)
     offs_c, p_block, f, b, _ = _tile_coords(pid, n_c_blocks, n_p_blocks, frames, BLOCK_C)
-    w, bias, mean, rstd, g = _channel_params(Wt, Bias, Stats, b, f, offs_c, channels_per_group, stride_w,
-                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf,
-                                             HAS_WEIGHT, HAS_BIAS)
+    w, bias, mean, rstd, g = _channel_params(Wt, Bias, Stats, Add, b, f, offs_c, channels_per_group, stride_w,
+                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf, stride_ab,
+                                             stride_ac, stride_af, HAS_WEIGHT, HAS_BIAS, HAS_ADD)
     c_ptrs = Coef + b.to(tl.int64) * stride_sb + g * stride_sg + f * stride_sf
     mean_dxh = tl.load(c_ptrs)
     mean_dxh_xh = tl.load(c_ptrs + stride_sk)

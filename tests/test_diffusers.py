@@ -21,7 +21,13 @@ pytest.importorskip("diffusers", reason="diffusers is an optional extra: pip ins
 
 from diffusers import UNet2DConditionModel, UNet3DConditionModel, UNetSpatioTemporalConditionModel  # noqa: E402
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0  # noqa: E402
-from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock  # noqa: E402
+from diffusers.models.resnet import (  # noqa: E402
+    AlphaBlender,
+    ResnetBlock2D,
+    SpatioTemporalResBlock,
+    TemporalConvLayer,
+    TemporalResnetBlock,
+)
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel  # noqa: E402
 
 from fastvid.integrations import diffusers as fd  # noqa: E402
@@ -159,23 +165,30 @@ def has_conv():
     return all(hasattr(fastvid, n) for n in ("temporal_conv", "group_norm_silu")) and hasattr(fastvid.nn, "TemporalConvBlock")
 
 
+def fusable(model):
+    """How many ResNet blocks and AlphaBlenders of ``model`` the conv swaps take (before patching)."""
+    return sum(type(m) in (TemporalConvLayer, TemporalResnetBlock, ResnetBlock2D, AlphaBlender) for m in model.modules())
+
+
 @pytest.mark.parametrize("backend", sorted(WHOLE_MODEL))
 def test_unet3d_patched_matches_diffusers(backend):
     model = unet3d()
+    convs = fusable(model)  # 8 TemporalConvLayers, 8 ResnetBlock2Ds
     report = check_patched_matches(model, unet3d_inputs(), **WHOLE_MODEL[backend])
     # 5 TransformerTemporalModels (transformer_in + 4 temp_attentions), each with 2 temporal self-attentions.
     assert kinds(report).get("temporal_attention") == 5 * 2 + 5
-    assert kinds(report).get("conv", 0) == (8 if has_conv() and backend != "triton" else 0)
+    assert convs == 16 and kinds(report).get("conv", 0) == (convs if has_conv() and backend != "triton" else 0)
     assert all(type(m) is not fd.TransformerTemporalModel for m in model.modules())
 
 
 @pytest.mark.parametrize("backend", sorted(WHOLE_MODEL))
 def test_svd_patched_matches_diffusers(backend):
     model = svd()
+    convs = fusable(model)  # 8 SpatioTemporalResBlocks (ResnetBlock2D, TemporalResnetBlock, AlphaBlender), 4 mixers
     report = check_patched_matches(model, svd_inputs(), **WHOLE_MODEL[backend])
     # 4 temporal processors and the 4 TransformerSpatioTemporalModels running their temporal blocks frame-major
     assert kinds(report).get("temporal_attention") == 4 + 4
-    assert kinds(report).get("conv", 0) == (8 if has_conv() and backend != "triton" else 0)
+    assert convs == 28 and kinds(report).get("conv", 0) == (convs if has_conv() and backend != "triton" else 0)
 
 
 def test_svd_temporal_blocks_run_frame_major_and_fall_back(monkeypatch):
@@ -248,6 +261,38 @@ def test_conv_modules_match_diffusers(backend):
     check_patched_gradients(block, (video, temb), backend=backend)
 
 
+@needs("group_norm_silu", "alpha_blend")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_spatio_temporal_res_block_matches_diffusers(backend):
+    """SVD's SpatioTemporalResBlock, all three parts swapped: the ResnetBlock2D (GroupNorm+SiLU per frame,
+    the time embedding folded into the second, a 1x1 shortcut), the TemporalResnetBlock (per-frame
+    embedding folded) and the AlphaBlender ("learned_with_images": the second frame is an image)."""
+    block = _randomize(SpatioTemporalResBlock(32, 32, temb_channels=8))
+    with torch.no_grad():
+        block.time_mixer.mix_factor.fill_(0.4)
+    x, temb = torch.randn(2, 32, 2, 3, device=DEVICE), torch.randn(2, 8, device=DEVICE)  # 1 sample of 2 frames
+    images = torch.tensor([[0.0, 1.0]], device=DEVICE)
+    assert kinds(check_patched_matches(block, (x, temb, images), backend=backend)) == {"conv": 3}
+    assert [type(m) for m in block.children()] == [fd.FastvidResnetBlock2D, fd.FastvidTemporalResnetBlock,
+                                                   fd.FastvidAlphaBlender]
+    fd.unpatch_diffusers(block)
+    check_patched_gradients(block, (x, temb, images), backend=backend)
+    assert block.time_mixer.mix_factor.grad is not None
+
+
+def test_resnet_blocks_the_fusion_does_not_cover_are_reported():
+    model = torch.nn.ModuleDict(dict(
+        scale_shift=ResnetBlock2D(in_channels=32, temb_channels=8, time_embedding_norm="scale_shift"),
+        mish=ResnetBlock2D(in_channels=32, temb_channels=8, non_linearity="mish"),
+        plain=ResnetBlock2D(in_channels=32, temb_channels=8), temporal=TemporalConvLayer(32, 32, norm_num_groups=8)))
+    report = patch(model, backend="torch")
+    skipped = dict(report.skipped)
+    assert "'scale_shift' applies the embedding after the GroupNorm" in skipped["scale_shift"]
+    assert "nonlinearity is Mish" in skipped["mish"]
+    assert sorted(report.swapped["conv"]) == ["plain", "temporal"]
+    assert type(model["scale_shift"]) is ResnetBlock2D and type(model["plain"]) is fd.FastvidResnetBlock2D
+
+
 @needs("frame_attention")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_spatial_self_attention_on_request(backend):
@@ -299,13 +344,15 @@ def test_first_frame_processor_hands_cross_attention_to_diffusers():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_text2video_zero_unet_patched_matches_diffusers(backend):
     model = unet2d(CrossFrameAttnProcessor2_0(batch_size=2))
+    convs = fusable(model)  # its ResnetBlock2Ds: frames are images of the batch
     report = check_patched_matches(model, unet2d_inputs(), **WHOLE_MODEL[backend])
     # every self- and cross-attention (cross ones delegate); 4 BasicTransformerBlocks (none under the interpreter)
     geglus = {"feed_forward": len(feed_forward_modules(model))} if WHOLE_MODEL[backend].get("feed_forward", 1) else {}
     # 4 BasicTransformerBlocks (not under the interpreter)
     blocks = {"transformer_block": 4} if WHOLE_MODEL[backend].get("transformer_block", 1) else {}
+    resnets = {"conv": convs} if WHOLE_MODEL[backend].get("conv", 1) else {}
     # every self- and cross-attention (cross ones delegate)
-    assert kinds(report) == {"frame_attention": 8, **geglus, **blocks}
+    assert kinds(report) == {"frame_attention": 8, **geglus, **blocks, **resnets}
     fd.unpatch_diffusers(model)
     assert all(type(p) is CrossFrameAttnProcessor2_0 for p in model.attn_processors.values())
 
@@ -458,10 +505,14 @@ def conv_modules(model):
     return sorted(name for name, m in model.named_modules() if type(m) in fd.ORIGINAL_CLASS and m.patch_kind == "conv")
 
 
-def fused_modules(model):
-    """The swapped modules that read their submodules' weights (convs' and norms')."""
-    return sorted(name for name, m in model.named_modules() if type(m) in fd.ORIGINAL_CLASS
-                  and m.patch_kind in ("conv", "transformer_block"))
+def weight_reading_modules(model, norms=True):
+    """The swapped modules that read their convs' (and, with ``norms``, the ResnetBlock2Ds and transformer
+    blocks that read their norms') weights: those a hook or wrapper on those submodules sends to diffusers'
+    forward."""
+    readers = (fd.FastvidTemporalConvLayer, fd.FastvidTemporalResnetBlock)
+    if norms:
+        readers += (fd.FastvidResnetBlock2D, fd.FastvidBasicTransformerBlock, fd.FastvidTemporalBasicTransformerBlock)
+    return sorted(name for name, m in model.named_modules() if type(m) in readers)
 
 
 def feed_forward_modules(model):
@@ -537,11 +588,14 @@ def _group_offload_leaf_level(model):
     model.enable_group_offload(onload_device=torch.device(DEVICE), offload_type="leaf_level")
 
 
-@pytest.mark.parametrize("hook", [_layerwise_casting, _sequential_offload, _group_offload_leaf_level])
+# Layerwise casting leaves norms alone (diffusers skips "norm" layers): ResnetBlock2Ds stay fused there.
+@pytest.mark.parametrize("hook, norms", [(_layerwise_casting, False), (_sequential_offload, True),
+                                         (_group_offload_leaf_level, True)])
 @pytest.mark.parametrize("make, inputs", MODELS)
-def test_submodule_hooks_run_and_fused_modules_report_the_fallback(make, inputs, hook):
+def test_submodule_hooks_run_and_fused_modules_report_the_fallback(make, inputs, hook, norms):
     """Hooks on the convs and norms (fp8 storage with upcast, weights on meta until their hook
-    loads them) make the fused modules call their submodules; PatchReport.of names each one."""
+    loads them) make the fused modules that read those weights call their submodules; PatchReport.of
+    names each one (a ResnetBlock2D calls its convs as modules: only hooked norms unfuse it)."""
     native, model, x = make(), make(), inputs()
     hook(native)
     expected = run(native, x)
@@ -550,8 +604,7 @@ def test_submodule_hooks_run_and_fused_modules_report_the_fallback(make, inputs,
     got = run(model, x)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     unfused = dict(patching.PatchReport.of(model).unfused)
-    # Layerwise casting leaves norms alone (diffusers' default skip pattern): transformer blocks stay fused.
-    assert sorted(unfused) == (conv_modules(model) if hook is _layerwise_casting else fused_modules(model))
+    assert sorted(unfused) == weight_reading_modules(model, norms)
     assert all("hook" in why or "meta" in why for why in unfused.values())
 
 
@@ -568,7 +621,7 @@ def test_model_offload_keeps_the_fused_path():
 def test_lora_wrapped_convs_and_projections_are_called():
     peft = pytest.importorskip("peft")
     config = peft.LoraConfig(r=4, init_lora_weights=False,
-                             target_modules=r".*temp_convs\.\d+\.conv1\.2|.*temp_attentions.*\.to_q")
+                             target_modules=r".*temp_convs\.\d+\.conv1\.2|.*temp_attentions.*\.to_q|.*resnets\.\d+\.conv1")
     native, model, x = unet3d(), unet3d(), unet3d_inputs()
     for m in (native, model):
         torch.manual_seed(0)
@@ -577,7 +630,7 @@ def test_lora_wrapped_convs_and_projections_are_called():
     assert not torch.allclose(expected, run(unet3d(), x), atol=1e-3)  # the LoRA layers change the output
     report = patch(model, backend="torch")
     torch.testing.assert_close(run(model, x), expected, atol=1e-5, rtol=1e-5)
-    assert sorted(name for name, _ in report.unfused) == conv_modules(model)
+    assert sorted(name for name, _ in report.unfused) == weight_reading_modules(model, norms=False)
     assert all("not a plain torch layer" in why for _, why in report.unfused)
 
 

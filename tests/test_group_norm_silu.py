@@ -105,18 +105,18 @@ def test_custom_op_passes_opcheck(layout, per_frame):
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the kernels run for real on this machine")
 def test_kernels_compile_for_hopper():
-    """Without a GPU: the five kernels compile for sm_90 (bf16, pixels or channels at unit stride)."""
+    """Without a GPU: the five kernels compile for sm_90 (bf16, pixels or channels at unit stride, with add)."""
     from aot_compile import run_in_subprocess
 
     dt, f32 = "bf16", "fp32"
-    tile = dict(BLOCK_C=8, BLOCK_P=512)
+    tile = dict(BLOCK_C=8, BLOCK_P=512, HAS_ADD=True)
     affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, **tile)
-    kernels = [("group_norm_stats_kernel", dict(X=dt, Mean=f32, M2=f32), tile),
-               ("group_norm_silu_apply_kernel", dict(X=dt, Wt=dt, Bias=dt, Y=dt, Stats=f32), affine),
+    kernels = [("group_norm_stats_kernel", dict(X=dt, Add=dt, Mean=f32, M2=f32), tile),
+               ("group_norm_silu_apply_kernel", dict(X=dt, Wt=dt, Bias=dt, Add=dt, Y=dt, Stats=f32), affine),
                ("group_norm_silu_bwd_reduce_kernel",
-                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, DWPart=f32, DBPart=f32), affine),
+                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Add=dt, Stats=f32, DWPart=f32, DBPart=f32, XhPart=f32), affine),
                ("group_norm_silu_bwd_apply_kernel",
-                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Stats=f32, Coef=f32, DX=dt), affine)]
+                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Add=dt, Stats=f32, Coef=f32, DX=dt), affine)]
     kernels += [("group_norm_finalize_kernel", dict(Mean=f32, M2=f32, Stats=f32),
                  dict(PER_FRAME=per_frame, BLOCK_R=32, BLOCK_J=32)) for per_frame in (False, True)]
     specs = [dict(kernel=name, pointers=pointers, constexprs=constexprs, floats=["eps"], unit_axis=unit)
@@ -137,7 +137,7 @@ def test_triton_refusals_give_reasons():
 
 
 @pytest.mark.parametrize("case, match", [
-    ("rank", r"argument 'x' has rank 4"),
+    ("rank", r"argument 'x' has rank 3"),
     ("groups", r"argument 'num_groups' is 3"),
     ("dtype", r"argument 'x' has dtype int64"),
     ("weight_shape", r"argument 'weight' has shape"),
@@ -150,8 +150,8 @@ def test_bad_input_names_the_argument(case, match):
     x = _video((1, 4, 3, 2, 5), torch.float32)
     w, b = _affine(4, torch.float32)
     groups, kwargs = 2, {}
-    if case == "rank":
-        x = x[0]
+    if case == "rank":  # rank 4 is a batch of images
+        x = x[0, 0]
     elif case == "groups":
         groups = 3
     elif case == "dtype":
@@ -168,3 +168,34 @@ def test_bad_input_names_the_argument(case, match):
         kwargs["backend"] = "apex"
     with pytest.raises((FastvidInputError, fastvid.BackendUnsupportedError), match=match):
         fastvid.group_norm_silu(x, groups, w, b, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("case", ["images", "per_sample_add", "per_frame_add"])
+def test_add_before_the_statistics_matches_reference(dtype, case):
+    """silu(GroupNorm(x + add)) with add never materialised: (N, C, H, W) frames of a video U-Net's ResNet
+    (add (N, C)), per-sample (B, C) and per-frame (B, C, F) adds on video x; gradients reach add."""
+    if case == "images":  # (N, C, H, W) frames, non-contiguous (channels outermost in memory)
+        x = torch.randn(20, 3, 5, 7, dtype=dtype, device=DEVICE).transpose(0, 1) * 2 + 1.5
+        add, per_frame = torch.randn(20, 3, dtype=dtype, device=DEVICE).t(), False
+    else:
+        x = _video((2, 20, 3, 5, 7), dtype, "frame_major", offset=1.5)
+        per_frame = case == "per_frame_add"
+        add = torch.randn(2, 20, *((3,) if per_frame else ()), dtype=dtype, device=DEVICE)
+    w, b = _affine(20, dtype)
+    check_against_reference(
+        f"add {case}",
+        lambda x, w, b, a: fastvid.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=a, backend="triton"),
+        lambda x, w, b, a: reference.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=a), [x, w, b, add], dtype)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("add_shape", r"argument 'add' has shape \(2, 4, 2\)"),
+    ("add_dtype", r"argument 'add' has dtype"),
+])
+def test_bad_add_names_the_argument(case, match):
+    x, add = _video((2, 4, 3, 2, 5), torch.float32), torch.randn(2, 4, 2, device=DEVICE)
+    if case == "add_dtype":
+        add = add[:, :, 0].half()
+    with pytest.raises(FastvidInputError, match=match):
+        fastvid.group_norm_silu(x, 2, add=add)

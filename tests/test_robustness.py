@@ -33,6 +33,7 @@ class OpCase:
     main: str
     other: Optional[str]
     other_dim: int = -1  # a dim of ``other`` whose size is checked first
+    lower_rank: Callable = lambda t: t[0]  # ``main`` at a rank the op does not take
 
 
 def _case(spec: registry.OpSpec) -> OpCase:
@@ -40,7 +41,7 @@ def _case(spec: registry.OpSpec) -> OpCase:
     return OpCase(make=lambda b, n: ex.make(b, n, device=DEVICE),
                   call=lambda inputs, backend: ex.call(spec.function, inputs, backend=backend),
                   ref=lambda inputs: ex.call(spec.reference, inputs),
-                  main=ex.main, other=ex.other, other_dim=ex.other_dim)
+                  main=ex.main, other=ex.other, other_dim=ex.other_dim, lower_rank=ex.lower_rank)
 
 
 OPS: Dict[str, OpCase] = {name: _case(spec) for name, spec in registry.OPS.items()}
@@ -169,7 +170,7 @@ def _bad_inputs(case: OpCase):
         return [("dtype", swap(main, lambda t: t.long()), rf"argument '{main}' has dtype int64"),
                 ("shape", swap(main, lambda t: t.narrow(case.other_dim, 0, 1)), rf"argument '{main}' has shape")]
     return [
-        ("rank", swap(main, lambda t: t[0]), rf"argument '{main}' has rank {{}}"),
+        ("rank", swap(main, case.lower_rank), rf"argument '{main}' has rank {{}}"),
         ("dtype", swap(main, lambda t: t.long()), rf"argument '{main}' has dtype int64"),
         ("device", swap(other, lambda t: t.to("meta")), rf"argument '{other}' is on meta"),
         ("shape", swap(other, lambda t: t.narrow(case.other_dim, 0, 1)), rf"argument '{other}' has shape"),
@@ -279,6 +280,22 @@ def _stacking(pair):
     return tuple(_Stacked(m) for m in pair)
 
 
+class _Mixed(nn.Module):
+    """An AlphaBlender mixing x with sin(x) (same shape, dtype and device)."""
+
+    def __init__(self, mixer):
+        super().__init__()
+        self.mixer = mixer
+
+    def forward(self, x):
+        return self.mixer(x, x.sin())
+
+
+def _alpha_blenders():
+    ref_mod, fast_mod = _twins(reference.AlphaBlender, fastvid.nn.AlphaBlender, 0.3)
+    return _Mixed(ref_mod), _Mixed(fast_mod)
+
+
 MODULES: Dict[str, ModuleCase] = {
     "TemporalAttention": ModuleCase(lambda: _twins(reference.TemporalAttention, fastvid.nn.TemporalAttention, 8,
                                                    heads=2, dim_head=4, causal=True),
@@ -300,6 +317,7 @@ MODULES: Dict[str, ModuleCase] = {
                                    lambda b: _randn(b, 4, 3, 2, 3)),
     "AddLayerNorm": ModuleCase(lambda: _stacking(_twins(reference.AddLayerNorm, fastvid.nn.AddLayerNorm, 6)),
                                lambda b: _randn(b, 3, 6), channel_dim=-1),
+    "AlphaBlender": ModuleCase(_alpha_blenders, lambda b: _randn(b, 4, 3, 2, 3)),
     "GEGLU": ModuleCase(lambda: _twins(reference.GEGLU, fastvid.nn.GEGLU, 8, 5), lambda b: _randn(b, 3, 8),
                         name="hidden_states", channel_dim=-1),
     "inflate_conv2d": ModuleCase(_inflated, lambda b: _randn(b, 4, 3, 2, 3)),
@@ -337,7 +355,9 @@ def test_module_nan_propagates_like_the_reference(name):
 
 
 @pytest.mark.parametrize("kind", ["rank", "dtype", "device", "channels"])
-@pytest.mark.parametrize("name", sorted(set(MODULES) - {"inflate_conv2d"}))  # a torch Conv3d: torch checks it
+# inflate_conv2d: a torch Conv3d, torch checks it. AlphaBlender: any rank, broadcasting like the reference
+# (fastvid.alpha_blend's own checks are in OPS).
+@pytest.mark.parametrize("name", sorted(set(MODULES) - {"inflate_conv2d", "AlphaBlender"}))
 def test_module_bad_input_names_the_argument(name, kind):
     case = MODULES[name]
     _, fast_mod = case.build()
@@ -390,6 +410,8 @@ def _opcheck_cases():
         fa_out, fa_lse = ops.frame_attention_fwd(fa["q"], fa["k"], fa["v"], table, 0.35)
         gn_out, gn_stats = ops.group_norm_silu_fwd(gn["x"], gn["weight"], gn["bias"], 2, 1e-5, True)
         aln_sum, _, aln_stats = ops.add_layer_norm_fwd(aln["x"], aln["residual"], aln["weight"], aln["bias"], 1e-5)
+        ab = OPS["alpha_blend"].make(1, 2)
+        ab_out = ops.alpha_blend_fwd(ab["x_spatial"], ab["x_temporal"], ab["alpha"])
         gg_out = ops.geglu_fwd(gg, "tanh")
     grad = lambda t: torch.randn_like(t)  # noqa: E731
     return {
@@ -411,6 +433,10 @@ def _opcheck_cases():
                                OPCHECK_FULL),
         "add_layer_norm_bwd": ((grad(aln_sum), grad(aln_sum), aln_sum, aln["weight"].detach(), aln_stats, True),
                                OPCHECK_BWD),
+        "alpha_blend_fwd": (tuple(ab[n].requires_grad_() for n in ("x_spatial", "x_temporal", "alpha")),
+                            OPCHECK_FULL),
+        "alpha_blend_bwd": ((grad(ab_out), *(ab[n].detach() for n in ("x_spatial", "x_temporal", "alpha"))),
+                            OPCHECK_BWD),
         "geglu_fwd": ((gg.clone().requires_grad_(), "tanh"), OPCHECK_FULL),
         "geglu_bwd": ((grad(gg_out), gg, "none"), OPCHECK_BWD),
     }
@@ -576,8 +602,8 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     """SVD's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor; the GEGLU
     projection output at 320 channels too), on the meta
     device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
-    from fastvid.ops import add_layer_norm as aln, frame_attention as fa, geglu as gg, group_norm_silu as gn
-    from fastvid.ops import temporal_attention as ta, temporal_conv as tc
+    from fastvid.ops import add_layer_norm as aln, alpha_blend as ab, frame_attention as fa, geglu as gg
+    from fastvid.ops import group_norm_silu as gn, temporal_attention as ta, temporal_conv as tc
 
     recorders = {}
     for spec in registry.OPS.values():
@@ -608,6 +634,9 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     rows = video.view(batch * frames, 72 * 128, channels)  # a spatial block's (B*F, H*W, C) tokens
     total, _, stats = aln.add_layer_norm_fwd._init_fn(rows, rows, affine, affine, 1e-5)
     aln.add_layer_norm_bwd._init_fn(total, total, total, affine, stats, True)
+    alpha = torch.empty(1, **meta)  # one alpha for the whole tensor: a single row of every element
+    y = ab.alpha_blend_fwd._init_fn(video, video, alpha)
+    ab.alpha_blend_bwd._init_fn(y, video, video, alpha)
     proj_out = torch.empty(batch * frames, 72 * 128, 2 * 4 * 320, **meta)  # the feed-forward at 320 channels
     y = gg.geglu_fwd._init_fn(proj_out, "none")
     gg.geglu_bwd._init_fn(y, proj_out, "none")

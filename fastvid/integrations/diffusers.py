@@ -17,13 +17,16 @@ What is swapped (each only where its preconditions hold; everything else is repo
   the SparseControlNet and video-to-video pipelines: temporal transformers whose blocks add sinusoidal
   positional embeddings over frames before attention) and I2VGenXL's image-latent temporal encoder:
   their self-attentions get :class:`TemporalAttnProcessor`;
-- TemporalConvLayer (ModelScope, I2VGenXL) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock
-  whose AlphaBlender is untouched): fused GroupNorm+SiLU and ``fastvid.temporal_conv``, or, when their
-  submodules carry hooks or are wrapped (offload, layerwise casting, LoRA), diffusers' own forward;
+- TemporalConvLayer (ModelScope, I2VGenXL) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock):
+  fused GroupNorm+SiLU and ``fastvid.temporal_conv``, or, when their submodules carry hooks or are
+  wrapped (offload, layerwise casting, LoRA), diffusers' own forward;
 - BasicTransformerBlock (spatial and temporal transformers of every video UNet) and SVD's
   TemporalBasicTransformerBlock: each residual add and the LayerNorm after it in one pass
   (``fastvid.add_layer_norm``); spatial self- and cross-attention on diffusers' AttnProcessor2_0:
   :class:`SDPAAttnProcessor`, the same SDPA path without its divide by ``rescale_output_factor`` = 1;
+- ResnetBlock2D (the spatial ResNets of every video U-Net): GroupNorm+SiLU per frame fused, the time
+  embedding added inside the second one, the residual added in place; AlphaBlender (SVD): one-pass mix
+  through ``fastvid.alpha_blend``;
 - GEGLU (the feed-forward's first layer in every transformer block, spatial and temporal):
   :class:`FastvidGEGLU` runs ``proj`` as it is and fuses the activation (``fastvid.geglu``).
 
@@ -44,7 +47,9 @@ from torch import nn
 from ..nn._autocast import call_under_autocast
 from ..nn.add_layer_norm import add_norm
 from ..nn._hooks import unfused_modules, unfused_reason
+from ..nn.resnet import add_residual
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
+from ..ops.alpha_blend import alpha_blend
 from ..ops.frame_attention import frame_attention
 from ..ops.geglu import geglu
 from ..ops.temporal_attention import temporal_attention
@@ -56,7 +61,7 @@ try:
     from diffusers.models.activations import GEGLU
     from diffusers.models.attention import BasicTransformerBlock, TemporalBasicTransformerBlock, _chunked_feed_forward
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
-    from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock
+    from diffusers.models.resnet import AlphaBlender, ResnetBlock2D, TemporalConvLayer, TemporalResnetBlock
     from diffusers.models.transformers.transformer_temporal import (
         TransformerSpatioTemporalModel,
         TransformerTemporalModel,
@@ -220,6 +225,7 @@ class _Swap:
 
     patch_kind = "conv"
     backend = "auto"
+    video_layer = True  # its presence makes a model a video model (not so ResnetBlock2D, GEGLU: image UNets have them)
 
     @classmethod
     def original(cls) -> type:
@@ -341,9 +347,10 @@ class FastvidTemporalResnetBlock(_Swap, TemporalResnetBlock):
         if self.unfused_reason() is not None:
             return super().forward(input_tensor, temb)
         h = conv_frames(self.conv1, norm_silu(self.norm1, input_tensor, self.backend), self.backend)
-        if self.time_emb_proj is not None:
-            h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, :, None, None].permute(0, 2, 1, 3, 4)
-        h = self.dropout(norm_silu(self.norm2, h, self.backend))
+        add = None
+        if self.time_emb_proj is not None:  # (B, F, C) -> (B, C, F), added inside the second GroupNorm+SiLU
+            add = self.time_emb_proj(self.nonlinearity(temb)).transpose(1, 2)
+        h = self.dropout(norm_silu(self.norm2, h, self.backend, add=add))
         shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
         return conv_frames(self.conv2, h, self.backend, residual=shortcut)
 
@@ -362,6 +369,7 @@ class _TransformerBlockSwap(_Swap):
     diffusers' forward when a norm is hooked or wrapped. ``NORMS``: the norms that follow an add."""
 
     patch_kind = "transformer_block"
+    video_layer = False
     NORMS = ()
 
     def _norm_names(self):
@@ -460,6 +468,64 @@ class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicT
         return hidden_states.permute(0, 2, 1, 3).reshape(batch_size * num_frames, seq_length, channels)
 
 
+class FastvidResnetBlock2D(_Swap, ResnetBlock2D):
+    """diffusers' ResnetBlock2D (the spatial ResNet of every video U-Net, frames as images of the batch)
+    with fused GroupNorm+SiLU per image: ``norm1`` + SiLU in one op, and ``conv1(h) + temb`` folded
+    into the second one (the sum is never written); the residual added into conv2's output in place
+    when nothing else can hold that tensor. The convs, the time projection and the up/down samplers are
+    called as modules (their hooks and LoRA layers run); diffusers' forward when a norm is hooked or wrapped."""
+
+    video_layer = False
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        if module.time_embedding_norm != "default":
+            return (f"time_embedding_norm {module.time_embedding_norm!r} applies the embedding after the "
+                    "GroupNorm; fastvid fuses 'default' (added before it)")
+        if type(module.nonlinearity) is not nn.SiLU:
+            return f"its nonlinearity is {type(module.nonlinearity).__name__}, not the SiLU fastvid fuses"
+        return None
+
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, ("norm1", "norm2"))
+
+    def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if (args or kwargs or self.unfused_reason() is not None or input_tensor.dim() != 4
+                or (self.time_emb_proj is None and temb is not None)):
+            return super().forward(input_tensor, temb, *args, **kwargs)
+        h = norm_silu(self.norm1, input_tensor, self.backend)
+        if self.upsample is not None:
+            if h.shape[0] >= 64:  # as diffusers: upsample_nearest_nhwc fails with large batches
+                input_tensor, h = input_tensor.contiguous(), h.contiguous()
+            input_tensor, h = self.upsample(input_tensor), self.upsample(h)
+        elif self.downsample is not None:
+            input_tensor, h = self.downsample(input_tensor), self.downsample(h)
+        h = self.conv1(h)
+        if temb is not None:
+            temb = self.time_emb_proj(temb if self.skip_time_act else self.nonlinearity(temb))
+        h = self.conv2(self.dropout(norm_silu(self.norm2, h, self.backend, add=temb)))
+        if self.conv_shortcut is not None:
+            input_tensor = self.conv_shortcut(input_tensor.contiguous() if self.training else input_tensor)
+        return add_residual(h, input_tensor, self.output_scale_factor, in_place=unfused_reason(self, ("conv2",)) is None)
+
+
+class FastvidAlphaBlender(_Swap, AlphaBlender):
+    """SVD's AlphaBlender (SpatioTemporalResBlock, TransformerSpatioTemporalModel) mixing in one pass
+    through ``fastvid.alpha_blend``: alpha from diffusers' own ``get_alpha`` (so its gradient reaches
+    ``mix_factor``), the output in x_spatial's memory order (SVD's frame-major view stays a view).
+    Inputs of different shapes, dtypes or devices take diffusers' expression."""
+
+    def forward(self, x_spatial: torch.Tensor, x_temporal: torch.Tensor,
+                image_only_indicator: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if (x_spatial.shape != x_temporal.shape or x_spatial.dtype != x_temporal.dtype
+                or x_spatial.device != x_temporal.device):
+            return super().forward(x_spatial, x_temporal, image_only_indicator)
+        alpha = self.get_alpha(image_only_indicator, x_spatial.ndim).to(x_spatial.dtype)
+        if self.switch_spatial_to_temporal_mix:
+            alpha = 1.0 - alpha
+        return alpha_blend(x_spatial, x_temporal, alpha, backend=self.backend)
+
+
 class FastvidGEGLU(_Swap, GEGLU):
     """diffusers' GEGLU with its activation fused: ``self.proj(x)`` runs as it is (a LoRA-wrapped,
     hooked, offloaded or quantized projection keeps its wrapper), then ``fastvid.geglu`` reads both
@@ -467,6 +533,7 @@ class FastvidGEGLU(_Swap, GEGLU):
     extra arguments."""
 
     patch_kind = "feed_forward"
+    video_layer = False
 
     @classmethod
     def refusal(cls, module: nn.Module) -> Optional[str]:
@@ -487,13 +554,15 @@ class FastvidGEGLU(_Swap, GEGLU):
         return geglu(self.proj(hidden_states), backend=self.backend)
 
 
+
 SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTransformerSpatioTemporalModel,
-                                            FastvidTemporalConvLayer, FastvidTemporalResnetBlock, FastvidGEGLU,
-                                            FastvidBasicTransformerBlock, FastvidTemporalBasicTransformerBlock)}
+                                            FastvidTemporalConvLayer, FastvidTemporalResnetBlock, FastvidResnetBlock2D,
+                                            FastvidAlphaBlender, FastvidGEGLU, FastvidBasicTransformerBlock,
+                                            FastvidTemporalBasicTransformerBlock)}
 ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
-# The swaps whose layers make a model a video model (GEGLU and transformer blocks are in image UNets too).
-IMAGE_KINDS = ("feed_forward", "transformer_block")
-VIDEO_SWAPS = tuple(base for base, swap in SWAPS.items() if swap.patch_kind not in IMAGE_KINDS)
+# The swaps whose layers make a model a video model (GEGLU, ResnetBlock2D and transformer blocks are in image
+# UNets too).
+VIDEO_SWAPS = tuple(base for base, swap in SWAPS.items() if swap.video_layer)
 # Modules whose (non-cross) attentions attend over frames, with the (S, F, C) layout TemporalAttnProcessor reads.
 TEMPORAL_TRANSFORMERS = (TransformerTemporalModel, AnimateDiffTransformer3D, I2VGenXLTransformerTemporalEncoder)
 
@@ -738,8 +807,9 @@ def unpatch_diffusers(model) -> int:
 __all__ = [
     "FastvidBasicTransformerBlock",
     "FastvidTemporalBasicTransformerBlock",
+    "FastvidAlphaBlender",
+    "FastvidResnetBlock2D",
     "FastvidGEGLU",
-    "FastvidTemporalBasicTransformerBlock",
     "FastvidTemporalConvLayer",
     "FastvidTemporalResnetBlock",
     "FastvidTransformerSpatioTemporalModel",

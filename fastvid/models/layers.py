@@ -115,19 +115,6 @@ class VideoTransformer(nn.Module):
         return x + video_from_tokens(self.proj_out(h), height, width)
 
 
-class AlphaBlender(nn.Module):
-    """alpha * spatial + (1 - alpha) * temporal with alpha = sigmoid(mix_factor), a learned scalar
-    (diffusers' AlphaBlender "learned", Video LDM's per-layer alpha)."""
-
-    def __init__(self, mix_factor: float = 0.5):
-        super().__init__()
-        self.mix_factor = nn.Parameter(torch.tensor([float(mix_factor)]))
-
-    def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
-        alpha = torch.sigmoid(self.mix_factor).to(spatial.dtype)
-        return alpha * spatial + (1 - alpha) * temporal
-
-
 def spatial_conv3d(dim: int, dim_out: int, stride: int = 1) -> nn.Conv3d:
     """A 3x3 image conv inflated to a (1, 3, 3) Conv3d (VDM, Tune-A-Video)."""
     return nn.Conv3d(dim, dim_out, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1))
@@ -186,7 +173,7 @@ class SpatioTemporalResBlock(nn.Module):
         super().__init__()
         self.spatial_res_block = ResBlock(dim, dim_out, temb_dim, "inflated", groups)
         self.temporal_res_block = reference.TemporalResBlock(dim_out, temb_dim, groups)
-        self.time_mixer = AlphaBlender()
+        self.time_mixer = reference.AlphaBlender()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         h = self.spatial_res_block(x, temb)
@@ -202,7 +189,7 @@ class SpatioTemporalTransformer(VideoTransformer):
         super().__init__(dim, ("spatial", "cross"), heads, dim // heads, context_dim, groups)
         self.time_pos_embed = TimestepEmbedding(dim, dim)
         self.temporal_block = TokenBlock(dim, ("temporal", "cross"), heads, dim // heads, context_dim)
-        self.time_mixer = AlphaBlender()
+        self.time_mixer = reference.AlphaBlender()
 
     def tokens(self, h: torch.Tensor, context: Optional[torch.Tensor]) -> torch.Tensor:
         h = self.block(h, context)

@@ -20,11 +20,18 @@ from ._autocast import autocast_dtype, call_under_autocast
 from ._hooks import unfused_reason
 
 
-def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, backend: str) -> torch.Tensor:
-    """``silu(norm(x))`` with ``norm``'s statistics over (C/G, F, H, W) of a (B, C, F, H, W) ``x``,
-    fused; in float32 under autocast (GroupNorm is one of autocast's float32 ops)."""
+def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, backend: str, add: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``silu(norm(x + add))`` with ``norm``'s statistics over (C/G, F, H, W) of a (B, C, F, H, W) ``x``
+    (per image of an (N, C, H, W) ``x``), fused; ``add`` (a time embedding: (B, C), (B, C, F) or (N, C))
+    is folded into the normalisation when it has x's dtype and autocast is off, else added first as the
+    native ``x + add`` computes it. In float32 under autocast (GroupNorm is one of autocast's float32 ops)."""
+    if add is not None:
+        shape = (*add.shape, *[1] * (x.dim() - add.dim()))
+        if (add.dtype != x.dtype or tuple(add.shape) != tuple(x.shape[:add.dim()])
+                or autocast_dtype(x.device.type, fp32_op=False) is not None):
+            x, add = x + add.view(shape), None
     return call_under_autocast(group_norm_silu, x, norm.num_groups, norm.weight, norm.bias, norm.eps,
-                               fp32_op=True, backend=backend)
+                               fp32_op=True, add=add, backend=backend)
 
 
 def conv_frames(conv: nn.Module, x: torch.Tensor, backend: str,
@@ -115,8 +122,8 @@ class TemporalConvBlock(TemporalConvStages, reference.TemporalConvBlock):
 
 
 class TemporalResBlock(reference.TemporalResBlock):
-    """SVD's temporal residual block with fused GroupNorm+SiLU and ``fastvid.temporal_conv`` (the residual
-    added in the second conv's epilogue). Same parameters and state_dict keys as its reference twin.
+    """SVD's temporal residual block with fused GroupNorm+SiLU (the time embedding added inside the
+    second one) and ``fastvid.temporal_conv`` (the residual added in the second conv's epilogue). Same parameters and state_dict keys as its reference twin.
     With hooked or wrapped norms or convs, it calls them as modules."""
 
     patch_kind = "conv"
@@ -125,10 +132,10 @@ class TemporalResBlock(reference.TemporalResBlock):
     def unfused_reason(self) -> Optional[str]:
         return unfused_reason(self, ("norm1", "conv1", "norm2", "conv2"))
 
-    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.unfused_reason() is not None:
-            return Fn.silu(norm(x))
-        return norm_silu(norm, x, self.backend)
+            return Fn.silu(norm(x if add is None else x + add[:, :, None, None, None]))
+        return norm_silu(norm, x, self.backend, add=add)
 
     def conv(self, conv: nn.Conv3d, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.unfused_reason() is not None:

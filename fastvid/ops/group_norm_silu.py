@@ -23,6 +23,8 @@ from ._library import TritonOp
 OUTPUT_LAYOUT = "input"  # the memory order of x, dense, whichever backend runs
 OP = "group_norm_silu"
 LAYOUT = "(B, C, F, H, W)"
+IMAGE_LAYOUT = "(N, C, H, W)"
+ADD_LAYOUT = "(B, C), (B, C, F) or, for images, (N, C)"
 TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
 MAX_BLOCK_C_CHANNELS_INNER = 64  # channels per tile when channels have unit stride (8 x 128-bit per row)
 COEF_BLOCK_C = 256  # channels per program of the backward's weight and bias gradient sums
@@ -71,6 +73,14 @@ def _affine_strides(weight: Optional[Tensor], bias: Optional[Tensor]):
     return tuple(t.stride(0) if t is not None else 0 for t in (weight, bias))
 
 
+def _add_strides(add: Optional[Tensor]):
+    """(b, c, f) strides of a (B, C, F or 1) ``add``; a single frame is read by every frame (stride 0)."""
+    if add is None:
+        return 0, 0, 0
+    sb, sc, sf = add.stride()
+    return sb, sc, sf if add.shape[2] > 1 else 0
+
+
 def _like_x(x: Tensor) -> Tensor:
     return _launch.empty_like_video(x)
 
@@ -78,7 +88,7 @@ def _like_x(x: Tensor) -> Tensor:
 class _FwdPlan:
     """The three forward launches of one call signature, and the output layouts."""
 
-    def __init__(self, x, weight, bias, num_groups, eps, per_frame):
+    def __init__(self, x, weight, bias, num_groups, eps, per_frame, add=None):
         from ..kernels.group_norm_silu import (group_norm_finalize_kernel, group_norm_silu_apply_kernel,
                                                group_norm_stats_kernel)
 
@@ -96,23 +106,28 @@ class _FwdPlan:
         x4 = x.flatten(3)
         y4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
         block_j = _launch.next_pow2(plan.cpg)
+        # Partial rows per statistic: its chunks, of one frame or of all; a tile no taller than that.
+        block_r = min(max(1, 1024 // block_j), _launch.next_pow2(plan.n_chunks * (plan.frames // plan.stat_frames)))
+        has_add = add is not None
         self.launches = (
             _launch.Launch(group_norm_stats_kernel, (plan.reduce_programs,),
-                           (*x4.stride(), channels, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_chunks,
-                            plan.chunk_pixels), BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4),
+                           (*x4.stride(), *_add_strides(add), channels, plan.frames, plan.pixels, plan.n_c_blocks,
+                            plan.n_chunks, plan.chunk_pixels), HAS_ADD=has_add, BLOCK_C=plan.block_c,
+                           BLOCK_P=plan.block_p, num_warps=4),
             _launch.Launch(group_norm_finalize_kernel, (x.shape[0] * num_groups * plan.stat_frames,),
                            (*stats_strides, channels, plan.cpg, num_groups, plan.frames, plan.pixels, plan.n_chunks,
-                            plan.chunk_pixels, eps), PER_FRAME=per_frame, BLOCK_R=max(1, 1024 // block_j),
-                           BLOCK_J=block_j, num_warps=4),
+                            plan.chunk_pixels, eps), PER_FRAME=per_frame, BLOCK_R=block_r, BLOCK_J=block_j,
+                           num_warps=4),
             _launch.Launch(group_norm_silu_apply_kernel, (plan.apply_programs,),
                            (*x4.stride(), *y4_strides, *plan.stats_strides(stats_strides, per_frame),
-                            *_affine_strides(weight, bias), plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks,
-                            plan.n_p_blocks), HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-                           BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4),
+                            *_affine_strides(weight, bias), *_add_strides(add), plan.cpg, plan.frames, plan.pixels,
+                            plan.n_c_blocks, plan.n_p_blocks), HAS_WEIGHT=weight is not None,
+                           HAS_BIAS=bias is not None, HAS_ADD=has_add, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
+                           num_warps=4),
         )
 
 
-def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame):
+def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame, add=None):
     y = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
     stats = _launch.empty(*plan.stats_shape, dtype=torch.float32, device=x.device)
     if plan.launches is None:
@@ -122,36 +137,37 @@ def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame):
     x4 = x if plan.x_merged else x.flatten(3)
     mean = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
     m2 = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
-    stats_launch(x4, mean, m2)
+    add_or_x = x4 if add is None else add
+    stats_launch(x4, add_or_x, mean, m2)
     finalize(mean, m2, stats)
-    apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, y, stats)
+    apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, add_or_x, y, stats)
     return y, stats
 
 
 @torch.library.custom_op("fastvid::group_norm_silu_fwd", mutates_args=())
 def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], num_groups: int, eps: float,
-                        per_frame: bool) -> Tuple[Tensor, Tensor]:
-    """Triton forward. Returns y (x's shape, memory order and dtype) and stats (2, B, G, F or 1) fp32:
-    mean and rstd."""
-    return _fwd_op.planned(x, weight, bias, num_groups, eps, per_frame)
+                        per_frame: bool, add: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Triton forward of silu(GroupNorm(x + add)), add (B, C, F or 1) or None. Returns y (x's shape,
+    memory order and dtype) and stats (2, B, G, F or 1) fp32: mean and rstd of x + add."""
+    return _fwd_op.planned(x, weight, bias, num_groups, eps, per_frame, add)
 
 
 @group_norm_silu_fwd.register_fake
-def _(x, weight, bias, num_groups, eps, per_frame):
+def _(x, weight, bias, num_groups, eps, per_frame, add=None):
     return _like_x(x), x.new_empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32)
 
 
 class _BwdPlan:
     """The two backward launches of one call signature."""
 
-    def __init__(self, dy, x, weight, bias, stats, num_groups, per_frame):
+    def __init__(self, dy, x, weight, bias, stats, num_groups, per_frame, add=None):
         from ..kernels.group_norm_silu import (group_norm_silu_bwd_apply_kernel, group_norm_silu_bwd_coef_kernel,
                                                group_norm_silu_bwd_reduce_kernel)
 
         self.launches = None
         if x.numel() == 0:
             return
-        plan = _Plan(x, num_groups, per_frame)
+        plan = self.plan = _Plan(x, num_groups, per_frame)
         channels = x.shape[1]
         self.partial_shape = (plan.partial_rows, channels)
         count = plan.cpg * plan.pixels * (plan.frames // plan.stat_frames)
@@ -162,9 +178,10 @@ class _BwdPlan:
         self.shape = tuple(x.shape)
         self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # dx's, in x's memory order
         dx4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
-        common = (*plan.stats_strides(self.stats_strides, per_frame), *_affine_strides(weight, bias))
-        flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c,
-                     BLOCK_P=plan.block_p, num_warps=4)
+        common = (*plan.stats_strides(self.stats_strides, per_frame), *_affine_strides(weight, bias),
+                  *_add_strides(add))
+        flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, HAS_ADD=add is not None,
+                     BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4)
         n_stats = x.shape[0] * num_groups * plan.stat_frames
         affine_stride = weight.stride(0) if weight is not None else 0
         self.launches = (
@@ -182,23 +199,25 @@ class _BwdPlan:
         )
 
 
-def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame):
+def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame, add=None):
     channels = x.shape[1]
     if plan.launches is None:
         zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
         return [_like_x(x), zeros if weight is not None else x.new_empty(0),
-                zeros.clone() if bias is not None else x.new_empty(0)]
+                zeros.clone() if bias is not None else x.new_empty(0),
+                torch.zeros_like(add) if add is not None else x.new_empty(0)]
     reduce, coef_sums, apply = plan.launches
     dx = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
     if stats.stride() != plan.stats_strides:
         stats = stats.contiguous()
     # (B, C, F, H * W): dx itself (H and W adjacent), x and dy themselves where they merge, else copies
     x4, dy4 = (x if plan.x_merged else x.flatten(3)), (dy if plan.dy_merged else dy.flatten(3))
-    affine = (x4 if weight is None else weight, x4 if bias is None else bias)
-    # Per-channel partial sums of dz * xh and dz, one row per (b, f, chunk).
+    affine = (x4 if weight is None else weight, x4 if bias is None else bias, x4 if add is None else add)
+    # Per-channel partial sums of dz * xh and dz (and of xh with add), one row per (b, f, chunk).
     dw_part = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
     db_part = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
-    reduce(x4, dy4, *affine, stats, dw_part, db_part)
+    xh_part = dw_part if add is None else torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
+    reduce(x4, dy4, *affine, stats, dw_part, db_part, xh_part)
     # Group means of dz * w and dz * w * xh, laid out like stats; the weight and bias gradients.
     coef = torch.empty(plan.stats_shape, dtype=torch.float32, device=x.device)
     dw = torch.empty(channels, dtype=weight.dtype, device=x.device) if weight is not None else x.new_empty(0)
@@ -206,36 +225,63 @@ def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame):
     coef_sums(dw_part, db_part, dw_part if weight is None else weight, coef,
               dw_part if weight is None else dw, dw_part if bias is None else db)
     apply(x4, dy4, *affine, stats, coef, dx)
-    return [dx, dw, db]
+    if add is None:
+        return [dx, dw, db, x.new_empty(0)]
+    w32 = weight.float() if weight is not None else torch.ones(channels, device=x.device)
+    return [dx, dw, db, _add_grad(plan.plan, add, w32, stats, coef, db_part, xh_part)]
+
+
+def _add_grad(plan: _Plan, add: Tensor, w32: Tensor, stats: Tensor, coef: Tensor, dz_part: Tensor,
+              xh_part: Tensor) -> Tensor:
+    """add's gradient, dx summed over each (b, c, f)'s pixels (and over F for a (B, C, 1) add), from the
+    per-channel partial sums of dz and xh: no pass over dx."""
+    batch, channels = add.shape[:2]
+
+    def per_frame_channel(part: Tensor) -> Tensor:  # (B * F * chunks, C) -> (B, F, C)
+        return part.view(batch, plan.frames, plan.n_chunks, channels).sum(2)
+
+    def per_channel(t: Tensor) -> Tensor:  # (B, G, F or 1) -> (B, F or 1, C)
+        return t.repeat_interleave(plan.cpg, dim=1).transpose(1, 2)
+
+    rstd, mean_dzw, mean_dzw_xh = per_channel(stats[1]), per_channel(coef[0]), per_channel(coef[1])
+    dadd = rstd * (w32 * per_frame_channel(dz_part) - plan.pixels * mean_dzw - mean_dzw_xh * per_frame_channel(xh_part))
+    if add.shape[2] == 1:
+        dadd = dadd.sum(1, keepdim=True)
+    return dadd.transpose(1, 2).to(add.dtype)
 
 
 @torch.library.custom_op("fastvid::group_norm_silu_bwd", mutates_args=())
 def group_norm_silu_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], stats: Tensor,
-                        num_groups: int, per_frame: bool) -> List[Tensor]:
-    """Triton backward from the saved statistics. Returns [dx, dweight, dbias] (empty when weight /
-    bias is None). With xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
-    dw = sum dz * xh; db = sum dz; dx = rstd * (dz * w - mean_group(dz * w) - xh * mean_group(dz * w * xh))."""
-    return _bwd_op.planned(dy, x, weight, bias, stats, num_groups, per_frame)
+                        num_groups: int, per_frame: bool, add: Optional[Tensor] = None) -> List[Tensor]:
+    """Triton backward from the saved statistics. Returns [dx, dweight, dbias, dadd] (empty when weight /
+    bias / add is None). With xh = (x + add - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
+    dw = sum dz * xh; db = sum dz; dx = rstd * (dz * w - mean_group(dz * w) - xh * mean_group(dz * w * xh));
+    dadd = dx summed over the pixels (and the frames add is broadcast over), formed from per-channel sums
+    of dz and xh: rstd * (w * sum dz - P * mean_group(dz * w) - mean_group(dz * w * xh) * sum xh)."""
+    return _bwd_op.planned(dy, x, weight, bias, stats, num_groups, per_frame, add)
 
 
 @group_norm_silu_bwd.register_fake
-def _(dy, x, weight, bias, stats, num_groups, per_frame):
+def _(dy, x, weight, bias, stats, num_groups, per_frame, add=None):
     return [_like_x(x), weight.new_empty(weight.shape) if weight is not None else x.new_empty(0),
-            bias.new_empty(bias.shape) if bias is not None else x.new_empty(0)]
+            bias.new_empty(bias.shape) if bias is not None else x.new_empty(0),
+            add.new_empty(add.shape) if add is not None else x.new_empty(0)]
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, num_groups, eps, per_frame = inputs
-    ctx.save_for_backward(x, weight, bias, output[1])
+    x, weight, bias, num_groups, eps, per_frame, *add = inputs
+    ctx.save_for_backward(x, weight, bias, output[1], *add)
     ctx.num_groups, ctx.per_frame = num_groups, per_frame
 
 
 def _backward(ctx, dy, dstats):
-    x, weight, bias, stats = ctx.saved_tensors
-    dx, dw, db = _bwd_op(dy, x, weight, bias, stats, ctx.num_groups, ctx.per_frame)
-    need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    return (dx if need_x else None, dw if need_w and weight is not None else None,
-            db if need_b and bias is not None else None, None, None, None)
+    x, weight, bias, stats, *add = ctx.saved_tensors
+    add = add[0] if add else None
+    dx, dw, db, dadd = _bwd_op(dy, x, weight, bias, stats, ctx.num_groups, ctx.per_frame, add)
+    need_x, need_w, need_b, *need_add = ctx.needs_input_grad[:3] + ctx.needs_input_grad[6:]
+    grads = (dx if need_x else None, dw if need_w and weight is not None else None,
+             db if need_b and bias is not None else None, None, None, None)
+    return grads + ((dadd if need_add[0] and add is not None else None,) if need_add else ())
 
 
 _fwd_op = TritonOp(group_norm_silu_fwd, _FwdPlan, _fwd_run)
@@ -245,41 +291,48 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 # ---- backends ---------------------------------------------------------------------------------
 
-def _run_triton(x, num_groups, weight, bias, eps, per_frame):
-    return _fwd_op(x, weight, bias, num_groups, eps, per_frame)[0]
+# Backends take (B, C, F, H, W) x and a (B, C, F or 1) add (see _backend_arguments).
+
+def _run_triton(x, num_groups, weight, bias, eps, per_frame, add=None):
+    return _fwd_op(x, weight, bias, num_groups, eps, per_frame, add)[0]
 
 
-def _prepare_triton(x, num_groups, weight, bias, eps, per_frame):
-    call = _fwd_op.prepare(x, weight, bias, num_groups, eps, per_frame, output=0)
-    return lambda x, num_groups, weight, bias, eps, per_frame: call(x, weight, bias, num_groups, eps, per_frame)
+def _prepare_triton(x, num_groups, weight, bias, eps, per_frame, add=None):
+    call = _fwd_op.prepare(x, weight, bias, num_groups, eps, per_frame, add, output=0)
+    return lambda x, num_groups, weight, bias, eps, per_frame, add=None: call(x, weight, bias, num_groups, eps,
+                                                                             per_frame, add)
 
 
-def _triton_reason(x, num_groups, weight, bias, eps, per_frame):
-    return _launch.triton_reason(x, weight, bias)
+def _triton_reason(x, num_groups, weight, bias, eps, per_frame, add=None):
+    return _launch.triton_reason(x, weight, bias, add)
 
 
-def _features(x, num_groups, weight, bias, eps, per_frame):
+def _features(x, num_groups, weight, bias, eps, per_frame, add=None):
     return {"dtype": x.dtype, "channels per group": x.shape[1] // num_groups}
 
 
-def _run_torch(x, num_groups, weight, bias, eps, per_frame):
+def _run_torch(x, num_groups, weight, bias, eps, per_frame, add=None):
     """Eager GroupNorm + SiLU; per frame through a (B*F, C, H, W) view when x is frame-major."""
     if x.numel() == 0:
-        return _run_reference(x, num_groups, weight, bias, eps, per_frame)
+        return _run_reference(x, num_groups, weight, bias, eps, per_frame, add)
+    h = x if add is None else x + add[..., None, None]
     if not per_frame:
-        return _launch.in_video_order(Fn.silu(Fn.group_norm(x, num_groups, weight, bias, eps)), x)
-    frames = x.transpose(1, 2).flatten(0, 1)
+        return _launch.in_video_order(Fn.silu(Fn.group_norm(h, num_groups, weight, bias, eps)), x)
+    frames = h.transpose(1, 2).flatten(0, 1)
     y = Fn.silu(Fn.group_norm(frames, num_groups, weight, bias, eps))
     return _launch.in_video_order(y.unflatten(0, (x.shape[0], x.shape[2])).transpose(1, 2), x)
 
 
-def _run_reference(x, num_groups, weight, bias, eps, per_frame):
-    return _launch.in_video_order(reference.group_norm_silu(x, num_groups, weight, bias, eps, per_frame=per_frame), x)
+def _run_reference(x, num_groups, weight, bias, eps, per_frame, add=None):
+    return _launch.in_video_order(reference.group_norm_silu(x, num_groups, weight, bias, eps, per_frame=per_frame,
+                                                            add=add), x)
 
 
-def _validate(x, num_groups, weight, bias, eps, per_frame):
+def _validate(x, num_groups, weight, bias, eps, per_frame, add):
     dtypes = FLOAT_DTYPES + (torch.float64,)
-    check_tensor(OP, "x", x, ndim=5, layout=LAYOUT, dtypes=dtypes)
+    check_tensor(OP, "x", x, layout=LAYOUT, dtypes=dtypes)
+    if x.dim() not in (4, 5):
+        fail(OP, "x", f"has rank {x.dim()}", f"rank 5 {LAYOUT} or rank 4 {IMAGE_LAYOUT}")
     channels = x.shape[1]
     if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1 or channels % num_groups:
         fail(OP, "num_groups", f"is {num_groups!r}", f"a positive integer dividing C = {channels}")
@@ -287,18 +340,29 @@ def _validate(x, num_groups, weight, bias, eps, per_frame):
         if t is not None:
             check_tensor(OP, name, t, ndim=1, layout="(C,)", dtypes=dtypes)
             check_shape(OP, name, t, (channels,), "(C,)")
-    check_same_dtype(OP, x=x, weight=weight, bias=bias)
-    check_same_device(OP, x=x, weight=weight, bias=bias)
+    if add is not None:
+        check_tensor(OP, "add", add, dtypes=dtypes)
+        shapes = [x.shape[:2]] + ([(*x.shape[:2], x.shape[2])] if x.dim() == 5 else [])
+        if tuple(add.shape) not in [tuple(shape) for shape in shapes]:
+            want = " or ".join(str(tuple(shape)) for shape in shapes)
+            fail(OP, "add", f"has shape {tuple(add.shape)}", f"shape {want} ({ADD_LAYOUT})")
+    check_same_dtype(OP, x=x, weight=weight, bias=bias, add=add)
+    check_same_device(OP, x=x, weight=weight, bias=bias, add=add)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
         fail(OP, "eps", f"is {eps!r}", "a float >= 0")
     if not isinstance(per_frame, bool):
         fail(OP, "per_frame", f"is {per_frame!r}", "a bool")
 
 
-def _backend_arguments(x, num_groups, weight=None, bias=None, eps=1e-5, per_frame=False):
-    """The public function's arguments (its defaults, in the backends' order) validated and resolved."""
-    _validate(x, num_groups, weight, bias, eps, per_frame)
-    return x, num_groups, weight, bias, float(eps), per_frame
+def _backend_arguments(x, num_groups, weight=None, bias=None, eps=1e-5, per_frame=False, add=None):
+    """The public function's arguments (its defaults, in the backends' order) validated and resolved:
+    images (N, C, H, W) as one-frame videos (N, C, 1, H, W), add as (B, C, F or 1)."""
+    _validate(x, num_groups, weight, bias, eps, per_frame, add)
+    if x.dim() == 4:
+        x, per_frame = x.unsqueeze(2), False
+    if add is not None and add.dim() == 2:
+        add = add.unsqueeze(2)
+    return x, num_groups, weight, bias, float(eps), per_frame, add
 
 
 TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={"channels per group": (512, "a group's channels form one tile")})
@@ -312,21 +376,29 @@ DISPATCH = Dispatcher(OP, [
 
 
 def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
-                    eps: float = 1e-5, *, per_frame: bool = False, backend: str = "auto") -> Tensor:
-    """silu(GroupNorm(x)) on a video feature map, fused (TemporalConvLayer, SVD's TemporalResnetBlock).
+                    eps: float = 1e-5, *, per_frame: bool = False, add: Optional[Tensor] = None,
+                    backend: str = "auto") -> Tensor:
+    """silu(GroupNorm(x + add)) on a video feature map or a batch of frames, fused (ResNet blocks:
+    TemporalConvLayer, SVD's TemporalResnetBlock, ResnetBlock2D applied per frame).
 
     Args:
         x: (B, C, F, H, W), contiguous, channels_last_3d or a frame-major view (read in place when
-            H and W are adjacent in memory). fp32, fp16 or bf16 (float64 on the torch/reference backends).
+            H and W are adjacent in memory); or (N, C, H, W) images (N = B*F frames), statistics per
+            image. fp32, fp16 or bf16 (float64 on the torch/reference backends).
         num_groups: G, dividing C.
         weight, bias: optional (C,) affine parameters, dtype of x.
         eps: added to the variance.
         per_frame: statistics over (C/G, H, W) of each frame, as a spatial ResNet applied per frame
             does; default over (C/G, F, H, W) of each sample, as GroupNorm on the 5D tensor does.
+            Ignored for (N, C, H, W) x (each image is its own sample).
+        add: optional value added to x before the statistics, never materialised: (B, C) or
+            (B, C, F) for video x, (N, C) for images; dtype of x. A ResNet's time embedding
+            (``norm2(conv1(h) + temb[:, :, None, None])``).
         backend: "auto" (Triton on CUDA, else eager torch), "triton", "torch" or "reference".
 
     Returns:
-        (B, C, F, H, W) in the memory order of x, dtype of x. Differentiable in x, weight, bias
+        x's shape, in the memory order of x, dtype of x. Differentiable in x, weight, bias and add
         (Triton backward from the saved statistics).
     """
-    return DISPATCH.call(backend, x, num_groups, weight, bias, eps, per_frame)
+    y = DISPATCH.call(backend, x, num_groups, weight, bias, eps, per_frame, add)
+    return y.squeeze(2) if x.dim() == 4 else y

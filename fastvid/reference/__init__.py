@@ -2,6 +2,7 @@
 from . import functional
 from .functional import (
     add_layer_norm,
+    alpha_blend,
     all_frame_attention,
     attention,
     first_frame_attention,
@@ -20,6 +21,5 @@ from .functional import (
     temporal_conv,
     temporal_conv3d,
 )
-from .modules import AddLayerNorm, FrameAttention, GEGLU, PseudoConv3d, RelativePositionBias, SparseCausalAttention
-from .modules import TemporalAttention
-from .modules import TemporalConvBlock, TemporalResBlock
+from .modules import AddLayerNorm, AlphaBlender, FrameAttention, GEGLU, PseudoConv3d, RelativePositionBias
+from .modules import SparseCausalAttention, TemporalAttention, TemporalConvBlock, TemporalResBlock

@@ -210,8 +210,9 @@ class TemporalResBlock(nn.Module):
         self.norm2 = nn.GroupNorm(norm_num_groups, in_dim, eps=eps)
         self.conv2 = nn.Conv3d(in_dim, in_dim, (3, 1, 1), padding=(1, 0, 0))
 
-    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-        return ref.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """silu(norm(x + add)), add a (B, C) time embedding or None."""
+        return ref.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps, add=add)
 
     def conv(self, conv: nn.Conv3d, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return ref.temporal_conv(x, conv.weight[:, :, :, 0, 0], conv.bias, residual=residual, padding=conv.padding[0])
@@ -220,9 +221,25 @@ class TemporalResBlock(nn.Module):
         check_module_input(type(self).__name__, "x", x, self, ranks=(5,), channel_dim=lambda r: 1, channels=self.in_dim,
                            layout="(B, C, F, H, W)")
         h = self.conv(self.conv1, self.norm_silu(self.norm1, x))
+        add = None
         if self.time_emb_proj is not None and temb is not None:
-            h = h + self.time_emb_proj(nn.functional.silu(temb))[:, :, None, None, None]
-        return self.conv(self.conv2, self.norm_silu(self.norm2, h), residual=x)
+            add = self.time_emb_proj(nn.functional.silu(temb))
+        return self.conv(self.conv2, self.norm_silu(self.norm2, h, add), residual=x)
+
+
+class AlphaBlender(nn.Module):
+    """alpha * spatial + (1 - alpha) * temporal with alpha = sigmoid(mix_factor), a learned scalar
+    (diffusers' AlphaBlender "learned", Video LDM's per-layer alpha)."""
+
+    def __init__(self, mix_factor: float = 0.5):
+        super().__init__()
+        self.mix_factor = nn.Parameter(torch.tensor([float(mix_factor)]))
+
+    def alpha(self, spatial: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mix_factor).to(spatial.dtype)
+
+    def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
+        return ref.alpha_blend(spatial, temporal, self.alpha(spatial))
 
 
 class AddLayerNorm(nn.LayerNorm):

@@ -1,0 +1,226 @@
+"""AlphaBlender's mix (SVD's SpatioTemporalResBlock and TransformerSpatioTemporalModel, Video LDM):
+launchers, torch.library ops with autograd, dispatch, public function.
+
+Eager torch runs ``alpha * x_spatial + (1 - alpha) * x_temporal`` as three elementwise kernels (two
+products, one sum) plus ``1 - alpha``: it reads 4 and writes 3 activation-sized tensors. The Triton
+forward reads x_spatial and x_temporal once and writes the output once; the backward reads dout and both
+inputs once, writes both input gradients, and reduces alpha's gradient from per-tile partials.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .. import reference
+from ..dispatch import Backend, Dispatcher
+from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_tensor, fail
+from . import _launch
+from ._library import TritonOp
+
+OUTPUT_LAYOUT = "input"  # the memory order of x_spatial, dense, whichever backend runs
+OP = "alpha_blend"
+MAX_DIMS = 4  # the kernels' (D0, D1, D2, D3) view
+TILE = 4096  # elements per [BLOCK_R, BLOCK_K] tile
+MAX_BLOCK_K = 1024
+
+
+class _View:
+    """The tensors' common (D0, D1, D2, D3) view: their dims in the output's memory order, size-1 dims
+    dropped, adjacent dims merged where every operand's strides allow; ``None`` dims when more than four
+    remain. ``alpha_dims`` says which of D0..D2 alpha varies along (it never varies along D3)."""
+
+    def __init__(self, out: Tensor, *operands: Tensor, alpha: Tensor):
+        expanded = alpha.expand(out.shape)
+        tensors = (out, *operands, expanded)
+        dims = [d for d in _launch.dim_order(out) if out.shape[d] > 1]
+        sizes: List[int] = []
+        strides: List[List[int]] = []
+        for d in dims:
+            here = [t.stride(d) for t in tensors]
+            if sizes and all(s == h * out.shape[d] for s, h in zip(strides[-1], here)):
+                sizes[-1] *= out.shape[d]
+                strides[-1] = here
+            else:
+                sizes.append(out.shape[d])
+                strides.append(here)
+        self.ok = len(sizes) <= MAX_DIMS and (not sizes or strides[-1][-1] == 0)
+        pad = MAX_DIMS - len(sizes)
+        self.sizes = [1] * pad + sizes
+        self.strides = [[0] * len(tensors)] * pad + strides
+        self.n_rows = self.sizes[0] * self.sizes[1] * self.sizes[2]
+        self.block_k = min(_launch.next_pow2(self.sizes[3]), MAX_BLOCK_K)
+        self.block_r = min(_launch.next_pow2(self.n_rows), max(1, TILE // self.block_k))
+        self.n_k_blocks = _launch.cdiv(self.sizes[3], self.block_k)
+        self.grid = (_launch.cdiv(self.n_rows, self.block_r) * self.n_k_blocks,)
+
+    def operand_strides(self, i: int) -> Tuple[int, ...]:
+        """(D0, D1, D2, D3) strides of operand i (0: out, then the operands, last: alpha)."""
+        return tuple(s[i] for s in self.strides)
+
+    def reason(self) -> Optional[str]:
+        if self.ok:
+            return None
+        return ("alpha varies along the innermost dim of x, or x's layout needs more than four strided dims "
+                "(the kernel reads a (D0, D1, D2, D3) view with alpha constant along D3)")
+
+
+def _out_like(x: Tensor) -> Tensor:
+    return _launch.empty_in_order(x.shape, _launch.dim_order(x), dtype=x.dtype, device=x.device)
+
+
+@torch.library.custom_op("fastvid::alpha_blend_fwd", mutates_args=())
+def alpha_blend_fwd(x_spatial: Tensor, x_temporal: Tensor, alpha: Tensor) -> Tensor:
+    """Triton forward: alpha * x_spatial + (1 - alpha) * x_temporal, in x_spatial's memory order."""
+    from ..kernels.alpha_blend import alpha_blend_fwd_kernel
+
+    out = _out_like(x_spatial)
+    if out.numel() == 0:
+        return out
+    view = _View(out, x_spatial, x_temporal, alpha=alpha)
+    d0, d1, d2, d3 = view.sizes
+    alpha_blend_fwd_kernel[view.grid](
+        x_spatial, x_temporal, alpha, out, *view.operand_strides(1), *view.operand_strides(2),
+        *view.operand_strides(0), *view.operand_strides(3)[:3], view.n_rows, d1, d2, d3, view.n_k_blocks,
+        BLOCK_R=view.block_r, BLOCK_K=view.block_k, num_warps=4,
+    )
+    return out
+
+
+@alpha_blend_fwd.register_fake
+def _(x_spatial, x_temporal, alpha):
+    return _out_like(x_spatial)
+
+
+@torch.library.custom_op("fastvid::alpha_blend_bwd", mutates_args=())
+def alpha_blend_bwd(dout: Tensor, x_spatial: Tensor, x_temporal: Tensor, alpha: Tensor) -> List[Tensor]:
+    """Triton backward: [dx_spatial, dx_temporal] (in x_spatial's memory order) and dalpha (alpha's shape)."""
+    from ..kernels.alpha_blend import alpha_blend_bwd_kernel
+
+    dxs, dxt = _out_like(x_spatial), _out_like(x_spatial)
+    if dxs.numel() == 0:
+        return [dxs, dxt, torch.zeros_like(alpha)]
+    view = _View(dxs, dout, x_spatial, x_temporal, alpha=alpha)
+    if not view.ok:  # dout in a layout of its own: read it in the inputs' order
+        dout = _out_like(x_spatial).copy_(dout)
+        view = _View(dxs, dout, x_spatial, x_temporal, alpha=alpha)
+    d0, d1, d2, d3 = view.sizes
+    part = torch.empty(view.n_rows, view.n_k_blocks, dtype=torch.float32, device=dout.device)
+    alpha_blend_bwd_kernel[view.grid](
+        dout, x_spatial, x_temporal, alpha, dxs, dxt, part, *view.operand_strides(1), *view.operand_strides(2),
+        *view.operand_strides(3), *view.operand_strides(0), *view.operand_strides(4)[:3],
+        view.n_rows, d1, d2, d3, view.n_k_blocks, BLOCK_R=view.block_r, BLOCK_K=view.block_k, num_warps=4,
+    )
+    return [dxs, dxt, _alpha_grad(view, part, alpha)]
+
+
+def _alpha_grad(view: _View, part: Tensor, alpha: Tensor) -> Tensor:
+    """Sums the (rows, column blocks) partials over the columns and over the dims alpha is broadcast
+    along, and places each sum at the alpha element it belongs to."""
+    alpha_strides = view.operand_strides(len(view.strides[0]) - 1)[:3]
+    per_row = part.sum(1).view(view.sizes[:3])
+    kept = [d for d in range(3) if alpha_strides[d] != 0]
+    summed = per_row.sum([d for d in range(3) if d not in kept]) if len(kept) < 3 else per_row
+    grad = torch.zeros(alpha.numel(), dtype=torch.float32, device=alpha.device)
+    grad.as_strided([view.sizes[d] for d in kept], [alpha_strides[d] for d in kept]).copy_(summed)
+    return grad.view(alpha.shape).to(alpha.dtype)
+
+
+@alpha_blend_bwd.register_fake
+def _(dout, x_spatial, x_temporal, alpha):
+    return [_out_like(x_spatial), _out_like(x_spatial), alpha.new_empty(alpha.shape)]
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, dout):
+    x_spatial, x_temporal, alpha = ctx.saved_tensors
+    dxs, dxt, dalpha = _bwd_op(dout, x_spatial, x_temporal, alpha)
+    return tuple(g if need else None for g, need in zip((dxs, dxt, dalpha), ctx.needs_input_grad))
+
+
+_fwd_op, _bwd_op = TritonOp(alpha_blend_fwd), TritonOp(alpha_blend_bwd)
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- backends (alpha contiguous, see _backend_arguments) ---------------------------------------
+
+def _run_triton(x_spatial, x_temporal, alpha):
+    return _fwd_op(x_spatial, x_temporal, alpha)
+
+
+def _triton_reason(x_spatial, x_temporal, alpha):
+    why = _launch.triton_reason(x_spatial, x_temporal, alpha) or _launch.dtype_reason(x_spatial)
+    if why:
+        return why
+    return _View(x_spatial, x_spatial, x_temporal, alpha=alpha).reason()
+
+
+def _in_order_of(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` in x's memory order, dense (a copy only when it is not already), as the kernel writes it."""
+    laid = _out_like(x)
+    return out if laid.stride() == out.stride() else laid.copy_(out)
+
+
+def _run_torch(x_spatial, x_temporal, alpha):
+    return _in_order_of(alpha * x_spatial + (1.0 - alpha) * x_temporal, x_spatial)
+
+
+def _run_reference(x_spatial, x_temporal, alpha):
+    return _in_order_of(reference.alpha_blend(x_spatial, x_temporal, alpha), x_spatial)
+
+
+def _validate(x_spatial, x_temporal, alpha):
+    dtypes = FLOAT_DTYPES + (torch.float64,)
+    check_tensor(OP, "x_spatial", x_spatial, dtypes=dtypes)
+    check_tensor(OP, "x_temporal", x_temporal, dtypes=dtypes)
+    check_tensor(OP, "alpha", alpha, dtypes=dtypes)
+    if x_temporal.dim() != x_spatial.dim():
+        fail(OP, "x_temporal", f"has rank {x_temporal.dim()}", f"rank {x_spatial.dim()}, that of 'x_spatial'")
+    if x_temporal.shape != x_spatial.shape:
+        fail(OP, "x_spatial", f"has shape {tuple(x_spatial.shape)}",
+             f"the shape of 'x_temporal' {tuple(x_temporal.shape)}")
+    try:
+        fits = torch.broadcast_shapes(alpha.shape, x_spatial.shape) == x_spatial.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        fail(OP, "alpha", f"has shape {tuple(alpha.shape)}",
+             f"a shape that broadcasts to x's {tuple(x_spatial.shape)} (one value, or one per sample/frame)")
+    check_same_dtype(OP, x_temporal=x_temporal, x_spatial=x_spatial, alpha=alpha)
+    check_same_device(OP, x_temporal=x_temporal, x_spatial=x_spatial, alpha=alpha)
+
+
+def _backend_arguments(x_spatial, x_temporal, alpha):
+    """The public function's arguments validated; alpha made contiguous (it is tiny; its gradient is
+    placed through its strides)."""
+    _validate(x_spatial, x_temporal, alpha)
+    return x_spatial, x_temporal, alpha.contiguous()
+
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
+], arguments=_backend_arguments)
+
+
+def alpha_blend(x_spatial: Tensor, x_temporal: Tensor, alpha: Tensor, *, backend: str = "auto") -> Tensor:
+    """``alpha * x_spatial + (1 - alpha) * x_temporal`` in one pass (diffusers' AlphaBlender, after its
+    ``get_alpha``): SVD mixes every spatial layer's output with its temporal layer's this way.
+
+    Args:
+        x_spatial, x_temporal: the same shape, any rank and strides (e.g. (B, C, F, H, W) frame-major
+            views, (B*F, N, C) tokens). fp32, fp16 or bf16 (float64 on the torch/reference backends).
+        alpha: broadcastable to x's shape, dtype of x: one value ((1,), ``sigmoid(mix_factor)``) or one
+            per sample and frame ((B, 1, F, 1, 1) or (B*F, 1, 1), "learned_with_images").
+        backend: "auto" (Triton on CUDA, else eager torch), "triton", "torch" or "reference".
+
+    Returns:
+        x's shape, in x_spatial's memory order, dtype of x. Differentiable in x_spatial, x_temporal and
+        alpha (so in mix_factor through the torch ops that made alpha).
+    """
+    return DISPATCH(backend, *_backend_arguments(x_spatial, x_temporal, alpha))
