@@ -40,19 +40,22 @@ def _inputs(shape, dtype, device, layout, requires_grad):
     return [t.requires_grad_(requires_grad) for t in (x, weight, bias)]
 
 
+def compile_peer(fn):
+    """``fn`` under torch.compile, one specialisation per (shape, layout, grad mode): dynamo's recompile
+    limits raised above their default of 8."""
+    for limit in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
+                  "accumulated_recompile_limit"):
+        if hasattr(torch._dynamo.config, limit):
+            setattr(torch._dynamo.config, limit, max(256, getattr(torch._dynamo.config, limit)))
+    return torch.compile(fn, dynamic=False)
+
+
 def workloads(groups, compile_peers):
     """(provider, run, layout of its inputs)."""
     def eager(x, w, b):
         return Fn.silu(Fn.group_norm(x, groups, w, b, 1e-5))
 
-    compiled = None
-    if compile_peers:
-        # One specialisation per (shape, layout, grad mode): more than dynamo's default of 8.
-        for limit in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
-                      "accumulated_recompile_limit"):
-            if hasattr(torch._dynamo.config, limit):
-                setattr(torch._dynamo.config, limit, max(256, getattr(torch._dynamo.config, limit)))
-        compiled = torch.compile(eager, dynamic=False)
+    compiled = compile_peer(eager) if compile_peers else None
     for layout in LAYOUTS:
         suffix = "" if layout == "contiguous" else "-cl3d"
         yield harness.Workload(f"fastvid{suffix}", lambda x, w, b: fastvid.group_norm_silu(x, groups, w, b)), layout

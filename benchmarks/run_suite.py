@@ -124,7 +124,9 @@ QUICK = {
     "frame_attention": [("t2vzero-64x64", "first"), ("modelscope-32x32-c320", "first"), ("latte-16x16", "first")],
     "temporal_conv": [("c320-32x32", ""), ("c640-64x64", "")],
     "group_norm_silu": [("c320-32x32", "")],
+    "geglu": [("svd-72x128-c320", "")],
 }
+QUICK_NO_COMPILE = ("geglu",)  # its --quick case leaves the torch.compile peer to --rest (the quick budget)
 QUICK_MODES = "fwd,fwd+bwd"
 FRAMES = ("first", "sparse_causal", "self", "all")  # bench_frame_attention.FRAMES
 
@@ -133,13 +135,14 @@ FRAMES = ("first", "sparse_causal", "self", "all")  # bench_frame_attention.FRAM
 # profile the kernels each provider launched. Per Triton compile (a launch config; autotuned kernels
 # compile and time every config): 0.5-0.9 s. Per torch.compile graph (one per shape and mode): ~6 s.
 PLAN_STARTUP_S = 20.0  # imports, CUDA context, the copy/matmul ceilings
-PLAN_ROW_S = {"temporal_attention": 0.35, "frame_attention": 0.35, "temporal_conv": 0.6, "group_norm_silu": 0.6}
+PLAN_ROW_S = {"temporal_attention": 0.35, "frame_attention": 0.35, "temporal_conv": 0.6, "group_norm_silu": 0.6,
+              "geglu": 0.6}
 PLAN_COMPILE_S = 0.9
 PLAN_TORCH_COMPILE_S = 6.0
 PLAN_CHECK_S = 1.0  # one correctness case: kernel, reference, float64 gold, gradients
 # Providers per (shape, mode) on CUDA (benchmarks/bench_<op>.py), and how many of them are torch.compile peers.
-PLAN_PROVIDERS = {"temporal_attention": 8, "frame_attention": 10, "temporal_conv": 5, "group_norm_silu": 6}
-PLAN_COMPILED = {"temporal_attention": 1, "frame_attention": 1, "temporal_conv": 0, "group_norm_silu": 2}
+PLAN_PROVIDERS = {"temporal_attention": 8, "frame_attention": 10, "temporal_conv": 5, "group_norm_silu": 6, "geglu": 3}
+PLAN_COMPILED = {"temporal_attention": 1, "frame_attention": 1, "temporal_conv": 0, "group_norm_silu": 2, "geglu": 1}
 DEFAULT_MODES = {"frame_attention": "fwd,fwd+bwd"}  # the others: harness.MODES
 # Default --budget of each part: --quick and --rest each fit in a run of under 10 minutes.
 QUICK_BUDGET_S, REST_BUDGET_S = 230.0, 420.0
@@ -157,12 +160,14 @@ def all_cases(op, device) -> List[Case]:
 
 
 def quick_cases(op, device) -> List[Case]:
-    """QUICK on CUDA (the first case of each op with the torch.compile peers); else the first shape."""
+    """QUICK on CUDA (the first case of each op with the torch.compile peers, unless QUICK_NO_COMPILE); else
+    the first shape."""
     if device == "cuda" and op in QUICK:
         picked = QUICK[op]
     else:
         picked = [(next(iter(_case_shapes(op, device))), "first" if op == "frame_attention" else "")]
-    return [Case(op, name, frames, compile_peers=i == 0) for i, (name, frames) in enumerate(picked)]
+    compiled = device != "cuda" or op not in QUICK_NO_COMPILE
+    return [Case(op, name, frames, compile_peers=i == 0 and compiled) for i, (name, frames) in enumerate(picked)]
 
 
 def rest_cases(op, device) -> List[Case]:

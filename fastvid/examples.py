@@ -13,11 +13,14 @@ H * W at the layer's resolution.
 - Latte / Open-Sora style DiT: 16 frames of 32x32 latents, patch 2 -> 256 tokens per frame, hidden 1152,
   16 heads of 72.
 - Text2Video-Zero / ControlVideo (Stable Diffusion 1.5): 8 frames, 512x512 -> 64x64 latents, 8 heads of 40.
+
+GEGLU shapes are (B * F, N, inner): the feed-forward of a transformer block at a UNet level with C
+channels has inner = 4 * C and reads a (B * F, N, 2 * inner) projection output (CFG batch 2).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -50,10 +53,18 @@ VIDEO_SHAPES: Shapes = {  # name: (B, C, F, H, W), the temporal conv's and Group
     "c1280-64x64": (1, 1280, 16, 64, 64),
 }
 
+GEGLU_SHAPES: Shapes = {  # name: (B * F, N, inner)
+    "svd-72x128-c320": (2 * 14, 72 * 128, 4 * 320),
+    "svd-36x64-c640": (2 * 14, 36 * 64, 4 * 640),
+    "svd-18x32-c1280": (2 * 14, 18 * 32, 4 * 1280),
+    "modelscope-32x32-c320": (2 * 16, 32 * 32, 4 * 320),
+}
+
 # Tiny stand-ins for CPU runs of the same scripts (harness checks only, not speed).
 CPU_TEMPORAL_ATTENTION_SHAPES: Shapes = {"tiny": (1, 8, 64, 2, 32), "odd": (1, 13, 37, 3, 24)}
 CPU_FRAME_ATTENTION_SHAPES: Shapes = {"tiny": (1, 4, 64, 2, 32), "odd": (1, 5, 37, 3, 40)}
 CPU_VIDEO_SHAPES: Shapes = {"tiny": (1, 16, 8, 8, 8), "odd": (1, 20, 7, 5, 9)}
+CPU_GEGLU_SHAPES: Shapes = {"tiny": (2, 64, 64), "odd": (3, 13, 77)}
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,8 @@ class Examples:
     for attention, the video's height otherwise); ``call(fn, inputs)`` calls ``fastvid.<op>`` or
     ``fastvid.reference.<op>`` on them with ``kwargs`` (every argument by name, so both take the same call).
     ``main`` is the first tensor argument, ``other`` a second one whose dim ``other_dim`` is checked
-    against ``main`` (bad-input tests). ``corners()`` lists dispatcher argument tuples (the op's
+    against ``main`` (bad-input tests; None for an op of one tensor, whose ``main`` is then checked at
+    ``other_dim``). ``corners()`` lists dispatcher argument tuples (the op's
     ``DISPATCH`` argument order) covering the support matrix: dtypes, optional inputs, sizes past a
     backend's limits. ``checks(device, dtype)`` lists (case name, inputs, keyword arguments) at odd sizes,
     each with a non-contiguous input: the benchmark suite's correctness step (``fastvid.testing`` rule).
@@ -72,7 +84,7 @@ class Examples:
     make: Callable[..., Dict[str, Tensor]]
     kwargs: Dict[str, object]
     main: str
-    other: str
+    other: Optional[str]
     other_dim: int
     corners: Callable[[], List[tuple]]
     checks: Callable[[str, torch.dtype], List[Check]]
@@ -119,6 +131,10 @@ def _group_norm_silu(batch, n, device="cpu", dtype=torch.float32):
     return dict(x=_randn(batch, 4, 3, n, 2, **r), weight=_randn(4, **r), bias=_randn(4, **r))
 
 
+def _geglu(batch, n, device="cpu", dtype=torch.float32):
+    return dict(proj_out=_randn(batch, n, 10, device=device, dtype=dtype))
+
+
 def temporal_attention_args(frames=5, dtype=torch.float32, bias=True):
     """Dispatcher arguments (q, k, v, bias, causal, scale)."""
     q, k, v = (_randn(1, frames, 3, 2, 8, dtype=dtype) for _ in range(3))
@@ -145,6 +161,11 @@ def group_norm_silu_args(dtype=torch.float32, groups=2, affine=True, per_frame=F
     x = _randn(1, channels, 3, 2, 3, dtype=dtype)
     w, b = (_randn(channels, dtype=dtype) if affine else None for _ in range(2))
     return (x, groups, w, b, 1e-5, per_frame)
+
+
+def geglu_args(dtype=torch.float32, approximate="none"):
+    """Dispatcher arguments (proj_out, approximate)."""
+    return (_randn(2, 3, 14, dtype=dtype), approximate)
 
 
 def _temporal_attention_checks(device, dtype) -> List[Check]:
@@ -178,6 +199,12 @@ def _group_norm_silu_checks(device, dtype) -> List[Check]:
             for per_frame in (False, True)]
 
 
+def _geglu_checks(device, dtype) -> List[Check]:
+    proj_out = _randn(3, 13, 2 * 77 + 6, device=device, dtype=dtype)[..., 3:-3]  # a slice of a wider last dim
+    return [(f"inner 77, approximate={approximate}, proj_out a slice", dict(proj_out=proj_out),
+             dict(approximate=approximate)) for approximate in ("none", "tanh")]
+
+
 EXAMPLES: Dict[str, Examples] = {
     "temporal_attention": Examples(
         _temporal_attention, dict(causal=True), main="q", other="k", other_dim=-1,
@@ -207,4 +234,9 @@ EXAMPLES: Dict[str, Examples] = {
                          group_norm_silu_args(groups=1, affine=False, channels_per_group=1024)],  # past one tile
         checks=_group_norm_silu_checks,
         benchmark_shapes=VIDEO_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
+    "geglu": Examples(  # one tensor: the shape check is an odd last dim of proj_out (no halves)
+        _geglu, {}, main="proj_out", other=None, other_dim=-1,
+        corners=lambda: [geglu_args(), geglu_args(dtype=torch.float64), geglu_args(torch.float16, "tanh")],
+        checks=_geglu_checks,
+        benchmark_shapes=GEGLU_SHAPES, cpu_shapes=CPU_GEGLU_SHAPES),
 }

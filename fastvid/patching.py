@@ -1,10 +1,9 @@
 """``patch()``: swap the fastvid.reference modules of a model for their fastvid.nn twins, in place.
 
 A twin subclasses its reference class, adds no parameters or buffers and names its
-``patch_kind`` ("temporal_attention", "frame_attention" or "conv"). Swapping sets
-``module.__class__`` to the twin, so weights, hooks and devices stay as they are, and
-``unpatch()`` sets it back. diffusers models and pipelines go through
-``fastvid.integrations.diffusers``.
+``patch_kind`` (one of :data:`KINDS`). Swapping sets ``module.__class__`` to the twin, so weights,
+hooks and devices stay as they are, and ``unpatch()`` sets it back. diffusers models and pipelines
+go through ``fastvid.integrations.diffusers``.
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from torch import nn
 from .dispatch import BACKEND_NAMES
 from .validation import check_choice, fail
 
-KINDS = ("temporal_attention", "frame_attention", "conv")
+KINDS = ("temporal_attention", "frame_attention", "conv", "feed_forward")
 _ORIGINAL = "_fastvid_original_class"
 _SET_BACKEND = "_fastvid_set_backend"
 
@@ -133,23 +132,25 @@ def _is_diffusers(model) -> bool:
 
 
 def patch(model, *, temporal_attention: bool = True, frame_attention: bool = True, conv: bool = True,
-          backend: str = "auto") -> PatchReport:
+          feed_forward: bool = True, backend: str = "auto") -> PatchReport:
     """Swaps every fastvid.reference module of ``model`` for its fastvid.nn twin, in place.
 
-    Each enabled kind ("temporal_attention", "frame_attention", "conv") is swapped; modules of a
-    disabled kind, or with no twin, are reported as skipped with the reason. ``backend`` ("auto",
+    Each enabled kind ("temporal_attention", "frame_attention", "conv", "feed_forward": GEGLU's fused
+    activation) is swapped; modules of a disabled kind, or with no twin, are reported as skipped with the
+    reason. ``backend`` ("auto",
     "triton", "torch", "reference") is stored on each swapped module. A diffusers model or
     pipeline is patched through ``fastvid.integrations.diffusers``. Returns a :class:`PatchReport`.
     Raises FastvidInputError, naming the layers fastvid patches, for a model that has none of them.
     """
     check_choice("patch", "backend", backend, BACKEND_NAMES)
-    enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv}
+    enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv,
+               "feed_forward": feed_forward}
     report = PatchReport()
     if _is_diffusers(model):
         from .integrations.diffusers import patch_diffusers
 
         patch_diffusers(model, report, temporal_attention=temporal_attention, frame_attention=frame_attention,
-                        conv=conv, backend=backend)
+                        conv=conv, feed_forward=feed_forward, backend=backend)
         return report
     if not isinstance(model, nn.Module):
         fail("patch", "model", f"is a {type(model).__name__}", "a torch.nn.Module or a diffusers model or pipeline")

@@ -19,7 +19,7 @@ import torch
 from . import cost, nn, reference
 from .dispatch import Dispatcher
 from .examples import EXAMPLES, Examples, Shapes
-from .ops import frame_attention, group_norm_silu, temporal_attention, temporal_conv
+from .ops import frame_attention, geglu, group_norm_silu, temporal_attention, temporal_conv
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,15 @@ def _group_norm_silu_cost(x, weight, bias, num_groups, eps, per_frame):
     return 0, cost.io_bytes(x, weight, bias) + cost.new_bytes(x.shape, x.dtype) + cost.new_bytes(stats, torch.float32)
 
 
+def _geglu_cost(proj_out, approximate):
+    """(..., 2 * inner) -> (..., inner): reads both halves, writes one; elementwise, no counted FLOPs."""
+    return 0, cost.io_bytes(proj_out) + cost.new_bytes((*proj_out.shape[:-1], proj_out.shape[-1] // 2), proj_out.dtype)
+
+
 OPS: Dict[str, OpSpec] = {row.name: row for row in (
     _row(temporal_attention, (nn.TemporalAttention,), _temporal_attention_cost),
     _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), _frame_attention_cost),
     _row(temporal_conv, (nn.PseudoConv3d, nn.TemporalConvBlock), _temporal_conv_cost),
     _row(group_norm_silu, (nn.TemporalConvBlock,), _group_norm_silu_cost),
+    _row(geglu, (nn.GEGLU,), _geglu_cost),
 )}

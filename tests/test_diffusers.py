@@ -28,10 +28,10 @@ from fastvid.integrations import diffusers as fd  # noqa: E402
 
 BACKENDS = ["torch", "triton"]  # "triton" runs under the interpreter on CPU
 # Whole models run on every backend; under the interpreter they swap attention only (group_norm_silu
-# costs seconds a call there): the conv swaps run under the interpreter module by module in
-# test_conv_modules_match_diffusers.
+# costs seconds a call there, geglu tenths): the conv swaps run under the interpreter module by module in
+# test_conv_modules_match_diffusers, the GEGLU swap in tests/test_geglu.py.
 WHOLE_MODEL = {"auto": {"backend": "auto"}, "torch": {"backend": "torch"}, "reference": {"backend": "reference"},
-               "triton": {"backend": "triton", "conv": False}}
+               "triton": {"backend": "triton", "conv": False, "feed_forward": False}}
 
 try:  # Text2Video-Zero's module imports transformers (part of the fastvid[diffusers] extra)
     from diffusers.pipelines import TextToVideoZeroPipeline
@@ -273,8 +273,9 @@ def test_first_frame_processor_hands_cross_attention_to_diffusers():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_text2video_zero_unet_patched_matches_diffusers(backend):
     model = unet2d(CrossFrameAttnProcessor2_0(batch_size=2))
-    report = check_patched_matches(model, unet2d_inputs(), backend=backend)
-    assert kinds(report) == {"frame_attention": 8}  # every self- and cross-attention; cross ones delegate
+    report = check_patched_matches(model, unet2d_inputs(), **WHOLE_MODEL[backend])
+    geglus = {"feed_forward": len(feed_forward_modules(model))} if WHOLE_MODEL[backend].get("feed_forward", 1) else {}
+    assert kinds(report) == {"frame_attention": 8, **geglus}  # every self- and cross-attention; cross ones delegate
     fd.unpatch_diffusers(model)
     assert all(type(p) is CrossFrameAttnProcessor2_0 for p in model.attn_processors.values())
 
@@ -361,7 +362,7 @@ def test_custom_processors_are_left_alone_and_reported():
 
 def test_disabled_kinds_are_not_swapped():
     model = unet3d()
-    report = patch(model, temporal_attention=False, conv=False)
+    report = patch(model, temporal_attention=False, conv=False, feed_forward=False)
     assert report.total == 0
     assert all(not isinstance(p, fd.TemporalAttnProcessor) for p in model.attn_processors.values())
 
@@ -404,6 +405,11 @@ MODELS = [(unet3d, unet3d_inputs), (svd, svd_inputs)]
 
 def conv_modules(model):
     return sorted(name for name, m in model.named_modules() if type(m) in fd.ORIGINAL_CLASS and m.patch_kind == "conv")
+
+
+def feed_forward_modules(model):
+    """Every diffusers GEGLU, swapped or not."""
+    return sorted(name for name, m in model.named_modules() if isinstance(m, fd.GEGLU))
 
 
 @pytest.mark.parametrize("make, inputs", MODELS)
@@ -644,4 +650,5 @@ def test_i2vgenxl_temporal_layers_patched_match_diffusers():
               torch.randn(1, 32, device=DEVICE), torch.randn(1, 5, 32, device=DEVICE))
     report = check_patched_matches(model, inputs, backend="torch")
     assert "image_latents_temporal_encoder.attn1" in report.swapped["temporal_attention"]
-    assert kinds(report) == {"temporal_attention": 5 * 2 + 5 + 1, "conv": len(conv_modules(model))}
+    assert kinds(report) == {"temporal_attention": 5 * 2 + 5 + 1, "conv": len(conv_modules(model)),
+                             "feed_forward": len(feed_forward_modules(model))}

@@ -5,7 +5,7 @@ import torch
 
 import fastvid
 from fastvid.dispatch import BackendUnsupportedError, dispatchers
-from fastvid.examples import group_norm_silu_args, temporal_attention_args, temporal_conv_args
+from fastvid.examples import geglu_args, group_norm_silu_args, temporal_attention_args, temporal_conv_args
 from fastvid.registry import OPS
 
 # op name -> dispatcher argument tuples covering the matrix's corners (the registry's examples).
@@ -48,7 +48,7 @@ def test_explain_takes_the_public_arguments_with_their_defaults():
     q, k, v, _, _, _ = temporal_attention_args()
     x, groups, *_ = group_norm_silu_args()
     calls = {"temporal_attention": (q, k, v), "frame_attention": (q, k, v), "group_norm_silu": (x, groups),
-             "temporal_conv": temporal_conv_args()[:2]}
+             "temporal_conv": temporal_conv_args()[:2], "geglu": geglu_args()[:1]}
     for op, args in calls.items():
         reasons = dispatchers()[op].explain(*args)
         assert set(reasons) == {"triton", "torch", "reference"} and reasons["torch"] is None, op

@@ -7,7 +7,9 @@ autotune config the autotuner's own pruning keeps at the shape):
   whole instruction mix must;
 - no loop issues a 16-bit (or 8-bit) scalar global load, for head_dim 40, 64, 72, 80, 128 and
   GroupNorm channels per group 10, 20, 40;
-- no config a launcher or autotuner can pick spills registers.
+- no config a launcher or autotuner can pick spills registers;
+- GEGLU (no loop: the whole kernel is the hot path) moves every element in 128-bit loads and stores at
+  the feed-forward widths of the real models (inner = 4 * C, a multiple of 16).
 
 A case that fails on today's kernels is marked ``xfail(strict=True)`` with the reason: when a fix lands it
 passes, the strict mark turns that into a failure, and the mark is removed (PENDING): the temporal attention
@@ -37,6 +39,7 @@ ATTENTION = {
 }
 GROUP_NORM = {10: "c320-32x32", 20: "c640-32x32", 40: "c1280-32x32"}  # channels per group: C / 32 groups
 CONV = ("c320-32x32", "c1280-32x32")
+GEGLU = ("svd-72x128-c320", "svd-18x32-c1280")
 # Temporal attention's backward holds whole F x head_dim tiles: the tile heuristic's other branches, outside
 # the benchmark shapes (two warps per position, one position per program at F 17..64, 8 unaligned frames).
 TEMPORAL_SWEEP = ("2x8x1024x8x72", "2x8x1024x8x128", "2x24x1024x8x72", "2x32x1024x8x128", "2x64x1024x8x40",
@@ -50,7 +53,7 @@ if tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 9):
     PENDING[("temporal_attention", "2x24x1024x8x72")] = "temporal attention backward at F 24 x head_dim 72 spills 20/20"
 CASES = ([(op, shape) for op, dims in ATTENTION.items() for shape in dims.values()]
          + [("group_norm_silu", shape) for shape in GROUP_NORM.values()] + [("temporal_conv", s) for s in CONV]
-         + [("temporal_attention", s) for s in TEMPORAL_SWEEP])
+         + [("temporal_attention", s) for s in TEMPORAL_SWEEP] + [("geglu", s) for s in GEGLU])
 
 _SCRIPT = """
 import json, sys
@@ -118,7 +121,15 @@ def test_no_sub_32_bit_global_load_in_any_loop(analyses, op, shape):
     assert not scalar, f"{op} {shape}: 8/16-bit global loads in loops (bits: count) {scalar}"
 
 
-# Checked under Triton 3.9 (ptxas 13.4) and 3.6 (ptxas 12.8, the Triton of the committed GPU runs): autotune configs that spill
+@pytest.mark.parametrize("shape", GEGLU)
+def test_geglu_moves_every_element_in_128_bit_accesses(analyses, shape):
+    narrow = {_label(k): (k["whole"]["global_loads"], k["whole"]["global_stores"])
+              for k in _kernels(analyses, "geglu", shape)
+              if set(k["whole"]["global_loads"]) | set(k["whole"]["global_stores"]) != {"128"}}
+    assert not narrow, f"geglu {shape}: global accesses narrower than 128 bits (bits: count) {narrow}"
+
+
+# Checked under Triton 3.9 (ptxas 13.4) and 3.6 (ptxas 12.8, the GPU machine's): autotune configs that spill
 # under either are pruned (frame attention), the temporal attention tiles keep clear of both.
 @pytest.mark.parametrize("op, shape", [pytest.param(op, s, id=f"{op}-{s}",
                                                     marks=_pending(PENDING[(op, s)]) if (op, s) in PENDING else ())

@@ -1,6 +1,7 @@
 """Property-based checks: hypothesis draws shapes, strides, dtypes and flags and compares every
 backend with the reference. Failing cases that hypothesis shrinks are kept below as explicit
 regression examples (@example)."""
+import pytest
 import torch
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -106,3 +107,18 @@ def test_group_norm_silu_property(batch, groups, per_group, frames, height, widt
         x, groups, w, b, per_frame=per_frame, backend=backend)
     ref = lambda x, w=None, b=None: reference.group_norm_silu(x, groups, w, b, per_frame=per_frame)  # noqa: E731
     check_against_reference("property", fn, ref, [x, w, b] if affine else [x], dtype)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy under the interpreter: exp2 overflows to inf (then 0)
+@SETTINGS
+@given(
+    rows=st.integers(1, 9), tokens=st.integers(1, 7), inner=st.integers(1, 40), pad=st.integers(0, 3),
+    dtype=st.sampled_from([torch.float32, torch.float16]), approximate=st.sampled_from(["none", "tanh"]),
+    perm=st.permutations(range(3)), backend=st.sampled_from(["triton", "torch"]),
+)
+def test_geglu_property(rows, tokens, inner, pad, dtype, approximate, perm, backend):
+    # Any memory order, the last dim a slice of a wider one (pad columns on each side).
+    wide = _strided((rows, tokens, 2 * inner + 2 * pad), dtype, list(perm)) * 3
+    proj_out = wide[..., pad:pad + 2 * inner]
+    fn = lambda p: fastvid.geglu(p, approximate=approximate, backend=backend)  # noqa: E731
+    check_against_reference("property", fn, lambda p: reference.geglu(p, approximate=approximate), [proj_out], dtype)

@@ -4,7 +4,7 @@ registered custom op; torch.compile over all ops together; CUDA-graph capture of
 arithmetic at SVD scale and int64 offsets for the convolution and the normalisation."""
 import copy
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 import torch
@@ -24,13 +24,14 @@ BACKENDS = ["triton", "torch", "reference"]
 class OpCase:
     """``make(batch, n)`` returns the named tensor inputs (n: tokens, or the height of a video);
     ``call(inputs, backend)`` runs the public op, ``ref(inputs)`` the plain-torch reference.
-    ``main`` is the first tensor argument, ``other`` a second one (for device and shape mismatches).
+    ``main`` is the first tensor argument, ``other`` a second one (for device and shape mismatches;
+    None for an op of one tensor, whose shape check is then on ``main``'s ``other_dim``).
     Built from the registry's example inputs of the op."""
     make: Callable[[int, int], Dict[str, torch.Tensor]]
     call: Callable
     ref: Callable
     main: str
-    other: str
+    other: Optional[str]
     other_dim: int = -1  # a dim of ``other`` whose size is checked first
 
 
@@ -150,12 +151,16 @@ def test_frame_attention_nan_and_inf_like_the_reference_in_every_mode(frames, ba
 
 
 def _bad_inputs(case: OpCase):
-    """(name, inputs transform, message) for each kind of bad input, built from the table."""
+    """(name, inputs transform, message) for each kind of bad input, built from the table: an op of
+    one tensor has no device mismatch, and a rank it accepts whatever it is."""
     main, other = case.main, case.other
 
     def swap(name, fn):
         return lambda a: {**a, name: fn(a[name])}
 
+    if other is None:
+        return [("dtype", swap(main, lambda t: t.long()), rf"argument '{main}' has dtype int64"),
+                ("shape", swap(main, lambda t: t.narrow(case.other_dim, 0, 1)), rf"argument '{main}' has shape")]
     return [
         ("rank", swap(main, lambda t: t[0]), rf"argument '{main}' has rank {{}}"),
         ("dtype", swap(main, lambda t: t.long()), rf"argument '{main}' has dtype int64"),
@@ -172,8 +177,7 @@ def test_attention_head_dim_limit_names_the_argument(op):
         getattr(fastvid, op)(q, q, q)
 
 
-@pytest.mark.parametrize("kind", ["rank", "dtype", "device", "shape"])
-@pytest.mark.parametrize("op", sorted(OPS))
+@pytest.mark.parametrize("op, kind", [(op, c[0]) for op in sorted(OPS) for c in _bad_inputs(OPS[op])])
 def test_bad_input_names_the_argument(op, kind):
     case = OPS[op]
     inputs = case.make(1, 3)
@@ -269,6 +273,8 @@ MODULES: Dict[str, ModuleCase] = {
     "TemporalResBlock": ModuleCase(lambda: _twins(reference.TemporalResBlock, fastvid.nn.TemporalResBlock, 4, None,
                                                   norm_num_groups=2),
                                    lambda b: _randn(b, 4, 3, 2, 3)),
+    "GEGLU": ModuleCase(lambda: _twins(reference.GEGLU, fastvid.nn.GEGLU, 8, 5), lambda b: _randn(b, 3, 8),
+                        name="hidden_states", channel_dim=-1),
     "inflate_conv2d": ModuleCase(_inflated, lambda b: _randn(b, 4, 3, 2, 3)),
     "patch": ModuleCase(_patched, lambda b: _randn(b, 8, 3, 2, 2)),
 }
@@ -350,10 +356,12 @@ def _opcheck_cases():
     table = torch.tensor([[0, -1], [0, 0], [2, 1]], dtype=torch.int32, device=DEVICE)
     tc = OPS["temporal_conv"].make(1, 2)
     gn = OPS["group_norm_silu"].make(1, 2)
+    gg = OPS["geglu"].make(1, 3)["proj_out"]
     with torch.no_grad():
         ta_out, ta_lse = ops.temporal_attention_fwd(q, k, v, bias, True, 0.35)
         fa_out, fa_lse = ops.frame_attention_fwd(fa["q"], fa["k"], fa["v"], table, 0.35)
         gn_out, gn_stats = ops.group_norm_silu_fwd(gn["x"], gn["weight"], gn["bias"], 2, 1e-5, True)
+        gg_out = ops.geglu_fwd(gg, "tanh")
     grad = lambda t: torch.randn_like(t)  # noqa: E731
     return {
         "temporal_attention_fwd": ((q, k, v, bias, True, 0.35), OPCHECK_FULL),
@@ -370,6 +378,8 @@ def _opcheck_cases():
                                 OPCHECK_FULL),
         "group_norm_silu_bwd": ((grad(gn_out), gn["x"].detach(), gn["weight"].detach(), gn["bias"].detach(),
                                  gn_stats, 2, True), OPCHECK_BWD),
+        "geglu_fwd": ((gg.clone().requires_grad_(), "tanh"), OPCHECK_FULL),
+        "geglu_bwd": ((grad(gg_out), gg, "none"), OPCHECK_BWD),
     }
 
 
@@ -388,7 +398,7 @@ def test_every_registered_op_passes_opcheck():
 
 
 class _EveryOp(nn.Module):
-    """GroupNorm+SiLU, temporal conv (residual), temporal attention (bias) and frame attention on one video."""
+    """GroupNorm+SiLU, temporal conv (residual), temporal attention (bias), frame attention and GEGLU on one video."""
 
     def __init__(self, channels=16, frames=3, heads=2):
         super().__init__()
@@ -403,7 +413,8 @@ class _EveryOp(nn.Module):
         h = fastvid.temporal_conv(h, self.conv, residual=x, backend=self.backend)
         tokens = h.flatten(3).permute(0, 2, 3, 1).unflatten(-1, (self.heads, -1))  # (B, F, H*W, heads, d)
         t = fastvid.temporal_attention(tokens, tokens, tokens, bias=self.bias, backend=self.backend)
-        return fastvid.frame_attention(t, tokens, tokens, frames="sparse_causal", backend=self.backend)
+        out = fastvid.frame_attention(t, tokens, tokens, frames="sparse_causal", backend=self.backend)
+        return fastvid.geglu(out, approximate="tanh", backend=self.backend)
 
 
 def test_compile_fullgraph_over_every_op_with_gradients():
@@ -519,9 +530,11 @@ class _LaunchRecorder:
 
 @pytest.mark.parametrize("batch", [4, 8])
 def test_svd_scale_launch_arithmetic(batch, monkeypatch):
-    """SVD's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor), on the meta
+    """SVD's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor; the GEGLU
+    projection output at 320 channels too), on the meta
     device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
-    from fastvid.ops import frame_attention as fa, group_norm_silu as gn, temporal_attention as ta, temporal_conv as tc
+    from fastvid.ops import frame_attention as fa, geglu as gg, group_norm_silu as gn, temporal_attention as ta
+    from fastvid.ops import temporal_conv as tc
 
     recorders = {}
     for spec in registry.OPS.values():
@@ -548,6 +561,9 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     affine = torch.empty(channels, **meta)
     y, stats = gn.group_norm_silu_fwd._init_fn(video, affine, affine, 32, 1e-5, True)
     gn.group_norm_silu_bwd._init_fn(y, video, affine, affine, stats, 32, True)
+    proj_out = torch.empty(batch * frames, 72 * 128, 2 * 4 * 320, **meta)  # the feed-forward at 320 channels
+    y = gg.geglu_fwd._init_fn(proj_out, "none")
+    gg.geglu_bwd._init_fn(y, proj_out, "none")
 
     for name, recorder in recorders.items():
         assert recorder.grids, f"{name} was never launched"

@@ -16,7 +16,9 @@ What is swapped (each only where its preconditions hold; everything else is repo
   their self-attentions get :class:`TemporalAttnProcessor`;
 - TemporalConvLayer (ModelScope, I2VGenXL) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock
   whose AlphaBlender is untouched): fused GroupNorm+SiLU and ``fastvid.temporal_conv``, or, when their
-  submodules carry hooks or are wrapped (offload, layerwise casting, LoRA), diffusers' own forward.
+  submodules carry hooks or are wrapped (offload, layerwise casting, LoRA), diffusers' own forward;
+- GEGLU (the feed-forward's first layer in every transformer block, spatial and temporal):
+  :class:`FastvidGEGLU` runs ``proj`` as it is and fuses the activation (``fastvid.geglu``).
 
 Processors follow diffusers' protocol (``set_attn_processor``, ``attn_processors``) and keep the
 processor they replaced in ``.original``; calls they cannot take (attention masks, 4D inputs,
@@ -36,12 +38,14 @@ from ..nn._autocast import call_under_autocast
 from ..nn._hooks import unfused_modules, unfused_reason
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
 from ..ops.frame_attention import frame_attention
+from ..ops.geglu import geglu
 from ..ops.temporal_attention import temporal_attention
 from ..patching import KINDS
 from ..validation import fail
 
 TESTED = "diffusers>=0.35,<0.43"
 try:
+    from diffusers.models.activations import GEGLU
     from diffusers.models.attention import TemporalBasicTransformerBlock
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
     from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock
@@ -51,6 +55,7 @@ try:
     )
     from diffusers.models.unets.unet_i2vgen_xl import I2VGenXLTransformerTemporalEncoder
     from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+    from diffusers.utils.import_utils import is_torch_npu_available
 except ImportError as exc:
     raise ImportError(
         f"fastvid's diffusers integration needs diffusers ({TESTED}): pip install 'fastvid[diffusers]'"
@@ -260,9 +265,38 @@ class FastvidTemporalResnetBlock(_Swap, TemporalResnetBlock):
         return conv_frames(self.conv2, h, self.backend, residual=shortcut)
 
 
+class FastvidGEGLU(_Swap, GEGLU):
+    """diffusers' GEGLU with its activation fused: ``self.proj(x)`` runs as it is (a LoRA-wrapped,
+    hooked, offloaded or quantized projection keeps its wrapper), then ``fastvid.geglu`` reads both
+    halves of its output in one pass (no gelu intermediate). diffusers' forward for its deprecated
+    extra arguments."""
+
+    patch_kind = "feed_forward"
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        if is_torch_npu_available():
+            return "diffusers runs torch_npu.npu_geglu (tanh GELU) on this NPU machine"
+        return None
+
+    def unfused_reason(self) -> Optional[str]:
+        # accelerate's hooks replace forward on the instance and call the one they found (_old_forward).
+        if "forward" in self.__dict__ and getattr(getattr(self, "_old_forward", None), "__func__", None) is not \
+                FastvidGEGLU.forward:
+            return "has its forward replaced on the instance"
+        return None
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if args or kwargs:
+            return super().forward(hidden_states, *args, **kwargs)
+        return geglu(self.proj(hidden_states), backend=self.backend)
+
+
 SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTemporalConvLayer,
-                                            FastvidTemporalResnetBlock)}
+                                            FastvidTemporalResnetBlock, FastvidGEGLU)}
 ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
+# The swaps whose layers make a model a video model (GEGLU is in image UNets too).
+VIDEO_SWAPS = tuple(base for base, swap in SWAPS.items() if swap.patch_kind != "feed_forward")
 # Modules whose (non-cross) attentions attend over frames, with the (S, F, C) layout TemporalAttnProcessor reads.
 TEMPORAL_TRANSFORMERS = (TransformerTemporalModel, AnimateDiffTransformer3D, I2VGenXLTransformerTemporalEncoder)
 
@@ -379,7 +413,7 @@ def _roles(unet: nn.Module):
 
 def _is_video(model, unet: nn.Module, roles) -> bool:
     return (type(model).__name__ in VIDEO_PIPELINES or any(r in ("temporal", "cross_frame") for r in roles.values())
-            or any(isinstance(m, tuple(SWAPS)) for m in unet.modules()))
+            or any(isinstance(m, VIDEO_SWAPS) for m in unet.modules()))
 
 
 def _install(unet: nn.Module, method: type, backend: str, report) -> bool:
@@ -391,14 +425,16 @@ def _install(unet: nn.Module, method: type, backend: str, report) -> bool:
 
 
 def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_attention: bool = True,
-                    conv: bool = True, backend: str = "auto", spatial_self_attention: bool = False) -> None:
+                    conv: bool = True, feed_forward: bool = True, backend: str = "auto",
+                    spatial_self_attention: bool = False) -> None:
     """Installs fastvid processors and modules in a diffusers video model or pipeline, in place.
 
     ``model``: a UNet3DConditionModel (ModelScope), a UNetSpatioTemporalConditionModel (SVD), a
     UNetMotionModel (AnimateDiff), an I2VGenXLUNet, a UNet with CrossFrameAttnProcessor, another
     model built from the same temporal layers, or a pipeline holding one as ``.unet``
     (TextToVideoZeroPipeline too: the processors it installs on each call are translated). Swaps go
-    to ``report.add(kind, name)`` with kind "temporal_attention", "frame_attention" or "conv";
+    to ``report.add(kind, name)`` with kind "temporal_attention", "frame_attention", "conv" or
+    "feed_forward" (GEGLU);
     everything left alone goes to ``report.skip(name, reason)``, fused modules that will call their
     hooked submodules unfused to ``report.add_unfused(name, reason)``. Spatial self-attention stays on
     diffusers' SDPA unless ``spatial_self_attention`` is True. Raises FastvidInputError for a model
@@ -407,7 +443,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     unet = _unet(model)
     roles = _roles(unet)
     if not _is_video(model, unet, roles):
-        known = ", ".join(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock, *SWAPS))
+        known = ", ".join(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock, *VIDEO_SWAPS))
         fail(OP, "model", f"is a {type(unet).__name__} with no temporal layers or cross-frame processors (fastvid "
              f"patches {known} and Text2Video-Zero's {' / '.join(CROSS_FRAME_PROCESSORS)})",
              "a diffusers video model (UNet3DConditionModel, UNetSpatioTemporalConditionModel, UNetMotionModel, "
@@ -435,7 +471,8 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
         attn.set_processor(cls(attn.processor, backend))
         report.add(cls.patch_kind, name, processor=True)
 
-    kinds_enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv}
+    kinds_enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv,
+                     "feed_forward": feed_forward}
     for name, module in unet.named_modules():
         swap = SWAPS.get(type(module))
         if swap is None or not kinds_enabled[swap.patch_kind]:
@@ -501,6 +538,7 @@ def unpatch_diffusers(model) -> int:
 
 
 __all__ = [
+    "FastvidGEGLU",
     "FastvidTemporalConvLayer",
     "FastvidTemporalResnetBlock",
     "FastvidTransformerTemporalModel",

@@ -6,6 +6,8 @@ from .functional import (
     first_frame_attention,
     frame_attention,
     frame_table,
+    gelu,
+    geglu,
     group_norm_silu,
     pseudo3d_attention,
     pseudo3d_conv,
@@ -17,5 +19,5 @@ from .functional import (
     temporal_conv,
     temporal_conv3d,
 )
-from .modules import FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention, TemporalAttention
+from .modules import GEGLU, FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention, TemporalAttention
 from .modules import TemporalConvBlock, TemporalResBlock

@@ -162,6 +162,21 @@ def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5, *, per_fram
     return Fn.silu(y)
 
 
+def gelu(x, approximate="none"):
+    """GELU (Hendrycks & Gimpel 2016): x * Phi(x), or its tanh approximation
+    x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) / 2."""
+    if approximate == "tanh":
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def geglu(proj_out, *, approximate="none"):
+    """GEGLU's activation on a projection's output (..., 2 * inner): hidden * gelu(gate), hidden the first
+    half of the last dim and gate the second (diffusers' GEGLU; Shazeer 2020)."""
+    hidden, gate = proj_out.chunk(2, dim=-1)
+    return hidden * gelu(gate, approximate)
+
+
 def t5_relative_position_bucket(relative_position, num_buckets=32, max_distance=128):
     """T5's bucketing of j - i, as in VDM (video-diffusion-pytorch's RelativePositionBias)."""
     n = -relative_position

@@ -223,3 +223,22 @@ class TemporalResBlock(nn.Module):
         if self.time_emb_proj is not None and temb is not None:
             h = h + self.time_emb_proj(nn.functional.silu(temb))[:, :, None, None, None]
         return self.conv(self.conv2, self.norm_silu(self.norm2, h), residual=x)
+
+
+class GEGLU(nn.Module):
+    """diffusers' ``GEGLU`` (the first layer of the feed-forward of every video UNet's transformer
+    blocks), same parameters and state_dict keys: ``proj`` Linear(dim_in, 2 * dim_out), then
+    hidden * gelu(gate) on the two halves of its output. Takes (..., dim_in) tokens."""
+
+    def __init__(self, dim_in: int, dim_out: int, bias: bool = True, approximate: str = "none"):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2, bias=bias)
+        self.approximate = approximate
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        check_module_input(type(self).__name__, "hidden_states", hidden_states, self, ranks=(2, 3, 4, 5),
+                           channel_dim=lambda rank: rank - 1, channels=self.proj.in_features, layout="(..., dim_in)")
+        return self.activation(self.proj(hidden_states))
+
+    def activation(self, proj_out: torch.Tensor) -> torch.Tensor:
+        return ref.geglu(proj_out, approximate=self.approximate)
