@@ -3,6 +3,7 @@ from . import reference
 from .dispatch import BackendUnsupportedError, last_backend
 from .ops.frame_attention import frame_attention
 from .ops.geglu import geglu
+from .ops.geglu_linear import geglu_linear
 from .ops.group_norm_silu import group_norm_silu
 from .ops.temporal_attention import temporal_attention
 from .ops.temporal_conv import temporal_conv
@@ -30,6 +31,7 @@ __all__ = [
     "deflate_conv3d",
     "frame_attention",
     "geglu",
+    "geglu_linear",
     "group_norm_silu",
     "inflate_conv2d",
     "last_backend",

@@ -162,7 +162,7 @@ def test_patched_diffusers_geglu_gradients_match():
     assert type(model.transformer_blocks[0].ff.net[0]) is td.fd.FastvidGEGLU
 
 
-def test_lora_wrapped_projection_is_called_and_the_activation_fused():
+def test_lora_wrapped_projection_is_called_the_activation_fused_and_the_projection_reported():
     td = pytest.importorskip("test_diffusers")
     peft = pytest.importorskip("peft")
     config = peft.LoraConfig(r=4, init_lora_weights=False, target_modules=r".*ff\.net\.0\.proj")
@@ -174,7 +174,9 @@ def test_lora_wrapped_projection_is_called_and_the_activation_fused():
     assert not torch.allclose(expected, td.run(plain, x), atol=1e-3)  # the LoRA layers change the output
     report = td.patch(model, backend="triton", **FEED_FORWARD_ONLY)
     torch.testing.assert_close(td.run(model, x), expected, atol=1e-5, rtol=1e-5)
-    assert report.swapped["feed_forward"] == td.feed_forward_modules(model) != [] and report.unfused == []
+    names = td.feed_forward_modules(model)
+    assert report.swapped["feed_forward"] == names != [] and [name for name, _ in report.unfused] == names
+    assert all(why.startswith("proj is a Linear, not a plain torch layer") for _, why in report.unfused)
 
 
 def test_geglu_with_its_forward_replaced_runs_it_and_is_reported():

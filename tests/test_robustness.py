@@ -33,6 +33,7 @@ class OpCase:
     main: str
     other: Optional[str]
     other_dim: int = -1  # a dim of ``other`` whose size is checked first
+    ranked: Optional[str] = None  # the argument of fixed rank (None: main)
 
 
 def _case(spec: registry.OpSpec) -> OpCase:
@@ -40,7 +41,7 @@ def _case(spec: registry.OpSpec) -> OpCase:
     return OpCase(make=lambda b, n: ex.make(b, n, device=DEVICE),
                   call=lambda inputs, backend: ex.call(spec.function, inputs, backend=backend),
                   ref=lambda inputs: ex.call(spec.reference, inputs),
-                  main=ex.main, other=ex.other, other_dim=ex.other_dim)
+                  main=ex.main, other=ex.other, other_dim=ex.other_dim, ranked=ex.ranked)
 
 
 OPS: Dict[str, OpCase] = {name: _case(spec) for name, spec in registry.OPS.items()}
@@ -153,7 +154,7 @@ def test_frame_attention_nan_and_inf_like_the_reference_in_every_mode(frames, ba
 def _bad_inputs(case: OpCase):
     """(name, inputs transform, message) for each kind of bad input, built from the table: an op of
     one tensor has no device mismatch, and a rank it accepts whatever it is."""
-    main, other = case.main, case.other
+    main, other, ranked = case.main, case.other, case.ranked or case.main
 
     def swap(name, fn):
         return lambda a: {**a, name: fn(a[name])}
@@ -162,7 +163,7 @@ def _bad_inputs(case: OpCase):
         return [("dtype", swap(main, lambda t: t.long()), rf"argument '{main}' has dtype int64"),
                 ("shape", swap(main, lambda t: t.narrow(case.other_dim, 0, 1)), rf"argument '{main}' has shape")]
     return [
-        ("rank", swap(main, lambda t: t[0]), rf"argument '{main}' has rank {{}}"),
+        ("rank", swap(ranked, lambda t: t[0]), rf"argument '{ranked}' has rank {{}}"),
         ("dtype", swap(main, lambda t: t.long()), rf"argument '{main}' has dtype int64"),
         ("device", swap(other, lambda t: t.to("meta")), rf"argument '{other}' is on meta"),
         ("shape", swap(other, lambda t: t.narrow(case.other_dim, 0, 1)), rf"argument '{other}' has shape"),
@@ -183,7 +184,7 @@ def test_bad_input_names_the_argument(op, kind):
     inputs = case.make(1, 3)
     _, transform, message = next(c for c in _bad_inputs(case) if c[0] == kind)
     bad = transform(inputs)
-    message = message.format(bad[case.main].dim())
+    message = message.format(bad[case.ranked or case.main].dim())
     for backend in ("auto", "triton", "torch", "reference"):
         with pytest.raises(fastvid.FastvidInputError, match=message):
             case.call(bad, backend)
@@ -357,11 +358,13 @@ def _opcheck_cases():
     tc = OPS["temporal_conv"].make(1, 2)
     gn = OPS["group_norm_silu"].make(1, 2)
     gg = OPS["geglu"].make(1, 3)["proj_out"]
+    gl = OPS["geglu_linear"].make(1, 3)
     with torch.no_grad():
         ta_out, ta_lse = ops.temporal_attention_fwd(q, k, v, bias, True, 0.35)
         fa_out, fa_lse = ops.frame_attention_fwd(fa["q"], fa["k"], fa["v"], table, 0.35)
         gn_out, gn_stats = ops.group_norm_silu_fwd(gn["x"], gn["weight"], gn["bias"], 2, 1e-5, True)
         gg_out = ops.geglu_fwd(gg, "tanh")
+        gl_out = ops.geglu_linear_fwd(gl["x"], gl["weight"], gl["bias"], "none")
     grad = lambda t: torch.randn_like(t)  # noqa: E731
     return {
         "temporal_attention_fwd": ((q, k, v, bias, True, 0.35), OPCHECK_FULL),
@@ -380,6 +383,8 @@ def _opcheck_cases():
                                  gn_stats, 2, True), OPCHECK_BWD),
         "geglu_fwd": ((gg.clone().requires_grad_(), "tanh"), OPCHECK_FULL),
         "geglu_bwd": ((grad(gg_out), gg, "none"), OPCHECK_BWD),
+        "geglu_linear_fwd": ((*(gl[n].requires_grad_() for n in ("x", "weight", "bias")), "tanh"), OPCHECK_FULL),
+        "geglu_linear_bwd": ((grad(gl_out), gl["x"].detach(), gl["weight"].detach(), None, "none"), OPCHECK_BWD),
     }
 
 
