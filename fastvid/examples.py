@@ -61,10 +61,10 @@ GEGLU_SHAPES: Shapes = {  # name: (B * F, N, inner)
     "modelscope-32x32-c320": (2 * 16, 32 * 32, 4 * 320),
 }
 
-GEGLU_LINEAR_SHAPES: Shapes = {  # name: (B * F, N, C); inner = 4 * C
-    "svd-72x128-c320": (2 * 14, 72 * 128, 320),
-    "svd-36x64-c640": (2 * 14, 36 * 64, 640),
-    "svd-18x32-c1280": (2 * 14, 18 * 32, 1280),
+GEGLU_LINEAR_SHAPES: Shapes = {  # name: (B * F, N, C); inner = 4 * C; the released sizes of integrations/released.py
+    "svdxt-72x128-c320": (2 * 25, 72 * 128, 320),
+    "svdxt-36x64-c640": (2 * 25, 36 * 64, 640),
+    "svdxt-18x32-c1280": (2 * 25, 18 * 32, 1280),
     "animatediff-64x64-c320": (2 * 16, 64 * 64, 320),
     "animatediff-32x32-c640": (2 * 16, 32 * 32, 640),
     "animatediff-16x16-c1280": (2 * 16, 16 * 16, 1280),
