@@ -42,13 +42,16 @@ def _configs():
 
 
 def _prune(configs, named_args, **kwargs):
-    """Tiles no wider than the problem: a 128-row or 128-column tile only where M or N reaches it, the
-    32-wide K tile only for K <= SMALL_K."""
+    """Tiles that fit the problem: a 128-row or 128-column tile only where M or N passes 64, 64 x 64 only
+    where one of them does not (a larger tile then covers the output in fewer programs), the 32-wide K tile
+    only for K <= SMALL_K."""
     args = {**named_args, **kwargs}
+    large = args["M"] > 64 and args["N"] > 64
     keep = [c for c in configs
             if (c.kwargs["BLOCK_K"] == 32) == (args["K"] <= SMALL_K)
             and (c.kwargs["BLOCK_M"] <= 64 or args["M"] > 64)
-            and (c.kwargs["BLOCK_N"] <= 64 or args["N"] > 64)]
+            and (c.kwargs["BLOCK_N"] <= 64 or args["N"] > 64)
+            and not (large and c.kwargs["BLOCK_M"] == c.kwargs["BLOCK_N"] == 64)]
     return keep or configs
 
 
