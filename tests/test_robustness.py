@@ -403,7 +403,8 @@ def test_every_registered_op_passes_opcheck():
 
 
 class _EveryOp(nn.Module):
-    """GroupNorm+SiLU, temporal conv (residual), temporal attention (bias), frame attention and GEGLU on one video."""
+    """GroupNorm+SiLU, temporal conv (residual), temporal attention (bias), frame attention, GEGLU's projection
+    with its activation, and GEGLU's activation on one video."""
 
     def __init__(self, channels=16, frames=3, heads=2):
         super().__init__()
@@ -411,6 +412,9 @@ class _EveryOp(nn.Module):
         self.norm_weight, self.norm_bias = nn.Parameter(torch.randn(channels)), nn.Parameter(torch.randn(channels))
         self.conv = nn.Parameter(torch.randn(channels, channels, 3) / (3 * channels) ** 0.5)
         self.bias = nn.Parameter(torch.randn(heads, frames, frames))
+        head_dim = channels // heads
+        self.ff_weight = nn.Parameter(torch.randn(2 * 6, head_dim) / head_dim ** 0.5)
+        self.ff_bias = nn.Parameter(torch.randn(2 * 6))
         self.backend = "triton"
 
     def forward(self, x):
@@ -419,7 +423,8 @@ class _EveryOp(nn.Module):
         tokens = h.flatten(3).permute(0, 2, 3, 1).unflatten(-1, (self.heads, -1))  # (B, F, H*W, heads, d)
         t = fastvid.temporal_attention(tokens, tokens, tokens, bias=self.bias, backend=self.backend)
         out = fastvid.frame_attention(t, tokens, tokens, frames="sparse_causal", backend=self.backend)
-        return fastvid.geglu(out, approximate="tanh", backend=self.backend)
+        ff = fastvid.geglu_linear(out, self.ff_weight, self.ff_bias, backend=self.backend)  # (..., 6)
+        return fastvid.geglu(ff, approximate="tanh", backend=self.backend)
 
 
 def test_compile_fullgraph_over_every_op_with_gradients():
