@@ -24,14 +24,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WHEELS_DIR = ROOT / "benchmarks" / "wheels"  # ignored by git; name it in the device call's carry
+WHEELS_DIR = ROOT / "benchmarks" / "wheels"  # ignored by git: copy it to the GPU machine with the tree
 WHEELS = ("diffusers", "importlib_metadata")
 ALL = "svd,animatediff,modelscope,i2vgenxl,t2v_zero"
-CALLS = {  # one device call each: the eager variants of every pipeline, then the compiled ones in two halves
+COMPILED = ["--variants", "compile,fastvid+compile", "--budget", "540"]
+CALLS = {  # one 10-minute device call each: the eager variants of every pipeline, then the compiled ones
     "eager": ["--diffusers", ALL, "--variants", "diffusers,fastvid,captured", "--budget", "330"],
-    "compile-1": ["--diffusers", "svd,animatediff,modelscope", "--variants", "compile,fastvid+compile",
-                  "--budget", "540"],
-    "compile-2": ["--diffusers", "i2vgenxl,t2v_zero", "--variants", "compile,fastvid+compile", "--budget", "540"],
+    "compile-1": ["--diffusers", "svd,animatediff", *COMPILED],
+    "compile-2": ["--diffusers", "modelscope,i2vgenxl", *COMPILED],
+    "compile-3": ["--diffusers", "t2v_zero", *COMPILED],
 }
 
 
@@ -47,7 +48,7 @@ def install(wheels: Path = WHEELS_DIR) -> str:
     """Installs the carried wheels offline into a temporary folder; returns that folder."""
     found = sorted(wheels.glob("*.whl"))
     if not found:
-        sys.exit(f"gpu_kit: no wheels in {wheels}: run 'python benchmarks/gpu_kit.py download' first and carry "
+        sys.exit(f"gpu_kit: no wheels in {wheels}: run 'python benchmarks/gpu_kit.py download' first and copy "
                  f"{wheels.relative_to(ROOT)}")
     site = tempfile.mkdtemp(prefix="fastvid-site-")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
 from benchmarks import bench_frame_attention as bfa  # noqa: E402
+from benchmarks import bench_geglu as bgg  # noqa: E402
 from benchmarks import bench_group_norm_silu as bgn  # noqa: E402
 from benchmarks import bench_temporal_attention as bta  # noqa: E402
 from benchmarks import bench_temporal_conv as btc  # noqa: E402
@@ -75,6 +76,11 @@ def cases(device: str, dtype: torch.dtype):
             for layout in btc.LAYOUTS:
                 yield (op, f"{name} {layout}", lambda g, s=shape, lay=layout, f=inputs: f(s, dtype, device, lay, g),
                        providers)
+    geglu_shapes = OPS["geglu"].examples.shapes(device)
+    geglu = {"svd-36x64-c640": geglu_shapes["svd-36x64-c640"]} if cuda else geglu_shapes
+    for name, shape in geglu.items():
+        yield ("geglu", name, lambda g, s=shape: bgg._inputs(s, dtype, device, bgg.LAYOUT, g),
+               {"fastvid": lambda p: fastvid.geglu(p), "eager": bgg.eager})
 
 
 def _step(fn: Callable, inputs, mode: str) -> Callable[[], None]:

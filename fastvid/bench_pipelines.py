@@ -19,7 +19,7 @@ A step is the time between the starts of two consecutive denoiser calls of the p
 guidance and scheduler step; synchronised on CUDA). Each variant runs ``warmup`` untimed steps, ``timed`` timed
 steps and one closing step; compiled and captured variants first make one untimed call of the pipeline
 (compilation, capture). Text2Video-Zero's loop first denoises the first frame alone (``t0``/``t1`` are set so
-that one step does it); only its all-frame steps are timed. Rows: step median/min/max, peak memory above what
+that two calls do it); only its all-frame steps are timed. Rows: step median/min/max, peak memory above what
 was allocated before the call (CUDA), ``rel_err`` = max|latents - diffusers latents| / max|diffusers latents|
 after the whole loop, ``agree`` = rel_err <= ``fastvid.bench.TOLERANCE[dtype]`` (the rule of ``fastvid bench``),
 and a speed-up over ``diffusers`` only for agreeing rows with at least 3 timed steps.
@@ -77,9 +77,14 @@ class Settings:
     compile_mode: str = "default"
 
     def steps(self, name: str) -> int:
-        """num_inference_steps: warm-up, timed and one closing step (Text2Video-Zero: one first-frame step more)."""
+        """num_inference_steps: warm-up, timed and one closing step (Text2Video-Zero: one step more, see calls)."""
         loop = self.warmup + self.timed + 1
         return loop + 1 if name == "t2v_zero" else loop
+
+    def calls(self, name: str) -> int:
+        """Denoiser calls per pipeline call. Text2Video-Zero denoises the first frame alone for two calls (the
+        steps before t1, then from t1 to t0), then from t1 on all frames: it calls its denoiser steps + 1 times."""
+        return self.steps(name) + 1 if name == "t2v_zero" else self.steps(name)
 
 
 # ---- the pipelines ----------------------------------------------------------------------------------
@@ -236,6 +241,9 @@ def timed_call(name: str, pipe, s: Settings):
         peak = (torch.cuda.max_memory_allocated(s.device) - before) / 2 ** 20 if cuda else None
     finally:
         handle.remove()
+    if len(clock.starts) != s.calls(name):
+        raise RuntimeError(f"{name}: the denoiser was called {len(clock.starts)} times, not {s.calls(name)}: "
+                           "its steps cannot be told apart")
     loop = clock.starts[-(s.warmup + s.timed + 1):]  # the all-frame loop (Text2Video-Zero's first frame left out)
     steps = [b - a for a, b in zip(loop[s.warmup:], loop[s.warmup + 1:])]
     return latents, steps, peak
@@ -282,7 +290,7 @@ def speedup(row: dict, reference: Optional[dict]) -> Optional[dict]:
 def planned_seconds(name: str, variant: str, s: Settings, triton_compiled: bool) -> float:
     """A variant's estimated seconds on an H100 (the PLAN_* model): its denoiser build and its calls; for
     ``diffusers`` also the pipeline's build and the VAE decode."""
-    steps = s.steps(name) * PLAN_STEP_S[s.size][name]
+    steps = s.calls(name) * PLAN_STEP_S[s.size][name]
     seconds = PLAN_DENOISER_S[s.size] + steps
     if variant == "diffusers":
         seconds += PLAN_PIPELINE_S[s.size] + PLAN_DECODE_S[s.size][name]

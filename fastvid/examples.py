@@ -14,9 +14,10 @@ H * W at the layer's resolution.
   16 heads of 72.
 - Text2Video-Zero / ControlVideo (Stable Diffusion 1.5): 8 frames, 512x512 -> 64x64 latents, 8 heads of 40.
 
-GEGLU shapes are (B * F, N, inner): the feed-forward of a transformer block at a UNet level with C
-channels has inner = 4 * C and reads a (B * F, N, 2 * inner) projection output (CFG batch 2). GEGLU
-projection shapes are (B * F, N, C): that feed-forward's input, projected by a (2 * 4 * C, C) weight.
+GEGLU shapes are (B * F, N, inner): the feed-forward of a transformer block at a UNet level with C channels
+has inner = 4 * C and reads a (B * F, N, 2 * inner) projection output (CFG batch 2).
+GEGLU projection shapes are (B * F, N, C): that feed-forward's input, projected by a (2 * 4 * C, C)
+weight.
 """
 from __future__ import annotations
 
@@ -86,8 +87,7 @@ class Examples:
     for attention, the video's height otherwise); ``call(fn, inputs)`` calls ``fastvid.<op>`` or
     ``fastvid.reference.<op>`` on them with ``kwargs`` (every argument by name, so both take the same call).
     ``main`` is the first tensor argument, ``other`` a second one whose dim ``other_dim`` is checked
-    against ``main`` (bad-input tests; None for an op of one tensor, whose ``main`` is then checked at
-    ``other_dim``). ``corners()`` lists dispatcher argument tuples (the op's
+    against ``main`` (bad-input tests); None for an op of one tensor, whose ``main`` has ``other_dim`` checked. ``corners()`` lists dispatcher argument tuples (the op's
     ``DISPATCH`` argument order) covering the support matrix: dtypes, optional inputs, sizes past a
     backend's limits. ``checks(device, dtype)`` lists (case name, inputs, keyword arguments) at odd sizes,
     each with a non-contiguous input: the benchmark suite's correctness step (``fastvid.testing`` rule).
@@ -265,7 +265,7 @@ EXAMPLES: Dict[str, Examples] = {
                          group_norm_silu_args(groups=1, affine=False, channels_per_group=1024)],  # past one tile
         checks=_group_norm_silu_checks,
         benchmark_shapes=VIDEO_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
-    "geglu": Examples(  # one tensor: the shape check is an odd last dim of proj_out (no halves)
+    "geglu": Examples(  # the shape check: an odd last dim (no halves)
         _geglu, {}, main="proj_out", other=None, other_dim=-1,
         corners=lambda: [geglu_args(), geglu_args(dtype=torch.float64), geglu_args(torch.float16, "tanh")],
         checks=_geglu_checks,

@@ -101,7 +101,7 @@ def _group_norm_silu_cost(x, weight, bias, num_groups, eps, per_frame):
 
 
 def _geglu_cost(proj_out, approximate):
-    """(..., 2 * inner) -> (..., inner): reads both halves, writes one; elementwise, no counted FLOPs."""
+    """(..., 2I) -> (..., I) like proj_out; elementwise: no counted FLOPs."""
     return 0, cost.io_bytes(proj_out) + cost.new_bytes((*proj_out.shape[:-1], proj_out.shape[-1] // 2), proj_out.dtype)
 
 

@@ -2,6 +2,7 @@
 variants; the torch.compile variants are left out here: compiling five pipelines on a CPU takes minutes), the
 plan and the budget without running anything, the agreement rule, and clear errors for bad requests."""
 import json
+import re
 
 import pytest
 import torch
@@ -12,15 +13,7 @@ import fastvid  # noqa: E402
 from fastvid import bench_pipelines as bp  # noqa: E402
 from fastvid import cli  # noqa: E402
 from fastvid.bench import CPU_SPEED_LABEL  # noqa: E402
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models on a busy shared CPU run far faster on one thread than on several that wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from benchmarks import gpu_kit  # noqa: E402
 
 
 def rows_of(out):
@@ -93,6 +86,16 @@ def test_budget_skips_what_would_not_fit(capsys):
     skipped = [line for line in lines if "skipped by --budget" in line]
     assert lines[0].split()[1:3] == ["svd", "diffusers"] and "skipped" not in lines[0]
     assert skipped and lines[-1] in skipped
+
+
+@pytest.mark.parametrize("call", sorted(gpu_kit.CALLS))
+def test_gpu_kit_calls_fit_their_budgets(call, capsys):
+    """Each planned GPU call runs everything it names within its budget (eager: all five pipelines, <= 6 minutes)."""
+    assert cli.main(["bench", *gpu_kit.CALLS[call], "--size", "gpu", "--plan-only"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped by --budget" not in out
+    total, budget = (float(x) for x in re.search(r"# total (\d+) s .* budget (\d+) s", out).groups())
+    assert total <= budget <= (360 if call == "eager" else 600)
 
 
 def test_disagreeing_latents_get_no_speedup():

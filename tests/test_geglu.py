@@ -192,3 +192,24 @@ def test_geglu_with_its_forward_replaced_runs_it_and_is_reported():
     torch.testing.assert_close(td.run(model, x), expected, atol=1e-5, rtol=1e-5)
     assert calls and dict(td.patching.PatchReport.of(model).unfused) == {
         name: "has its forward replaced on the instance"}
+
+
+def test_accelerate_hook_added_after_patching_keeps_the_fused_path(monkeypatch):
+    td = pytest.importorskip("test_diffusers")
+    accelerate = pytest.importorskip("accelerate")
+    model, x = _temporal_transformer(td)
+    expected = td.run(model, x)
+    td.patch(model, backend="torch", **FEED_FORWARD_ONLY)
+    names = td.feed_forward_modules(model)
+    hooked = []
+
+    class Hook(accelerate.hooks.ModelHook):
+        def pre_forward(self, module, *args, **kwargs):
+            hooked.append(module)
+            return args, kwargs
+
+    accelerate.hooks.add_hook_to_module(model.get_submodule(names[0]), Hook())
+    fused = []
+    monkeypatch.setattr(td.fd, "geglu", lambda p, **k: fused.append(p.shape) or fastvid.geglu(p, **k))
+    torch.testing.assert_close(td.run(model, x), expected, atol=1e-5, rtol=1e-5)
+    assert hooked and len(fused) == len(names) and td.patching.PatchReport.of(model).unfused == []

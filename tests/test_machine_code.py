@@ -140,7 +140,7 @@ def test_geglu_linear_k_loop_runs_on_tensor_cores(analyses, shape):
     assert gemm and not without, f"geglu_linear {shape}: K loop without HMMA/HGMMA in {sorted(without)}"
 
 
-# Checked under Triton 3.9 (ptxas 13.4) and 3.6 (ptxas 12.8, the GPU machine's): autotune configs that spill
+# Checked under Triton 3.9 (ptxas 13.4) and 3.6 (ptxas 12.8, the Triton of the committed GPU runs): autotune configs that spill
 # under either are pruned (frame attention), the temporal attention tiles keep clear of both.
 @pytest.mark.parametrize("op, shape", [pytest.param(op, s, id=f"{op}-{s}",
                                                     marks=_pending(PENDING[(op, s)]) if (op, s) in PENDING else ())

@@ -49,7 +49,7 @@ def test_examples_call_the_op_and_its_reference_alike(op):
     its shapes have the rank of the op's main input."""
     examples = OPS[op].examples
     inputs = examples.make(1, 3)
-    assert examples.main in inputs and examples.other in (*inputs, None)
+    assert examples.main in inputs and (examples.other is None or examples.other in inputs)
     out = examples.call(OPS[op].function, inputs, backend="torch")
     torch.testing.assert_close(out, examples.call(OPS[op].reference, inputs), atol=1e-5, rtol=1e-5)
     rank = inputs[examples.main].dim()

@@ -19,7 +19,7 @@ def _prediction_shape(name, kwargs):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_tiny_denoiser_runs_on_its_pipeline_inputs(name):
+def test_tiny_denoiser_runs_on_its_pipeline_inputs(name, one_thread):
     model = released.build_denoiser(name, size="tiny")
     kwargs = released.denoiser_inputs(name, model, size="tiny", batch=1)
     size = released.RELEASED[name].tiny
@@ -36,14 +36,14 @@ def test_tiny_denoiser_runs_on_its_pipeline_inputs(name):
     assert torch.isfinite(out).all()
 
 
-def test_zero_initialised_weights_are_randomised():
+def test_zero_initialised_weights_are_randomised(one_thread):
     model = released.build_denoiser("modelscope", size="tiny")
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]  # TemporalConvLayer.conv4 starts at 0
     assert convs and all(m.weight.count_nonzero() > 0 for m in convs)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_released_denoiser_on_meta_allocates_nothing(name):
+def test_released_denoiser_on_meta_allocates_nothing(name, one_thread):
     r = released.RELEASED[name]
     model = released.build_denoiser(name, size="released", device="meta", dtype=torch.bfloat16)
     tensors = list(model.parameters()) + list(model.buffers())

@@ -25,8 +25,8 @@ class OpCase:
     """``make(batch, n)`` returns the named tensor inputs (n: tokens, or the height of a video);
     ``call(inputs, backend)`` runs the public op, ``ref(inputs)`` the plain-torch reference.
     ``main`` is the first tensor argument, ``other`` a second one (for device and shape mismatches;
-    None for an op of one tensor, whose shape check is then on ``main``'s ``other_dim``).
-    Built from the registry's example inputs of the op."""
+    None for an op of one tensor, whose shape check is then on ``main``'s ``other_dim``). Built from the
+    registry's example inputs of the op."""
     make: Callable[[int, int], Dict[str, torch.Tensor]]
     call: Callable
     ref: Callable
@@ -521,6 +521,13 @@ def test_group_norm_silu_offsets_beyond_int32_use_int64():
     weight, bias = (torch.randn(2, dtype=torch.float16, device=DEVICE) for _ in range(2))
     check_against_reference("int64 offsets", lambda x, w, b: fastvid.group_norm_silu(x, 1, w, b, backend="triton"),
                             lambda x, w, b: reference.group_norm_silu(x, 1, w, b), [x, weight, bias], torch.float16)
+
+
+def test_geglu_offsets_beyond_int32_use_int64():
+    """Row 2 of the projection output (and its gate half) lies past 2**31 elements: forward and backward read it."""
+    proj_out = _far_frames((3, 16), (FAR, 1))
+    check_against_reference("int64 offsets", lambda p: fastvid.geglu(p, backend="triton"), reference.geglu, [proj_out],
+                            torch.float16)
 
 
 class _LaunchRecorder:

@@ -3,7 +3,7 @@ public function.
 
 Forward: one Triton launch reads both halves of the projection output in place (no chunk copy)
 and writes hidden * gelu(gate); eager torch writes gelu(gate) and then the product, one more
-write and read of an (…, inner) tensor. Backward: one Triton launch from dY and the saved
+write and read of an (..., inner) tensor. Backward: one Triton launch from dY and the saved
 projection output (gelu recomputed) writes both halves of its gradient.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ OP = "geglu"
 LAYOUT = "(..., 2 * inner)"
 APPROXIMATIONS = ("none", "tanh")  # torch.nn.functional.gelu's
 TILE = 4096  # elements of each half per [BLOCK_R, BLOCK_N] tile
-MAX_BLOCK_N = 512
-NUM_WARPS = 8
+MAX_BLOCK_N = 512  # columns per tile: a wide row splits into column blocks
+NUM_WARPS = 8  # a full tile: 16 elements of each half per thread
 
 
 def _rows(t: Tensor) -> Tensor:
@@ -34,6 +34,7 @@ def _rows(t: Tensor) -> Tensor:
 
 
 def _launch_grid(rows: int, inner: int):
+    """(programs, column blocks per row block, tile constexprs) for a (rows, inner) output."""
     block_n = min(_launch.next_pow2(inner), MAX_BLOCK_N)
     block_r = min(TILE // block_n, _launch.next_pow2(rows))
     n_col_blocks = _launch.cdiv(inner, block_n)
