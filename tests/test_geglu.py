@@ -210,6 +210,8 @@ def test_accelerate_hook_added_after_patching_keeps_the_fused_path(monkeypatch):
 
     accelerate.hooks.add_hook_to_module(model.get_submodule(names[0]), Hook())
     fused = []
-    monkeypatch.setattr(td.fd, "geglu", lambda p, **k: fused.append(p.shape) or fastvid.geglu(p, **k))
+    # a plain projection: the fused path is the GEMM with the activation in its epilogue
+    monkeypatch.setattr(td.fd, "geglu_linear",
+                        lambda x, *a, **k: fused.append(x.shape) or fastvid.geglu_linear(x, *a, **k))
     torch.testing.assert_close(td.run(model, x), expected, atol=1e-5, rtol=1e-5)
     assert hooked and len(fused) == len(names) and td.patching.PatchReport.of(model).unfused == []
