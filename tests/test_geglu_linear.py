@@ -6,7 +6,7 @@ import torch
 import fastvid
 from fastvid import reference
 from fastvid.ops import _launch
-from fastvid.testing import assert_twins_agree, check_against_reference
+from fastvid.testing import assert_close_to_gold, assert_twins_agree, check_against_reference
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE, KERNEL_DTYPES
@@ -109,6 +109,18 @@ def test_module_twin_runs_the_fused_gemm_and_matches_the_reference_module(approx
     assert fast.unfused_reason() is None
     assert_twins_agree(ref, fast, torch.randn(2, 5, 12, device=DEVICE))
     assert fastvid.last_backend("geglu_linear") == "triton"
+
+
+def test_module_twin_under_autocast_computes_in_the_autocast_dtype():
+    """x, weight and bias cast as F.linear's autocast rule casts them; judged against the float64 module."""
+    ref = reference.GEGLU(12, 7).to(DEVICE)
+    fast = fastvid.nn.GEGLU(12, 7).to(DEVICE)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 5, 12, device=DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        got, in_dtype = fast(x), ref(x)
+    assert got.dtype == in_dtype.dtype == torch.bfloat16
+    assert_close_to_gold("GEGLU under autocast", got, in_dtype, ref.double()(x.double()), torch.bfloat16)
 
 
 def test_module_twin_with_a_hooked_projection_calls_it_and_says_why():
