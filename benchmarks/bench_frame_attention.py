@@ -102,7 +102,7 @@ def workloads(frames, shape, dtype, device, flex_compiled):
     """Yields Workloads, or strings "provider: reason" for peers that cannot run here."""
     probe = _inputs((1, 1, 1, 1, 1, shape[-1]), dtype, device, False)
     triton = next(b for b in ops.DISPATCH.backends if b.name == "triton")
-    why = triton.reason(*probe, frames, 1.0)
+    why = ops.DISPATCH.why_not(triton, *probe, frames, 1.0)
     if why is None:
         yield harness.Workload("fastvid-triton",
                                lambda q, k, v: fastvid.frame_attention(q, k, v, frames=frames, backend="triton"))

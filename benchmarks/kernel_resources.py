@@ -172,6 +172,9 @@ class _Recorder:
     def __getitem__(self, grid):
         return lambda *args, **kwargs: self._record(grid, args, kwargs)
 
+    def run(self, *args, grid, warmup=False, **kwargs):  # what kernel[grid](...) calls; fastvid's Launch calls it
+        self._record(grid, args, kwargs)
+
     def _add(self, jit_fn, grid, args, kwargs, warps, stages, call):
         launch, ints = _specialise(jit_fn, args, kwargs, warps, stages)
         size = grid({**ints, **kwargs}) if callable(grid) else grid

@@ -1,6 +1,7 @@
 """fastvid: Triton and fused GPU kernels for video diffusion models."""
 from . import reference
 from .dispatch import BackendUnsupportedError, last_backend
+from .graphs import CapturedStep, capture_step
 from .ops.frame_attention import frame_attention
 from .ops.geglu import geglu
 from .ops.geglu_linear import geglu_linear
@@ -26,8 +27,10 @@ def __getattr__(name):
 
 __all__ = [
     "BackendUnsupportedError",
+    "CapturedStep",
     "FastvidInputError",
     "PatchReport",
+    "capture_step",
     "deflate_conv3d",
     "frame_attention",
     "geglu",

@@ -6,12 +6,18 @@ running the same reference in the same dtype, plus a small per-dtype floor.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
-from typing import Callable, Sequence
+from typing import Callable, Dict, Sequence
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .ops import _launch
+
+# aten ops that allocate without running a device kernel.
+ALLOCATIONS = ("aten::empty", "aten::empty_strided", "aten::empty_like", "aten::new_empty",
+               "aten::new_empty_strided")
 
 FACTOR = 2.0
 # Absolute floor, relative to the largest gold magnitude, for outputs where torch's own error is ~0.
@@ -105,3 +111,67 @@ def assert_twins_agree(ref_module: torch.nn.Module, fast_module: torch.nn.Module
         assert (p_ref.grad is None) == (p_fast.grad is None), name
         if p_ref.grad is not None:
             torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=atol, rtol=rtol, msg=name)
+
+
+def kernel_objects() -> Dict[str, object]:
+    """Every Triton kernel object (jit or autotuned) of every registered op's kernel module, by name."""
+    from .registry import OPS
+
+    found = {}
+    for spec in OPS.values():
+        for name, obj in vars(spec.kernels()).items():
+            if name.endswith("_kernel") and hasattr(obj, "run"):
+                found[name] = obj
+    return found
+
+
+@contextlib.contextmanager
+def wrapped_launches(wrap: Callable[[str, Callable], Callable]):
+    """Each kernel object's launch (``kernel[grid](...)`` and :class:`~fastvid.ops._launch.Launch` call
+    ``kernel.run``) replaced by ``wrap(name, original_run)`` inside."""
+    kernels = kernel_objects()
+    for name, obj in kernels.items():
+        obj.run = wrap(name, obj.run)
+    try:
+        yield
+    finally:
+        for obj in kernels.values():
+            del obj.run
+
+
+def stubbed_launches():
+    """Every Triton launch is a no-op inside (what the host costs without the kernels)."""
+    return wrapped_launches(lambda name, run: lambda *args, **kwargs: None)
+
+
+class _LaunchCounter(TorchDispatchMode):
+    def __init__(self, launch: bool):
+        super().__init__()
+        self.launch = launch
+        self.triton: Dict[str, int] = collections.Counter()
+        self.torch: Dict[str, int] = collections.Counter()
+
+    def wrap(self, name, run):
+        def counted(*args, **kwargs):
+            self.triton[name] += 1
+            return run(*args, **kwargs) if self.launch else None
+        return counted
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func._schema.name
+        if not func.is_view and name not in ALLOCATIONS and not name.startswith("fastvid::"):
+            self.torch[name] += 1
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def counting_launches(launch: bool = True):
+    """Yields a counter of what runs inside: ``triton`` (kernel name -> launches) and ``torch`` (aten op ->
+    calls of ops that would run a device kernel; views and bare allocations are not kernels). The aten ops
+    inside a fastvid custom op are not seen by a dispatch mode: count an op's implementation
+    (``TritonOp.planned``) to see them. With ``launch=False`` the Triton launches are counted but not run
+    (their outputs are then garbage)."""
+    counter = _LaunchCounter(launch)
+    with wrapped_launches(counter.wrap), counter:
+        yield counter

@@ -80,9 +80,10 @@ def check_choice(op: str, name: str, value, choices: Iterable) -> None:
         fail(op, name, f"is {value!r}", "one of " + ", ".join(repr(c) for c in choices))
 
 
-def check_head_dim(op: str, head_dim: int, limit: int = 256) -> None:
-    if head_dim < 1 or head_dim > limit:
-        fail(op, "q", f"has head_dim {head_dim}", f"1 <= head_dim <= {limit}")
+def check_head_dim(op: str, name: str, head_dim: int) -> None:
+    """What every backend needs of head_dim; a backend's own limit is in its ``Limits``."""
+    if head_dim < 1:
+        fail(op, name, f"has head_dim {head_dim}", "head_dim >= 1")
 
 
 def check_index_table(op: str, name: str, table, rows: int, num_targets: int, layout: str = "(rows, K)") -> None:

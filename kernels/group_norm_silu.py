@@ -16,11 +16,12 @@ Forward, three launches:
    stores mean and rstd (saved for the backward).
 3. apply: one program per tile writes silu((x - mean) * rstd * weight[c] + bias[c]).
 
-Backward, with xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
+Backward, with xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z), three launches:
 1. reduce: per-channel partial sums of dz * xh and dz per (b, f, channel block, pixel chunk),
-   accumulated per lane and reduced once; the launcher sums them into the weight and bias
-   gradients and the group means of dz * w and dz * w * xh (torch, fixed order).
-2. apply: dx = rstd * (dz * w - mean(dz w) - xh * mean(dz w xh)), one program per tile.
+   accumulated per lane and reduced once;
+2. coef: the partials summed in a fixed order into the group means of dz * w and dz * w * xh (one
+   program per statistic) and the weight and bias gradients (one program per channel block);
+3. apply: dx = rstd * (dz * w - mean(dz w) - xh * mean(dz w xh)), one program per tile.
 """
 import triton
 import triton.language as tl
@@ -252,3 +253,73 @@ def group_norm_silu_bwd_apply_kernel(
     dx = rstd[:, None] * (dz * w[:, None] - mean_dxh[:, None] - xh * mean_dxh_xh[:, None])
     tl.store(_channel_ptrs(DX, b, f, offs_c, stride_db, stride_dc, stride_df)[:, None] + offs_p * stride_dp,
              dx.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _sum_partial_rows(DWPart, DBPart, offsets, mask, n_rows, channels, BLOCK: tl.constexpr):
+    """Both partials' columns at ``offsets`` summed over ``n_rows`` consecutive rows, in row order."""
+    dw_ptrs, db_ptrs = DWPart + offsets, DBPart + offsets
+    acc_dw = tl.zeros([BLOCK], tl.float32)
+    acc_db = tl.zeros([BLOCK], tl.float32)
+    for _row in range(n_rows):
+        acc_dw += tl.load(dw_ptrs, mask=mask, other=0.0)
+        acc_db += tl.load(db_ptrs, mask=mask, other=0.0)
+        dw_ptrs += channels
+        db_ptrs += channels
+    return acc_dw, acc_db
+
+
+@triton.jit
+def _stat_coef(DWPart, DBPart, Wt, Coef, stat, stride_w, stride_ck, stride_cb, stride_cg, stride_cf, channels,
+               channels_per_group, num_groups, stat_frames, rows_per_stat, count,
+               HAS_WEIGHT: tl.constexpr, BLOCK_J: tl.constexpr):
+    """Coef[:, b, g, sf] of statistic ``stat`` = (b, g, sf): the means of dz * w and dz * w * xh."""
+    sf = stat % stat_frames
+    bg = stat // stat_frames
+    g = bg % num_groups
+    b = bg // num_groups
+    offs_j = tl.arange(0, BLOCK_J)
+    mask = offs_j < channels_per_group
+    offs_c = g * channels_per_group + offs_j
+    w = tl.full([BLOCK_J], 1.0, tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(Wt + offs_c * stride_w, mask=mask, other=0.0).to(tl.float32)
+    # A statistic's rows are consecutive: (b, its frame or all frames, every chunk).
+    offsets = (b * stat_frames + sf).to(tl.int64) * rows_per_stat * channels + offs_c
+    acc_dw, acc_db = _sum_partial_rows(DWPart, DBPart, offsets, mask, rows_per_stat, channels, BLOCK_J)
+    c_ptrs = Coef + b.to(tl.int64) * stride_cb + g * stride_cg + sf * stride_cf
+    tl.store(c_ptrs, tl.sum(acc_db * w, axis=0) / count)
+    tl.store(c_ptrs + stride_ck, tl.sum(acc_dw * w, axis=0) / count)
+
+
+@triton.jit
+def _channel_grads(DWPart, DBPart, DW, DB, block, channels, total_rows,
+                   HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The weight and bias gradients of channel block ``block``: the partials summed over every row."""
+    offs_c = block * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = offs_c < channels
+    acc_dw, acc_db = _sum_partial_rows(DWPart, DBPart, offs_c, mask, total_rows, channels, BLOCK_C)
+    if HAS_WEIGHT:
+        tl.store(DW + offs_c, acc_dw.to(DW.dtype.element_ty), mask=mask)
+    if HAS_BIAS:
+        tl.store(DB + offs_c, acc_db.to(DB.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def group_norm_silu_bwd_coef_kernel(
+    DWPart, DBPart, Wt, Coef, DW, DB,
+    stride_w, stride_ck, stride_cb, stride_cg, stride_cf,
+    channels, channels_per_group, num_groups, stat_frames, rows_per_stat, total_rows, count, n_stats,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """From the reduce kernel's per-channel partials (rows (b, f, chunk), C columns, contiguous fp32):
+    programs [0, n_stats), one per statistic (b, g, frame or 0), write Coef[0] = mean(dz * w) and
+    Coef[1] = mean(dz * w * xh) over the statistic's rows and group channels; the others, one per
+    BLOCK_C channels, write the weight and bias gradients (the partials summed over every row, in the
+    weight dtype). Fixed summation order: deterministic."""
+    pid = tl.program_id(0)
+    if pid < n_stats:
+        _stat_coef(DWPart, DBPart, Wt, Coef, pid, stride_w, stride_ck, stride_cb, stride_cg, stride_cf, channels,
+                   channels_per_group, num_groups, stat_frames, rows_per_stat, count, HAS_WEIGHT, BLOCK_J)
+    else:
+        _channel_grads(DWPart, DBPart, DW, DB, pid - n_stats, channels, total_rows, HAS_WEIGHT, HAS_BIAS, BLOCK_C)

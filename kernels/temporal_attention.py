@@ -193,3 +193,20 @@ def temporal_attention_bwd_kernel(
     if BIAS_GRAD:
         p_ptrs = DBiasPartial + pid.to(tl.int64) * stride_pp + offs_f[:, None] * stride_pi + offs_f[None, :] * stride_pj
         tl.store(p_ptrs, dbias, mask=(offs_f < num_frames)[:, None] & (offs_f < num_frames)[None, :])
+
+
+@triton.jit
+def temporal_attention_bias_grad_kernel(Partial, DBias, batch, num_heads, n_chunks, cells, BLOCK: tl.constexpr):
+    """DBias[h] (contiguous (heads, F, F), the bias dtype) = the sum over (batch, chunk) of the backward's
+    fp32 partials (programs, F, F), program = (b * heads + h) * n_chunks + chunk, in a fixed order."""
+    pid = tl.program_id(0)
+    n_cell_blocks = tl.cdiv(cells, BLOCK)
+    h = pid // n_cell_blocks
+    offs = (pid % n_cell_blocks) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < cells
+    acc = tl.zeros([BLOCK], tl.float32)
+    for b in range(batch):
+        for chunk in range(n_chunks):
+            row = ((b * num_heads + h) * n_chunks + chunk).to(tl.int64)
+            acc += tl.load(Partial + row * cells + offs, mask=mask, other=0.0)
+    tl.store(DBias + h.to(tl.int64) * cells + offs, acc.to(DBias.dtype.element_ty), mask=mask)

@@ -162,3 +162,30 @@ def temporal_conv_dw_kernel(
     tl.store(p_ptrs, acc, mask=mask_co[:, None] & mask_ci[None, :])
     if bias_prog:
         tl.store(DBPart + split64 * stride_qs + offs_co * stride_qo, db, mask=mask_co)
+
+
+@triton.jit
+def _sum_splits(Part, Out, cells, block, n_split, BLOCK: tl.constexpr):
+    """Out[block's cells] = the sum over splits of Part (n_split, cells), in split order, cast to Out's dtype."""
+    offs = block * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < cells
+    acc = tl.zeros([BLOCK], tl.float32)
+    ptrs = Part + offs
+    for _split in range(n_split):
+        acc += tl.load(ptrs, mask=mask, other=0.0)
+        ptrs += cells
+    tl.store(Out + offs, acc.to(Out.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def temporal_conv_grad_sum_kernel(DWPart, DBPart, DW, DB, n_split, dw_cells, db_cells,
+                                  WEIGHT_GRAD: tl.constexpr, BLOCK: tl.constexpr):
+    """dW (C_out, C_in, k) and dbias (C_out,), contiguous, in the weight dtype: the dW kernel's fp32
+    partials (n_split, C_out, C_in, k) and (n_split, C_out), contiguous, summed over the splits in order
+    (deterministic). Programs [0, cdiv(dw_cells, BLOCK)) take dW (with WEIGHT_GRAD), the rest dbias."""
+    pid = tl.program_id(0)
+    n_dw = tl.cdiv(dw_cells, BLOCK) if WEIGHT_GRAD else 0
+    if pid < n_dw:
+        _sum_splits(DWPart, DW, dw_cells, pid, n_split, BLOCK)
+    else:
+        _sum_splits(DBPart, DB, db_cells, pid - n_dw, n_split, BLOCK)

@@ -27,9 +27,9 @@ def test_auto_only_picks_a_backend_that_takes_the_input(op, interpret, monkeypat
         reasons = dispatcher.explain(*args)
         chosen = dispatcher.select("auto", *args)
         assert reasons[chosen.name] is None
-        assert chosen.reason(*args) is None
+        assert dispatcher.why_not(chosen, *args) is None
         for backend in dispatcher.backends:
-            why = backend.reason(*args)
+            why = dispatcher.why_not(backend, *args)
             if why is None:
                 continue
             assert isinstance(why, str) and why

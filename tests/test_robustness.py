@@ -172,10 +172,13 @@ def _bad_inputs(case: OpCase):
 
 @pytest.mark.parametrize("op", ["temporal_attention", "frame_attention"])
 def test_attention_head_dim_limit_names_the_argument(op):
-    q = torch.empty(1, 2, 3, 1, 257, device="meta")  # validation runs before any compute
-    message = r"argument 'q' has head_dim 257; expected 1 <= head_dim <= 256"
-    with pytest.raises(fastvid.FastvidInputError, match=message):
+    """head_dim >= 1 is every backend's need (validation); head_dim <= 256 is Triton's own limit."""
+    q = torch.empty(1, 2, 3, 1, 0, device="meta")  # validation runs before any compute
+    with pytest.raises(fastvid.FastvidInputError, match=r"argument 'q' has head_dim 0; expected head_dim >= 1"):
         getattr(fastvid, op)(q, q, q)
+    wide = torch.empty(1, 2, 3, 1, 257, device="meta")
+    with pytest.raises(fastvid.BackendUnsupportedError, match=r"head_dim = 257 > 256"):
+        getattr(fastvid, op)(wide, wide, wide, backend="triton")
 
 
 @pytest.mark.parametrize("op, kind", [(op, c[0]) for op in sorted(OPS) for c in _bad_inputs(OPS[op])])
@@ -544,6 +547,9 @@ class _LaunchRecorder:
                 self.grids.append(tuple(grid({**kwargs, **config}) if callable(grid) else grid))
         return launch
 
+    def run(self, *args, grid, warmup=False, **kwargs):  # kernel[grid](...) is kernel.run(..., grid=grid)
+        self[grid](*args, **kwargs)
+
 
 @pytest.mark.parametrize("batch", [4, 8])
 def test_svd_scale_launch_arithmetic(batch, monkeypatch):
@@ -568,7 +574,8 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     assert (video.numel() > 2**31) == (batch == 8)
 
     out, lse = ta.temporal_attention_fwd._init_fn(tokens, tokens, tokens, None, False, 0.125)
-    ta.temporal_attention_bwd._init_fn(out, tokens, tokens, tokens, None, out, lse, False, 0.125, False)
+    bias = torch.empty(heads, frames, frames, **meta)  # with its gradient: the bias-gradient reduce launches too
+    ta.temporal_attention_bwd._init_fn(out, tokens, tokens, tokens, bias, out, lse, False, 0.125, True)
     table = fa.frame_table("sparse_causal", frames, "cpu").to("meta")
     out, lse = fa.frame_attention_fwd._init_fn(tokens, tokens, tokens, table, 0.125)
     fa.frame_attention_bwd._init_fn(out, tokens, tokens, tokens, table, out, lse, 0.125)

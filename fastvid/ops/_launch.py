@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from typing import Iterator, Optional
 
 import torch
@@ -34,6 +35,14 @@ def empty(*shape, dtype, device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+def empty_strided(shape, strides, *, dtype, device) -> torch.Tensor:
+    """:func:`empty` with the strides a plan worked out (the cheapest allocation torch offers)."""
+    t = torch.empty_strided(shape, strides, dtype=dtype, device=device)
+    if _poison:
+        t.fill_(float("nan") if dtype.is_floating_point else -1)
+    return t
+
+
 def dim_order(t: torch.Tensor):
     """t's dims from outermost to innermost in memory (ties, e.g. size-1 dims, keep their order)."""
     return sorted(range(t.dim()), key=lambda d: -t.stride(d))
@@ -57,15 +66,40 @@ def empty_in_order(shape, order, *, dtype, device) -> torch.Tensor:
 _CONTIGUOUS, _CHANNELS_LAST_3D = (0, 1, 2, 3, 4), (0, 2, 3, 4, 1)
 
 
+def video_layout(x: torch.Tensor):
+    """x's memory order as :func:`empty_like_video` lays outputs out (the two common layouts skip the sort)."""
+    if x.is_contiguous():
+        return _CONTIGUOUS
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return _CHANNELS_LAST_3D
+    return video_order(x)
+
+
+def video_strides(shape, order) -> tuple:
+    """The strides of :func:`empty_in_order`'s tensor of ``shape`` in ``order``, without allocating it."""
+    strides, step = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= max(shape[d], 1)
+    return tuple(strides)
+
+
 def empty_like_video(x: torch.Tensor, shape=None) -> torch.Tensor:
     """An output of ``shape`` (default x's) laid out in x's memory order, see :func:`video_order`."""
-    if x.is_contiguous():  # the two common layouts skip the order sort (this runs on every call)
-        order = _CONTIGUOUS
-    elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        order = _CHANNELS_LAST_3D
-    else:
-        order = video_order(x)
-    return empty_in_order(x.shape if shape is None else shape, order, dtype=x.dtype, device=x.device)
+    return empty_in_order(x.shape if shape is None else shape, video_layout(x), dtype=x.dtype, device=x.device)
+
+
+def merges_pixels(t: torch.Tensor) -> bool:
+    """Whether ``t.flatten(3)`` of a (B, C, F, H, W) tensor is a view of the same data (H and W adjacent in
+    memory): a launch may then take ``t`` itself, whose data pointer is the view's, with the view's strides
+    in its plan (an output laid out by :func:`empty_like_video` always merges)."""
+    return t.shape[3] <= 1 or t.shape[4] <= 1 or t.stride(3) == t.stride(4) * t.shape[4]
+
+
+def contiguous_strides(shape) -> tuple:
+    """The strides of a contiguous tensor of ``shape`` (as torch gives them): an output's strides known
+    before it is allocated, for a launch plan."""
+    return video_strides(shape, range(len(shape)))
 
 
 def in_video_order(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -153,6 +187,14 @@ def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
     return None
 
 
+def dtype_reason(t: torch.Tensor) -> Optional[str]:
+    """Why the Triton kernels cannot take t's dtype, or None: for an op whose Triton backend declares no
+    ``Limits`` (the declared ones check dtypes themselves)."""
+    if t.dtype not in FLOAT_DTYPES:
+        return f"dtype {t.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
+    return None
+
+
 def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
     """"auto" takes Triton on CUDA only; the interpreter is slower than the torch paths."""
     for t in tensors:
@@ -161,8 +203,163 @@ def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
     return None
 
 
-def dtype_reason(t: torch.Tensor) -> Optional[str]:
-    """Why the Triton kernels cannot take t's dtype, or None."""
-    if t.dtype not in FLOAT_DTYPES:
-        return f"dtype {t.dtype} is not supported by the Triton kernel (float32, float16, bfloat16)"
+# ---- the per-signature cache: validate and plan once, then look up -------------------------------
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+PLAN_CACHE_SIZE = 256  # signatures kept per cache; the oldest goes first past this
+
+
+def tensor_key(t: torch.Tensor) -> tuple:
+    """What a plan may depend on in a tensor: shape, strides, dtype, device, requires_grad and the
+    data pointer's alignment (mod 16: the JIT specialises pointers on it; vector widths read it)."""
+    return t.shape, t.stride(), t.dtype, t.device, t.requires_grad, t.data_ptr() & 15
+
+
+_tf32 = torch._C._get_cublas_allow_tf32
+
+
+def call_key(*args) -> Optional[tuple]:
+    """The signature of a call: each plain tensor by :func:`tensor_key` (inlined: this runs on every
+    call), every other value by type and value, plus grad mode, the TF32 setting and
+    :func:`meta_as_cuda`. None (no caching) for a tensor subclass; an unhashable value makes
+    :meth:`PlanCache.lookup` skip the cache. Either way such a call takes the full path, which validates it."""
+    key = [torch.is_grad_enabled(), _tf32(), _meta_as_cuda]
+    append = key.append
+    for a in args:
+        kind = type(a)
+        if kind in _PLAIN_TENSORS:
+            append((a.shape, a.stride(), a.dtype, a.device, a.requires_grad, a.data_ptr() & 15))
+        elif isinstance(a, torch.Tensor):
+            return None
+        else:
+            append(kind)
+            append(a)
+    return tuple(key)
+
+
+class PlanCache:
+    """A bounded map from a call signature (:func:`call_key`) to what was worked out for it once:
+    a launch plan, a chosen backend. ``lookup(key, make, *args)`` returns the stored plan or stores
+    ``make(*args)``; ``make`` raising stores nothing, so a bad call raises again on every call."""
+
+    def __init__(self, size: int = PLAN_CACHE_SIZE):
+        self.size, self.plans = size, {}
+
+    def lookup(self, key, make, *args):
+        try:
+            plan = self.plans.get(key)
+        except TypeError:  # an unhashable argument: not cached
+            plan, key = None, None
+        if plan is None:
+            plan = make(*args)
+            if key is not None:
+                if len(self.plans) >= self.size:
+                    del self.plans[next(iter(self.plans))]
+                self.plans[key] = plan
+        return plan
+
+    def __len__(self):
+        return len(self.plans)
+
+    def clear(self):
+        self.plans.clear()
+
+
+# ---- launching a kernel with a fixed argument list ----------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _runtime_knobs():
+    from triton import knobs
+
+    return knobs.runtime
+
+
+def _idle_hooks() -> Optional[tuple]:
+    """Triton's (launch_enter_hook, launch_exit_hook) when neither does anything (no profiler hook is
+    installed), else None: the fixed-argument launch passes no launch metadata."""
+    knobs = _runtime_knobs()
+    hooks = (knobs.launch_enter_hook, knobs.launch_exit_hook)
+    if all(h is None or not getattr(h, "calls", True) for h in hooks):
+        return hooks
     return None
+
+
+class Launch:
+    """One kernel launch whose grid, scalar arguments, constexprs and options are fixed; only the tensors
+    change from call to call. The first call goes through ``kernel.run(..., grid=grid, warmup=False)``
+    (what ``kernel[grid](...)`` calls: compiling, autotuning); later calls hand the fixed argument list
+    straight to the compiled kernel's launcher, as torch Inductor's generated launchers do, when
+    :func:`_fixed_launcher` can build one (a CUDA kernel, no profiler hooks, an autotuner without config
+    hooks); else every call goes through ``kernel.run``. A kernel defined at module level is looked up
+    there on every call, so a kernel object replaced in its module (a recorder, a stub) is what runs."""
+
+    __slots__ = ("kernel", "module", "name", "grid", "scalars", "kwargs", "run_kwargs", "fixed", "tried")
+
+    def __init__(self, kernel, grid, scalars: tuple, **kwargs):
+        self.kernel, self.grid, self.scalars, self.kwargs = kernel, grid, scalars, kwargs
+        base = kernel
+        while hasattr(base, "fn"):  # autotuner -> jit function -> the Python function
+            base = base.fn
+        self.module, self.name = sys.modules.get(getattr(base, "__module__", "")), getattr(base, "__name__", "")
+        if getattr(self.module, self.name, None) is not kernel:
+            self.module = None
+        self.run_kwargs = dict(kwargs, grid=grid, warmup=False)
+        self.fixed, self.tried = None, False
+
+    def __call__(self, *tensors) -> None:
+        if self.module is not None:
+            kernel = getattr(self.module, self.name)
+            if kernel is not self.kernel:
+                self.kernel, self.fixed, self.tried = kernel, None, False
+        fixed = self.fixed
+        if fixed is not None and fixed(tensors):
+            return
+        compiled = self.kernel.run(*tensors, *self.scalars, **self.run_kwargs)
+        if not self.tried:
+            self.tried = True
+            if tensors[0].is_cuda:
+                self.fixed = _fixed_launcher(self, compiled, len(tensors))
+
+
+def _fixed_launcher(launch: Launch, compiled, n_tensors: int):
+    """A callable launching ``compiled`` (what ``kernel.run`` returned) with the fixed arguments of
+    ``launch``, returning False where it cannot (then the caller takes ``kernel.run``); None when this
+    Triton's compiled kernels do not expose the launcher both Triton 3.6 and 3.9 call:
+    ``compiled.run(grid_x, grid_y, grid_z, stream, function, packed_metadata, launch_metadata,
+    enter_hook, exit_hook, *every_argument_in_signature_order)``."""
+    kernel, kwargs = launch.kernel, dict(launch.kwargs)
+    config = getattr(kernel, "best_config", None)
+    if config is not None:  # autotuned: the tuned config's constexprs join the fixed arguments
+        # A launch after tuning runs only the config's pre_hook (the autotuner's own hooks serve its benchmarks).
+        if getattr(config, "pre_hook", None) is not None:
+            return None
+        kwargs.update(config.all_kwargs())
+        kernel = kernel.fn
+    if not all(hasattr(compiled, name) for name in ("run", "function", "packed_metadata")):
+        return None
+    if type(kernel).__name__ != "JITFunction" or getattr(kernel, "pre_run_hooks", None):
+        return None
+    names = kernel.arg_names[n_tensors + len(launch.scalars):]
+    params = kernel.signature.parameters
+    try:
+        tail = tuple(kwargs[name] if name in kwargs else params[name].default for name in names)
+    except KeyError:
+        return None
+    if any(value is params[name].empty for name, value in zip(names, tail)):
+        return None
+    grid = launch.grid(kwargs) if callable(launch.grid) else launch.grid
+    grid = tuple(grid) + (1,) * (3 - len(grid))
+    run, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
+    fixed = launch.scalars + tail
+    device = torch.cuda.current_device()
+    current_device, raw_stream = torch.cuda.current_device, torch._C._cuda_getCurrentRawStream
+
+    def launch_fixed(tensors) -> bool:
+        hooks = _idle_hooks()
+        if hooks is None or current_device() != device:
+            return False
+        run(grid[0], grid[1], grid[2], raw_stream(device), function, metadata, None, hooks[0], hooks[1],
+            *tensors, *fixed)
+        return True
+
+    return launch_fixed

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import List, Tuple, Union
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher
+from ..dispatch import Backend, Dispatcher, Limits
 from ..frame_modes import FRAME_MODES
 from ..validation import (
     FLOAT_DTYPES,
@@ -31,14 +32,18 @@ OP = "frame_attention"
 Q_LAYOUT = "(B, F, N, heads, head_dim)"
 KV_LAYOUT = "(B, F, M, heads, head_dim)"
 TABLE_LAYOUT = "(F, K) frame indices, -1 padding"
-MAX_TRITON_HEAD_DIM = 256
 
 Frames = Union[str, Tensor]
 
 
+_MODE_COUNTS: dict = {}  # id(a mode's table) -> (weakref to the table, its frame_counts)
+
+
 @functools.lru_cache(maxsize=64)
 def _mode_table(mode: str, num_frames: int, device: torch.device) -> Tensor:
-    return reference.frame_table(mode, num_frames, device).to(torch.int32).contiguous()
+    table = reference.frame_table(mode, num_frames, device).to(torch.int32).contiguous()
+    _MODE_COUNTS[id(table)] = (weakref.ref(table), frame_counts(table, num_frames))
+    return table
 
 
 def frame_table(frames: Frames, num_frames: int, device) -> Tensor:
@@ -48,6 +53,15 @@ def frame_table(frames: Frames, num_frames: int, device) -> Tensor:
             return reference.frame_table(frames, num_frames, device).to(torch.int32)
         return _mode_table(frames, num_frames, torch.device(device))
     return frames.to(device=device, dtype=torch.int32).contiguous()
+
+
+def _table_counts(table: Tensor, num_frames: int) -> Tensor:
+    """:func:`frame_counts` of ``table``: computed once for a mode's cached table, on every call for a
+    caller's table (its values may change in place)."""
+    hit = _MODE_COUNTS.get(id(table))
+    if hit is not None and hit[0]() is table:
+        return hit[1]
+    return frame_counts(table, num_frames)
 
 
 def frame_counts(table: Tensor, num_frames: int) -> Tensor:
@@ -95,25 +109,47 @@ def _head_constants(head_dim: int, *tensors: Tensor) -> dict:
                 DOT_PRECISION=_launch.dot_precision(tensors[0].dtype))
 
 
+def _table_launch(kernel, programs: int, length: int, block: str, scalars: tuple, **constexprs) -> "_launch.Launch":
+    """A launch of an autotuned frame-attention kernel over ``length`` rows in tiles of the tuned ``block``."""
+    return _launch.Launch(kernel, lambda meta: (_launch.cdiv(length, meta[block]) * programs,), scalars, **constexprs)
+
+
+class _FwdPlan:
+    """Everything a forward launch of one call signature needs but the tensors."""
+
+    def __init__(self, q, k, v, table, scale):
+        from ..kernels.frame_attention import frame_attention_fwd_kernel
+
+        batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
+        self.dtype, self.device = q.dtype, q.device
+        self.lse_shape = (batch, frames, heads, tokens)
+        self.strides = _launch.contiguous_strides(self.shape)
+        self.lse_strides = _launch.contiguous_strides(self.lse_shape)
+        self.launch = None
+        if q.numel() == 0:
+            return
+        out_strides = _launch.contiguous_strides(self.shape)
+        self.launch = _table_launch(
+            frame_attention_fwd_kernel, batch * frames * heads, tokens, "BLOCK_N",
+            (*q.stride(), *k.stride(), *v.stride(), *out_strides, *table.stride(),
+             *_launch.contiguous_strides(self.lse_shape),
+             heads, frames, tokens, k.shape[2], table.shape[1], scale * _launch.LOG2E),
+            EVEN_M=_even_keys(k), **_head_constants(head_dim, q, k, v),
+        )
+
+
+def _fwd_run(plan: _FwdPlan, q, k, v, table, scale):
+    out = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
+    lse = _launch.empty_strided(plan.lse_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
+    if plan.launch is not None:
+        plan.launch(q, k, v, table, out, lse)
+    return out, lse
+
+
 @torch.library.custom_op("fastvid::frame_attention_fwd", mutates_args=())
 def frame_attention_fwd(q: Tensor, k: Tensor, v: Tensor, table: Tensor, scale: float) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, F, h, N) fp32 (log2 units)."""
-
-    from ..kernels.frame_attention import frame_attention_fwd_kernel
-
-    batch, frames, tokens, heads, head_dim = q.shape
-    out = _launch.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
-    lse = _launch.empty(batch, frames, heads, tokens, dtype=torch.float32, device=q.device)
-    if out.numel() == 0:
-        return out, lse
-    programs = batch * frames * heads
-    frame_attention_fwd_kernel[lambda meta: (_launch.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
-        q, k, v, table, out, lse,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *table.stride(), *lse.stride(),
-        heads, frames, tokens, k.shape[2], table.shape[1], scale * _launch.LOG2E, EVEN_M=_even_keys(k),
-        **_head_constants(head_dim, q, k, v, out),
-    )
-    return out, lse
+    return _fwd_op.planned(q, k, v, table, scale)
 
 
 @frame_attention_fwd.register_fake
@@ -122,37 +158,59 @@ def _(q, k, v, table, scale):
     return q.new_empty(q.shape), q.new_empty(batch, frames, heads, tokens, dtype=torch.float32)
 
 
+class _BwdPlan:
+    """Everything the two backward launches of one call signature need but the tensors."""
+
+    def __init__(self, dout, q, k, v, table, out, lse, scale):
+        from ..kernels.frame_attention import frame_attention_bwd_dkv_kernel, frame_attention_bwd_dq_kernel
+
+        batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
+        keys = k.shape[2]
+        self.dtype, self.device, self.kv_shape, self.frames = q.dtype, q.device, tuple(k.shape), frames
+        self.strides = _launch.contiguous_strides(self.shape)
+        self.kv_strides = _launch.contiguous_strides(self.kv_shape)
+        # delta is allocated like lse, both contiguous (a strided lse is copied): the kernels read both with these
+        self.delta_shape = tuple(lse.shape)
+        self.lse_strides = _launch.contiguous_strides(self.delta_shape)
+        self.dq = self.dkv = None
+        if q.numel() == 0:
+            return
+        programs = batch * frames * heads
+        common = _head_constants(head_dim, q, k, v, out, dout)
+        self.dq = _table_launch(
+            frame_attention_bwd_dq_kernel, programs, tokens, "BLOCK_N",
+            (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *self.strides, *table.stride(),
+             *self.lse_strides, heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale),
+            EVEN_M=_even_keys(k), **common,
+        )
+        self.dkv = _table_launch(
+            frame_attention_bwd_dkv_kernel, programs, keys, "BLOCK_M",
+            (*q.stride(), *k.stride(), *v.stride(), *dout.stride(), *self.kv_strides,
+             *_launch.contiguous_strides((frames, frames)), *self.lse_strides,
+             heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale),
+            **common,
+        )
+
+
+def _bwd_run(plan: _BwdPlan, dout, q, k, v, table, out, lse, scale):
+    dq = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
+    if plan.dq is None:  # no query reads a key: dK = dV = 0
+        return [dq, torch.zeros(plan.kv_shape, dtype=plan.dtype, device=plan.device),
+                torch.zeros(plan.kv_shape, dtype=plan.dtype, device=plan.device)]
+    dk = _launch.empty_strided(plan.kv_shape, plan.kv_strides, dtype=plan.dtype, device=plan.device)
+    dv = _launch.empty_strided(plan.kv_shape, plan.kv_strides, dtype=plan.dtype, device=plan.device)
+    delta = _launch.empty_strided(plan.delta_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
+    lse = lse if lse.stride() == plan.lse_strides else lse.contiguous()
+    plan.dq(q, k, v, table, out, dout, lse, delta, dq)
+    plan.dkv(q, k, v, _table_counts(table, plan.frames), dout, lse, delta, dk, dv)
+    return [dq, dk, dv]
+
+
 @torch.library.custom_op("fastvid::frame_attention_bwd", mutates_args=())
 def frame_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Tensor, out: Tensor, lse: Tensor,
                         scale: float) -> List[Tensor]:
     """Triton backward: dQ kernel (also writes delta = rowsum(dO * O)), then the dK/dV kernel. Returns [dq, dk, dv]."""
-
-    from ..kernels.frame_attention import frame_attention_bwd_dkv_kernel, frame_attention_bwd_dq_kernel
-
-    batch, frames, tokens, heads, head_dim = q.shape
-    keys = k.shape[2]
-    dq = _launch.empty(*q.shape, dtype=q.dtype, device=q.device)
-    if q.numel() == 0:  # no query reads a key: dK = dV = 0
-        return [dq, torch.zeros_like(k, memory_format=torch.contiguous_format),
-                torch.zeros_like(v, memory_format=torch.contiguous_format)]
-    dk = _launch.empty(*k.shape, dtype=k.dtype, device=k.device)
-    dv = _launch.empty(*k.shape, dtype=k.dtype, device=k.device)
-    delta = _launch.empty(*lse.shape, dtype=torch.float32, device=q.device)
-    programs = batch * frames * heads
-    common = _head_constants(head_dim, q, k, v, out, dout, dq, dk)
-    frame_attention_bwd_dq_kernel[lambda meta: (_launch.cdiv(tokens, meta["BLOCK_N"]) * programs,)](
-        q, k, v, table, out, dout, lse, delta, dq,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *table.stride(),
-        *lse.stride(),
-        heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale, EVEN_M=_even_keys(k), **common,
-    )
-    counts = frame_counts(table, frames)
-    frame_attention_bwd_dkv_kernel[lambda meta: (_launch.cdiv(keys, meta["BLOCK_M"]) * programs,)](
-        q, k, v, counts, dout, lse, delta, dk, dv,
-        *q.stride(), *k.stride(), *v.stride(), *dout.stride(), *dk.stride(), *counts.stride(), *lse.stride(),
-        heads, frames, tokens, keys, table.shape[1], scale * _launch.LOG2E, scale, **common,
-    )
-    return [dq, dk, dv]
+    return _bwd_op.planned(dout, q, k, v, table, out, lse, scale)
 
 
 @frame_attention_bwd.register_fake
@@ -173,7 +231,8 @@ def _backward(ctx, dout, dlse):
     return dq, dk, dv, None, None
 
 
-_fwd_op, _bwd_op = TritonOp(frame_attention_fwd), TritonOp(frame_attention_bwd)
+_fwd_op = TritonOp(frame_attention_fwd, _FwdPlan, _fwd_run)
+_bwd_op = TritonOp(frame_attention_bwd, _BwdPlan, _bwd_run)
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
@@ -183,13 +242,27 @@ def _run_triton(q, k, v, frames, scale):
     return _fwd_op(q, k, v, frame_table(frames, q.shape[1], q.device), scale)[0]
 
 
+def _prepare_triton(q, k, v, frames, scale):
+    """A mode's table is fixed by the signature (F, device); a tensor's values are read on every call."""
+    table = frame_table(frames, q.shape[1], q.device)
+    call = _fwd_op.prepare(q, k, v, table, scale, output=0)
+    if isinstance(frames, str):
+        return lambda q, k, v, frames, scale: call(q, k, v, table, scale)
+    return lambda q, k, v, frames, scale: call(q, k, v, frame_table(frames, q.shape[1], q.device), scale)
+
+
 def _triton_reason(q, k, v, frames, scale):
-    why = _launch.triton_reason(q, k, v) or _launch.dtype_reason(q)
-    if why:
-        return why
-    if q.shape[-1] > MAX_TRITON_HEAD_DIM:
-        return f"head_dim = {q.shape[-1]} > {MAX_TRITON_HEAD_DIM}"
-    return None
+    return _launch.triton_reason(q, k, v)
+
+
+def _features(q, k, v, frames, scale):
+    return {"dtype": q.dtype, "head_dim": q.shape[-1]}
+
+
+def _value_checks(q, k, v, frames, scale):
+    """A table's values are checked on every call (a cached signature says nothing about them)."""
+    if isinstance(frames, Tensor):
+        check_index_table(OP, "frames", frames, q.shape[1], q.shape[1], TABLE_LAYOUT)
 
 
 def _triton_auto_reason(q, k, v, frames, scale):
@@ -252,7 +325,7 @@ def _validate(q, k, v, frames, scale):
     check_shape(OP, "v", v, tuple(k.shape), KV_LAYOUT + " equal to k")
     check_same_dtype(OP, q=q, k=k, v=v)
     check_same_device(OP, q=q, k=k, v=v)
-    check_head_dim(OP, head_dim)
+    check_head_dim(OP, "q", head_dim)
     if k.shape[2] == 0 and q.numel():
         fail(OP, "k", f"has shape {tuple(k.shape)} (M = 0 keys per frame)", "M >= 1")
     if isinstance(frames, str):
@@ -276,11 +349,15 @@ def _backend_arguments(q, k, v, frames="self", scale=None):
     return q, k, v, frames, (q.shape[-1] ** -0.5 if scale is None else float(scale))
 
 
+TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES,
+                       maxima={"head_dim": (256, "the kernels hold a row's head_dim in registers")})
+
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason, limits=TRITON_LIMITS,
+            prepare=_prepare_triton),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
-], arguments=_backend_arguments)
+], arguments=_backend_arguments, features=_features, value_checks=_value_checks)
 
 
 def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self", scale: float | None = None,
@@ -290,7 +367,7 @@ def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self",
     Args:
         q: (B, F, N, heads, head_dim) queries; any strides.
         k, v: (B, F, M, heads, head_dim) keys and values (M may differ from N); any strides.
-            fp32, fp16 or bf16 (float64 on the torch/reference backends); head_dim <= 256.
+            fp32, fp16 or bf16 (float64 on the torch/reference backends); head_dim <= 256 on Triton.
         frames: which frames frame i attends to, its keys concatenated: a mode of
             ``fastvid.frame_modes.FRAME_MODES`` ("self": frame i, spatial attention; "first": frame 0,
             Text2Video-Zero; "sparse_causal": frames [0, i-1], Tune-A-Video; "all": every frame,
@@ -306,4 +383,4 @@ def frame_attention(q: Tensor, k: Tensor, v: Tensor, *, frames: Frames = "self",
     Returns:
         (B, F, N, heads, head_dim), contiguous, dtype of q.
     """
-    return DISPATCH(backend, *_backend_arguments(q, k, v, frames=frames, scale=scale))
+    return DISPATCH.call(backend, q, k, v, frames, scale)

@@ -2,9 +2,9 @@
 public function.
 
 Forward: three Triton launches (per-channel statistics partials, per-group combine, then
-normalise + SiLU). Backward: two Triton launches from the saved per-group mean and rstd
-(per-channel partial sums, then dx); the weight and bias gradients and the group means the dx
-formula needs are those partials summed by torch in a fixed order (deterministic).
+normalise + SiLU). Backward: three Triton launches from the saved per-group mean and rstd
+(per-channel partial sums; those summed in a fixed order into the group means the dx formula needs
+and the weight and bias gradients; then dx), no torch kernel.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher
+from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
 from ._library import TritonOp
@@ -23,9 +23,9 @@ from ._library import TritonOp
 OUTPUT_LAYOUT = "input"  # the memory order of x, dense, whichever backend runs
 OP = "group_norm_silu"
 LAYOUT = "(B, C, F, H, W)"
-MAX_TRITON_CHANNELS_PER_GROUP = 512
 TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
 MAX_BLOCK_C_CHANNELS_INNER = 64  # channels per tile when channels have unit stride (8 x 128-bit per row)
+COEF_BLOCK_C = 256  # channels per program of the backward's weight and bias gradient sums
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
@@ -61,18 +61,10 @@ class _Plan:
         self.reduce_programs = rows * self.n_chunks
         self.apply_programs = rows * self.n_p_blocks
 
-    def stats_strides(self, stats: Tensor, per_frame: bool):
+    def stats_strides(self, strides: tuple, per_frame: bool):
         # Per-sample statistics have one entry per (b, g): every frame reads it (stride 0).
-        sk, sb, sg, sf = stats.stride()
+        sk, sb, sg, sf = strides
         return sk, sb, sg, sf if per_frame else 0
-
-    def group_sum(self, part: Tensor) -> Tensor:
-        """(B * F * chunks, C) per-channel partials summed per statistic: (B, G, F or 1)."""
-        batch = part.shape[0] // (self.frames * self.n_chunks)
-        rows = part.view(batch, self.frames, self.n_chunks, self.groups, self.cpg).sum((2, 4))
-        if self.stat_frames == 1:
-            rows = rows.sum(1, keepdim=True)
-        return rows.transpose(1, 2)
 
 
 def _affine_strides(weight: Optional[Tensor], bias: Optional[Tensor]):
@@ -83,46 +75,138 @@ def _like_x(x: Tensor) -> Tensor:
     return _launch.empty_like_video(x)
 
 
+class _FwdPlan:
+    """The three forward launches of one call signature, and the output layouts."""
+
+    def __init__(self, x, weight, bias, num_groups, eps, per_frame):
+        from ..kernels.group_norm_silu import (group_norm_finalize_kernel, group_norm_silu_apply_kernel,
+                                               group_norm_stats_kernel)
+
+        self.stats_shape = (2, x.shape[0], num_groups, x.shape[2] if per_frame else 1)
+        self.shape = tuple(x.shape)
+        self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # y's, in x's memory order
+        self.launches = None
+        if x.numel() == 0:
+            return
+        plan = _Plan(x, num_groups, per_frame)
+        channels = x.shape[1]
+        self.partial_shape = (plan.partial_rows, channels)
+        stats_strides = _launch.contiguous_strides(self.stats_shape)
+        self.x_merged = _launch.merges_pixels(x)
+        x4 = x.flatten(3)
+        y4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
+        block_j = _launch.next_pow2(plan.cpg)
+        self.launches = (
+            _launch.Launch(group_norm_stats_kernel, (plan.reduce_programs,),
+                           (*x4.stride(), channels, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_chunks,
+                            plan.chunk_pixels), BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4),
+            _launch.Launch(group_norm_finalize_kernel, (x.shape[0] * num_groups * plan.stat_frames,),
+                           (*stats_strides, channels, plan.cpg, num_groups, plan.frames, plan.pixels, plan.n_chunks,
+                            plan.chunk_pixels, eps), PER_FRAME=per_frame, BLOCK_R=max(1, 1024 // block_j),
+                           BLOCK_J=block_j, num_warps=4),
+            _launch.Launch(group_norm_silu_apply_kernel, (plan.apply_programs,),
+                           (*x4.stride(), *y4_strides, *plan.stats_strides(stats_strides, per_frame),
+                            *_affine_strides(weight, bias), plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks,
+                            plan.n_p_blocks), HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+                           BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4),
+        )
+
+
+def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame):
+    y = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
+    stats = _launch.empty(*plan.stats_shape, dtype=torch.float32, device=x.device)
+    if plan.launches is None:
+        return y, stats
+    stats_launch, finalize, apply = plan.launches
+    # (B, C, F, H * W): y itself (H and W adjacent), x itself where they merge, else a copy
+    x4 = x if plan.x_merged else x.flatten(3)
+    mean = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
+    m2 = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
+    stats_launch(x4, mean, m2)
+    finalize(mean, m2, stats)
+    apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, y, stats)
+    return y, stats
+
+
 @torch.library.custom_op("fastvid::group_norm_silu_fwd", mutates_args=())
 def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], num_groups: int, eps: float,
                         per_frame: bool) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns y (x's shape, memory order and dtype) and stats (2, B, G, F or 1) fp32:
     mean and rstd."""
-    from ..kernels.group_norm_silu import (group_norm_finalize_kernel, group_norm_silu_apply_kernel,
-                                           group_norm_stats_kernel)
-
-    y = _like_x(x)
-    stats = _launch.empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32,
-                          device=x.device)
-    if x.numel() == 0:
-        return y, stats
-    plan = _Plan(x, num_groups, per_frame)
-    x4, y4 = x.flatten(3), y.flatten(3)  # views (y has H and W adjacent; an x whose H and W do not merge is copied)
-    channels = x.shape[1]
-    mean = torch.empty(plan.partial_rows, channels, dtype=torch.float32, device=x.device)
-    m2 = torch.empty_like(mean)
-    group_norm_stats_kernel[(plan.reduce_programs,)](
-        x4, mean, m2, *x4.stride(), channels, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_chunks,
-        plan.chunk_pixels, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4,
-    )
-    block_j = _launch.next_pow2(plan.cpg)
-    group_norm_finalize_kernel[(x.shape[0] * num_groups * plan.stat_frames,)](
-        mean, m2, stats, *stats.stride(), channels, plan.cpg, num_groups, plan.frames, plan.pixels, plan.n_chunks,
-        plan.chunk_pixels, eps, PER_FRAME=per_frame, BLOCK_R=max(1, 1024 // block_j), BLOCK_J=block_j, num_warps=4,
-    )
-    group_norm_silu_apply_kernel[(plan.apply_programs,)](
-        x4, weight if weight is not None else x4, bias if bias is not None else x4, y4, stats,
-        *x4.stride(), *y4.stride(), *plan.stats_strides(stats, per_frame), *_affine_strides(weight, bias),
-        plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_p_blocks,
-        HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
-        num_warps=4,
-    )
-    return y, stats
+    return _fwd_op.planned(x, weight, bias, num_groups, eps, per_frame)
 
 
 @group_norm_silu_fwd.register_fake
 def _(x, weight, bias, num_groups, eps, per_frame):
     return _like_x(x), x.new_empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32)
+
+
+class _BwdPlan:
+    """The two backward launches of one call signature."""
+
+    def __init__(self, dy, x, weight, bias, stats, num_groups, per_frame):
+        from ..kernels.group_norm_silu import (group_norm_silu_bwd_apply_kernel, group_norm_silu_bwd_coef_kernel,
+                                               group_norm_silu_bwd_reduce_kernel)
+
+        self.launches = None
+        if x.numel() == 0:
+            return
+        plan = _Plan(x, num_groups, per_frame)
+        channels = x.shape[1]
+        self.partial_shape = (plan.partial_rows, channels)
+        count = plan.cpg * plan.pixels * (plan.frames // plan.stat_frames)
+        self.stats_shape = tuple(stats.shape)
+        self.stats_strides = _launch.contiguous_strides(self.stats_shape)  # coef shares them
+        x4, dy4 = x.flatten(3), dy.flatten(3)
+        self.x_merged, self.dy_merged = _launch.merges_pixels(x), _launch.merges_pixels(dy)
+        self.shape = tuple(x.shape)
+        self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # dx's, in x's memory order
+        dx4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
+        common = (*plan.stats_strides(self.stats_strides, per_frame), *_affine_strides(weight, bias))
+        flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c,
+                     BLOCK_P=plan.block_p, num_warps=4)
+        n_stats = x.shape[0] * num_groups * plan.stat_frames
+        affine_stride = weight.stride(0) if weight is not None else 0
+        self.launches = (
+            _launch.Launch(group_norm_silu_bwd_reduce_kernel, (plan.reduce_programs,),
+                           (*x4.stride(), *dy4.stride(), *common, channels, plan.cpg, plan.frames, plan.pixels,
+                            plan.n_c_blocks, plan.n_chunks, plan.chunk_pixels), **flags),
+            _launch.Launch(group_norm_silu_bwd_coef_kernel, (n_stats + _launch.cdiv(channels, COEF_BLOCK_C),),
+                           (affine_stride, *self.stats_strides, channels, plan.cpg, num_groups, plan.stat_frames,
+                            plan.partial_rows // (x.shape[0] * plan.stat_frames), plan.partial_rows, count, n_stats),
+                           HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
+                           BLOCK_J=_launch.next_pow2(plan.cpg), BLOCK_C=COEF_BLOCK_C, num_warps=4),
+            _launch.Launch(group_norm_silu_bwd_apply_kernel, (plan.apply_programs,),
+                           (*x4.stride(), *dy4.stride(), *dx4_strides, *common, plan.cpg, plan.frames, plan.pixels,
+                            plan.n_c_blocks, plan.n_p_blocks), **flags),
+        )
+
+
+def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame):
+    channels = x.shape[1]
+    if plan.launches is None:
+        zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
+        return [_like_x(x), zeros if weight is not None else x.new_empty(0),
+                zeros.clone() if bias is not None else x.new_empty(0)]
+    reduce, coef_sums, apply = plan.launches
+    dx = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
+    if stats.stride() != plan.stats_strides:
+        stats = stats.contiguous()
+    # (B, C, F, H * W): dx itself (H and W adjacent), x and dy themselves where they merge, else copies
+    x4, dy4 = (x if plan.x_merged else x.flatten(3)), (dy if plan.dy_merged else dy.flatten(3))
+    affine = (x4 if weight is None else weight, x4 if bias is None else bias)
+    # Per-channel partial sums of dz * xh and dz, one row per (b, f, chunk).
+    dw_part = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
+    db_part = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
+    reduce(x4, dy4, *affine, stats, dw_part, db_part)
+    # Group means of dz * w and dz * w * xh, laid out like stats; the weight and bias gradients.
+    coef = torch.empty(plan.stats_shape, dtype=torch.float32, device=x.device)
+    dw = torch.empty(channels, dtype=weight.dtype, device=x.device) if weight is not None else x.new_empty(0)
+    db = torch.empty(channels, dtype=bias.dtype, device=x.device) if bias is not None else x.new_empty(0)
+    coef_sums(dw_part, db_part, dw_part if weight is None else weight, coef,
+              dw_part if weight is None else dw, dw_part if bias is None else db)
+    apply(x4, dy4, *affine, stats, coef, dx)
+    return [dx, dw, db]
 
 
 @torch.library.custom_op("fastvid::group_norm_silu_bwd", mutates_args=())
@@ -131,42 +215,7 @@ def group_norm_silu_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: O
     """Triton backward from the saved statistics. Returns [dx, dweight, dbias] (empty when weight /
     bias is None). With xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
     dw = sum dz * xh; db = sum dz; dx = rstd * (dz * w - mean_group(dz * w) - xh * mean_group(dz * w * xh))."""
-    from ..kernels.group_norm_silu import group_norm_silu_bwd_apply_kernel, group_norm_silu_bwd_reduce_kernel
-
-    channels = x.shape[1]
-    dx = _like_x(x)
-    if x.numel() == 0:
-        zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
-        return [dx, zeros if weight is not None else x.new_empty(0),
-                zeros.clone() if bias is not None else x.new_empty(0)]
-    plan = _Plan(x, num_groups, per_frame)
-    stats = stats.contiguous()  # coef below shares its strides
-    x4, dy4, dx4 = x.flatten(3), dy.flatten(3), dx.flatten(3)
-    # Per-channel partial sums of dz * xh and dz, one row per (b, f, chunk).
-    dw_part = torch.empty(plan.partial_rows, channels, dtype=torch.float32, device=x.device)
-    db_part = torch.empty_like(dw_part)
-    common = (*plan.stats_strides(stats, per_frame), *_affine_strides(weight, bias))
-    affine = (weight if weight is not None else x4, bias if bias is not None else x4)
-    flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_C=plan.block_c,
-                 BLOCK_P=plan.block_p, num_warps=4)
-    group_norm_silu_bwd_reduce_kernel[(plan.reduce_programs,)](
-        x4, dy4, *affine, stats, dw_part, db_part, *x4.stride(), *dy4.stride(), *common,
-        channels, plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_chunks, plan.chunk_pixels, **flags,
-    )
-    # Group means of dz * w and dz * w * xh over each statistic, laid out like stats.
-    w32 = weight.float() if weight is not None else torch.ones(channels, device=x.device)
-    count = plan.cpg * plan.pixels * (plan.frames // plan.stat_frames)
-    coef = torch.stack([plan.group_sum(db_part * w32), plan.group_sum(dw_part * w32)]) / count
-    group_norm_silu_bwd_apply_kernel[(plan.apply_programs,)](
-        x4, dy4, *affine, stats, coef, dx4, *x4.stride(), *dy4.stride(), *dx4.stride(), *common,
-        plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks, plan.n_p_blocks, **flags,
-    )
-
-    def channel_sum(part: Tensor, like: Optional[Tensor]) -> Tensor:
-        # (B * F * chunks, C) summed over its rows in a fixed order: deterministic.
-        return part.sum(0).to(like.dtype) if like is not None else x.new_empty(0)
-
-    return [dx, channel_sum(dw_part, weight), channel_sum(db_part, bias)]
+    return _bwd_op.planned(dy, x, weight, bias, stats, num_groups, per_frame)
 
 
 @group_norm_silu_bwd.register_fake
@@ -189,7 +238,8 @@ def _backward(ctx, dy, dstats):
             db if need_b and bias is not None else None, None, None, None)
 
 
-_fwd_op, _bwd_op = TritonOp(group_norm_silu_fwd), TritonOp(group_norm_silu_bwd)
+_fwd_op = TritonOp(group_norm_silu_fwd, _FwdPlan, _fwd_run)
+_bwd_op = TritonOp(group_norm_silu_bwd, _BwdPlan, _bwd_run)
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
@@ -199,14 +249,17 @@ def _run_triton(x, num_groups, weight, bias, eps, per_frame):
     return _fwd_op(x, weight, bias, num_groups, eps, per_frame)[0]
 
 
+def _prepare_triton(x, num_groups, weight, bias, eps, per_frame):
+    call = _fwd_op.prepare(x, weight, bias, num_groups, eps, per_frame, output=0)
+    return lambda x, num_groups, weight, bias, eps, per_frame: call(x, weight, bias, num_groups, eps, per_frame)
+
+
 def _triton_reason(x, num_groups, weight, bias, eps, per_frame):
-    why = _launch.triton_reason(x, weight, bias) or _launch.dtype_reason(x)
-    if why:
-        return why
-    if x.shape[1] // num_groups > MAX_TRITON_CHANNELS_PER_GROUP:
-        return (f"{x.shape[1] // num_groups} channels per group > {MAX_TRITON_CHANNELS_PER_GROUP}: "
-                "a group's channels form one tile")
-    return None
+    return _launch.triton_reason(x, weight, bias)
+
+
+def _features(x, num_groups, weight, bias, eps, per_frame):
+    return {"dtype": x.dtype, "channels per group": x.shape[1] // num_groups}
 
 
 def _run_torch(x, num_groups, weight, bias, eps, per_frame):
@@ -248,11 +301,14 @@ def _backend_arguments(x, num_groups, weight=None, bias=None, eps=1e-5, per_fram
     return x, num_groups, weight, bias, float(eps), per_frame
 
 
+TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={"channels per group": (512, "a group's channels form one tile")})
+
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x),
+            limits=TRITON_LIMITS, prepare=_prepare_triton),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
-], arguments=_backend_arguments)
+], arguments=_backend_arguments, features=_features)
 
 
 def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
@@ -273,4 +329,4 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
         (B, C, F, H, W) in the memory order of x, dtype of x. Differentiable in x, weight, bias
         (Triton backward from the saved statistics).
     """
-    return DISPATCH(backend, *_backend_arguments(x, num_groups, weight, bias, eps, per_frame=per_frame))
+    return DISPATCH.call(backend, x, num_groups, weight, bias, eps, per_frame)

@@ -8,7 +8,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher
+from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import (
     FLOAT_DTYPES,
     check_head_dim,
@@ -25,8 +25,6 @@ from ._nonfinite import has_nonfinite_on_cpu
 OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
 OP = "temporal_attention"
 LAYOUT = "(B, F, N, heads, head_dim)"
-MAX_TRITON_FRAMES = 128
-MAX_TRITON_HEAD_DIM = 256
 
 
 MAX_BATCHED_TILE = 2048  # frames x head_dim of one position above which one position fills a program
@@ -53,7 +51,8 @@ def _tiles(num_frames: int, head_dim: int, per_warp: int, max_batched_frames: in
 
 def _vector_width(head_dim: int, *tensors: Tensor) -> int:
     """Elements per 128-bit load that every row provably starts on: the widest VEC (16 bytes at most)
-    dividing head_dim and every stride but head_dim's, which must be 1. The kernel relies on it."""
+    dividing head_dim and every stride but head_dim's, which must be 1. The kernel relies on it.
+    Contiguous outputs add nothing: their strides are multiples of head_dim."""
     vec = 16 // tensors[0].element_size()
     if any(t.stride(-1) != 1 for t in tensors if t.shape[-1] > 1):
         return 1
@@ -63,37 +62,49 @@ def _vector_width(head_dim: int, *tensors: Tensor) -> int:
     return vec
 
 
-def _bias_args(bias: Optional[Tensor], like: Tensor):
-    if bias is None:
-        return like, (0, 0, 0)  # never read: HAS_BIAS is False
-    return bias, tuple(bias.stride())
+def _bias_strides(bias: Optional[Tensor]) -> tuple:
+    return (0, 0, 0) if bias is None else tuple(bias.stride())  # no bias: never read (HAS_BIAS is False)
+
+
+class _FwdPlan:
+    """Everything a forward launch of one call signature needs but the tensors."""
+
+    def __init__(self, q, k, v, bias, causal, scale):
+        from ..kernels.temporal_attention import temporal_attention_fwd_kernel
+
+        batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
+        self.dtype, self.device = q.dtype, q.device
+        self.lse_shape = (batch, heads, frames, tokens)
+        self.strides = _launch.contiguous_strides(self.shape)
+        self.lse_strides = _launch.contiguous_strides(self.lse_shape)
+        self.launch = None
+        if q.numel() == 0:
+            return
+        block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=2048)
+        n_blocks = _launch.cdiv(tokens, block_n)
+        self.launch = _launch.Launch(
+            temporal_attention_fwd_kernel, (n_blocks * batch * heads,),
+            (*q.stride(), *k.stride(), *v.stride(), *self.strides, *_bias_strides(bias),
+             *self.lse_strides, heads, frames, tokens, head_dim, n_blocks, scale * _launch.LOG2E),
+            HAS_BIAS=bias is not None, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
+            VEC=_vector_width(head_dim, q, k, v), BLOCK_N=block_n, BLOCK_F=block_f,
+            BLOCK_D=block_d, num_warps=num_warps,
+        )
+
+
+def _fwd_run(plan: _FwdPlan, q, k, v, bias, causal, scale):
+    out = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
+    lse = _launch.empty_strided(plan.lse_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
+    if plan.launch is not None:
+        plan.launch(q, k, v, q if bias is None else bias, out, lse)
+    return out, lse
 
 
 @torch.library.custom_op("fastvid::temporal_attention_fwd", mutates_args=())
 def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], causal: bool,
                            scale: float) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, h, F, N) fp32 (log2 units)."""
-
-    from ..kernels.temporal_attention import temporal_attention_fwd_kernel
-
-    batch, frames, tokens, heads, head_dim = q.shape
-    out = _launch.empty(batch, frames, tokens, heads, head_dim, dtype=q.dtype, device=q.device)
-    lse = _launch.empty(batch, heads, frames, tokens, dtype=torch.float32, device=q.device)
-    if out.numel() == 0:
-        return out, lse
-    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=2048)
-    n_blocks = _launch.cdiv(tokens, block_n)
-    bias_t, bias_strides = _bias_args(bias, q)
-    grid = (n_blocks * batch * heads,)
-    temporal_attention_fwd_kernel[grid](
-        q, k, v, bias_t, out, lse,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *bias_strides, *lse.stride(),
-        heads, frames, tokens, head_dim, n_blocks, scale * _launch.LOG2E,
-        HAS_BIAS=bias is not None, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
-        VEC=_vector_width(head_dim, q, k, v, out), BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d,
-        num_warps=num_warps,
-    )
-    return out, lse
+    return _fwd_op.planned(q, k, v, bias, causal, scale)
 
 
 @temporal_attention_fwd.register_fake
@@ -103,49 +114,72 @@ def _(q, k, v, bias, causal, scale):
                                                                              dtype=torch.float32)
 
 
+class _BwdPlan:
+    """Everything a backward launch of one call signature needs but the tensors."""
+
+    def __init__(self, dout, q, k, v, bias, out, lse, causal, scale, bias_grad):
+        from ..kernels.temporal_attention import temporal_attention_bias_grad_kernel, temporal_attention_bwd_kernel
+
+        batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
+        self.dtype, self.device, self.strides = q.dtype, q.device, _launch.contiguous_strides(self.shape)
+        self.bias_grad, self.bias_dtype = bias_grad, (bias.dtype if bias_grad else torch.float32)
+        self.dbias_shape = (heads, frames, frames) if bias_grad else (0,)
+        self.launch = self.reduce = None
+        if q.numel() == 0:
+            return
+        block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=1024, max_batched_frames=16)
+        n_blocks = _launch.cdiv(tokens, block_n)
+        # Enough programs to fill the GPU, few enough that the per-program bias partials stay small.
+        target = _launch.target_programs(q, per_sm=4, off_gpu=8)
+        n_chunks = max(1, min(n_blocks, _launch.cdiv(target, batch * heads)))
+        programs = n_chunks * batch * heads
+        self.partial_shape = (programs, frames, frames) if bias_grad else None
+        self.launch = _launch.Launch(
+            temporal_attention_bwd_kernel, (programs,),
+            (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *self.strides, *_bias_strides(bias),
+             *lse.stride(), *(_launch.contiguous_strides(self.partial_shape) if bias_grad else (0, 0, 0)),
+             heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale),
+            HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
+            VEC=_vector_width(head_dim, q, k, v, out, dout), BLOCK_N=block_n,
+            BLOCK_F=block_f, BLOCK_D=block_d, RELOAD=block_n == 1, num_warps=num_warps, num_stages=1,
+        )
+        if bias_grad:
+            # Fixed-order sum over (batch, chunk) of the partials, written in the bias dtype: deterministic.
+            cells = frames * frames
+            block = min(1024, _launch.next_pow2(cells))
+            self.reduce = _launch.Launch(
+                temporal_attention_bias_grad_kernel, (heads * _launch.cdiv(cells, block),),
+                (batch, heads, n_chunks, cells),
+                BLOCK=block, num_warps=4,
+            )
+
+
+def _bwd_run(plan: _BwdPlan, dout, q, k, v, bias, out, lse, causal, scale, bias_grad):
+    dq, dk, dv = (_launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
+                  for _ in range(3))
+    if plan.launch is None:
+        dbias = torch.zeros(plan.dbias_shape, dtype=plan.bias_dtype, device=plan.device)
+        return [dq, dk, dv, dbias]
+    dbias = _launch.empty(*plan.dbias_shape, dtype=plan.bias_dtype, device=plan.device)
+    partial = torch.empty(plan.partial_shape, dtype=torch.float32, device=plan.device) if plan.bias_grad else q
+    plan.launch(q, k, v, q if bias is None else bias, out, dout, lse, dq, dk, dv, partial)
+    if plan.reduce is not None:
+        plan.reduce(partial, dbias)
+    return [dq, dk, dv, dbias]
+
+
 @torch.library.custom_op("fastvid::temporal_attention_bwd", mutates_args=())
 def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], out: Tensor,
                            lse: Tensor, causal: bool, scale: float, bias_grad: bool) -> List[Tensor]:
-    """Triton backward. Returns [dq, dk, dv, dbias]; dbias is (h, F, F) fp32, empty unless ``bias_grad``."""
-
-    from ..kernels.temporal_attention import temporal_attention_bwd_kernel
-
-    batch, frames, tokens, heads, head_dim = q.shape
-    grads = [_launch.empty(*q.shape, dtype=q.dtype, device=q.device) for _ in range(3)]
-    dq, dk, dv = grads
-    if q.numel() == 0:
-        dbias = torch.zeros(heads, frames, frames, dtype=torch.float32, device=q.device)
-        return [dq, dk, dv, dbias if bias_grad else dbias.new_empty(0)]
-    block_n, block_f, block_d, num_warps = _tiles(frames, head_dim, per_warp=1024, max_batched_frames=16)
-    n_blocks = _launch.cdiv(tokens, block_n)
-    # Enough programs to fill the GPU, few enough that the per-program bias partials stay small.
-    target = _launch.target_programs(q, per_sm=4, off_gpu=8)
-    n_chunks = max(1, min(n_blocks, _launch.cdiv(target, batch * heads)))
-    programs = n_chunks * batch * heads
-    partial = torch.empty(programs, frames, frames, dtype=torch.float32, device=q.device) if bias_grad else q
-    partial_strides = partial.stride() if bias_grad else (0, 0, 0)
-    bias_t, bias_strides = _bias_args(bias, q)
-    temporal_attention_bwd_kernel[(programs,)](
-        q, k, v, bias_t, out, dout, lse, dq, dk, dv, partial,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *dq.stride(), *bias_strides,
-        *lse.stride(), *partial_strides,
-        heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale,
-        HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
-        VEC=_vector_width(head_dim, q, k, v, out, dout, dq), BLOCK_N=block_n, BLOCK_F=block_f, BLOCK_D=block_d,
-        RELOAD=block_n == 1, num_warps=num_warps, num_stages=1,
-    )
-    if bias_grad:
-        # Fixed-order reduction over (batch, chunk): bit-identical from run to run.
-        dbias = partial.view(batch, heads, n_chunks, frames, frames).sum(dim=(0, 2))
-    else:
-        dbias = q.new_empty(0, dtype=torch.float32)
-    return [dq, dk, dv, dbias]
+    """Triton backward. Returns [dq, dk, dv, dbias]; dbias is (h, F, F) in the bias dtype, empty unless
+    ``bias_grad``."""
+    return _bwd_op.planned(dout, q, k, v, bias, out, lse, causal, scale, bias_grad)
 
 
 @temporal_attention_bwd.register_fake
 def _(dout, q, k, v, bias, out, lse, causal, scale, bias_grad):
     heads, frames = q.shape[3], q.shape[1]
-    dbias = q.new_empty(heads, frames, frames, dtype=torch.float32) if bias_grad else q.new_empty(0, dtype=torch.float32)
+    dbias = q.new_empty(heads, frames, frames, dtype=bias.dtype) if bias_grad else q.new_empty(0, dtype=torch.float32)
     return [q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), dbias]
 
 
@@ -160,10 +194,11 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dout, dlse):
     q, k, v, bias, out, lse = ctx.saved_tensors
     dq, dk, dv, dbias = _bwd_op(dout, q, k, v, bias, out, lse, ctx.causal, ctx.scale, ctx.bias_grad)
-    return dq, dk, dv, (dbias.to(bias.dtype) if ctx.bias_grad else None), None, None
+    return dq, dk, dv, (dbias if ctx.bias_grad else None), None, None
 
 
-_fwd_op, _bwd_op = TritonOp(temporal_attention_fwd), TritonOp(temporal_attention_bwd)
+_fwd_op = TritonOp(temporal_attention_fwd, _FwdPlan, _fwd_run)
+_bwd_op = TritonOp(temporal_attention_bwd, _BwdPlan, _bwd_run)
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
@@ -173,15 +208,16 @@ def _run_triton(q, k, v, bias, causal, scale):
     return _fwd_op(q, k, v, bias, causal, scale)[0]
 
 
+def _prepare_triton(q, k, v, bias, causal, scale):
+    return _fwd_op.prepare(q, k, v, bias, causal, scale, output=0)
+
+
 def _triton_reason(q, k, v, bias, causal, scale):
-    why = _launch.triton_reason(q, k, v, bias) or _launch.dtype_reason(q)
-    if why:
-        return why
-    if q.shape[1] > MAX_TRITON_FRAMES:
-        return f"F = {q.shape[1]} frames > {MAX_TRITON_FRAMES}: the kernel keeps all frames of a position in registers"
-    if q.shape[-1] > MAX_TRITON_HEAD_DIM:
-        return f"head_dim = {q.shape[-1]} > {MAX_TRITON_HEAD_DIM}"
-    return None
+    return _launch.triton_reason(q, k, v, bias)
+
+
+def _features(q, k, v, bias, causal, scale):
+    return {"dtype": q.dtype, "frames": q.shape[1], "head_dim": q.shape[-1]}
 
 
 def _run_torch(q, k, v, bias, causal, scale):
@@ -213,7 +249,7 @@ def _validate(q, k, v, bias, causal, scale):
     for name, t in (("k", k), ("v", v)):
         check_shape(OP, name, t, tuple(q.shape), LAYOUT + " equal to q")
     check_same_dtype(OP, q=q, k=k, v=v)
-    check_head_dim(OP, q.shape[-1])
+    check_head_dim(OP, "q", q.shape[-1])
     if bias is not None:
         check_tensor(OP, "bias", bias, ndim=3, layout="(heads, F, F)", dtypes=dtypes)
         check_shape(OP, "bias", bias, (q.shape[3], q.shape[1], q.shape[1]), "(heads, F, F)")
@@ -230,11 +266,17 @@ def _backend_arguments(q, k, v, bias=None, causal=False, scale=None):
     return q, k, v, bias, causal, (q.shape[-1] ** -0.5 if scale is None else float(scale))
 
 
+TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={
+    "frames": (128, "the kernel keeps all frames of a position in registers"),
+    "head_dim": (256, "a position's head_dim is one register tile"),
+})
+
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda q, *a: _launch.triton_auto_reason(q)),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda q, *a: _launch.triton_auto_reason(q),
+            limits=TRITON_LIMITS, prepare=_prepare_triton),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
-], arguments=_backend_arguments)
+], arguments=_backend_arguments, features=_features)
 
 
 def temporal_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Optional[Tensor] = None, causal: bool = False,
@@ -253,4 +295,4 @@ def temporal_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Optional[Tensor
     Returns:
         (B, F, N, heads, head_dim), contiguous, dtype of q.
     """
-    return DISPATCH(backend, *_backend_arguments(q, k, v, bias=bias, causal=causal, scale=scale))
+    return DISPATCH.call(backend, q, k, v, bias, causal, scale)

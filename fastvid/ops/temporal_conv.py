@@ -8,7 +8,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher
+from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
 from ._library import TritonOp
@@ -52,17 +52,17 @@ def _block_p(x: Tensor, pixels: int, block_co: int, tiles_per_p_block: int) -> i
     return candidates[max(range(len(candidates)), key=efficiency.__getitem__)]
 
 
-def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor], out: Tensor,
-                 pad: int) -> None:
-    """out = conv over frames of x (B, C_in, F_in, H, W) with weight (C_out, C_in, k), any strides."""
+def _conv_launch(x: Tensor, w_k: Tensor, bias: Optional[Tensor], residual: Optional[Tensor], out: Tensor,
+                 pad: int) -> "_launch.Launch":
+    """The launch of out = conv over frames of x (B, C_in, F_in, H, W) with ``w_k`` (k, C_out, C_in), C_in
+    contiguous (each tap's [C_out, C_in] tile a dense load), any strides; ``out`` may be a meta tensor
+    with the output's layout. Tensors at launch: x4, w_k, bias (or w_k), residual4 (or out4), out4."""
 
     from ..kernels.temporal_conv import temporal_conv_fwd_kernel
 
     # (B, C, F, H*W) views: out has H and W adjacent (video_order); inputs whose H and W do not merge are copied.
     x4, out4 = x.flatten(3), out.flatten(3)
     res4 = residual.flatten(3) if residual is not None else out4
-    # The weight as (k, C_out, C_in), C_in contiguous: each tap's [C_out, C_in] tile is a dense load.
-    w_k = weight.permute(2, 0, 1).contiguous()
     batch, c_in, frames_in, pixels = x4.shape
     c_out, frames_out = out4.shape[1], out4.shape[2]
     wide = x.element_size() == 2
@@ -71,11 +71,11 @@ def _launch_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Op
     n_co = _launch.cdiv(c_out, block_co)
     block_p = _block_p(x, pixels, block_co, n_co * batch * frames_out)
     grid = (n_co * _launch.cdiv(pixels, block_p), batch * frames_out)
-    temporal_conv_fwd_kernel[grid](
-        x4, w_k, bias if bias is not None else w_k, res4, out4,
-        *x4.stride(), w_k.stride(1), w_k.stride(2), w_k.stride(0), bias.stride(0) if bias is not None else 0,
-        *(res4.stride() if residual is not None else (0,) * 4), *out4.stride(),
-        c_in, c_out, frames_in, frames_out, pixels, w_k.shape[0], pad, n_co,
+    return _launch.Launch(
+        temporal_conv_fwd_kernel, grid,
+        (*x4.stride(), w_k.stride(1), w_k.stride(2), w_k.stride(0), bias.stride(0) if bias is not None else 0,
+         *(res4.stride() if residual is not None else (0,) * 4), *out4.stride(),
+         c_in, c_out, frames_in, frames_out, pixels, w_k.shape[0], pad, n_co),
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, PRECISION=_launch.dot_precision(x.dtype),
         EVEN=_full_tiles((c_in, block_ci), (c_out, block_co), (pixels, block_p)),
         BLOCK_CO=block_co, BLOCK_P=block_p, BLOCK_CI=block_ci,
@@ -87,16 +87,38 @@ def _out_frames(frames: int, taps: int, pad: int) -> int:
     return frames + 2 * pad - taps + 1
 
 
+def _tap_major(weight: Tensor) -> Tensor:
+    """The weight as (k, C_out, C_in), C_in contiguous."""
+    return weight.permute(2, 0, 1).contiguous()
+
+
+class _FwdPlan:
+    def __init__(self, x, weight, bias, residual, pad):
+        batch, _, frames, height, width = x.shape
+        self.shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
+        self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # in x's memory order
+        self.x_merged = _launch.merges_pixels(x)
+        self.res_merged = residual is None or _launch.merges_pixels(residual)
+        self.launch = None
+        if batch * weight.shape[0] * self.shape[2] * height * width:
+            out = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device="meta")
+            self.launch = _conv_launch(x, _tap_major(weight), bias, residual, out, pad)
+
+
+def _fwd_run(plan: _FwdPlan, x, weight, bias, residual, pad):
+    out = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
+    if plan.launch is not None:  # (B, C, F, H * W) views: the tensors themselves where H and W merge
+        w_k = _tap_major(weight)
+        plan.launch(x if plan.x_merged else x.flatten(3), w_k, w_k if bias is None else bias,
+                    out if residual is None else residual if plan.res_merged else residual.flatten(3), out)
+    return out
+
+
 @torch.library.custom_op("fastvid::temporal_conv_fwd", mutates_args=())
 def temporal_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
                       pad: int) -> Tensor:
     """Triton forward: (B, C_out, F_out, H, W) in the memory order of x."""
-    batch, _, frames, height, width = x.shape
-    shape = (batch, weight.shape[0], _out_frames(frames, weight.shape[-1], pad), height, width)
-    out = _launch.empty_like_video(x, shape)
-    if out.numel():
-        _launch_conv(x, weight, bias, residual, out, pad)
-    return out
+    return _fwd_op.planned(x, weight, bias, residual, pad)
 
 
 @temporal_conv_fwd.register_fake
@@ -106,57 +128,93 @@ def _(x, weight, bias, residual, pad):
     return _launch.empty_like_video(x, shape)
 
 
-def _launch_weight_grad(dout: Tensor, x: Tensor, taps: int, pad: int, bias_grad: bool):
-    """dW (C_out, C_in, k) and dbias (C_out,) in fp32, from per-program partials summed in fixed order."""
+class _WeightGradPlan:
+    """The dW kernel (per-program fp32 partials of dW (C_out, C_in, k) and dbias (C_out,)) and the kernel
+    summing them over the frame splits in a fixed order, into the weight dtype."""
 
-    from ..kernels.temporal_conv import temporal_conv_dw_kernel
+    def __init__(self, dout: Tensor, x: Tensor, taps: int, pad: int, weight_grad: bool, bias_grad: bool):
+        from ..kernels.temporal_conv import temporal_conv_dw_kernel, temporal_conv_grad_sum_kernel
 
-    x4, dout4 = x.flatten(3), dout.flatten(3)
-    batch, c_in, frames_in, pixels = x4.shape
-    c_out, frames_out = dout4.shape[1], dout4.shape[2]
-    block_co, block_ci = _block(c_out, 16, 64), _block(c_in, 16, 64)
-    block_p = _block(pixels, 16, 64)
-    n_co = _launch.cdiv(c_out, block_co)
-    tiles = n_co * _launch.cdiv(c_in, block_ci) * taps
-    # Split the frames until the GPU has a few programs per SM (at batch 1 the tiles alone are few).
-    target = _launch.target_programs(x, per_sm=4, off_gpu=4)
-    n_split = max(1, min(frames_out, _launch.cdiv(target, tiles)))
-    per_split = _launch.cdiv(frames_out, n_split)
-    n_split = _launch.cdiv(frames_out, per_split)
-    dw_part = torch.empty(n_split, c_out, c_in, taps, dtype=torch.float32, device=x.device)
-    db_part = torch.empty(n_split, c_out, dtype=torch.float32, device=x.device) if bias_grad else dw_part
-    grid = (tiles // taps, taps, n_split)
-    temporal_conv_dw_kernel[grid](
-        x4, dout4, dw_part, db_part,
-        *x4.stride(), *dout4.stride(), *dw_part.stride(), *(db_part.stride() if bias_grad else (0, 0)),
-        batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co, per_split,
-        HAS_BIAS=bias_grad, PRECISION=_launch.dot_precision(x.dtype),
-        EVEN=_full_tiles((c_in, block_ci), (c_out, block_co), (pixels, block_p)),
-        BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p, num_warps=4, num_stages=3,
-    )
-    return dw_part.sum(0), (db_part.sum(0) if bias_grad else None)
+        x4, dout4 = x.flatten(3), dout.flatten(3)
+        batch, c_in, frames_in, pixels = x4.shape
+        c_out, frames_out = dout4.shape[1], dout4.shape[2]
+        block_co, block_ci = _block(c_out, 16, 64), _block(c_in, 16, 64)
+        block_p = _block(pixels, 16, 64)
+        n_co = _launch.cdiv(c_out, block_co)
+        tiles = n_co * _launch.cdiv(c_in, block_ci) * taps
+        # Split the frames until the GPU has a few programs per SM (at batch 1 the tiles alone are few).
+        target = _launch.target_programs(x, per_sm=4, off_gpu=4)
+        n_split = max(1, min(frames_out, _launch.cdiv(target, tiles)))
+        per_split = _launch.cdiv(frames_out, n_split)
+        n_split = _launch.cdiv(frames_out, per_split)
+        self.dw_shape, self.db_shape = (n_split, c_out, c_in, taps), ((n_split, c_out) if bias_grad else None)
+        self.partials = _launch.Launch(
+            temporal_conv_dw_kernel, (tiles // taps, taps, n_split),
+            (*x4.stride(), *dout4.stride(), *_launch.contiguous_strides(self.dw_shape),
+             *(_launch.contiguous_strides(self.db_shape) if bias_grad else (0, 0)),
+             batch, c_in, c_out, frames_in, frames_out, pixels, pad, n_co, per_split),
+            HAS_BIAS=bias_grad, PRECISION=_launch.dot_precision(x.dtype),
+            EVEN=_full_tiles((c_in, block_ci), (c_out, block_co), (pixels, block_p)),
+            BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p, num_warps=4, num_stages=3,
+        )
+        dw_cells, block = c_out * c_in * taps, 1024
+        programs = (_launch.cdiv(dw_cells, block) if weight_grad else 0) + (
+            _launch.cdiv(c_out, block) if bias_grad else 0)
+        self.sums = _launch.Launch(temporal_conv_grad_sum_kernel, (programs,), (n_split, dw_cells, c_out),
+                                   WEIGHT_GRAD=weight_grad, BLOCK=block, num_warps=4)
+
+
+def _flipped(weight: Tensor, reversed_taps: Tensor) -> Tensor:
+    """The transposed, time-flipped weight of dx = conv(dY), tap-major: (k, C_in, C_out), C_out contiguous,
+    in one gather (``reversed_taps``: k-1, ..., 0 on the weight's device)."""
+    return weight.permute(2, 1, 0).index_select(0, reversed_taps)
+
+
+class _BwdPlan:
+    def __init__(self, dout, x, weight, pad, input_grad, weight_grad, bias_grad):
+        taps = weight.shape[-1]
+        self.shape = tuple(x.shape)
+        self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # dx's, in x's memory order
+        self.x_merged, self.dout_merged = _launch.merges_pixels(x), _launch.merges_pixels(dout)
+        self.dx = self.dw = None
+        if input_grad and x.numel():
+            dx = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device="meta")
+            # dx = the same conv over dY with the transposed, time-flipped weight and padding k-1-pad.
+            self.reversed_taps = torch.arange(taps - 1, -1, -1, device=weight.device)
+            self.dx = _conv_launch(dout, _flipped(weight, self.reversed_taps), None, None, dx, taps - 1 - pad)
+        if (weight_grad or bias_grad) and dout.numel():
+            self.dw = _WeightGradPlan(dout, x, taps, pad, weight_grad, bias_grad)
+
+
+def _bwd_run(plan: _BwdPlan, dout, x, weight, pad, input_grad, weight_grad, bias_grad):
+    """[dx, dweight, dbias]; a gradient not asked for is an empty tensor."""
+    dx = dw = db = None
+    # (B, C, F, H * W) views: the tensors themselves where H and W merge (dx's always do)
+    dout4 = dout if plan.dout_merged else dout.flatten(3)
+    if input_grad:
+        dx = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
+        if plan.dx is not None:
+            w_k = _flipped(weight, plan.reversed_taps)
+            plan.dx(dout4, w_k, w_k, dx, dx)
+    if plan.dw is not None:
+        wg = plan.dw
+        dw_part = torch.empty(wg.dw_shape, dtype=torch.float32, device=x.device)
+        db_part = torch.empty(wg.db_shape, dtype=torch.float32, device=x.device) if bias_grad else dw_part
+        wg.partials(x if plan.x_merged else x.flatten(3), dout4, dw_part, db_part)
+        dw = torch.empty(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else None
+        db = torch.empty(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else None
+        wg.sums(dw_part, db_part, db if dw is None else dw, dw if db is None else db)
+    elif weight_grad or bias_grad:  # no output element: zero gradients
+        dw = torch.zeros(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else None
+        db = torch.zeros(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else None
+    return [x.new_empty(0) if g is None else g for g in (dx, dw, db)]
 
 
 @torch.library.custom_op("fastvid::temporal_conv_bwd", mutates_args=())
 def temporal_conv_bwd(dout: Tensor, x: Tensor, weight: Tensor, pad: int, input_grad: bool, weight_grad: bool,
                       bias_grad: bool) -> List[Tensor]:
     """Triton backward: [dx, dweight, dbias]; a gradient not asked for is an empty tensor."""
-    taps = weight.shape[-1]
-    dx, dw, db = x.new_empty(0), x.new_empty(0), x.new_empty(0)  # returned when not asked for
-    if input_grad:
-        dx = _launch.empty_like_video(x)
-        if dx.numel():
-            # dx = the same conv over dY with the transposed, time-flipped weight and padding k-1-pad.
-            _launch_conv(dout, weight.flip(-1).transpose(0, 1), None, None, dx, taps - 1 - pad)
-    if weight_grad or bias_grad:
-        if dout.numel():
-            dw32, db32 = _launch_weight_grad(dout, x, taps, pad, bias_grad)
-        else:
-            dw32 = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
-            db32 = torch.zeros(weight.shape[0], dtype=torch.float32, device=x.device)
-        dw = dw32.to(weight.dtype) if weight_grad else dw
-        db = db32.to(weight.dtype) if bias_grad else db
-    return [dx, dw, db]
+    return _bwd_op.planned(dout, x, weight, pad, input_grad, weight_grad, bias_grad)
 
 
 @temporal_conv_bwd.register_fake
@@ -183,7 +241,8 @@ def _backward(ctx, dout):
             dout if need_r else None, None)
 
 
-_fwd_op, _bwd_op = TritonOp(temporal_conv_fwd), TritonOp(temporal_conv_bwd)
+_fwd_op = TritonOp(temporal_conv_fwd, _FwdPlan, _fwd_run)
+_bwd_op = TritonOp(temporal_conv_bwd, _BwdPlan, _bwd_run)
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
@@ -194,7 +253,11 @@ def _run_triton(x, weight, bias, residual, pad):
 
 
 def _triton_reason(x, weight, bias, residual, pad):
-    return _launch.triton_reason(x, weight, bias, residual) or _launch.dtype_reason(x)
+    return _launch.triton_reason(x, weight, bias, residual)
+
+
+def _features(x, weight, bias, residual, pad):
+    return {"dtype": x.dtype}
 
 
 def _run_torch(x, weight, bias, residual, pad):
@@ -253,10 +316,11 @@ def _backend_arguments(x, weight, bias=None, residual=None, padding="same"):
 
 
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x),
+            limits=Limits(dtypes=FLOAT_DTYPES), prepare=lambda *a: _fwd_op.prepare(*a)),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
-], arguments=_backend_arguments)
+], arguments=_backend_arguments, features=_features)
 
 
 def temporal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, residual: Optional[Tensor] = None,
@@ -279,4 +343,4 @@ def temporal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, r
         (B, C_out, F_out, H, W) in the memory order of x (channels_last_3d in, channels_last_3d out),
         dtype of x. Differentiable in x, weight, bias and residual.
     """
-    return DISPATCH(backend, *_backend_arguments(x, weight, bias, residual=residual, padding=padding))
+    return DISPATCH.call(backend, x, weight, bias, residual, padding)
