@@ -77,6 +77,19 @@ def test_auto_picks_triton_for_half_precision_on_the_gpu_and_fp32_only_with_tf32
     assert fastvid.last_backend("geglu_linear") == ("triton" if DEVICE == "cuda" and allowed else "torch")
 
 
+def test_a_repeated_call_reuses_its_plan_and_new_strides_make_a_new_one():
+    """The call cache (validation, backend, launch plan) is keyed on the signature: fresh tensors of the
+    same layout reuse the plan; x with other strides (the leading dims swapped: copied to rows) gets its own."""
+    dispatcher = fastvid.dispatch.dispatchers()["geglu_linear"]
+    dispatcher.calls.clear()
+    for _ in range(2):
+        fastvid.geglu_linear(*_inputs("sliced", torch.float32, 6, 8, 3), backend="triton")
+    assert len(dispatcher.calls) == 1
+    inputs = _inputs("leading_dims_swapped", torch.float32, 6, 8, 3)
+    torch.testing.assert_close(fastvid.geglu_linear(*inputs, backend="triton"), reference.geglu_linear(*inputs))
+    assert len(dispatcher.calls) == 2
+
+
 @pytest.mark.parametrize("case, match", [
     ("k", r"argument 'weight' has shape \(6, 7\); expected K = 8 columns"),
     ("odd", r"argument 'weight' has shape \(5, 8\); expected an even number of rows"),

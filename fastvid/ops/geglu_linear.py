@@ -3,13 +3,16 @@ public function.
 
 Forward: one Triton GEMM whose programs compute, for their tile of output columns j, both the hidden
 column j and the gate column inner + j of ``x @ weight.T + bias`` and write only
-``hidden * gelu(gate)``: the (..., 2 * inner) projection output is never written or read back.
+``hidden * gelu(gate)``: the (..., 2 * inner) projection output is never written or read back. The launch
+(its strides, sizes and flags) is planned once per call signature (``_FwdPlan``); the autotuner picks the
+tiles once per (N, K) bucket.
 Backward (recompute): the projection output is computed again with one torch matmul, its gradient
 comes from the GEGLU activation's backward (``fastvid.geglu``'s Triton kernel), and dx, dweight,
 dbias are torch matmuls and a sum, as ``nn.Linear``'s backward does.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -17,7 +20,7 @@ import torch.nn.functional as Fn
 from torch import Tensor
 
 from .. import reference
-from ..dispatch import Backend, Dispatcher
+from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_choice, check_same_device, check_same_dtype, check_tensor, fail
 from . import _launch
 from ._library import TritonOp
@@ -35,28 +38,39 @@ def _rows(x: Tensor) -> Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-def _out_like(x: Tensor, weight: Tensor) -> Tensor:
-    return _launch.empty(*x.shape[:-1], weight.shape[0] // 2, dtype=x.dtype, device=x.device)
+class _FwdPlan:
+    """The output's shape and the GEMM's launch: x as (M, K) rows (the strides ``_rows`` gives this signature,
+    read on a meta copy of the layout), the weight's and bias's strides, M, N = inner, K and the flags."""
+
+    def __init__(self, x, weight, bias, approximate):
+        from ..kernels.geglu_linear import geglu_linear_fwd_kernel
+
+        self.shape = (*x.shape[:-1], weight.shape[0] // 2)
+        self.launch = None
+        m, n, k = math.prod(x.shape[:-1]), weight.shape[0] // 2, x.shape[-1]
+        if m * n:
+            x2 = _rows(torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta"))
+            self.launch = _launch.Launch(
+                geglu_linear_fwd_kernel,
+                lambda meta: (_launch.cdiv(m, meta["BLOCK_M"]) * _launch.cdiv(n, meta["BLOCK_N"]),),
+                (*x2.stride(), *weight.stride(), bias.stride(0) if bias is not None else 0, n, 1,
+                 m, n, k, _launch.next_pow2(n), _launch.next_pow2(k)),
+                HAS_BIAS=bias is not None, APPROX_TANH=approximate == "tanh",
+                DOT_PRECISION=_launch.dot_precision(x.dtype),
+            )
+
+
+def _fwd_run(plan: _FwdPlan, x, weight, bias, approximate):
+    y = _launch.empty(*plan.shape, dtype=x.dtype, device=x.device)
+    if plan.launch is not None:
+        plan.launch(_rows(x), weight, weight if bias is None else bias, y)
+    return y
 
 
 @torch.library.custom_op("fastvid::geglu_linear_fwd", mutates_args=())
 def geglu_linear_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], approximate: str) -> Tensor:
     """Triton forward: (..., K) x (2 * inner, K) [+ (2 * inner,)] -> (..., inner) contiguous."""
-    from ..kernels.geglu_linear import geglu_linear_fwd_kernel
-
-    y = _out_like(x, weight)
-    if y.numel() == 0:
-        return y
-    x2, y2 = _rows(x), y.view(-1, y.shape[-1])
-    (m, k), n = x2.shape, y2.shape[1]
-    grid = lambda meta: (_launch.cdiv(m, meta["BLOCK_M"]) * _launch.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-    geglu_linear_fwd_kernel[grid](
-        x2, weight, bias if bias is not None else weight, y2,
-        *x2.stride(), *weight.stride(), bias.stride(0) if bias is not None else 0, *y2.stride(),
-        m, n, k, _launch.next_pow2(n), _launch.next_pow2(k),
-        HAS_BIAS=bias is not None, APPROX_TANH=approximate == "tanh", DOT_PRECISION=_launch.dot_precision(x.dtype),
-    )
-    return y
+    return _fwd_op.planned(x, weight, bias, approximate)
 
 
 @geglu_linear_fwd.register_fake
@@ -93,7 +107,7 @@ def _backward(ctx, dy):
     return dx, dweight, dbias if bias is not None else None, None
 
 
-_fwd_op, _bwd_op = TritonOp(geglu_linear_fwd), TritonOp(geglu_linear_bwd)
+_fwd_op, _bwd_op = TritonOp(geglu_linear_fwd, _FwdPlan, _fwd_run), TritonOp(geglu_linear_bwd)
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
@@ -104,7 +118,11 @@ def _run_triton(x, weight, bias, approximate):
 
 
 def _triton_reason(x, weight, bias, approximate):
-    return _launch.triton_reason(x, weight, bias) or _launch.dtype_reason(x)
+    return _launch.triton_reason(x, weight, bias)
+
+
+def _features(x, weight, bias, approximate):
+    return {"dtype": x.dtype}
 
 
 def _triton_auto_reason(x, weight, bias, approximate):
@@ -150,10 +168,11 @@ def _backend_arguments(x, weight, bias=None, approximate="none"):
 
 
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=_triton_auto_reason, limits=Limits(dtypes=FLOAT_DTYPES),
+            prepare=lambda *a: _fwd_op.prepare(*a)),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
-], arguments=_backend_arguments)
+], arguments=_backend_arguments, features=_features)
 
 
 def geglu_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, approximate: str = "none",
@@ -176,4 +195,4 @@ def geglu_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *, ap
         (..., inner), contiguous, dtype of x. Differentiable in x, weight and bias (the Triton backward
         recomputes the projection output with a torch matmul).
     """
-    return DISPATCH(backend, *_backend_arguments(x, weight, bias, approximate))
+    return DISPATCH.call(backend, x, weight, bias, approximate)
