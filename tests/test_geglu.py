@@ -131,15 +131,20 @@ def test_patch_swaps_reference_geglu_and_unpatch_restores_it():
 FEED_FORWARD_ONLY = dict(temporal_attention=False, frame_attention=False, conv=False)
 
 
-def test_patched_diffusers_unet_matches_unpatched():
+def test_patched_diffusers_unet_matches_unpatched(monkeypatch):
     """Every GEGLU of a tiny ModelScope UNet runs the Triton kernel (the other swaps off; tests/test_diffusers.py
     patches SVD, AnimateDiff and I2VGenXL with every swap on): same output as the unpatched model (judged
-    against its float64 run), same state_dict keys, each GEGLU in the report, all handed back by unpatch."""
+    against its float64 run), same state_dict keys, each GEGLU in the report, all handed back by unpatch.
+    Their projections are plain Linears: each GEGLU runs as one GEMM with the activation in its epilogue."""
     td = pytest.importorskip("test_diffusers")
     model = td.unet3d()
     keys = list(model.state_dict())
+    gemms = []
+    monkeypatch.setattr(td.fd, "geglu_linear",
+                        lambda x, *a, **k: gemms.append(x.shape) or fastvid.geglu_linear(x, *a, **k))
     report = td.check_patched_matches(model, td.unet3d_inputs(), backend="triton", **FEED_FORWARD_ONLY)
     names = td.feed_forward_modules(model)
+    assert len(gemms) >= len(names) and report.unfused == []
     assert names and sorted(report.swapped["feed_forward"]) == names
     assert td.kinds(report) == {"feed_forward": len(names)}
     assert all(type(model.get_submodule(n)) is td.fd.FastvidGEGLU for n in names)
