@@ -59,9 +59,9 @@ def note(item, inputs, mode, layout, device, op=OP):
     if mode == "fwd":
         path = kernel_path(lambda: item.run(*inputs), device)
     elif mode == "bwd":
-        out = item.run(*inputs)
-        grad = torch.ones_like(out)
-        path = kernel_path(lambda: out.backward(grad), device)
+        outs = harness.outputs(item.run(*inputs))
+        grads = [torch.ones_like(o) for o in outs]
+        path = kernel_path(lambda: torch.autograd.backward(outs, grads), device)
     else:
         path = "see the fwd and bwd rows"
     backend = f"backend={fastvid.last_backend(op)}; " if item.provider.startswith("fastvid") else ""

@@ -105,8 +105,9 @@ def measure_ceilings(device: str) -> Dict[str, Optional[float]]:
 
 @dataclass
 class Workload:
-    """A provider's callable over one input set. ``run(inputs)`` returns the output tensor
-    (for backward modes it must be differentiable w.r.t. the inputs that require grad)."""
+    """A provider's callable over one input set. ``run(inputs)`` returns the output tensor, or a tuple of
+    them (for backward modes differentiable w.r.t. the inputs that require grad; every output gets a
+    gradient of ones)."""
     provider: str
     run: Callable[..., torch.Tensor]
     note: str = ""
@@ -127,17 +128,22 @@ def _step(mode: str, workload: Workload, input_sets: Sequence[Sequence[torch.Ten
         return step
     if mode == "fwd+bwd":
         def step():
-            out = workload.run(*input_sets[next_index()])
-            out.backward(torch.ones_like(out))
+            outs = outputs(workload.run(*input_sets[next_index()]))
+            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
         return step
     # Backward alone: the graphs are built once, outside the timed region.
-    outputs = [workload.run(*inputs) for inputs in input_sets]
-    grads = [torch.ones_like(o) for o in outputs]
+    results = [outputs(workload.run(*inputs)) for inputs in input_sets]
+    grads = [[torch.ones_like(o) for o in outs] for outs in results]
 
     def step():
         i = next_index()
-        outputs[i].backward(grads[i], retain_graph=True)
+        torch.autograd.backward(results[i], grads[i], retain_graph=True)
     return step
+
+
+def outputs(out) -> tuple:
+    """A workload's output(s) as a tuple."""
+    return out if isinstance(out, tuple) else (out,)
 
 
 def bench(*, op: str, shape: Dict[str, int], dtype: torch.dtype, mode: str, workload: Workload,

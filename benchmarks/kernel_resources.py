@@ -81,6 +81,7 @@ TRIPS = {
     "group_norm_stats_kernel": "cdiv(chunk_pixels, BLOCK_P)",
     "group_norm_silu_bwd_reduce_kernel": "cdiv(chunk_pixels, BLOCK_P)",
     "geglu_linear_fwd_kernel": "cdiv(K, BLOCK_K)",
+    "add_layer_norm_bwd_kernel": "cdiv(rows_per_program, BLOCK_M)",
 }
 
 
@@ -277,6 +278,15 @@ def _group_norm_silu(shape, dtype, variant=False):
         ops.group_norm_silu_bwd._init_fn(y, x, weight, bias, stats, GROUPS, variant)
 
 
+def _add_layer_norm(shape, dtype, variant=None):
+    ops = _op("add_layer_norm")
+    B, N, C = shape
+    x = torch.empty(B, N, C, dtype=dtype, device="meta")
+    weight, bias = torch.empty(C, dtype=dtype, device="meta"), torch.empty(C, dtype=dtype, device="meta")
+    with _direction("fwd"):
+        total, _, stats = ops.add_layer_norm_fwd._init_fn(x, x, weight, bias, 1e-5)
+    with _direction("bwd"):
+        ops.add_layer_norm_bwd._init_fn(total, total, total, weight, stats, True)
 def _geglu(shape, dtype, variant="none"):
     ops = _op("geglu")
     rows, tokens, inner = shape
@@ -385,6 +395,8 @@ def work(op, shape, variant, direction, element_size=2) -> Tuple[float, float]:
         io = 4 * B * F * N * H * D * element_size
         flops = 4 * B * H * F * N * _table_width(variant, F) * N * D
         return io * (1 if direction == "fwd" else 2), flops * (1 if direction == "fwd" else 2.5)
+    if op == "add_layer_norm":  # 4 tensors of (B, N, C) each way (bench_add_layer_norm.py)
+        return 4 * math.prod(shape) * element_size, 0.0
     if op == "geglu":  # fwd reads (rows, 2I) and writes (rows, I); bwd reads dY and P, writes dP: 3 and 5 x rows * I
         rows, tokens, inner = shape
         return rows * tokens * inner * element_size * (3 if direction == "fwd" else 5), 0.0

@@ -61,11 +61,11 @@ def correctness_cases(device, dtype, backend):
         for case, named, kwargs in spec.examples.checks(device, dtype):
             names = list(named)
 
-            def fn(*tensors, op=op, names=names, kwargs=kwargs):  # the public export, fastvid.<op>
-                return getattr(fastvid, op)(**dict(zip(names, tensors)), **kwargs, backend=backend)
+            def fn(*tensors, op=op, spec=spec, names=names, kwargs=kwargs):  # the public export, fastvid.<op>
+                return spec.examples.output(getattr(fastvid, op)(**dict(zip(names, tensors)), **kwargs, backend=backend))
 
             def ref(*tensors, spec=spec, names=names, kwargs=kwargs):
-                return spec.reference(**dict(zip(names, tensors)), **kwargs)
+                return spec.examples.output(spec.reference(**dict(zip(names, tensors)), **kwargs))
 
             yield op, case, fn, ref, list(named.values())
 
@@ -124,10 +124,12 @@ QUICK = {
     "frame_attention": [("t2vzero-64x64", "first"), ("modelscope-32x32-c320", "first"), ("latte-16x16", "first")],
     "temporal_conv": [("c320-32x32", ""), ("c640-64x64", "")],
     "group_norm_silu": [("c320-32x32", "")],
+    "add_layer_norm": [("svd-spatial-72x128-c320", "")],
     "geglu": [("svd-72x128-c320", "")],
     "geglu_linear": [("svdxt-72x128-c320", "")],
 }
-QUICK_NO_COMPILE = ("geglu", "geglu_linear")  # its --quick case leaves the torch.compile peer to --rest (the quick budget)
+# Their --quick cases leave the torch.compile peer to --rest (the quick budget).
+QUICK_NO_COMPILE = ("geglu", "add_layer_norm", "geglu_linear")
 QUICK_MODES = "fwd,fwd+bwd"
 FRAMES = ("first", "sparse_causal", "self", "all")  # bench_frame_attention.FRAMES
 
@@ -137,15 +139,15 @@ FRAMES = ("first", "sparse_causal", "self", "all")  # bench_frame_attention.FRAM
 # compile and time every config): 0.5-0.9 s. Per torch.compile graph (one per shape and mode): ~6 s.
 PLAN_STARTUP_S = 20.0  # imports, CUDA context, the copy/matmul ceilings
 PLAN_ROW_S = {"temporal_attention": 0.35, "frame_attention": 0.35, "temporal_conv": 0.6, "group_norm_silu": 0.6,
-              "geglu": 0.6, "geglu_linear": 0.6}
+              "geglu": 0.6, "add_layer_norm": 0.3, "geglu_linear": 0.6}
 PLAN_COMPILE_S = 0.9
 PLAN_TORCH_COMPILE_S = 6.0
 PLAN_CHECK_S = 1.0  # one correctness case: kernel, reference, float64 gold, gradients
 # Providers per (shape, mode) on CUDA (benchmarks/bench_<op>.py), and how many of them are torch.compile peers.
 PLAN_PROVIDERS = {"temporal_attention": 8, "frame_attention": 10, "temporal_conv": 5, "group_norm_silu": 6, "geglu": 3,
-                  "geglu_linear": 4}
+                  "add_layer_norm": 3, "geglu_linear": 4}
 PLAN_COMPILED = {"temporal_attention": 1, "frame_attention": 1, "temporal_conv": 0, "group_norm_silu": 2, "geglu": 1,
-                 "geglu_linear": 1}
+                 "add_layer_norm": 1, "geglu_linear": 1}
 DEFAULT_MODES = {"frame_attention": "fwd,fwd+bwd"}  # the others: harness.MODES
 # Default --budget of each part: --quick and --rest each fit in a run of under 10 minutes.
 QUICK_BUDGET_S, REST_BUDGET_S = 240.0, 420.0

@@ -2,6 +2,7 @@
 from . import reference
 from .dispatch import BackendUnsupportedError, last_backend
 from .graphs import CapturedStep, capture_step
+from .ops.add_layer_norm import add_layer_norm
 from .ops.frame_attention import frame_attention
 from .ops.geglu import geglu
 from .ops.geglu_linear import geglu_linear
@@ -30,6 +31,7 @@ __all__ = [
     "CapturedStep",
     "FastvidInputError",
     "PatchReport",
+    "add_layer_norm",
     "capture_step",
     "deflate_conv3d",
     "frame_attention",

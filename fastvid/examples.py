@@ -13,6 +13,7 @@ H * W at the layer's resolution.
 - Latte / Open-Sora style DiT: 16 frames of 32x32 latents, patch 2 -> 256 tokens per frame, hidden 1152,
   16 heads of 72.
 - Text2Video-Zero / ControlVideo (Stable Diffusion 1.5): 8 frames, 512x512 -> 64x64 latents, 8 heads of 40.
+- Transformer-block tokens (B, N, C): spatial blocks see (B*F, H*W, C), SVD's temporal blocks (B*H*W, F, C).
 
 GEGLU shapes are (B * F, N, inner): the feed-forward of a transformer block at a UNet level with C channels
 has inner = 4 * C and reads a (B * F, N, 2 * inner) projection output (CFG batch 2).
@@ -55,6 +56,14 @@ VIDEO_SHAPES: Shapes = {  # name: (B, C, F, H, W), the temporal conv's and Group
     "c1280-64x64": (1, 1280, 16, 64, 64),
 }
 
+TOKEN_SHAPES: Shapes = {  # name: (B, N, C), add_layer_norm's
+    "svd-spatial-72x128-c320": (50, 72 * 128, 320),  # CFG 2 x 25 frames
+    "svd-spatial-36x64-c640": (50, 36 * 64, 640),
+    "svd-spatial-18x32-c1280": (50, 18 * 32, 1280),
+    "svd-temporal-72x128-c320": (2 * 72 * 128, 25, 320),
+    "animatediff-64x64-c320": (32, 64 * 64, 320),  # CFG 2 x 16 frames
+}
+
 GEGLU_SHAPES: Shapes = {  # name: (B * F, N, inner)
     "svd-72x128-c320": (2 * 14, 72 * 128, 4 * 320),
     "svd-36x64-c640": (2 * 14, 36 * 64, 4 * 640),
@@ -75,6 +84,7 @@ GEGLU_LINEAR_SHAPES: Shapes = {  # name: (B * F, N, C); inner = 4 * C; the relea
 CPU_TEMPORAL_ATTENTION_SHAPES: Shapes = {"tiny": (1, 8, 64, 2, 32), "odd": (1, 13, 37, 3, 24)}
 CPU_FRAME_ATTENTION_SHAPES: Shapes = {"tiny": (1, 4, 64, 2, 32), "odd": (1, 5, 37, 3, 40)}
 CPU_VIDEO_SHAPES: Shapes = {"tiny": (1, 16, 8, 8, 8), "odd": (1, 20, 7, 5, 9)}
+CPU_TOKEN_SHAPES: Shapes = {"tiny": (2, 16, 32), "odd": (2, 13, 77)}
 CPU_GEGLU_SHAPES: Shapes = {"tiny": (2, 64, 64), "odd": (3, 13, 77)}
 CPU_GEGLU_LINEAR_SHAPES: Shapes = {"tiny": (2, 32, 16), "odd": (3, 13, 24)}
 
@@ -102,9 +112,14 @@ class Examples:
     benchmark_shapes: Shapes
     cpu_shapes: Shapes
     ranked: Optional[str] = None  # the argument of fixed rank the bad-input rank check breaks (None: main)
+    stacked: bool = False  # the op returns a tuple of same-shape outputs: the checks stack them into one tensor
+
+    def output(self, result) -> Tensor:
+        """The op's result as the one tensor the generic checks compare (several outputs stacked)."""
+        return torch.stack(result) if self.stacked else result
 
     def call(self, fn: Callable, inputs: Dict[str, Tensor], **extra) -> Tensor:
-        return fn(**inputs, **self.kwargs, **extra)
+        return self.output(fn(**inputs, **self.kwargs, **extra))
 
     def shapes(self, device: str) -> Shapes:
         """The benchmark shapes on CUDA, their tiny stand-ins elsewhere."""
@@ -143,6 +158,10 @@ def _group_norm_silu(batch, n, device="cpu", dtype=torch.float32):
     return dict(x=_randn(batch, 4, 3, n, 2, **r), weight=_randn(4, **r), bias=_randn(4, **r))
 
 
+def _add_layer_norm(batch, n, device="cpu", dtype=torch.float32):
+    r = dict(device=device, dtype=dtype)
+    return dict(x=_randn(batch, n, 6, **r), residual=_randn(batch, n, 6, **r), weight=_randn(6, **r),
+                bias=_randn(6, **r))
 def _geglu(batch, n, device="cpu", dtype=torch.float32):
     return dict(proj_out=_randn(batch, n, 10, device=device, dtype=dtype))
 
@@ -180,6 +199,11 @@ def group_norm_silu_args(dtype=torch.float32, groups=2, affine=True, per_frame=F
     return (x, groups, w, b, 1e-5, per_frame)
 
 
+def add_layer_norm_args(dtype=torch.float32, affine=True, width=6):
+    """Dispatcher arguments (x, residual, weight, bias, eps)."""
+    x, r = _randn(2, 3, width, dtype=dtype), _randn(2, 3, width, dtype=dtype)
+    w, b = (_randn(width, dtype=dtype) if affine else None for _ in range(2))
+    return (x, r, w, b, 1e-5)
 def geglu_args(dtype=torch.float32, approximate="none"):
     """Dispatcher arguments (proj_out, approximate)."""
     return (_randn(2, 3, 14, dtype=dtype), approximate)
@@ -222,6 +246,11 @@ def _group_norm_silu_checks(device, dtype) -> List[Check]:
             for per_frame in (False, True)]
 
 
+def _add_layer_norm_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    inputs = dict(x=_randn(2, 13, 77, transpose=(0, 1), **r), residual=_randn(2, 13, 77, **r),
+                  weight=1 + 0.1 * _randn(77, **r), bias=0.1 * _randn(77, **r))
+    return [("13 tokens x 77 channels, x non-contiguous", inputs, {})]
 def _geglu_checks(device, dtype) -> List[Check]:
     proj_out = _randn(3, 13, 2 * 77 + 6, device=device, dtype=dtype)[..., 3:-3]  # a slice of a wider last dim
     return [(f"inner 77, approximate={approximate}, proj_out a slice", dict(proj_out=proj_out),
@@ -265,6 +294,13 @@ EXAMPLES: Dict[str, Examples] = {
                          group_norm_silu_args(groups=1, affine=False, channels_per_group=1024)],  # past one tile
         checks=_group_norm_silu_checks,
         benchmark_shapes=VIDEO_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
+    "add_layer_norm": Examples(
+        _add_layer_norm, dict(eps=1e-5), main="x", other="residual", other_dim=-1,
+        corners=lambda: [add_layer_norm_args(), add_layer_norm_args(dtype=torch.float64),
+                         add_layer_norm_args(dtype=torch.float16, affine=False),
+                         add_layer_norm_args(width=8193)],  # past the Triton kernel's row width
+        checks=_add_layer_norm_checks,
+        benchmark_shapes=TOKEN_SHAPES, cpu_shapes=CPU_TOKEN_SHAPES, stacked=True),
     "geglu": Examples(  # the shape check: an odd last dim (no halves)
         _geglu, {}, main="proj_out", other=None, other_dim=-1,
         corners=lambda: [geglu_args(), geglu_args(dtype=torch.float64), geglu_args(torch.float16, "tanh")],

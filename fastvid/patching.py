@@ -17,7 +17,7 @@ from torch import nn
 from .dispatch import BACKEND_NAMES
 from .validation import check_choice, fail
 
-KINDS = ("temporal_attention", "frame_attention", "conv", "feed_forward")
+KINDS = ("temporal_attention", "frame_attention", "conv", "feed_forward", "transformer_block")
 _ORIGINAL = "_fastvid_original_class"
 _SET_BACKEND = "_fastvid_set_backend"
 
@@ -132,25 +132,27 @@ def _is_diffusers(model) -> bool:
 
 
 def patch(model, *, temporal_attention: bool = True, frame_attention: bool = True, conv: bool = True,
-          feed_forward: bool = True, backend: str = "auto") -> PatchReport:
+          feed_forward: bool = True, transformer_block: bool = True, backend: str = "auto") -> PatchReport:
     """Swaps every fastvid.reference module of ``model`` for its fastvid.nn twin, in place.
 
     Each enabled kind ("temporal_attention", "frame_attention", "conv", "feed_forward": GEGLU's fused
-    activation) is swapped; modules of a disabled kind, or with no twin, are reported as skipped with the
-    reason. ``backend`` ("auto",
+    activation, "transformer_block": residual add + LayerNorm fused, and diffusers' SDPA attention without
+    its no-op divide) is swapped; modules of a disabled kind, or with no twin, are reported as skipped with
+    the reason. ``backend`` ("auto",
     "triton", "torch", "reference") is stored on each swapped module. A diffusers model or
     pipeline is patched through ``fastvid.integrations.diffusers``. Returns a :class:`PatchReport`.
     Raises FastvidInputError, naming the layers fastvid patches, for a model that has none of them.
     """
     check_choice("patch", "backend", backend, BACKEND_NAMES)
     enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv,
-               "feed_forward": feed_forward}
+               "feed_forward": feed_forward, "transformer_block": transformer_block}
     report = PatchReport()
     if _is_diffusers(model):
         from .integrations.diffusers import patch_diffusers
 
         patch_diffusers(model, report, temporal_attention=temporal_attention, frame_attention=frame_attention,
-                        conv=conv, feed_forward=feed_forward, backend=backend)
+                        conv=conv, feed_forward=feed_forward, transformer_block=transformer_block,
+                        backend=backend)
         return report
     if not isinstance(model, nn.Module):
         fail("patch", "model", f"is a {type(model).__name__}", "a torch.nn.Module or a diffusers model or pipeline")

@@ -19,7 +19,8 @@ import torch
 from . import cost, nn, reference
 from .dispatch import Dispatcher
 from .examples import EXAMPLES, Examples, Shapes
-from .ops import frame_attention, geglu, geglu_linear, group_norm_silu, temporal_attention, temporal_conv
+from .ops import (add_layer_norm, frame_attention, geglu, geglu_linear, group_norm_silu, temporal_attention,
+                  temporal_conv)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,12 @@ def _group_norm_silu_cost(x, weight, bias, num_groups, eps, per_frame):
     return 0, cost.io_bytes(x, weight, bias) + cost.new_bytes(x.shape, x.dtype) + cost.new_bytes(stats, torch.float32)
 
 
+def _add_layer_norm_cost(x, residual, weight, bias, eps):
+    """sum and normed like x, stats (2, B * N) fp32; x and residual read once (the sum is not read back)."""
+    outputs = 2 * cost.new_bytes(x.shape, x.dtype) + cost.new_bytes((2, x.shape[0] * x.shape[1]), torch.float32)
+    return 0, cost.io_bytes(x, residual, weight, bias) + outputs
+
+
 def _geglu_cost(proj_out, approximate):
     """(..., 2I) -> (..., I) like proj_out; elementwise: no counted FLOPs."""
     return 0, cost.io_bytes(proj_out) + cost.new_bytes((*proj_out.shape[:-1], proj_out.shape[-1] // 2), proj_out.dtype)
@@ -118,6 +125,7 @@ OPS: Dict[str, OpSpec] = {row.name: row for row in (
     _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), _frame_attention_cost),
     _row(temporal_conv, (nn.PseudoConv3d, nn.TemporalConvBlock), _temporal_conv_cost),
     _row(group_norm_silu, (nn.TemporalConvBlock,), _group_norm_silu_cost),
+    _row(add_layer_norm, (nn.AddLayerNorm,), _add_layer_norm_cost),
     _row(geglu, (nn.GEGLU,), _geglu_cost),
     _row(geglu_linear, (nn.GEGLU,), _geglu_linear_cost),
 )}

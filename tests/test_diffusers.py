@@ -28,10 +28,11 @@ from fastvid.integrations import diffusers as fd  # noqa: E402
 
 BACKENDS = ["torch", "triton"]  # "triton" runs under the interpreter on CPU
 # Whole models run on every backend; under the interpreter they swap attention only (group_norm_silu
-# costs seconds a call there, geglu tenths): the conv swaps run under the interpreter module by module in
-# test_conv_modules_match_diffusers, the GEGLU swap in tests/test_geglu.py.
+# costs seconds a call there, geglu and add_layer_norm tenths): the conv swaps run under the interpreter module
+# by module in test_conv_modules_match_diffusers, the GEGLU swap in tests/test_geglu.py, the transformer blocks in
+# test_temporal_basic_transformer_block_fused_matches_diffusers.
 WHOLE_MODEL = {"auto": {"backend": "auto"}, "torch": {"backend": "torch"}, "reference": {"backend": "reference"},
-               "triton": {"backend": "triton", "conv": False, "feed_forward": False}}
+               "triton": {"backend": "triton", "conv": False, "feed_forward": False, "transformer_block": False}}
 
 try:  # Text2Video-Zero's module imports transformers (part of the fastvid[diffusers] extra)
     from diffusers.pipelines import TextToVideoZeroPipeline
@@ -236,8 +237,9 @@ def test_spatial_self_attention_stays_on_sdpa_by_default():
     model = unet3d()
     report = patch(model)
     spatial = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
-    assert type(model.get_submodule(spatial).processor) is AttnProcessor2_0
-    assert any(name == spatial and "SDPA" in why for name, why in report.skipped)
+    processor = model.get_submodule(spatial).processor
+    assert type(processor) is fd.SDPAAttnProcessor and type(processor.original) is AttnProcessor2_0
+    assert spatial in report.swapped["transformer_block"] and spatial not in report.swapped["frame_attention"]
 
 
 @T2V_ZERO
@@ -274,8 +276,12 @@ def test_first_frame_processor_hands_cross_attention_to_diffusers():
 def test_text2video_zero_unet_patched_matches_diffusers(backend):
     model = unet2d(CrossFrameAttnProcessor2_0(batch_size=2))
     report = check_patched_matches(model, unet2d_inputs(), **WHOLE_MODEL[backend])
+    # every self- and cross-attention (cross ones delegate); 4 BasicTransformerBlocks (none under the interpreter)
     geglus = {"feed_forward": len(feed_forward_modules(model))} if WHOLE_MODEL[backend].get("feed_forward", 1) else {}
-    assert kinds(report) == {"frame_attention": 8, **geglus}  # every self- and cross-attention; cross ones delegate
+    # 4 BasicTransformerBlocks (not under the interpreter)
+    blocks = {"transformer_block": 4} if WHOLE_MODEL[backend].get("transformer_block", 1) else {}
+    # every self- and cross-attention (cross ones delegate)
+    assert kinds(report) == {"frame_attention": 8, **geglus, **blocks}
     fd.unpatch_diffusers(model)
     assert all(type(p) is CrossFrameAttnProcessor2_0 for p in model.attn_processors.values())
 
@@ -293,7 +299,7 @@ def test_text2video_zero_pipeline_processors_are_translated():
     pipe.unet.set_attn_processor(CrossFrameAttnProcessor2_0(batch_size=2))
     assert all(isinstance(p, fd.FirstFrameAttnProcessor) for p in pipe.unet.attn_processors.values())
     pipe.unet.set_attn_processor(before)
-    assert all(type(p) is AttnProcessor2_0 for p in pipe.unet.attn_processors.values())
+    assert pipe.unet.attn_processors == before
     fd.unpatch_diffusers(pipe)
     pipe.unet.set_attn_processor(CrossFrameAttnProcessor2_0(batch_size=2))
     assert all(type(p) is CrossFrameAttnProcessor2_0 for p in pipe.unet.attn_processors.values())
@@ -362,7 +368,7 @@ def test_custom_processors_are_left_alone_and_reported():
 
 def test_disabled_kinds_are_not_swapped():
     model = unet3d()
-    report = patch(model, temporal_attention=False, conv=False, feed_forward=False)
+    report = patch(model, temporal_attention=False, conv=False, feed_forward=False, transformer_block=False)
     assert report.total == 0
     assert all(not isinstance(p, fd.TemporalAttnProcessor) for p in model.attn_processors.values())
 
@@ -405,6 +411,12 @@ MODELS = [(unet3d, unet3d_inputs), (svd, svd_inputs)]
 
 def conv_modules(model):
     return sorted(name for name, m in model.named_modules() if type(m) in fd.ORIGINAL_CLASS and m.patch_kind == "conv")
+
+
+def fused_modules(model):
+    """The swapped modules that read their submodules' weights (convs' and norms')."""
+    return sorted(name for name, m in model.named_modules() if type(m) in fd.ORIGINAL_CLASS
+                  and m.patch_kind in ("conv", "transformer_block"))
 
 
 def feed_forward_modules(model):
@@ -493,7 +505,10 @@ def test_submodule_hooks_run_and_fused_modules_report_the_fallback(make, inputs,
     got = run(model, x)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     unfused = dict(patching.PatchReport.of(model).unfused)
-    assert sorted(unfused) == sorted(conv_modules(model) + feed_forward_modules(model))
+    # Layerwise casting leaves norms alone (diffusers' default skip pattern): transformer blocks stay fused. Every
+    # hook reaches the GEGLU projections (Linears): those GEGLUs call them and fuse only the activation.
+    fused = conv_modules(model) if hook is _layerwise_casting else fused_modules(model)
+    assert sorted(unfused) == sorted(fused + feed_forward_modules(model))
     assert all("hook" in why or "meta" in why for why in unfused.values())
 
 
@@ -606,6 +621,10 @@ def test_animatediff_motion_modules_patched_match_diffusers():
     report = check_patched_matches(model, motion_inputs(), backend="torch")
     assert sorted(report.swapped["temporal_attention"]) == sorted(motion_attentions)
     assert all(isinstance(model.get_submodule(n).processor, fd.TemporalAttnProcessor) for n in motion_attentions)
+    motion_blocks = [m for n, m in model.named_modules()
+                     if "motion_modules" in n and n.endswith("transformer_blocks.0")]
+    assert motion_blocks and all(type(m) is fd.FastvidBasicTransformerBlock and m.pos_embed is not None
+                                 for m in motion_blocks)  # sinusoidal positions added after the fused norms
     fd.unpatch_diffusers(model)
     assert not any(isinstance(p, fd.TemporalAttnProcessor) for p in model.attn_processors.values())
 
@@ -650,5 +669,92 @@ def test_i2vgenxl_temporal_layers_patched_match_diffusers():
               torch.randn(1, 32, device=DEVICE), torch.randn(1, 5, 32, device=DEVICE))
     report = check_patched_matches(model, inputs, backend="torch")
     assert "image_latents_temporal_encoder.attn1" in report.swapped["temporal_attention"]
+    blocks = [n for n, m in model.named_modules() if type(m) is fd.FastvidBasicTransformerBlock]
+    processors = [n for n, p in model.attn_processors.items() if type(p) is fd.SDPAAttnProcessor]
     assert kinds(report) == {"temporal_attention": 5 * 2 + 5 + 1, "conv": len(conv_modules(model)),
-                             "feed_forward": len(feed_forward_modules(model))}
+                             "feed_forward": len(feed_forward_modules(model)),
+                             "transformer_block": len(blocks) + len(processors)}
+
+
+# ---- transformer blocks: residual add + LayerNorm fused, SDPA without its no-op divide ---------------------
+
+def _temporal_block(cross=True):
+    from diffusers.models.attention import TemporalBasicTransformerBlock
+
+    return _randomize(TemporalBasicTransformerBlock(16, 16, 2, 8, cross_attention_dim=24 if cross else None))
+
+
+def _temporal_block_inputs(frames=3):
+    """(B * F, S, C) tokens and, as SVD passes it, one context token per (b, s) sequence: (B * S, 1, C')."""
+    return (torch.randn(2 * frames, 5, 16, device=DEVICE), frames, torch.randn(2 * 5, 1, 24, device=DEVICE))
+
+
+@needs("add_layer_norm")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_temporal_basic_transformer_block_fused_matches_diffusers(backend):
+    """SVD's TemporalBasicTransformerBlock: ff_in + residual, attn1 and attn2 outputs each added and normed in
+    one pass; output and every gradient against diffusers' block in float64."""
+    block = _temporal_block()
+    keys = list(block.state_dict())
+    report = check_patched_matches(block, _temporal_block_inputs(), backend=backend)
+    assert type(block) is fd.FastvidTemporalBasicTransformerBlock and list(block.state_dict()) == keys
+    # the block and attn2's processor; GEGLU in ff_in and ff
+    assert kinds(report) == {"temporal_attention": 1, "transformer_block": 2, "feed_forward": 2}
+    fd.unpatch_diffusers(block)
+    check_patched_gradients(block, _temporal_block_inputs(), backend=backend)
+
+
+@needs("add_layer_norm")
+def test_basic_transformer_blocks_fused_in_whole_models():
+    """Every BasicTransformerBlock of the tiny ModelScope and SVD UNets (spatial and temporal) and SVD's temporal
+    blocks are swapped, their spatial and cross attentions run SDPAAttnProcessor (the outputs are checked
+    against diffusers' by test_unet3d_patched_matches_diffusers and test_svd_patched_matches_diffusers)."""
+    for make, blocks in ((unet3d, 4 + 5), (svd, 4 + 4)):
+        model = make()
+        report = patch(model, backend="torch")
+        swapped = [m for m in model.modules() if type(m) in (fd.FastvidBasicTransformerBlock,
+                                                              fd.FastvidTemporalBasicTransformerBlock)]
+        processors = [p for p in model.attn_processors.values() if type(p) is fd.SDPAAttnProcessor]
+        assert len(swapped) == blocks and processors
+        assert kinds(report)["transformer_block"] == len(swapped) + len(processors)
+
+
+@needs("add_layer_norm")
+def test_sdpa_processor_is_diffusers_sdpa_bit_for_bit():
+    """Self- and cross-attention, with and without a mask: the same values as AttnProcessor2_0 (whose / 1.0 is
+    exact), and calls it cannot take (4D input) go to the original."""
+    attn = _randomize(Attention(query_dim=32, cross_attention_dim=24, heads=2, dim_head=16))
+    self_attn = _randomize(Attention(query_dim=32, heads=2, dim_head=16))
+    hidden, context = torch.randn(3, 7, 32, device=DEVICE), torch.randn(3, 5, 24, device=DEVICE)
+    mask = torch.zeros(3, 1, 5, device=DEVICE)
+    mask[:, :, -2:] = -10000.0
+    ours = fd.SDPAAttnProcessor(AttnProcessor2_0())
+    with torch.no_grad():
+        for module, kwargs in ((attn, dict(encoder_hidden_states=context)),
+                               (attn, dict(encoder_hidden_states=context, attention_mask=mask)),
+                               (self_attn, {})):
+            assert torch.equal(ours(module, hidden, **kwargs), AttnProcessor2_0()(module, hidden, **kwargs))
+        image = torch.randn(2, 32, 3, 4, device=DEVICE)
+        assert torch.equal(ours(self_attn, image), AttnProcessor2_0()(self_attn, image))
+
+
+def test_transformer_blocks_refused_with_reasons():
+    from diffusers.models.attention import BasicTransformerBlock
+
+    ada = BasicTransformerBlock(16, 2, 8, norm_type="ada_norm_zero", num_embeds_ada_norm=10)
+    assert "ada_norm_zero" in fd.FastvidBasicTransformerBlock.refusal(ada)
+    plain = BasicTransformerBlock(16, 2, 8)
+    assert fd.FastvidBasicTransformerBlock.refusal(plain) is None
+    plain.norm3 = torch.nn.GroupNorm(1, 16)
+    assert "norm3 is a GroupNorm" in fd.FastvidBasicTransformerBlock.refusal(plain)
+
+
+@needs("add_layer_norm")
+def test_hooked_norms_run_the_block_unfused_and_are_reported():
+    block, x = _temporal_block(), _temporal_block_inputs()
+    expected = run(block, x)
+    calls = []
+    patch(block, backend="torch")
+    block.norm2.register_forward_hook(lambda *args: calls.append(1))
+    torch.testing.assert_close(run(block, x), expected, atol=1e-5, rtol=1e-5)
+    assert calls and dict(patching.PatchReport.of(block).unfused) == {"": "norm2 has forward hooks"}

@@ -128,7 +128,7 @@ def test_patch_swaps_reference_geglu_and_unpatch_restores_it():
 
 # ---- diffusers' GEGLU, swapped by fastvid.patch --------------------------------------------------
 
-FEED_FORWARD_ONLY = dict(temporal_attention=False, frame_attention=False, conv=False)
+FEED_FORWARD_ONLY = dict(temporal_attention=False, frame_attention=False, conv=False, transformer_block=False)
 
 
 def test_patched_diffusers_unet_matches_unpatched(monkeypatch):

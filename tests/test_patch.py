@@ -23,6 +23,7 @@ def all_reference_modules(dim=16, heads=2, dim_head=8):
         "all": reference.FrameAttention(dim, heads, dim_head, frames="all"),
         "sparse_causal": reference.SparseCausalAttention(dim, heads, dim_head),
         "pseudo_conv": reference.PseudoConv3d(dim, dim),
+        "add_layer_norm": reference.AddLayerNorm(dim),
         "geglu": reference.GEGLU(dim, dim),
     }
     if hasattr(reference, "TemporalConvBlock"):
@@ -36,10 +37,12 @@ def all_reference_modules(dim=16, heads=2, dim_head=8):
 
 def run_all(model, x):
     """x: (B, C, F, H, W); TemporalConvBlock takes diffusers' (B*F, C, H, W) frames and num_frames, GEGLU
-    channels-last tokens."""
+    channels-last tokens, AddLayerNorm (B, F*H*W, C) tokens and a residual (its sum and normed tokens stacked)."""
     frames = x.transpose(1, 2).flatten(0, 1)
-    inputs = {"temporal_conv_block": (frames, x.shape[2]), "geglu": (x.movedim(1, -1),)}
-    return {name: m(*inputs.get(name, (x,))) for name, m in model.items()}
+    tokens = x.flatten(2).transpose(1, 2)
+    calls = {"temporal_conv_block": lambda m: m(frames, num_frames=x.shape[2]), "geglu": lambda m: m(x.movedim(1, -1)),
+             "add_layer_norm": lambda m: torch.stack(m(tokens, tokens.flip(-1)))}
+    return {name: calls.get(name, lambda m: m(x))(m) for name, m in model.items()}
 
 
 def test_twin_table_maps_reference_classes_to_nn_subclasses():
@@ -84,7 +87,8 @@ def test_patch_swaps_every_twinned_module_and_outputs_agree():
 
 def test_disabled_kinds_are_skipped_with_reason():
     model = all_reference_modules()
-    report = fastvid.patch(model, temporal_attention=False, frame_attention=False, conv=False, feed_forward=False)
+    report = fastvid.patch(model, temporal_attention=False, frame_attention=False, conv=False, feed_forward=False,
+                           transformer_block=False)
     assert report.total == 0
     kinds = {twin.patch_kind for twin in twin_table().values()}
     reasons = [r for _, r in report.skipped]
@@ -151,7 +155,7 @@ def test_diffusers_objects_go_through_the_integration(monkeypatch):
     report = fastvid.patch(pipeline, conv=False, backend="torch")
     assert report.swapped["frame_attention"] == ["unet.x"]
     assert calls[0] == ("patch", dict(temporal_attention=True, frame_attention=True, conv=False, feed_forward=True,
-                                         backend="torch"))
+                                      transformer_block=True, backend="torch"))
     assert fastvid.unpatch(pipeline) == 1
     assert calls[1][0] == "unpatch"
 

@@ -258,6 +258,21 @@ class _PerFrame(nn.Module):
         return self.conv(x.transpose(1, 2).flatten(0, 1)).unflatten(0, x.shape[:3:2]).transpose(1, 2)
 
 
+class _Stacked(nn.Module):
+    """An AddLayerNorm with x flipped over channels as the residual, (sum, normed) stacked: one input, one output."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x):
+        return torch.stack(self.norm(x, x.flip(-1)))
+
+
+def _stacking(pair):
+    return tuple(_Stacked(m) for m in pair)
+
+
 MODULES: Dict[str, ModuleCase] = {
     "TemporalAttention": ModuleCase(lambda: _twins(reference.TemporalAttention, fastvid.nn.TemporalAttention, 8,
                                                    heads=2, dim_head=4, causal=True),
@@ -277,6 +292,8 @@ MODULES: Dict[str, ModuleCase] = {
     "TemporalResBlock": ModuleCase(lambda: _twins(reference.TemporalResBlock, fastvid.nn.TemporalResBlock, 4, None,
                                                   norm_num_groups=2),
                                    lambda b: _randn(b, 4, 3, 2, 3)),
+    "AddLayerNorm": ModuleCase(lambda: _stacking(_twins(reference.AddLayerNorm, fastvid.nn.AddLayerNorm, 6)),
+                               lambda b: _randn(b, 3, 6), channel_dim=-1),
     "GEGLU": ModuleCase(lambda: _twins(reference.GEGLU, fastvid.nn.GEGLU, 8, 5), lambda b: _randn(b, 3, 8),
                         name="hidden_states", channel_dim=-1),
     "inflate_conv2d": ModuleCase(_inflated, lambda b: _randn(b, 4, 3, 2, 3)),
@@ -360,12 +377,14 @@ def _opcheck_cases():
     table = torch.tensor([[0, -1], [0, 0], [2, 1]], dtype=torch.int32, device=DEVICE)
     tc = OPS["temporal_conv"].make(1, 2)
     gn = OPS["group_norm_silu"].make(1, 2)
+    aln = OPS["add_layer_norm"].make(2, 3)
     gg = OPS["geglu"].make(1, 3)["proj_out"]
     gl = OPS["geglu_linear"].make(1, 3)
     with torch.no_grad():
         ta_out, ta_lse = ops.temporal_attention_fwd(q, k, v, bias, True, 0.35)
         fa_out, fa_lse = ops.frame_attention_fwd(fa["q"], fa["k"], fa["v"], table, 0.35)
         gn_out, gn_stats = ops.group_norm_silu_fwd(gn["x"], gn["weight"], gn["bias"], 2, 1e-5, True)
+        aln_sum, _, aln_stats = ops.add_layer_norm_fwd(aln["x"], aln["residual"], aln["weight"], aln["bias"], 1e-5)
         gg_out = ops.geglu_fwd(gg, "tanh")
         gl_out = ops.geglu_linear_fwd(gl["x"], gl["weight"], gl["bias"], "none")
     grad = lambda t: torch.randn_like(t)  # noqa: E731
@@ -384,6 +403,10 @@ def _opcheck_cases():
                                 OPCHECK_FULL),
         "group_norm_silu_bwd": ((grad(gn_out), gn["x"].detach(), gn["weight"].detach(), gn["bias"].detach(),
                                  gn_stats, 2, True), OPCHECK_BWD),
+        "add_layer_norm_fwd": ((*(aln[n].requires_grad_() for n in ("x", "residual", "weight", "bias")), 1e-5),
+                               OPCHECK_FULL),
+        "add_layer_norm_bwd": ((grad(aln_sum), grad(aln_sum), aln_sum, aln["weight"].detach(), aln_stats, True),
+                               OPCHECK_BWD),
         "geglu_fwd": ((gg.clone().requires_grad_(), "tanh"), OPCHECK_FULL),
         "geglu_bwd": ((grad(gg_out), gg, "none"), OPCHECK_BWD),
         "geglu_linear_fwd": ((*(gl[n].requires_grad_() for n in ("x", "weight", "bias")), "tanh"), OPCHECK_FULL),
@@ -556,8 +579,8 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     """SVD's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor; the GEGLU
     projection output at 320 channels too), on the meta
     device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
-    from fastvid.ops import frame_attention as fa, geglu as gg, group_norm_silu as gn, temporal_attention as ta
-    from fastvid.ops import temporal_conv as tc
+    from fastvid.ops import add_layer_norm as aln, frame_attention as fa, geglu as gg, group_norm_silu as gn
+    from fastvid.ops import temporal_attention as ta, temporal_conv as tc
 
     recorders = {}
     for spec in registry.OPS.values():
@@ -585,6 +608,9 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     affine = torch.empty(channels, **meta)
     y, stats = gn.group_norm_silu_fwd._init_fn(video, affine, affine, 32, 1e-5, True)
     gn.group_norm_silu_bwd._init_fn(y, video, affine, affine, stats, 32, True)
+    rows = video.view(batch * frames, 72 * 128, channels)  # a spatial block's (B*F, H*W, C) tokens
+    total, _, stats = aln.add_layer_norm_fwd._init_fn(rows, rows, affine, affine, 1e-5)
+    aln.add_layer_norm_bwd._init_fn(total, total, total, affine, stats, True)
     proj_out = torch.empty(batch * frames, 72 * 128, 2 * 4 * 320, **meta)  # the feed-forward at 320 channels
     y = gg.geglu_fwd._init_fn(proj_out, "none")
     gg.geglu_bwd._init_fn(y, proj_out, "none")

@@ -17,6 +17,10 @@ What is swapped (each only where its preconditions hold; everything else is repo
 - TemporalConvLayer (ModelScope, I2VGenXL) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock
   whose AlphaBlender is untouched): fused GroupNorm+SiLU and ``fastvid.temporal_conv``, or, when their
   submodules carry hooks or are wrapped (offload, layerwise casting, LoRA), diffusers' own forward;
+- BasicTransformerBlock (spatial and temporal transformers of every video UNet) and SVD's
+  TemporalBasicTransformerBlock: each residual add and the LayerNorm after it in one pass
+  (``fastvid.add_layer_norm``); spatial self- and cross-attention on diffusers' AttnProcessor2_0:
+  :class:`SDPAAttnProcessor`, the same SDPA path without its divide by ``rescale_output_factor`` = 1;
 - GEGLU (the feed-forward's first layer in every transformer block, spatial and temporal):
   :class:`FastvidGEGLU` computes the projection and the activation in one GEMM (``fastvid.geglu_linear``),
   or, when ``proj`` is hooked or wrapped (LoRA, offload, quantization), runs ``proj`` as it is and fuses
@@ -37,6 +41,7 @@ import torch
 from torch import nn
 
 from ..nn._autocast import call_under_autocast
+from ..nn.add_layer_norm import add_norm
 from ..nn._hooks import unfused_modules, unfused_reason
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
 from ..ops.frame_attention import frame_attention
@@ -49,7 +54,7 @@ from ..validation import fail
 TESTED = "diffusers>=0.35,<0.43"
 try:
     from diffusers.models.activations import GEGLU
-    from diffusers.models.attention import TemporalBasicTransformerBlock
+    from diffusers.models.attention import BasicTransformerBlock, TemporalBasicTransformerBlock, _chunked_feed_forward
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
     from diffusers.models.resnet import TemporalConvLayer, TemporalResnetBlock
     from diffusers.models.transformers.transformer_temporal import (
@@ -177,6 +182,36 @@ class FrameAttnProcessor(_FastvidAttnProcessor):
         return self.project_out(attn, out.view(hidden_states.shape[0], hidden_states.shape[1], -1))
 
 
+class SDPAAttnProcessor(_FastvidAttnProcessor):
+    """diffusers' AttnProcessor2_0 on (B, L, C) tokens without its no-op tail: installed only where
+    ``residual_connection`` is False and ``rescale_output_factor`` is 1 (every spatial and cross attention
+    of the video UNets), so diffusers' residual add and ``/ 1.0`` (a full read and write of the output)
+    are left out; the transformer block adds the output to the residual stream (fused with the next
+    LayerNorm when the block is patched). Same ops otherwise, so the same values bit for bit. 4D
+    inputs and deprecated extra arguments go to the original processor."""
+
+    patch_kind = "transformer_block"
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, *args, **kwargs):
+        if hidden_states.ndim != 3 or args or kwargs:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        batch_size = hidden_states.shape[0]
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        head_dim = key.shape[-1] // attn.heads
+        query, key, value = (t.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                               dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+        return self.project_out(attn, out)
+
+
 # ---- module swaps (by class: same parameters, buffers and state_dict keys) ----------------------
 
 class _Swap:
@@ -268,6 +303,102 @@ class FastvidTemporalResnetBlock(_Swap, TemporalResnetBlock):
         return conv_frames(self.conv2, h, self.backend, residual=shortcut)
 
 
+def _norms_reason(module: nn.Module, names) -> Optional[str]:
+    """Why the named norms of a transformer block cannot be fused with the adds before them, or None."""
+    for name in names:
+        norm = getattr(module, name)
+        if type(norm) is not nn.LayerNorm or len(norm.normalized_shape) != 1:
+            return f"{name} is a {type(norm).__name__}, not a LayerNorm over the last dim"
+    return None
+
+
+class _TransformerBlockSwap(_Swap):
+    """A transformer block whose residual adds and the LayerNorms after them run as ``fastvid.add_layer_norm``;
+    diffusers' forward when a norm is hooked or wrapped. ``NORMS``: the norms that follow an add."""
+
+    patch_kind = "transformer_block"
+    NORMS = ()
+
+    def _norm_names(self):
+        return [name for name in self.NORMS if getattr(self, name, None) is not None]
+
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, self._norm_names())
+
+    def feed_forward(self, ff: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self._chunk_size is not None:
+            return _chunked_feed_forward(ff, x, self._chunk_dim, self._chunk_size)
+        return ff(x)
+
+
+class FastvidBasicTransformerBlock(_TransformerBlockSwap, BasicTransformerBlock):
+    """BasicTransformerBlock (norm_type "layer_norm") with ``h = attn1(..) + h; norm2(h)``,
+    ``h = attn2(..) + h; norm3(h)`` each in one pass; a positional embedding (AnimateDiff's motion modules)
+    is added to the normed tokens after, as diffusers adds it. The last add (``ff(..) + h``) feeds the
+    next block and stays as it is. diffusers' forward for GLIGEN inputs, 4D tokens and hooked norms."""
+
+    NORMS = ("norm2", "norm3")
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        if module.norm_type != "layer_norm":
+            return f"norm_type {module.norm_type!r}: only 'layer_norm' blocks are fused (ada-norms modulate the norm)"
+        return _norms_reason(module, [n for n in ("norm1", *cls.NORMS) if getattr(module, n, None) is not None])
+
+    def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                timestep=None, cross_attention_kwargs=None, class_labels=None, added_cond_kwargs=None):
+        kwargs = dict(cross_attention_kwargs or {})
+        if hidden_states.ndim != 3 or "gligen" in kwargs or "scale" in kwargs or self.unfused_reason() is not None:
+            return super().forward(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
+                                   timestep, cross_attention_kwargs, class_labels, added_cond_kwargs)
+        out = self.attn1(self.positions(self.norm1(hidden_states)),
+                         encoder_hidden_states=encoder_hidden_states if self.only_cross_attention else None,
+                         attention_mask=attention_mask, **kwargs)
+        if self.attn2 is not None:
+            hidden_states, normed = add_norm(self.norm2, out, hidden_states, self.backend)
+            out = self.attn2(self.positions(normed), encoder_hidden_states=encoder_hidden_states,
+                             attention_mask=encoder_attention_mask, **kwargs)
+        hidden_states, normed = add_norm(self.norm3, out, hidden_states, self.backend)
+        return self.feed_forward(self.ff, normed) + hidden_states
+
+    def positions(self, normed: torch.Tensor) -> torch.Tensor:
+        return normed if self.pos_embed is None else self.pos_embed(normed)
+
+
+class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicTransformerBlock):
+    """SVD's TemporalBasicTransformerBlock with ``h = ff_in(..) + residual; norm1(h)`` (when its widths
+    match), ``h = attn1(..) + h; norm2(h)`` and ``h = attn2(..) + h; norm3(h)`` each in one pass."""
+
+    NORMS = ("norm1", "norm2", "norm3")
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        return _norms_reason(module, [n for n in cls.NORMS if getattr(module, n, None) is not None])
+
+    def forward(self, hidden_states, num_frames, encoder_hidden_states=None):
+        if self.unfused_reason() is not None:
+            return super().forward(hidden_states, num_frames, encoder_hidden_states)
+        batch_frames, seq_length, channels = hidden_states.shape
+        batch_size = batch_frames // num_frames
+        hidden_states = hidden_states[None, :].reshape(batch_size, num_frames, seq_length, channels)
+        hidden_states = hidden_states.permute(0, 2, 1, 3).reshape(batch_size * seq_length, num_frames, channels)
+        residual = hidden_states
+        hidden_states = self.feed_forward(self.ff_in, self.norm_in(hidden_states))
+        if self.is_res:
+            hidden_states, normed = add_norm(self.norm1, hidden_states, residual, self.backend)
+        else:
+            normed = self.norm1(hidden_states)
+        out = self.attn1(normed, encoder_hidden_states=None)
+        if self.attn2 is not None:
+            hidden_states, normed = add_norm(self.norm2, out, hidden_states, self.backend)
+            out = self.attn2(normed, encoder_hidden_states=encoder_hidden_states)
+        hidden_states, normed = add_norm(self.norm3, out, hidden_states, self.backend)
+        out = self.feed_forward(self.ff, normed)
+        hidden_states = out + hidden_states if self.is_res else out
+        hidden_states = hidden_states[None, :].reshape(batch_size, seq_length, num_frames, channels)
+        return hidden_states.permute(0, 2, 1, 3).reshape(batch_size * num_frames, seq_length, channels)
+
+
 class FastvidGEGLU(_Swap, GEGLU):
     """diffusers' GEGLU fused. A plain ``proj`` Linear: ``fastvid.geglu_linear``, one GEMM whose epilogue
     applies the activation (the (..., 2 * inner) projection output is never written; under autocast x,
@@ -300,10 +431,12 @@ class FastvidGEGLU(_Swap, GEGLU):
 
 
 SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTemporalConvLayer,
-                                            FastvidTemporalResnetBlock, FastvidGEGLU)}
+                                            FastvidTemporalResnetBlock, FastvidGEGLU, FastvidBasicTransformerBlock,
+                                            FastvidTemporalBasicTransformerBlock)}
 ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
-# The swaps whose layers make a model a video model (GEGLU is in image UNets too).
-VIDEO_SWAPS = tuple(base for base, swap in SWAPS.items() if swap.patch_kind != "feed_forward")
+# The swaps whose layers make a model a video model (GEGLU and transformer blocks are in image UNets too).
+IMAGE_KINDS = ("feed_forward", "transformer_block")
+VIDEO_SWAPS = tuple(base for base, swap in SWAPS.items() if swap.patch_kind not in IMAGE_KINDS)
 # Modules whose (non-cross) attentions attend over frames, with the (S, F, C) layout TemporalAttnProcessor reads.
 TEMPORAL_TRANSFORMERS = (TransformerTemporalModel, AnimateDiffTransformer3D, I2VGenXLTransformerTemporalEncoder)
 
@@ -432,7 +565,8 @@ def _install(unet: nn.Module, method: type, backend: str, report) -> bool:
 
 
 def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_attention: bool = True,
-                    conv: bool = True, feed_forward: bool = True, backend: str = "auto",
+                    conv: bool = True, feed_forward: bool = True, transformer_block: bool = True,
+                    backend: str = "auto",
                     spatial_self_attention: bool = False) -> None:
     """Installs fastvid processors and modules in a diffusers video model or pipeline, in place.
 
@@ -440,11 +574,11 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     UNetMotionModel (AnimateDiff), an I2VGenXLUNet, a UNet with CrossFrameAttnProcessor, another
     model built from the same temporal layers, or a pipeline holding one as ``.unet``
     (TextToVideoZeroPipeline too: the processors it installs on each call are translated). Swaps go
-    to ``report.add(kind, name)`` with kind "temporal_attention", "frame_attention", "conv" or
-    "feed_forward" (GEGLU);
+    to ``report.add(kind, name)`` with kind "temporal_attention", "frame_attention", "conv",
+    "feed_forward" (GEGLU) or "transformer_block" (fused add + LayerNorm blocks, :class:`SDPAAttnProcessor`);
     everything left alone goes to ``report.skip(name, reason)``, fused modules that will call their
     hooked submodules unfused to ``report.add_unfused(name, reason)``. Spatial self-attention stays on
-    diffusers' SDPA unless ``spatial_self_attention`` is True. Raises FastvidInputError for a model
+    SDPA (:class:`SDPAAttnProcessor`) unless ``spatial_self_attention`` is True. Raises FastvidInputError for a model
     with no video layers.
     """
     unet = _unet(model)
@@ -455,20 +589,17 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
              f"patches {known} and Text2Video-Zero's {' / '.join(CROSS_FRAME_PROCESSORS)})",
              "a diffusers video model (UNet3DConditionModel, UNetSpatioTemporalConditionModel, UNetMotionModel, "
              "I2VGenXLUNet) or a Text2Video-Zero pipeline")
-    enabled = {"temporal": temporal_attention, "cross_frame": frame_attention,
-               "spatial": frame_attention and spatial_self_attention}
+    frame_spatial = frame_attention and spatial_self_attention
     installs = {
-        "temporal": (TemporalAttnProcessor, DEFAULT_PROCESSORS),
-        "cross_frame": (FirstFrameAttnProcessor, CROSS_FRAME_PROCESSORS),
-        "spatial": (FrameAttnProcessor, DEFAULT_PROCESSORS),
+        "temporal": (TemporalAttnProcessor, DEFAULT_PROCESSORS) if temporal_attention else None,
+        "cross_frame": (FirstFrameAttnProcessor, CROSS_FRAME_PROCESSORS) if frame_attention else None,
+        "spatial": ((FrameAttnProcessor, DEFAULT_PROCESSORS) if frame_spatial
+                    else (SDPAAttnProcessor, (AttnProcessor2_0,)) if transformer_block else None),
+        "cross": (SDPAAttnProcessor, (AttnProcessor2_0,)) if transformer_block else None,
     }
     for name, attn in unet.named_modules():
         role = roles.get(name)
-        if role == "spatial" and frame_attention and not spatial_self_attention:
-            report.skip(name, "spatial self-attention kept on diffusers' SDPA (fastvid.patch leaves it; "
-                              "fastvid.integrations.diffusers.patch_diffusers(model, report, "
-                              "spatial_self_attention=True) swaps it)")
-        if role not in enabled or not enabled[role]:
+        if role not in installs or installs[role] is None:
             continue
         cls, expected = installs[role]
         why = _processor_reason(attn, expected)
@@ -479,7 +610,7 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
         report.add(cls.patch_kind, name, processor=True)
 
     kinds_enabled = {"temporal_attention": temporal_attention, "frame_attention": frame_attention, "conv": conv,
-                     "feed_forward": feed_forward}
+                     "feed_forward": feed_forward, "transformer_block": transformer_block}
     for name, module in unet.named_modules():
         swap = SWAPS.get(type(module))
         if swap is None or not kinds_enabled[swap.patch_kind]:
@@ -514,12 +645,14 @@ def describe_diffusers(model, report) -> None:
         report.add_unfused(name, why)
 
 
-def _unpatch(unet: nn.Module, kinds) -> int:
-    """Hands back the processors and module classes of the given patch kinds; returns how many."""
+def _unpatch(unet: nn.Module, kinds, processor_kinds=None) -> int:
+    """Hands back the processors (of ``processor_kinds``, default ``kinds``) and module classes of the given
+    patch kinds; returns how many."""
     restored = 0
+    processor_kinds = kinds if processor_kinds is None else processor_kinds
     for module in unet.modules():
         processor = getattr(module, "processor", None) if isinstance(module, Attention) else None
-        if isinstance(processor, _FastvidAttnProcessor) and processor.patch_kind in kinds:
+        if isinstance(processor, _FastvidAttnProcessor) and processor.patch_kind in processor_kinds:
             module.set_processor(processor.original)
             restored += 1
         original = ORIGINAL_CLASS.get(type(module))
@@ -531,7 +664,8 @@ def _unpatch(unet: nn.Module, kinds) -> int:
 
 
 def _unpatch_attention(unet: nn.Module) -> int:
-    return _unpatch(unet, ("temporal_attention", "frame_attention"))
+    """Every fastvid processor, and the module classes that need fastvid's processors."""
+    return _unpatch(unet, ("temporal_attention", "frame_attention"), processor_kinds=KINDS)
 
 
 def unpatch_diffusers(model) -> int:
@@ -545,12 +679,15 @@ def unpatch_diffusers(model) -> int:
 
 
 __all__ = [
+    "FastvidBasicTransformerBlock",
+    "FastvidTemporalBasicTransformerBlock",
     "FastvidGEGLU",
     "FastvidTemporalConvLayer",
     "FastvidTemporalResnetBlock",
     "FastvidTransformerTemporalModel",
     "FirstFrameAttnProcessor",
     "FrameAttnProcessor",
+    "SDPAAttnProcessor",
     "TemporalAttnProcessor",
     "describe_diffusers",
     "patch_diffusers",

@@ -1,6 +1,7 @@
 """Reference implementations: plain torch, from the papers' equations. The baseline for every test and benchmark."""
 from . import functional
 from .functional import (
+    add_layer_norm,
     all_frame_attention,
     attention,
     first_frame_attention,
@@ -20,5 +21,6 @@ from .functional import (
     temporal_conv,
     temporal_conv3d,
 )
-from .modules import GEGLU, FrameAttention, PseudoConv3d, RelativePositionBias, SparseCausalAttention, TemporalAttention
+from .modules import AddLayerNorm, FrameAttention, GEGLU, PseudoConv3d, RelativePositionBias, SparseCausalAttention
+from .modules import TemporalAttention
 from .modules import TemporalConvBlock, TemporalResBlock

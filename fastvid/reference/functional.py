@@ -162,6 +162,19 @@ def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5, *, per_fram
     return Fn.silu(y)
 
 
+def add_layer_norm(x, residual, weight=None, bias=None, eps=1e-5):
+    """A transformer block's residual add and the LayerNorm after it: sum = x + residual, and sum
+    normalised over its last dim, (sum - mean) / sqrt(var + eps) * weight + bias (biased variance).
+    Returns (sum, normed)."""
+    s = x + residual
+    mean = s.mean(-1, keepdim=True)
+    var = (s - mean).square().mean(-1, keepdim=True)
+    y = (s - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    return s, y if bias is None else y + bias
+
+
 def gelu(x, approximate="none"):
     """GELU (Hendrycks & Gimpel 2016): x * Phi(x), or its tanh approximation
     x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) / 2."""

@@ -225,6 +225,20 @@ class TemporalResBlock(nn.Module):
         return self.conv(self.conv2, self.norm_silu(self.norm2, h), residual=x)
 
 
+class AddLayerNorm(nn.LayerNorm):
+    """A LayerNorm over the last dim applied right after a residual add, as in a pre-norm transformer
+    block (``h = out + h; norm(h)``): ``forward(x, residual)`` returns ``(x + residual, LayerNorm(x + residual))``.
+    Same parameters and state_dict keys as ``nn.LayerNorm(C)``. Takes (B, N, C) tokens."""
+
+    def check_input(self, x: torch.Tensor) -> None:
+        check_module_input(type(self).__name__, "x", x, self, ranks=(3,), channel_dim=lambda r: 2,
+                           channels=self.normalized_shape[0], layout="(B, N, C)")
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor):
+        self.check_input(x)
+        return ref.add_layer_norm(x, residual, self.weight, self.bias, self.eps)
+
+
 class GEGLU(nn.Module):
     """diffusers' ``GEGLU`` (the first layer of the feed-forward of every video UNet's transformer
     blocks), same parameters and state_dict keys: ``proj`` Linear(dim_in, 2 * dim_out), then

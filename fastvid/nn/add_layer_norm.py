@@ -1,0 +1,38 @@
+"""AddLayerNorm module and the add + LayerNorm step fused transformer blocks share."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as Fn
+from torch import nn
+
+from .. import reference
+from ..ops.add_layer_norm import add_layer_norm
+from ._autocast import autocast_dtype
+
+
+def add_norm(norm: nn.LayerNorm, x: torch.Tensor, residual: torch.Tensor, backend: str) -> Tuple[torch.Tensor,
+                                                                                                     torch.Tensor]:
+    """``(x + residual, norm(x + residual))`` for a LayerNorm over the last dim of (B, N, C) tokens, in one
+    pass (``fastvid.add_layer_norm``). Under autocast, or when x, residual and the norm's parameters differ
+    in dtype, the add and the norm run as two eager ops, so autocast's rules (LayerNorm in float32) and
+    type promotion give the dtypes the unfused code gives."""
+    mixed = x.dtype != residual.dtype or any(p.dtype != x.dtype for p in (norm.weight, norm.bias) if p is not None)
+    if mixed or autocast_dtype(x.device.type, fp32_op=True) is not None:
+        s = x + residual
+        return s, Fn.layer_norm(s, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return add_layer_norm(x, residual, norm.weight, norm.bias, norm.eps, backend=backend)
+
+
+class AddLayerNorm(reference.AddLayerNorm):
+    """``forward(x, residual) -> (x + residual, LayerNorm(x + residual))`` through ``fastvid.add_layer_norm``:
+    x and residual read once, the sum written once and not read back. Same parameters and state_dict keys
+    as ``fastvid.reference.AddLayerNorm`` (and ``nn.LayerNorm(C)``)."""
+
+    patch_kind = "transformer_block"
+    backend = "auto"
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor):
+        self.check_input(x)
+        return add_norm(self, x, residual, self.backend)

@@ -1,0 +1,229 @@
+"""Residual add + LayerNorm (a transformer block's ``h = out + h; norm(h)``): launchers, torch.library
+ops with autograd, dispatch, public function.
+
+Forward: one Triton launch reads x and residual once and writes the sum (the new residual stream),
+its LayerNorm and the per-row mean and rstd. Backward: one Triton launch writes the gradient of the
+sum (shared by x and residual) and per-program weight / bias partials, summed by torch in a fixed
+order (deterministic).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor
+
+from .. import reference
+from ..dispatch import Backend, Dispatcher, Limits
+from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
+from . import _launch
+from ._library import TritonOp
+
+OUTPUT_LAYOUT = "contiguous"
+OP = "add_layer_norm"
+LAYOUT = "(B, N, C)"
+MAX_TRITON_WIDTH = 8192  # a program holds whole rows in registers
+TILE = 2048  # elements per [BLOCK_M, BLOCK_C] tile
+
+
+def _tiles(width: int) -> Tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_C, num_warps) for rows of ``width`` elements."""
+    block_c = _launch.next_pow2(width)
+    return max(1, TILE // block_c), block_c, 4 if block_c <= 2048 else 8
+
+
+class _FwdPlan:
+    """The forward launch of one call signature."""
+
+    def __init__(self, x, residual, weight, bias, eps):
+        from ..kernels.add_layer_norm import add_layer_norm_fwd_kernel
+
+        self.shape, self.rows = tuple(x.shape), x.shape[0] * x.shape[1]
+        width = x.shape[2]
+        self.launch = None
+        if self.rows == 0 or width == 0:
+            return
+        block_m, block_c, warps = _tiles(width)
+        self.launch = _launch.Launch(
+            add_layer_norm_fwd_kernel, (_launch.cdiv(self.rows, block_m),),
+            (*x.stride(), *residual.stride(), weight.stride(0) if weight is not None else 0,
+             bias.stride(0) if bias is not None else 0, self.rows, x.shape[1], width, eps),
+            HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_C=block_c,
+            num_warps=warps)
+
+
+def _fwd_run(plan: _FwdPlan, x, residual, weight, bias, eps):
+    s = _launch.empty(*plan.shape, dtype=x.dtype, device=x.device)
+    y = _launch.empty(*plan.shape, dtype=x.dtype, device=x.device)
+    stats = _launch.empty(2, plan.rows, dtype=torch.float32, device=x.device)
+    if plan.launch is not None:
+        plan.launch(x, residual, x if weight is None else weight, x if bias is None else bias, s, y, stats)
+    return s, y, stats
+
+
+@torch.library.custom_op("fastvid::add_layer_norm_fwd", mutates_args=())
+def add_layer_norm_fwd(x: Tensor, residual: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                       eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Triton forward. Returns sum and normed (contiguous (B, N, C), dtype of x) and stats (2, B * N) fp32:
+    each row's mean and rstd."""
+    return _fwd_op.planned(x, residual, weight, bias, eps)
+
+
+@add_layer_norm_fwd.register_fake
+def _(x, residual, weight, bias, eps):
+    return x.new_empty(x.shape), x.new_empty(x.shape), x.new_empty(2, x.shape[0] * x.shape[1], dtype=torch.float32)
+
+
+class _BwdPlan:
+    """The backward launch of one call signature: rows split over a fixed number of programs."""
+
+    def __init__(self, dsum, dnormed, s, weight, stats, has_bias):
+        from ..kernels.add_layer_norm import add_layer_norm_bwd_kernel
+
+        self.shape, rows, width = tuple(s.shape), s.shape[0] * s.shape[1], s.shape[2]
+        block_m, block_c, warps = _tiles(width)
+        programs = max(1, min(_launch.cdiv(rows, block_m), _launch.target_programs(s, per_sm=2, off_gpu=3)))
+        rows_per_program = _launch.cdiv(_launch.cdiv(rows, programs), block_m) * block_m if rows else 0
+        programs = _launch.cdiv(rows, rows_per_program) if rows else 0
+        self.partial_shape = (max(programs, 1), width)  # zeros where no program writes (no rows)
+        self.launch = None
+        if programs and width:
+            self.launch = _launch.Launch(
+                add_layer_norm_bwd_kernel, (programs,),
+                (*(dsum.stride() if dsum is not None else (0, 0, 0)), *dnormed.stride(),
+                 weight.stride(0) if weight is not None else 0, rows, s.shape[1], width, rows_per_program),
+                HAS_DSUM=dsum is not None, HAS_WEIGHT=weight is not None, BLOCK_M=block_m, BLOCK_C=block_c,
+                num_warps=warps)
+
+
+def _bwd_run(plan: _BwdPlan, dsum, dnormed, s, weight, stats, has_bias):
+    dx = _launch.empty(*plan.shape, dtype=s.dtype, device=s.device)
+    dw_part = torch.zeros(plan.partial_shape, dtype=torch.float32, device=s.device)
+    db_part = torch.zeros_like(dw_part)
+    if plan.launch is not None:
+        plan.launch(dnormed if dsum is None else dsum, dnormed, s, s if weight is None else weight, stats, dx,
+                    dw_part, db_part)
+    # Partials summed over their rows in a fixed order: deterministic.
+    dweight = dw_part.sum(0).to(weight.dtype) if weight is not None else s.new_empty(0)
+    dbias = db_part.sum(0).to(s.dtype) if has_bias else s.new_empty(0)
+    return [dx, dweight, dbias]
+
+
+@torch.library.custom_op("fastvid::add_layer_norm_bwd", mutates_args=())
+def add_layer_norm_bwd(dsum: Optional[Tensor], dnormed: Tensor, s: Tensor, weight: Optional[Tensor], stats: Tensor,
+                       has_bias: bool) -> List[Tensor]:
+    """Triton backward from the saved sum and statistics. Returns [dx, dweight, dbias]: dx (contiguous
+    (B, N, C)) is the gradient of x and of residual alike; dweight / dbias are empty when absent."""
+    return _bwd_op.planned(dsum, dnormed, s, weight, stats, has_bias)
+
+
+@add_layer_norm_bwd.register_fake
+def _(dsum, dnormed, s, weight, stats, has_bias):
+    return [s.new_empty(s.shape), weight.new_empty(weight.shape) if weight is not None else s.new_empty(0),
+            s.new_empty(s.shape[2]) if has_bias else s.new_empty(0)]
+
+
+def _setup_context(ctx, inputs, output):
+    x, residual, weight, bias, eps = inputs
+    ctx.save_for_backward(output[0], weight, output[2])
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, dsum, dnormed, dstats):
+    s, weight, stats = ctx.saved_tensors
+    if dnormed is None:
+        dnormed = torch.zeros_like(s)
+    dx, dw, db = _bwd_op(dsum, dnormed, s, weight, stats, ctx.has_bias)
+    need_x, need_r, need_w, need_b = ctx.needs_input_grad[:4]
+    return (dx if need_x else None, dx if need_r else None, dw if need_w and weight is not None else None,
+            db if need_b and ctx.has_bias else None, None)
+
+
+_fwd_op = TritonOp(add_layer_norm_fwd, _FwdPlan, _fwd_run)
+_bwd_op = TritonOp(add_layer_norm_bwd, _BwdPlan, _bwd_run)
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- backends ---------------------------------------------------------------------------------
+
+def _run_triton(x, residual, weight, bias, eps):
+    s, y, _ = _fwd_op(x, residual, weight, bias, eps)
+    return s, y
+
+
+def _prepare_triton(x, residual, weight, bias, eps):
+    call = _fwd_op.prepare(x, residual, weight, bias, eps)
+    return lambda *args: call(*args)[:2]
+
+
+def _triton_reason(x, residual, weight, bias, eps):
+    return _launch.triton_reason(x, residual, weight, bias)
+
+
+def _features(x, residual, weight, bias, eps):
+    return {"dtype": x.dtype, "C": x.shape[2]}
+
+
+def _run_torch(x, residual, weight, bias, eps):
+    """Eager add, then F.layer_norm (two kernels), outputs contiguous."""
+    s = (x + residual).contiguous()
+    return s, Fn.layer_norm(s, (s.shape[-1],), weight, bias, eps).contiguous()
+
+
+def _run_reference(x, residual, weight, bias, eps):
+    s, y = reference.add_layer_norm(x, residual, weight, bias, eps)
+    return s.contiguous(), y.contiguous()
+
+
+def _validate(x, residual, weight, bias, eps):
+    dtypes = FLOAT_DTYPES + (torch.float64,)
+    check_tensor(OP, "x", x, ndim=3, layout=LAYOUT, dtypes=dtypes)
+    check_tensor(OP, "residual", residual, layout=LAYOUT, dtypes=dtypes)
+    check_shape(OP, "residual", residual, tuple(x.shape), LAYOUT)
+    width = x.shape[2]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            check_tensor(OP, name, t, ndim=1, layout="(C,)", dtypes=dtypes)
+            check_shape(OP, name, t, (width,), "(C,)")
+    check_same_dtype(OP, x=x, residual=residual, weight=weight, bias=bias)
+    check_same_device(OP, x=x, residual=residual, weight=weight, bias=bias)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        fail(OP, "eps", f"is {eps!r}", "a float >= 0")
+
+
+def _backend_arguments(x, residual, weight=None, bias=None, eps=1e-5):
+    """The public function's arguments (its defaults, in the backends' order) validated and resolved."""
+    _validate(x, residual, weight, bias, eps)
+    return x, residual, weight, bias, float(eps)
+
+
+TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={"C": (MAX_TRITON_WIDTH, "a program holds whole rows")})
+
+DISPATCH = Dispatcher(OP, [
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x),
+            limits=TRITON_LIMITS, prepare=_prepare_triton),
+    Backend("torch", _run_torch),
+    Backend("reference", _run_reference),
+], arguments=_backend_arguments, features=_features)
+
+
+def add_layer_norm(x: Tensor, residual: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                   eps: float = 1e-5, *, backend: str = "auto") -> Tuple[Tensor, Tensor]:
+    """A transformer block's residual add and the next LayerNorm in one pass (the fused add-norm of
+    Liger-Kernel and Apex): ``sum = x + residual`` and ``normed = LayerNorm(sum)`` over the last dim.
+
+    Args:
+        x: (B, N, C) tokens, e.g. a sublayer's output; any strides. fp32, fp16 or bf16 (float64 on the
+            torch/reference backends).
+        residual: (B, N, C), the residual stream; any strides, dtype of x.
+        weight, bias: optional (C,) LayerNorm affine parameters, dtype of x.
+        eps: added to the variance.
+        backend: "auto" (Triton on CUDA, else eager torch), "triton", "torch" or "reference".
+
+    Returns:
+        (sum, normed): both contiguous (B, N, C) in the dtype of x; ``normed`` is the LayerNorm of
+        ``sum`` as stored (rounded to the dtype), as an add followed by a LayerNorm computes it.
+        Differentiable in x, residual, weight and bias (Triton backward from the saved sum and statistics).
+    """
+    return DISPATCH.call(backend, x, residual, weight, bias, eps)
