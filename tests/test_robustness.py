@@ -579,7 +579,8 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     """SVD's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor; the GEGLU
     projection output at 320 channels too), on the meta
     device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
-    from fastvid.ops import add_layer_norm as aln, frame_attention as fa, geglu as gg, group_norm_silu as gn
+    from fastvid.ops import add_layer_norm as aln, frame_attention as fa, geglu as gg, geglu_linear as gl
+    from fastvid.ops import group_norm_silu as gn
     from fastvid.ops import temporal_attention as ta, temporal_conv as tc
 
     recorders = {}
@@ -614,6 +615,10 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     proj_out = torch.empty(batch * frames, 72 * 128, 2 * 4 * 320, **meta)  # the feed-forward at 320 channels
     y = gg.geglu_fwd._init_fn(proj_out, "none")
     gg.geglu_bwd._init_fn(y, proj_out, "none")
+    x = torch.empty(batch * frames, 72 * 128, 320, **meta)  # its input, through the fused projection
+    ff_weight, ff_bias = torch.empty(2 * 4 * 320, 320, **meta), torch.empty(2 * 4 * 320, **meta)
+    y = gl.geglu_linear_fwd._init_fn(x, ff_weight, ff_bias, "none")
+    gl.geglu_linear_bwd._init_fn(y, x, ff_weight, ff_bias, "none")
 
     for name, recorder in recorders.items():
         assert recorder.grids, f"{name} was never launched"
