@@ -20,7 +20,7 @@
    rewritten, so a run killed midway leaves everything measured so far.
 
 The plan (a model of an H100's time per row, per Triton compile and per torch.compile graph, PLAN_*)
-is printed at the start; --budget SECONDS (on CUDA 240 with --quick, 420 with --rest) skips a case
+is printed at the start; --budget SECONDS (on CUDA 230 with --quick, 420 with --rest) skips a case
 whose estimate (scaled by how the finished cases compared with their estimates) would pass the budget,
 and says so in suite.log and SUMMARY.md.
 
@@ -150,7 +150,7 @@ PLAN_COMPILED = {"temporal_attention": 1, "frame_attention": 1, "temporal_conv":
                  "add_layer_norm": 1, "geglu_linear": 1}
 DEFAULT_MODES = {"frame_attention": "fwd,fwd+bwd"}  # the others: harness.MODES
 # Default --budget of each part: --quick and --rest each fit in a run of under 10 minutes.
-QUICK_BUDGET_S, REST_BUDGET_S = 240.0, 420.0
+QUICK_BUDGET_S, REST_BUDGET_S = 230.0, 420.0
 
 
 def _case_shapes(op, device) -> Dict[str, tuple]:
