@@ -80,6 +80,7 @@ TRIPS = {
     "temporal_conv_dw_kernel": "batch * frames_per_split * cdiv(pixels, BLOCK_P)",
     "group_norm_stats_kernel": "cdiv(chunk_pixels, BLOCK_P)",
     "group_norm_silu_bwd_reduce_kernel": "cdiv(chunk_pixels, BLOCK_P)",
+    "geglu_linear_fwd_kernel": "cdiv(K, BLOCK_K)",
     "add_layer_norm_bwd_kernel": "cdiv(rows_per_program, BLOCK_M)",
 }
 
@@ -310,6 +311,20 @@ def _geglu(shape, dtype, variant="none"):
         ops.geglu_bwd._init_fn(out, proj_out, variant)
 
 
+def _geglu_linear(shape, dtype, variant=None):
+    """(B * F, N, C): x (B * F, N, C) through a (2 * 4C, C) weight with bias (diffusers' GEGLU). The
+    backward is torch matmuls around GEGLU's backward kernel (counted here as this op's)."""
+    ops = _op("geglu_linear")
+    rows, tokens, channels = shape
+    x = torch.empty(rows, tokens, channels, dtype=dtype, device="meta")
+    weight = torch.empty(8 * channels, channels, dtype=dtype, device="meta")
+    bias = torch.empty(8 * channels, dtype=dtype, device="meta")
+    with _direction("fwd"):
+        out = ops.geglu_linear_fwd._init_fn(x, weight, bias, "none")
+    with _direction("bwd"):
+        ops.geglu_linear_bwd._init_fn(out, x, weight, bias, "none")
+
+
 OPS = {name: (globals()[spec.compile_specs], spec.benchmark_shapes)
        for name, spec in REGISTRY.items()}
 # The variants of an op the model reports apart (frame attention: frames mode; GroupNorm: per_frame; GEGLU: the
@@ -399,6 +414,12 @@ def work(op, shape, variant, direction, element_size=2) -> Tuple[float, float]:
     if op == "geglu":  # fwd reads (rows, 2I) and writes (rows, I); bwd reads dY and P, writes dP: 3 and 5 x rows * I
         rows, tokens, inner = shape
         return rows * tokens * inner * element_size * (3 if direction == "fwd" else 5), 0.0
+    if op == "geglu_linear":  # fwd: x, W, b read, (M, 4C) written; bwd: only the GEGLU backward kernel is Triton
+        rows, tokens, channels = shape
+        m, inner = rows * tokens, 4 * channels
+        if direction == "fwd":
+            return (m * channels + 2 * inner * channels + m * inner) * element_size, 2.0 * m * channels * 2 * inner
+        return m * inner * element_size * 5, 0.0
     B, C, F, H, W = shape
     elems = B * C * F * H * W
     if op == "alpha_blend":  # forward reads x_spatial, x_temporal, writes out; backward reads 3, writes 2

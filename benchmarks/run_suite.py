@@ -127,9 +127,10 @@ QUICK = {
     "add_layer_norm": [("svd-spatial-72x128-c320", "")],
     "alpha_blend": [("svd-72x128-c320", "")],
     "geglu": [("svd-72x128-c320", "")],
+    "geglu_linear": [("svdxt-72x128-c320", "")],
 }
 # Their --quick cases leave the torch.compile peer to --rest (the quick budget).
-QUICK_NO_COMPILE = ("geglu", "add_layer_norm", "alpha_blend")
+QUICK_NO_COMPILE = ("geglu", "add_layer_norm", "alpha_blend", "geglu_linear")
 QUICK_MODES = "fwd,fwd+bwd"
 FRAMES = ("first", "sparse_causal", "self", "all")  # bench_frame_attention.FRAMES
 
@@ -139,15 +140,15 @@ FRAMES = ("first", "sparse_causal", "self", "all")  # bench_frame_attention.FRAM
 # compile and time every config): 0.5-0.9 s. Per torch.compile graph (one per shape and mode): ~6 s.
 PLAN_STARTUP_S = 20.0  # imports, CUDA context, the copy/matmul ceilings
 PLAN_ROW_S = {"temporal_attention": 0.35, "frame_attention": 0.35, "temporal_conv": 0.6, "group_norm_silu": 0.6,
-              "alpha_blend": 0.6, "geglu": 0.6, "add_layer_norm": 0.3}
+              "alpha_blend": 0.6, "geglu": 0.6, "add_layer_norm": 0.3, "geglu_linear": 0.6}
 PLAN_COMPILE_S = 0.9
 PLAN_TORCH_COMPILE_S = 6.0
 PLAN_CHECK_S = 1.0  # one correctness case: kernel, reference, float64 gold, gradients
 # Providers per (shape, mode) on CUDA (benchmarks/bench_<op>.py), and how many of them are torch.compile peers.
 PLAN_PROVIDERS = {"temporal_attention": 8, "frame_attention": 10, "temporal_conv": 5, "group_norm_silu": 6,
-                  "alpha_blend": 3, "geglu": 3, "add_layer_norm": 3}
+                  "alpha_blend": 3, "geglu": 3, "add_layer_norm": 3, "geglu_linear": 4}
 PLAN_COMPILED = {"temporal_attention": 1, "frame_attention": 1, "temporal_conv": 0, "group_norm_silu": 2,
-                 "alpha_blend": 1, "geglu": 1, "add_layer_norm": 1}
+                 "alpha_blend": 1, "geglu": 1, "add_layer_norm": 1, "geglu_linear": 1}
 DEFAULT_MODES = {"frame_attention": "fwd,fwd+bwd"}  # the others: harness.MODES
 # Default --budget of each part: --quick and --rest each fit in a run of under 10 minutes.
 QUICK_BUDGET_S, REST_BUDGET_S = 230.0, 420.0

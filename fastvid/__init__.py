@@ -6,6 +6,7 @@ from .graphs import CapturedStep, capture_step
 from .ops.add_layer_norm import add_layer_norm
 from .ops.frame_attention import frame_attention
 from .ops.geglu import geglu
+from .ops.geglu_linear import geglu_linear
 from .ops.group_norm_silu import group_norm_silu
 from .ops.temporal_attention import temporal_attention
 from .ops.temporal_conv import temporal_conv
@@ -37,6 +38,7 @@ __all__ = [
     "deflate_conv3d",
     "frame_attention",
     "geglu",
+    "geglu_linear",
     "group_norm_silu",
     "inflate_conv2d",
     "last_backend",

@@ -17,6 +17,8 @@ H * W at the layer's resolution.
 
 GEGLU shapes are (B * F, N, inner): the feed-forward of a transformer block at a UNet level with C channels
 has inner = 4 * C and reads a (B * F, N, 2 * inner) projection output (CFG batch 2).
+GEGLU projection shapes are (B * F, N, C): that feed-forward's input, projected by a (2 * 4 * C, C)
+weight.
 """
 from __future__ import annotations
 
@@ -75,12 +77,22 @@ GEGLU_SHAPES: Shapes = {  # name: (B * F, N, inner)
     "modelscope-32x32-c320": (2 * 16, 32 * 32, 4 * 320),
 }
 
+GEGLU_LINEAR_SHAPES: Shapes = {  # name: (B * F, N, C); inner = 4 * C; the released sizes of integrations/released.py
+    "svdxt-72x128-c320": (2 * 25, 72 * 128, 320),
+    "svdxt-36x64-c640": (2 * 25, 36 * 64, 640),
+    "svdxt-18x32-c1280": (2 * 25, 18 * 32, 1280),
+    "animatediff-64x64-c320": (2 * 16, 64 * 64, 320),
+    "animatediff-32x32-c640": (2 * 16, 32 * 32, 640),
+    "animatediff-16x16-c1280": (2 * 16, 16 * 16, 1280),
+}
+
 # Tiny stand-ins for CPU runs of the same scripts (harness checks only, not speed).
 CPU_TEMPORAL_ATTENTION_SHAPES: Shapes = {"tiny": (1, 8, 64, 2, 32), "odd": (1, 13, 37, 3, 24)}
 CPU_FRAME_ATTENTION_SHAPES: Shapes = {"tiny": (1, 4, 64, 2, 32), "odd": (1, 5, 37, 3, 40)}
 CPU_VIDEO_SHAPES: Shapes = {"tiny": (1, 16, 8, 8, 8), "odd": (1, 20, 7, 5, 9)}
 CPU_TOKEN_SHAPES: Shapes = {"tiny": (2, 16, 32), "odd": (2, 13, 77)}
 CPU_GEGLU_SHAPES: Shapes = {"tiny": (2, 64, 64), "odd": (3, 13, 77)}
+CPU_GEGLU_LINEAR_SHAPES: Shapes = {"tiny": (2, 32, 16), "odd": (3, 13, 24)}
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,7 @@ class Examples:
     checks: Callable[[str, torch.dtype], List[Check]]
     benchmark_shapes: Shapes
     cpu_shapes: Shapes
+    ranked: Optional[str] = None  # the argument of fixed rank the bad-input rank check breaks (None: main)
     stacked: bool = False  # the op returns a tuple of same-shape outputs: the checks stack them into one tensor
     lower_rank: Callable[[Tensor], Tensor] = lambda t: t[0]
 
@@ -169,6 +182,11 @@ def _geglu(batch, n, device="cpu", dtype=torch.float32):
     return dict(proj_out=_randn(batch, n, 10, device=device, dtype=dtype))
 
 
+def _geglu_linear(batch, n, device="cpu", dtype=torch.float32):
+    r = dict(device=device, dtype=dtype)
+    return dict(x=_randn(batch, n, 6, **r), weight=_randn(10, 6, **r), bias=_randn(10, **r))
+
+
 def temporal_attention_args(frames=5, dtype=torch.float32, bias=True):
     """Dispatcher arguments (q, k, v, bias, causal, scale)."""
     q, k, v = (_randn(1, frames, 3, 2, 8, dtype=dtype) for _ in range(3))
@@ -213,6 +231,12 @@ def alpha_blend_args(dtype=torch.float32, alpha_shape=(2, 1, 1)):
 def geglu_args(dtype=torch.float32, approximate="none"):
     """Dispatcher arguments (proj_out, approximate)."""
     return (_randn(2, 3, 14, dtype=dtype), approximate)
+
+
+def geglu_linear_args(dtype=torch.float32, bias=True, approximate="none", tokens=3):
+    """Dispatcher arguments (x, weight, bias, approximate)."""
+    return (_randn(2, tokens, 6, dtype=dtype), _randn(10, 6, dtype=dtype), _randn(10, dtype=dtype) if bias else None,
+            approximate)
 
 
 def _temporal_attention_checks(device, dtype) -> List[Check]:
@@ -267,6 +291,14 @@ def _geglu_checks(device, dtype) -> List[Check]:
              dict(approximate=approximate)) for approximate in ("none", "tanh")]
 
 
+def _geglu_linear_checks(device, dtype) -> List[Check]:
+    r = dict(device=device, dtype=dtype)
+    x = _randn(3, 13, 24 + 5, **r)[..., 2:-3]  # a slice of a wider last dim
+    inputs = dict(x=x, weight=_randn(2 * 40, 24, **r) / 5, bias=_randn(2 * 40, **r))
+    return [(f"K 24, inner 40, approximate={approximate}, x a slice", inputs, dict(approximate=approximate))
+            for approximate in ("none", "tanh")]
+
+
 EXAMPLES: Dict[str, Examples] = {
     "temporal_attention": Examples(
         _temporal_attention, dict(causal=True), main="q", other="k", other_dim=-1,
@@ -315,4 +347,10 @@ EXAMPLES: Dict[str, Examples] = {
         corners=lambda: [geglu_args(), geglu_args(dtype=torch.float64), geglu_args(torch.float16, "tanh")],
         checks=_geglu_checks,
         benchmark_shapes=GEGLU_SHAPES, cpu_shapes=CPU_GEGLU_SHAPES),
+    "geglu_linear": Examples(  # x of any rank: the rank check is weight's
+        _geglu_linear, {}, main="x", other="weight", other_dim=1, ranked="weight",
+        corners=lambda: [geglu_linear_args(), geglu_linear_args(dtype=torch.float64),
+                         geglu_linear_args(torch.float16, bias=False, approximate="tanh"), geglu_linear_args(tokens=0)],
+        checks=_geglu_linear_checks,
+        benchmark_shapes=GEGLU_LINEAR_SHAPES, cpu_shapes=CPU_GEGLU_LINEAR_SHAPES),
 }

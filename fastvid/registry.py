@@ -19,7 +19,8 @@ import torch
 from . import cost, nn, reference
 from .dispatch import Dispatcher
 from .examples import EXAMPLES, Examples, Shapes
-from .ops import add_layer_norm, alpha_blend, frame_attention, geglu, group_norm_silu, temporal_attention, temporal_conv
+from .ops import (add_layer_norm, alpha_blend, frame_attention, geglu, geglu_linear, group_norm_silu,
+                  temporal_attention, temporal_conv)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,14 @@ def _geglu_cost(proj_out, approximate):
     return 0, cost.io_bytes(proj_out) + cost.new_bytes((*proj_out.shape[:-1], proj_out.shape[-1] // 2), proj_out.dtype)
 
 
+def _geglu_linear_cost(x, weight, bias, approximate):
+    """(..., K) x (2 * inner, K) -> (..., inner): one GEMM of 2 * inner columns; reads x, weight, bias once,
+    writes only the activated half (the projection output stays on chip)."""
+    rows = math.prod(x.shape[:-1])
+    flops = 2 * rows * weight.shape[0] * weight.shape[1]
+    return flops, cost.io_bytes(x, weight, bias) + cost.new_bytes((rows, weight.shape[0] // 2), x.dtype)
+
+
 OPS: Dict[str, OpSpec] = {row.name: row for row in (
     _row(temporal_attention, (nn.TemporalAttention,), _temporal_attention_cost),
     _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), _frame_attention_cost),
@@ -125,4 +134,5 @@ OPS: Dict[str, OpSpec] = {row.name: row for row in (
     _row(add_layer_norm, (nn.AddLayerNorm,), _add_layer_norm_cost),
     _row(alpha_blend, (nn.AlphaBlender,), _alpha_blend_cost),
     _row(geglu, (nn.GEGLU,), _geglu_cost),
+    _row(geglu_linear, (nn.GEGLU,), _geglu_linear_cost),
 )}

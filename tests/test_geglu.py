@@ -131,15 +131,20 @@ def test_patch_swaps_reference_geglu_and_unpatch_restores_it():
 FEED_FORWARD_ONLY = dict(temporal_attention=False, frame_attention=False, conv=False, transformer_block=False)
 
 
-def test_patched_diffusers_unet_matches_unpatched():
+def test_patched_diffusers_unet_matches_unpatched(monkeypatch):
     """Every GEGLU of a tiny ModelScope UNet runs the Triton kernel (the other swaps off; tests/test_diffusers.py
     patches SVD, AnimateDiff and I2VGenXL with every swap on): same output as the unpatched model (judged
-    against its float64 run), same state_dict keys, each GEGLU in the report, all handed back by unpatch."""
+    against its float64 run), same state_dict keys, each GEGLU in the report, all handed back by unpatch.
+    Their projections are plain Linears: each GEGLU runs as one GEMM with the activation in its epilogue."""
     td = pytest.importorskip("test_diffusers")
     model = td.unet3d()
     keys = list(model.state_dict())
+    gemms = []
+    monkeypatch.setattr(td.fd, "geglu_linear",
+                        lambda x, *a, **k: gemms.append(x.shape) or fastvid.geglu_linear(x, *a, **k))
     report = td.check_patched_matches(model, td.unet3d_inputs(), backend="triton", **FEED_FORWARD_ONLY)
     names = td.feed_forward_modules(model)
+    assert len(gemms) >= len(names) and report.unfused == []
     assert names and sorted(report.swapped["feed_forward"]) == names
     assert td.kinds(report) == {"feed_forward": len(names)}
     assert all(type(model.get_submodule(n)) is td.fd.FastvidGEGLU for n in names)
@@ -162,7 +167,7 @@ def test_patched_diffusers_geglu_gradients_match():
     assert type(model.transformer_blocks[0].ff.net[0]) is td.fd.FastvidGEGLU
 
 
-def test_lora_wrapped_projection_is_called_and_the_activation_fused():
+def test_lora_wrapped_projection_is_called_the_activation_fused_and_the_projection_reported():
     td = pytest.importorskip("test_diffusers")
     peft = pytest.importorskip("peft")
     config = peft.LoraConfig(r=4, init_lora_weights=False, target_modules=r".*ff\.net\.0\.proj")
@@ -174,7 +179,9 @@ def test_lora_wrapped_projection_is_called_and_the_activation_fused():
     assert not torch.allclose(expected, td.run(plain, x), atol=1e-3)  # the LoRA layers change the output
     report = td.patch(model, backend="triton", **FEED_FORWARD_ONLY)
     torch.testing.assert_close(td.run(model, x), expected, atol=1e-5, rtol=1e-5)
-    assert report.swapped["feed_forward"] == td.feed_forward_modules(model) != [] and report.unfused == []
+    names = td.feed_forward_modules(model)
+    assert report.swapped["feed_forward"] == names != [] and [name for name, _ in report.unfused] == names
+    assert all(why.startswith("proj is a Linear, not a plain torch layer") for _, why in report.unfused)
 
 
 def test_geglu_with_its_forward_replaced_runs_it_and_is_reported():
@@ -208,6 +215,8 @@ def test_accelerate_hook_added_after_patching_keeps_the_fused_path(monkeypatch):
 
     accelerate.hooks.add_hook_to_module(model.get_submodule(names[0]), Hook())
     fused = []
-    monkeypatch.setattr(td.fd, "geglu", lambda p, **k: fused.append(p.shape) or fastvid.geglu(p, **k))
+    # a plain projection: the fused path is the GEMM with the activation in its epilogue
+    monkeypatch.setattr(td.fd, "geglu_linear",
+                        lambda x, *a, **k: fused.append(x.shape) or fastvid.geglu_linear(x, *a, **k))
     torch.testing.assert_close(td.run(model, x), expected, atol=1e-5, rtol=1e-5)
     assert hooked and len(fused) == len(names) and td.patching.PatchReport.of(model).unfused == []

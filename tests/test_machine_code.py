@@ -9,7 +9,8 @@ autotune config the autotuner's own pruning keeps at the shape):
   GroupNorm channels per group 10, 20, 40;
 - no config a launcher or autotuner can pick spills registers;
 - GEGLU (no loop: the whole kernel is the hot path) moves every element in 128-bit loads and stores at
-  the feed-forward widths of the real models (inner = 4 * C, a multiple of 16).
+  the feed-forward widths of the real models (inner = 4 * C, a multiple of 16);
+- the GEGLU projection GEMM's K loop issues tensor-core instructions in every autotune config it keeps.
 
 A case that fails on today's kernels is marked ``xfail(strict=True)`` with the reason: when a fix lands it
 passes, the strict mark turns that into a failure, and the mark is removed (PENDING): the temporal attention
@@ -40,6 +41,7 @@ ATTENTION = {
 GROUP_NORM = {10: "c320-32x32", 20: "c640-32x32", 40: "c1280-32x32"}  # channels per group: C / 32 groups
 CONV = ("c320-32x32", "c1280-32x32")
 GEGLU = ("svd-72x128-c320", "svd-18x32-c1280")
+GEGLU_LINEAR = ("svdxt-72x128-c320", "animatediff-16x16-c1280")  # K 320 and 1280
 # Temporal attention's backward holds whole F x head_dim tiles: the tile heuristic's other branches, outside
 # the benchmark shapes (two warps per position, one position per program at F 17..64, 8 unaligned frames).
 TEMPORAL_SWEEP = ("2x8x1024x8x72", "2x8x1024x8x128", "2x24x1024x8x72", "2x32x1024x8x128", "2x64x1024x8x40",
@@ -53,7 +55,8 @@ if tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 9):
     PENDING[("temporal_attention", "2x24x1024x8x72")] = "temporal attention backward at F 24 x head_dim 72 spills 20/20"
 CASES = ([(op, shape) for op, dims in ATTENTION.items() for shape in dims.values()]
          + [("group_norm_silu", shape) for shape in GROUP_NORM.values()] + [("temporal_conv", s) for s in CONV]
-         + [("temporal_attention", s) for s in TEMPORAL_SWEEP] + [("geglu", s) for s in GEGLU])
+         + [("temporal_attention", s) for s in TEMPORAL_SWEEP] + [("geglu", s) for s in GEGLU]
+         + [("geglu_linear", s) for s in GEGLU_LINEAR])
 
 _SCRIPT = """
 import json, sys
@@ -131,6 +134,14 @@ def test_geglu_moves_every_element_in_128_bit_accesses(analyses, shape):
               for k in _kernels(analyses, "geglu", shape)
               if set(k["whole"]["global_loads"]) | set(k["whole"]["global_stores"]) != {"128"}}
     assert not narrow, f"geglu {shape}: global accesses narrower than 128 bits (bits: count) {narrow}"
+
+
+@pytest.mark.parametrize("shape", GEGLU_LINEAR)
+def test_geglu_linear_k_loop_runs_on_tensor_cores(analyses, shape):
+    """The GEMM's kernel (its backward's GEGLU kernel has no loop and no matmul)."""
+    gemm = [k for k in _kernels(analyses, "geglu_linear", shape) if k["kernel"] == "geglu_linear_fwd_kernel"]
+    without = {_label(k) for k in gemm if not (k["innermost_loops"] and k["hot_loop"]["tensor_core"])}
+    assert gemm and not without, f"geglu_linear {shape}: K loop without HMMA/HGMMA in {sorted(without)}"
 
 
 # Checked under Triton 3.9 (ptxas 13.4) and 3.6 (ptxas 12.8, the Triton of the committed GPU runs): autotune configs that spill

@@ -34,6 +34,7 @@ class OpCase:
     other: Optional[str]
     other_dim: int = -1  # a dim of ``other`` whose size is checked first
     lower_rank: Callable = lambda t: t[0]  # ``main`` at a rank the op does not take
+    ranked: Optional[str] = None  # the argument of fixed rank (None: main)
 
 
 def _case(spec: registry.OpSpec) -> OpCase:
@@ -41,7 +42,8 @@ def _case(spec: registry.OpSpec) -> OpCase:
     return OpCase(make=lambda b, n: ex.make(b, n, device=DEVICE),
                   call=lambda inputs, backend: ex.call(spec.function, inputs, backend=backend),
                   ref=lambda inputs: ex.call(spec.reference, inputs),
-                  main=ex.main, other=ex.other, other_dim=ex.other_dim, lower_rank=ex.lower_rank)
+                  main=ex.main, other=ex.other, other_dim=ex.other_dim, lower_rank=ex.lower_rank,
+                  ranked=ex.ranked)
 
 
 OPS: Dict[str, OpCase] = {name: _case(spec) for name, spec in registry.OPS.items()}
@@ -161,7 +163,7 @@ def test_frame_attention_nan_and_inf_like_the_reference_in_every_mode(frames, ba
 def _bad_inputs(case: OpCase):
     """(name, inputs transform, message) for each kind of bad input, built from the table: an op of
     one tensor has no device mismatch, and a rank it accepts whatever it is."""
-    main, other = case.main, case.other
+    main, other, ranked = case.main, case.other, case.ranked or case.main
 
     def swap(name, fn):
         return lambda a: {**a, name: fn(a[name])}
@@ -170,7 +172,7 @@ def _bad_inputs(case: OpCase):
         return [("dtype", swap(main, lambda t: t.long()), rf"argument '{main}' has dtype int64"),
                 ("shape", swap(main, lambda t: t.narrow(case.other_dim, 0, 1)), rf"argument '{main}' has shape")]
     return [
-        ("rank", swap(main, case.lower_rank), rf"argument '{main}' has rank {{}}"),
+        ("rank", swap(ranked, case.lower_rank), rf"argument '{ranked}' has rank {{}}"),
         ("dtype", swap(main, lambda t: t.long()), rf"argument '{main}' has dtype int64"),
         ("device", swap(other, lambda t: t.to("meta")), rf"argument '{other}' is on meta"),
         ("shape", swap(other, lambda t: t.narrow(case.other_dim, 0, 1)), rf"argument '{other}' has shape"),
@@ -194,7 +196,7 @@ def test_bad_input_names_the_argument(op, kind):
     inputs = case.make(1, 3)
     _, transform, message = next(c for c in _bad_inputs(case) if c[0] == kind)
     bad = transform(inputs)
-    message = message.format(bad[case.main].dim())
+    message = message.format(bad[case.ranked or case.main].dim())
     for backend in ("auto", "triton", "torch", "reference"):
         with pytest.raises(fastvid.FastvidInputError, match=message):
             case.call(bad, backend)
@@ -405,6 +407,7 @@ def _opcheck_cases():
     gn = OPS["group_norm_silu"].make(1, 2)
     aln = OPS["add_layer_norm"].make(2, 3)
     gg = OPS["geglu"].make(1, 3)["proj_out"]
+    gl = OPS["geglu_linear"].make(1, 3)
     with torch.no_grad():
         ta_out, ta_lse = ops.temporal_attention_fwd(q, k, v, bias, True, 0.35)
         fa_out, fa_lse = ops.frame_attention_fwd(fa["q"], fa["k"], fa["v"], table, 0.35)
@@ -413,6 +416,7 @@ def _opcheck_cases():
         ab = OPS["alpha_blend"].make(1, 2)
         ab_out = ops.alpha_blend_fwd(ab["x_spatial"], ab["x_temporal"], ab["alpha"])
         gg_out = ops.geglu_fwd(gg, "tanh")
+        gl_out = ops.geglu_linear_fwd(gl["x"], gl["weight"], gl["bias"], "none")
     grad = lambda t: torch.randn_like(t)  # noqa: E731
     return {
         "temporal_attention_fwd": ((q, k, v, bias, True, 0.35), OPCHECK_FULL),
@@ -439,6 +443,8 @@ def _opcheck_cases():
                             OPCHECK_BWD),
         "geglu_fwd": ((gg.clone().requires_grad_(), "tanh"), OPCHECK_FULL),
         "geglu_bwd": ((grad(gg_out), gg, "none"), OPCHECK_BWD),
+        "geglu_linear_fwd": ((*(gl[n].requires_grad_() for n in ("x", "weight", "bias")), "tanh"), OPCHECK_FULL),
+        "geglu_linear_bwd": ((grad(gl_out), gl["x"].detach(), gl["weight"].detach(), None, "none"), OPCHECK_BWD),
     }
 
 
@@ -457,7 +463,8 @@ def test_every_registered_op_passes_opcheck():
 
 
 class _EveryOp(nn.Module):
-    """GroupNorm+SiLU, temporal conv (residual), temporal attention (bias), frame attention and GEGLU on one video."""
+    """GroupNorm+SiLU, temporal conv (residual), temporal attention (bias), frame attention, GEGLU's projection
+    with its activation, and GEGLU's activation on one video."""
 
     def __init__(self, channels=16, frames=3, heads=2):
         super().__init__()
@@ -465,6 +472,9 @@ class _EveryOp(nn.Module):
         self.norm_weight, self.norm_bias = nn.Parameter(torch.randn(channels)), nn.Parameter(torch.randn(channels))
         self.conv = nn.Parameter(torch.randn(channels, channels, 3) / (3 * channels) ** 0.5)
         self.bias = nn.Parameter(torch.randn(heads, frames, frames))
+        head_dim = channels // heads
+        self.ff_weight = nn.Parameter(torch.randn(2 * 6, head_dim) / head_dim ** 0.5)
+        self.ff_bias = nn.Parameter(torch.randn(2 * 6))
         self.backend = "triton"
 
     def forward(self, x):
@@ -473,7 +483,8 @@ class _EveryOp(nn.Module):
         tokens = h.flatten(3).permute(0, 2, 3, 1).unflatten(-1, (self.heads, -1))  # (B, F, H*W, heads, d)
         t = fastvid.temporal_attention(tokens, tokens, tokens, bias=self.bias, backend=self.backend)
         out = fastvid.frame_attention(t, tokens, tokens, frames="sparse_causal", backend=self.backend)
-        return fastvid.geglu(out, approximate="tanh", backend=self.backend)
+        ff = fastvid.geglu_linear(out, self.ff_weight, self.ff_bias, backend=self.backend)  # (..., 6)
+        return fastvid.geglu(ff, approximate="tanh", backend=self.backend)
 
 
 def test_compile_fullgraph_over_every_op_with_gradients():
@@ -603,7 +614,7 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     projection output at 320 channels too), on the meta
     device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
     from fastvid.ops import add_layer_norm as aln, alpha_blend as ab, frame_attention as fa, geglu as gg
-    from fastvid.ops import group_norm_silu as gn, temporal_attention as ta, temporal_conv as tc
+    from fastvid.ops import geglu_linear as gl, group_norm_silu as gn, temporal_attention as ta, temporal_conv as tc
 
     recorders = {}
     for spec in registry.OPS.values():
@@ -640,6 +651,10 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     proj_out = torch.empty(batch * frames, 72 * 128, 2 * 4 * 320, **meta)  # the feed-forward at 320 channels
     y = gg.geglu_fwd._init_fn(proj_out, "none")
     gg.geglu_bwd._init_fn(y, proj_out, "none")
+    x = torch.empty(batch * frames, 72 * 128, 320, **meta)  # its input, through the fused projection
+    ff_weight, ff_bias = torch.empty(2 * 4 * 320, 320, **meta), torch.empty(2 * 4 * 320, **meta)
+    y = gl.geglu_linear_fwd._init_fn(x, ff_weight, ff_bias, "none")
+    gl.geglu_linear_bwd._init_fn(y, x, ff_weight, ff_bias, "none")
 
     for name, recorder in recorders.items():
         assert recorder.grids, f"{name} was never launched"

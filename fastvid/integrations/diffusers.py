@@ -28,7 +28,9 @@ What is swapped (each only where its preconditions hold; everything else is repo
   embedding added inside the second one, the residual added in place; AlphaBlender (SVD): one-pass mix
   through ``fastvid.alpha_blend``;
 - GEGLU (the feed-forward's first layer in every transformer block, spatial and temporal):
-  :class:`FastvidGEGLU` runs ``proj`` as it is and fuses the activation (``fastvid.geglu``).
+  :class:`FastvidGEGLU` computes the projection and the activation in one GEMM (``fastvid.geglu_linear``),
+  or, when ``proj`` is hooked or wrapped (LoRA, offload, quantization), runs ``proj`` as it is and fuses
+  the activation (``fastvid.geglu``).
 
 Processors follow diffusers' protocol (``set_attn_processor``, ``attn_processors``) and keep the
 processor they replaced in ``.original``; calls they cannot take (attention masks, 4D inputs,
@@ -52,6 +54,7 @@ from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
 from ..ops.alpha_blend import alpha_blend
 from ..ops.frame_attention import frame_attention
 from ..ops.geglu import geglu
+from ..ops.geglu_linear import geglu_linear
 from ..ops.temporal_attention import temporal_attention
 from ..patching import KINDS
 from ..validation import fail
@@ -527,10 +530,11 @@ class FastvidAlphaBlender(_Swap, AlphaBlender):
 
 
 class FastvidGEGLU(_Swap, GEGLU):
-    """diffusers' GEGLU with its activation fused: ``self.proj(x)`` runs as it is (a LoRA-wrapped,
-    hooked, offloaded or quantized projection keeps its wrapper), then ``fastvid.geglu`` reads both
-    halves of its output in one pass (no gelu intermediate). diffusers' forward for its deprecated
-    extra arguments."""
+    """diffusers' GEGLU fused. A plain ``proj`` Linear: ``fastvid.geglu_linear``, one GEMM whose epilogue
+    applies the activation (the (..., 2 * inner) projection output is never written; under autocast x,
+    weight and bias are cast as ``F.linear`` would be). A LoRA-wrapped, hooked, offloaded or quantized
+    ``proj`` (reported by :meth:`unfused_reason`): ``self.proj(x)`` runs as it is, then ``fastvid.geglu``
+    reads both halves of its output in one pass. diffusers' forward for its deprecated extra arguments."""
 
     patch_kind = "feed_forward"
     video_layer = False
@@ -546,11 +550,14 @@ class FastvidGEGLU(_Swap, GEGLU):
         if "forward" in self.__dict__ and getattr(getattr(self, "_old_forward", None), "__func__", None) is not \
                 FastvidGEGLU.forward:
             return "has its forward replaced on the instance"
-        return None
+        return unfused_reason(self, ("proj",))
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if args or kwargs:
             return super().forward(hidden_states, *args, **kwargs)
+        if unfused_reason(self, ("proj",)) is None:
+            return call_under_autocast(geglu_linear, hidden_states, self.proj.weight, self.proj.bias, fp32_op=False,
+                                       backend=self.backend)
         return geglu(self.proj(hidden_states), backend=self.backend)
 
 

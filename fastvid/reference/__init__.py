@@ -10,6 +10,7 @@ from .functional import (
     frame_table,
     gelu,
     geglu,
+    geglu_linear,
     group_norm_silu,
     pseudo3d_attention,
     pseudo3d_conv,

@@ -199,6 +199,12 @@ def geglu(proj_out, *, approximate="none"):
     return hidden * gelu(gate, approximate)
 
 
+def geglu_linear(x, weight, bias=None, *, approximate="none"):
+    """diffusers' GEGLU from its input: the projection x @ weight.T + bias, (..., K) x (2 * inner, K) ->
+    (..., 2 * inner), then :func:`geglu` on it."""
+    return geglu(Fn.linear(x, weight, bias), approximate=approximate)
+
+
 def t5_relative_position_bucket(relative_position, num_buckets=32, max_distance=128):
     """T5's bucketing of j - i, as in VDM (video-diffusion-pytorch's RelativePositionBias)."""
     n = -relative_position

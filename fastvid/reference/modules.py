@@ -267,9 +267,12 @@ class GEGLU(nn.Module):
         self.approximate = approximate
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        self.check_input(hidden_states)
+        return self.activation(self.proj(hidden_states))
+
+    def check_input(self, hidden_states: torch.Tensor) -> None:
         check_module_input(type(self).__name__, "hidden_states", hidden_states, self, ranks=(2, 3, 4, 5),
                            channel_dim=lambda rank: rank - 1, channels=self.proj.in_features, layout="(..., dim_in)")
-        return self.activation(self.proj(hidden_states))
 
     def activation(self, proj_out: torch.Tensor) -> torch.Tensor:
         return ref.geglu(proj_out, approximate=self.approximate)
