@@ -103,8 +103,9 @@ def _dense_in_order(out: torch.Tensor, order) -> bool:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_output_has_the_documented_layout_on_every_backend(op, backend, layout):
-    """Each op module's OUTPUT_LAYOUT: "contiguous", or "input" (the main input's memory order, made
-    dense: temporal attention's q, the conv's and GroupNorm's x), whichever backend runs and however the
+    """Each op module's OUTPUT_LAYOUT: "contiguous", "input" (the main input's memory order, made dense:
+    temporal attention's q, the conv's and GroupNorm's x) or an input's name (that input's memory order,
+    made dense: alpha_blend's x_spatial), whichever backend runs and however the
     inputs are laid out ("main swapped": only the main input swapped, so "input" must follow it, not the
     other inputs)."""
     case = OPS[op]
@@ -118,8 +119,10 @@ def test_output_has_the_documented_layout_on_every_backend(op, backend, layout):
         out = case.call(inputs, backend)
     main = inputs[case.main]
     documented = registry.OPS[op].module.OUTPUT_LAYOUT
-    assert documented in ("contiguous", "input")
-    order = range(out.dim()) if documented == "contiguous" else sorted(range(main.dim()), key=lambda d: -main.stride(d))
+    # "input": the main input's order; an input's name: that input's (an op whose layout follows another input)
+    assert documented in ("contiguous", "input") or documented in inputs, documented
+    like = main if documented == "input" else inputs.get(documented)
+    order = range(out.dim()) if documented == "contiguous" else sorted(range(like.dim()), key=lambda d: -like.stride(d))
     assert _dense_in_order(out, list(order)), (documented, out.stride())
     torch.testing.assert_close(out, case.ref(inputs), atol=1e-4, rtol=1e-4)
 

@@ -19,7 +19,7 @@ from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, chec
 from . import _launch
 from ._library import TritonOp
 
-OUTPUT_LAYOUT = "input"  # the memory order of x_spatial, dense, whichever backend runs
+OUTPUT_LAYOUT = "x_spatial"  # the memory order of x_spatial, dense, whichever backend runs
 OP = "alpha_blend"
 MAX_DIMS = 4  # the kernels' (D0, D1, D2, D3) view
 TILE = 4096  # elements per [BLOCK_R, BLOCK_K] tile
