@@ -50,8 +50,14 @@ def test_editable_install_imports_kernels_from_the_checkout(tmp_path):
     python = env_dir / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
-    # setuptools (the build backend), torch and triton come from this environment.
-    (Path(site) / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # setuptools (the build backend), torch and triton come from this environment, less any fastvid installed
+    # there (a regular package on sys.path would be found before the editable install's finder).
+    outer, visible = Path(sysconfig.get_paths()["purelib"]), tmp_path / "outer"
+    visible.mkdir()
+    for entry in outer.iterdir():
+        if not entry.name.lower().startswith(("fastvid", "__editable__")):
+            (visible / entry.name).symlink_to(entry)
+    (Path(site) / "outer.pth").write_text(f"{visible}\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-build-isolation",
                     "-q", "-e", str(ROOT)], check=True, cwd=tmp_path, env=env)
     code = "import fastvid.kernels.temporal_conv as k; print(k.__file__); print(k.temporal_conv_fwd_kernel)"

@@ -190,10 +190,13 @@ class ParallelTemporalResBlock(ParallelPixelStage):
     """fastvid's TemporalResBlock (SVD, Video LDM), reference or patched: as :class:`ParallelPixelStage`;
     its GroupNorm+SiLU all-reduces statistics on the pixel shard (the patched convs stay fused)."""
 
-    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """silu(norm(x + add)), add a (B, C) time embedding or None; statistics all-reduced over the shard."""
         st = state(self)
         if not st.in_stage:
-            return super().norm_silu(norm, x)
+            return super().norm_silu(norm, x, add)
+        if add is not None:
+            x = x + add.view(*add.shape, *[1] * (x.dim() - add.dim()))
         return nn.functional.silu(sharded_group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps, st.sp))
 
 
