@@ -34,6 +34,17 @@ def poisoned_outputs():
         _launch.set_poison(previous)
 
 
+def dense_in_order(out: torch.Tensor, order) -> bool:
+    """out has no gaps and its dims lie in memory in ``order`` (outermost first; size-1 dims' strides are free):
+    the check of an op's documented output layout."""
+    expected = 1
+    for d in reversed(list(order)):
+        if out.shape[d] != 1 and out.stride(d) != expected:
+            return False
+        expected *= out.shape[d]
+    return True
+
+
 def max_error(actual: torch.Tensor, gold: torch.Tensor) -> float:
     diff = (actual.double() - gold.double()).abs()
     if torch.isnan(diff).any():

@@ -13,7 +13,7 @@ from torch import nn
 import fastvid
 from fastvid import reference, registry
 from fastvid.frame_modes import MODES
-from fastvid.testing import check_against_reference, poisoned_outputs
+from fastvid.testing import check_against_reference, dense_in_order, poisoned_outputs
 
 from conftest import DEVICE
 
@@ -89,16 +89,6 @@ def _relaid(t: torch.Tensor, layout: str) -> torch.Tensor:
     return wide[..., ::2]
 
 
-def _dense_in_order(out: torch.Tensor, order) -> bool:
-    """out has no gaps and its dims lie in memory in ``order`` (outermost first; size-1 dims anywhere)."""
-    expected = 1
-    for d in reversed(order):
-        if out.shape[d] != 1 and out.stride(d) != expected:
-            return False
-        expected *= out.shape[d]
-    return True
-
-
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "swapped", "strided", "main swapped"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op", sorted(OPS))
@@ -123,7 +113,7 @@ def test_output_has_the_documented_layout_on_every_backend(op, backend, layout):
     assert documented in ("contiguous", "input") or documented in inputs, documented
     like = main if documented == "input" else inputs.get(documented)
     order = range(out.dim()) if documented == "contiguous" else sorted(range(like.dim()), key=lambda d: -like.stride(d))
-    assert _dense_in_order(out, list(order)), (documented, out.stride())
+    assert dense_in_order(out, order), (documented, out.stride())
     torch.testing.assert_close(out, case.ref(inputs), atol=1e-4, rtol=1e-4)
 
 

@@ -4,7 +4,7 @@ import torch
 
 import fastvid
 from fastvid import reference
-from fastvid.testing import assert_twins_agree, check_against_reference, poisoned_outputs
+from fastvid.testing import assert_twins_agree, check_against_reference, dense_in_order, poisoned_outputs
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE, KERNEL_DTYPES
@@ -86,14 +86,8 @@ class _GradientInLayout(torch.autograd.Function):
 
 
 def _dense_in_order_of(out, like):
-    """out has no gaps and lies in memory in like's dim order (size-1 dims' strides are free)."""
-    order = sorted(range(like.dim()), key=lambda d: -like.stride(d))
-    expected = 1
-    for d in reversed(order):
-        if out.shape[d] != 1 and out.stride(d) != expected:
-            return False
-        expected *= out.shape[d]
-    return True
+    """out has no gaps and lies in memory in like's dim order."""
+    return dense_in_order(out, sorted(range(like.dim()), key=lambda d: -like.stride(d)))
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
