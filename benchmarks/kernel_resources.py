@@ -79,6 +79,7 @@ TRIPS = {
     "temporal_conv_fwd_kernel": "taps * cdiv(c_in, BLOCK_CI)",
     "temporal_conv_dw_kernel": "batch * frames_per_split * cdiv(pixels, BLOCK_P)",
     "group_norm_stats_kernel": "cdiv(chunk_pixels, BLOCK_P)",
+    "group_norm_silu_apply_kernel": "cdiv(n_chunks * (1 if PER_FRAME else frames), BLOCK_R)",
     "group_norm_silu_bwd_reduce_kernel": "cdiv(chunk_pixels, BLOCK_P)",
     "geglu_linear_fwd_kernel": "cdiv(K, BLOCK_K)",
     "add_layer_norm_bwd_kernel": "cdiv(rows_per_program, BLOCK_M)",

@@ -95,8 +95,9 @@ def _temporal_conv_cost(x, weight, bias, residual, pad):
     return flops, cost.io_bytes(x, weight, bias, residual) + cost.new_bytes(shape, x.dtype)
 
 
-def _group_norm_silu_cost(x, weight, bias, num_groups, eps, per_frame, add=None):
-    """y like x and stats (2, B, G, F or 1) fp32; elementwise and reductions: no counted FLOPs."""
+def _group_norm_silu_cost(x, weight, bias, num_groups, eps, per_frame, add=None, silu=True):
+    """y like x and stats (2, B, G, F or 1) fp32, with or without SiLU; elementwise and reductions: no counted
+    FLOPs."""
     stats = (2, x.shape[0], num_groups, x.shape[2] if per_frame else 1)
     return 0, (cost.io_bytes(x, weight, bias, add) + cost.new_bytes(x.shape, x.dtype)
                + cost.new_bytes(stats, torch.float32))

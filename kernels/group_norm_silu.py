@@ -1,7 +1,7 @@
-"""GroupNorm + SiLU on (B, C, F, P) video feature maps (P = H * W), read through strides, of x or
-of x + add with add a per-(sample, channel[, frame]) value (a ResNet's time embedding) never
-materialised: adding a constant to a channel shifts that channel's mean and nothing else, so every
-kernel folds ``add`` into the channel's mean (HAS_ADD).
+"""GroupNorm, with or without SiLU, on (B, C, F, P) video feature maps (P = H * W), read through
+strides, of x or of x + add with add a per-(sample, channel[, frame]) value (a ResNet's time
+embedding) never materialised: adding a constant to a channel shifts that channel's mean and
+nothing else, so every kernel folds ``add`` into the channel's mean (HAS_ADD).
 
 Every kernel works on [BLOCK_C, BLOCK_P] tiles of one (sample b, frame f): BLOCK_C channels
 (a power of two dividing C, so no lane is padded; channel blocks need not follow group
@@ -11,15 +11,17 @@ per channel first and combined per group after, so a group of 10, 20 or 40 chann
 idle lanes. A statistic covers (group, frame) (per-frame GroupNorm) or (group, all frames)
 (GroupNorm on the 5D tensor).
 
-Forward, three launches:
+Forward, two launches:
 1. stats: one program per (b, f, channel block, pixel chunk) accumulates x - shift and its
    square per lane (shift: the channel's first pixel of the chunk, so no sum-of-squares
    cancellation) and reduces once at the end into per-channel (mean, M2) partials.
-2. finalize: one program per statistic combines its channels' partials with Chan's formula and
-   stores mean and rstd (saved for the backward).
-3. apply: one program per tile writes silu((x - mean) * rstd * weight[c] + bias[c]).
+2. apply: one program per tile combines the partials of the groups its channel block touches
+   with Chan's formula (fixed order: every program of a group gets the same numbers)
+   and writes act((x - mean) * rstd * weight[c] + bias[c]), act SiLU or the identity (SILU). The
+   program holding a group's first channel at pixel block 0 (and frame 0 for statistics over all
+   frames) stores that group's mean and rstd, which the backward reads: one writer per statistic.
 
-Backward, with xh = (x - mean) * rstd, z = xh * w + b, dz = dy * silu'(z), three launches:
+Backward, with xh = (x - mean) * rstd, z = xh * w + b, dz = dy * act'(z), three launches:
 1. reduce: per-channel partial sums of dz * xh and dz per (b, f, channel block, pixel chunk),
    accumulated per lane and reduced once (with HAS_ADD also the per-channel sums of xh, from which
    the launcher forms add's gradient, the sum of dx);
@@ -57,6 +59,18 @@ def _channel_ptrs(base, b, f, offs_c, stride_b, stride_c, stride_f):
 
 
 @triton.jit
+def _affine(Wt, Bias, offs_c, stride_w, stride_bias, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Per-channel fp32 weight and bias (1 and 0 when absent)."""
+    w = tl.full(offs_c.shape, 1.0, tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(Wt + offs_c * stride_w).to(tl.float32)
+    bias = tl.zeros(offs_c.shape, tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(Bias + offs_c * stride_bias).to(tl.float32)
+    return w, bias
+
+
+@triton.jit
 def _channel_params(Wt, Bias, Stats, Add, b, f, offs_c, channels_per_group, stride_w, stride_bias,
                     stride_sk, stride_sb, stride_sg, stride_sf, stride_ab, stride_ac, stride_af,
                     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr):
@@ -68,12 +82,7 @@ def _channel_params(Wt, Bias, Stats, Add, b, f, offs_c, channels_per_group, stri
     if HAS_ADD:
         mean -= tl.load(_channel_ptrs(Add, b, f, offs_c, stride_ab, stride_ac, stride_af)).to(tl.float32)
     rstd = tl.load(s_ptrs + stride_sk)
-    w = tl.full(offs_c.shape, 1.0, tl.float32)
-    if HAS_WEIGHT:
-        w = tl.load(Wt + offs_c * stride_w).to(tl.float32)
-    bias = tl.zeros(offs_c.shape, tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(Bias + offs_c * stride_bias).to(tl.float32)
+    w, bias = _affine(Wt, Bias, offs_c, stride_w, stride_bias, HAS_WEIGHT, HAS_BIAS)
     return w, bias, mean, rstd, g
 
 
@@ -114,72 +123,73 @@ def group_norm_stats_kernel(
 
 
 @triton.jit
-def _partial_block(r, n_rows, first, channels, cols, mask_j, chunk_pixels, pixels, n_chunks, BLOCK_R: tl.constexpr):
-    """Rows r .. r + BLOCK_R of one statistic's partials: their offsets, mask and pixel counts (a chunk
-    at the end of a frame holds fewer pixels)."""
-    rows = r + tl.arange(0, BLOCK_R)
-    mask = (rows < n_rows)[:, None] & mask_j[None, :]
-    ptrs = (first + rows)[:, None].to(tl.int64) * channels + cols[None, :]
-    n = tl.minimum(chunk_pixels, pixels - (rows % n_chunks) * chunk_pixels).to(tl.float32)[:, None]
-    return ptrs, mask, n
-
-
-@triton.jit
-def group_norm_finalize_kernel(
-    Mean, M2, Stats,
-    stride_sk, stride_sb, stride_sg, stride_sf,
-    channels, channels_per_group, groups, frames, pixels, n_chunks, chunk_pixels, eps,
-    PER_FRAME: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_J: tl.constexpr,
-):
-    # One program per statistic (b, g, frame or all frames): its partials are the rows
-    # (b, f, chunk) of its frames, columns g * channels_per_group + j, combined in two passes.
-    pid = tl.program_id(0)
-    stat_frames = frames if PER_FRAME else 1
-    fs = pid % stat_frames
-    bg = pid // stat_frames
-    g = bg % groups
-    b = bg // groups
-    first = (b * frames + fs) * n_chunks
+def _group_stats(Mean, M2, b, fs, offs_g, mask_g, channels, channels_per_group, frames, pixels, n_chunks,
+                 chunk_pixels, eps, PER_FRAME: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_J: tl.constexpr):
+    """Mean and rstd of the statistics (b, g, fs) for the groups ``offs_g`` (lanes off ``mask_g`` are
+    garbage) from the stats kernel's partials: rows (b, f, chunk) of the statistic's frames (consecutive),
+    columns g * channels_per_group + j. A [BLOCK_G, BLOCK_R * BLOCK_J] tile holds BLOCK_R rows of each
+    group's channels; each lane merges its rows in order with Chan's formula (count, mean, M2), then a
+    group's lanes are combined in two passes (its mean, then the lanes' M2 plus count times the squared
+    deviation from it). Fixed order throughout."""
     n_rows = n_chunks * (1 if PER_FRAME else frames)
-    offs_j = tl.arange(0, BLOCK_J)
-    cols = g * channels_per_group + offs_j
-    mask_j = offs_j < channels_per_group
+    lanes = tl.arange(0, BLOCK_R * BLOCK_J)[None, :]
+    rows, offs_j = lanes // BLOCK_J, lanes % BLOCK_J
+    cols = offs_g[:, None] * channels_per_group + offs_j
+    offsets = ((b * frames + fs) * n_chunks + rows).to(tl.int64) * channels + cols
+    mean_ptrs, m2_ptrs = Mean + offsets, M2 + offsets
+    mask_lanes = mask_g[:, None] & (offs_j < channels_per_group)
+    count = tl.full(offsets.shape, 0.0, tl.float32)
+    mean = tl.full(offsets.shape, 0.0, tl.float32)
+    m2 = tl.full(offsets.shape, 0.0, tl.float32)
+    for _ in range(0, n_rows, BLOCK_R):
+        mask = (rows < n_rows) & mask_lanes
+        # the partial's pixel count (a chunk at the end of a frame holds fewer pixels; 0 off the mask)
+        n = tl.where(mask, tl.minimum(chunk_pixels, pixels - rows % n_chunks * chunk_pixels), 0).to(tl.float32)
+        delta = tl.load(mean_ptrs, mask=mask, other=0.0) - mean
+        count += n
+        frac = n / tl.maximum(count, 1.0)
+        mean += delta * frac
+        m2 += tl.load(m2_ptrs, mask=mask, other=0.0) + delta * delta * (count - n) * frac
+        rows += BLOCK_R
+        mean_ptrs += BLOCK_R * channels
+        m2_ptrs += BLOCK_R * channels
     total = (n_rows // n_chunks * pixels * channels_per_group).to(tl.float32)
-    sum_x = tl.zeros([BLOCK_R, BLOCK_J], tl.float32)
-    for r in range(0, n_rows, BLOCK_R):
-        ptrs, mask, n = _partial_block(r, n_rows, first, channels, cols, mask_j, chunk_pixels, pixels, n_chunks,
-                                       BLOCK_R)
-        sum_x += n * tl.load(Mean + ptrs, mask=mask, other=0.0)
-    mean = tl.sum(tl.sum(sum_x, axis=1), axis=0) / total
-    sum_m2 = tl.zeros([BLOCK_R, BLOCK_J], tl.float32)
-    for r in range(0, n_rows, BLOCK_R):
-        ptrs, mask, n = _partial_block(r, n_rows, first, channels, cols, mask_j, chunk_pixels, pixels, n_chunks,
-                                       BLOCK_R)
-        dev = tl.load(Mean + ptrs, mask=mask, other=0.0) - mean
-        sum_m2 += tl.where(mask, tl.load(M2 + ptrs, mask=mask, other=0.0) + n * dev * dev, 0.0)
-    var = tl.sum(tl.sum(sum_m2, axis=1), axis=0) / total
-    s_ptr = Stats + b.to(tl.int64) * stride_sb + g * stride_sg + fs * stride_sf
-    tl.store(s_ptr, mean)
-    tl.store(s_ptr + stride_sk, 1.0 / tl.sqrt(var + eps))
+    group_mean = tl.sum(count * mean, axis=1) / total
+    dev = mean - group_mean[:, None]
+    return group_mean, 1.0 / tl.sqrt(tl.sum(m2 + count * dev * dev, axis=1) / total + eps)
 
 
 @triton.jit
 def group_norm_silu_apply_kernel(
-    X, Wt, Bias, Add, Y, Stats,
+    X, Wt, Bias, Add, Mean, M2, Y, Stats,
     stride_xb, stride_xc, stride_xf, stride_xp,
     stride_yb, stride_yc, stride_yf, stride_yp,
     stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_ab, stride_ac, stride_af,
-    channels_per_group, frames, pixels, n_c_blocks, n_p_blocks,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    channels, channels_per_group, frames, pixels, n_c_blocks, n_p_blocks, n_chunks, chunk_pixels, eps,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, PER_FRAME: tl.constexpr,
+    SILU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
-    # stride_sf is 0 for per-sample statistics (one entry per (b, g)).
+    # BLOCK_G: at least the groups any channel block touches (a block may start and end inside a group).
     pid = tl.program_id(0)
     offs_c, p_block, f, b, _ = _tile_coords(pid, n_c_blocks, n_p_blocks, frames, BLOCK_C)
-    w, bias, mean, rstd, _ = _channel_params(Wt, Bias, Stats, Add, b, f, offs_c, channels_per_group, stride_w,
-                                             stride_bias, stride_sk, stride_sb, stride_sg, stride_sf, stride_ab,
-                                             stride_ac, stride_af, HAS_WEIGHT, HAS_BIAS, HAS_ADD)
-    scale = w * rstd
+    c_start = pid % n_c_blocks * BLOCK_C
+    offs_g = c_start // channels_per_group + tl.arange(0, BLOCK_G)
+    mask_g = offs_g <= (c_start + BLOCK_C - 1) // channels_per_group
+    fs = f if PER_FRAME else 0
+    g_mean, g_rstd = _group_stats(Mean, M2, b, fs, offs_g, mask_g, channels, channels_per_group, frames, pixels,
+                                  n_chunks, chunk_pixels, eps, PER_FRAME, BLOCK_R, BLOCK_J)
+    if (p_block == 0) & (f == fs):  # each group's statistic by the block holding its first channel
+        writer = mask_g & (offs_g * channels_per_group >= c_start)
+        s_ptrs = Stats + b.to(tl.int64) * stride_sb + offs_g * stride_sg + fs * stride_sf
+        tl.store(s_ptrs, g_mean, mask=writer)
+        tl.store(s_ptrs + stride_sk, g_rstd, mask=writer)
+    in_block = offs_c // channels_per_group - c_start // channels_per_group  # each channel's lane of offs_g
+    mean = tl.gather(g_mean, in_block, 0)
+    if HAS_ADD:  # the mean x itself sees: mean(x + add) - add
+        mean -= tl.load(_channel_ptrs(Add, b, f, offs_c, stride_ab, stride_ac, stride_af)).to(tl.float32)
+    w, bias = _affine(Wt, Bias, offs_c, stride_w, stride_bias, HAS_WEIGHT, HAS_BIAS)
+    scale = w * tl.gather(g_rstd, in_block, 0)
     shift = bias - mean * scale
     offs_p = (p_block * BLOCK_P + tl.arange(0, BLOCK_P))[None, :]
     mask = offs_p < pixels
@@ -187,19 +197,23 @@ def group_norm_silu_apply_kernel(
     x = tl.load(_channel_ptrs(X, b, f, offs_c, stride_xb, stride_xc, stride_xf)[:, None] + offs_p * stride_xp,
                 mask=mask, other=0.0)
     z = x.to(tl.float32) * scale[:, None] + shift[:, None]
+    if SILU:
+        z = z * _sigmoid(z)
     tl.store(_channel_ptrs(Y, b, f, offs_c, stride_yb, stride_yc, stride_yf)[:, None] + offs_p * stride_yp,
-             (z * _sigmoid(z)).to(Y.dtype.element_ty), mask=mask)
+             z.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _grad_tile(x_ptrs, dy_ptrs, mask, w, bias, mean, rstd):
-    """xh and dz = dy * silu'(z) on one tile, in fp32 (dz is 0 where masked)."""
+def _grad_tile(x_ptrs, dy_ptrs, mask, w, bias, mean, rstd, SILU: tl.constexpr):
+    """xh and dz = dy * act'(z) on one tile, in fp32 (dz is 0 where masked); without SILU dz = dy."""
     x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptrs, mask=mask, other=0.0).to(tl.float32)
+    dz = tl.load(dy_ptrs, mask=mask, other=0.0).to(tl.float32)
     xh = (x - mean[:, None]) * rstd[:, None]
-    z = xh * w[:, None] + bias[:, None]
-    s = _sigmoid(z)
-    return xh, dy * s * (1.0 + z * (1.0 - s))
+    if SILU:
+        z = xh * w[:, None] + bias[:, None]
+        s = _sigmoid(z)
+        dz = dz * s * (1.0 + z * (1.0 - s))
+    return xh, dz
 
 
 @triton.jit
@@ -209,8 +223,8 @@ def group_norm_silu_bwd_reduce_kernel(
     stride_gb, stride_gc, stride_gf, stride_gp,
     stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_ab, stride_ac, stride_af,
     channels, channels_per_group, frames, pixels, n_c_blocks, n_chunks, chunk_pixels,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, SILU: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     pid = tl.program_id(0)
     offs_c, chunk, f, b, row = _tile_coords(pid, n_c_blocks, n_chunks, frames, BLOCK_C)
@@ -229,7 +243,7 @@ def group_norm_silu_bwd_reduce_kernel(
     acc_xh = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
     for _ in range(p_start, p_end, BLOCK_P):
         mask = (offs_p < p_end)[None, :]
-        xh, dz = _grad_tile(x_ptrs, dy_ptrs, mask, w, bias, mean, rstd)
+        xh, dz = _grad_tile(x_ptrs, dy_ptrs, mask, w, bias, mean, rstd, SILU)
         acc_dz_xh += dz * xh
         acc_dz += dz
         if HAS_ADD:
@@ -252,8 +266,8 @@ def group_norm_silu_bwd_apply_kernel(
     stride_db, stride_dc, stride_df, stride_dp,
     stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_ab, stride_ac, stride_af,
     channels_per_group, frames, pixels, n_c_blocks, n_p_blocks,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, SILU: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     # Coef has Stats' layout: the group means of dz * w and of dz * w * xh.
     pid = tl.program_id(0)
@@ -269,7 +283,7 @@ def group_norm_silu_bwd_apply_kernel(
     offs_p = offs_p.to(tl.int64)
     xh, dz = _grad_tile(_channel_ptrs(X, b, f, offs_c, stride_xb, stride_xc, stride_xf)[:, None] + offs_p * stride_xp,
                         _channel_ptrs(DY, b, f, offs_c, stride_gb, stride_gc, stride_gf)[:, None] + offs_p * stride_gp,
-                        mask, w, bias, mean, rstd)
+                        mask, w, bias, mean, rstd, SILU)
     dx = rstd[:, None] * (dz * w[:, None] - mean_dxh[:, None] - xh * mean_dxh_xh[:, None])
     tl.store(_channel_ptrs(DX, b, f, offs_c, stride_db, stride_dc, stride_df)[:, None] + offs_p * stride_dp,
              dx.to(DX.dtype.element_ty), mask=mask)

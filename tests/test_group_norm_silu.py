@@ -4,7 +4,7 @@ import torch
 
 import fastvid
 from fastvid import reference
-from fastvid.testing import check_against_reference
+from fastvid.testing import check_against_reference, dense_in_order
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE, KERNEL_DTYPES
@@ -27,12 +27,13 @@ def _affine(channels, dtype):
     return (torch.randn(channels, dtype=dtype, device=DEVICE), torch.randn(channels, dtype=dtype, device=DEVICE))
 
 
-def _fastvid(groups, per_frame, backend="triton", eps=1e-5):
-    return lambda x, w=None, b=None: fastvid.group_norm_silu(x, groups, w, b, eps, per_frame=per_frame, backend=backend)
+def _fastvid(groups, per_frame, backend="triton", eps=1e-5, silu=True):
+    return lambda x, w=None, b=None: fastvid.group_norm_silu(x, groups, w, b, eps, per_frame=per_frame, silu=silu,
+                                                             backend=backend)
 
 
-def _reference(groups, per_frame, eps=1e-5):
-    return lambda x, w=None, b=None: reference.group_norm_silu(x, groups, w, b, eps, per_frame=per_frame)
+def _reference(groups, per_frame, eps=1e-5, silu=True):
+    return lambda x, w=None, b=None: reference.group_norm_silu(x, groups, w, b, eps, per_frame=per_frame, silu=silu)
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
@@ -78,12 +79,13 @@ def test_width_outer_to_height_layout(per_frame):
 
 @pytest.mark.parametrize("layout", ["contiguous", "frame_major"])
 @pytest.mark.parametrize("per_frame", [False, True])
-def test_torch_backends_match_reference(layout, per_frame):
+@pytest.mark.parametrize("silu", [True, False])
+def test_torch_backends_match_reference(layout, per_frame, silu):
     x = _video((2, 8, 3, 4, 5), torch.float32, layout)
     w, b = _affine(8, torch.float32)
     for backend in ("torch", "reference"):
-        check_against_reference(backend, _fastvid(2, per_frame, backend), _reference(2, per_frame), [x, w, b],
-                                torch.float32)
+        check_against_reference(backend, _fastvid(2, per_frame, backend, silu=silu),
+                                _reference(2, per_frame, silu=silu), [x, w, b], torch.float32)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -105,20 +107,22 @@ def test_custom_op_passes_opcheck(layout, per_frame):
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the kernels run for real on this machine")
 def test_kernels_compile_for_hopper():
-    """Without a GPU: the five kernels compile for sm_90 (bf16, pixels or channels at unit stride, with add)."""
+    """Without a GPU: the four kernels compile for sm_90 (bf16, pixels or channels at unit stride, with add;
+    with SiLU and without, the forward's apply per frame and over all frames)."""
     from aot_compile import run_in_subprocess
 
     dt, f32 = "bf16", "fp32"
     tile = dict(BLOCK_C=8, BLOCK_P=512, HAS_ADD=True)
-    affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, **tile)
-    kernels = [("group_norm_stats_kernel", dict(X=dt, Add=dt, Mean=f32, M2=f32), tile),
-               ("group_norm_silu_apply_kernel", dict(X=dt, Wt=dt, Bias=dt, Add=dt, Y=dt, Stats=f32), affine),
-               ("group_norm_silu_bwd_reduce_kernel",
-                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Add=dt, Stats=f32, DWPart=f32, DBPart=f32, XhPart=f32), affine),
-               ("group_norm_silu_bwd_apply_kernel",
-                dict(X=dt, DY=dt, Wt=dt, Bias=dt, Add=dt, Stats=f32, Coef=f32, DX=dt), affine)]
-    kernels += [("group_norm_finalize_kernel", dict(Mean=f32, M2=f32, Stats=f32),
-                 dict(PER_FRAME=per_frame, BLOCK_R=32, BLOCK_J=32)) for per_frame in (False, True)]
+    kernels = [("group_norm_stats_kernel", dict(X=dt, Add=dt, Mean=f32, M2=f32), tile)]
+    for flag in (False, True):
+        affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, SILU=flag, **tile)
+        kernels += [("group_norm_silu_apply_kernel",
+                     dict(X=dt, Wt=dt, Bias=dt, Add=dt, Mean=f32, M2=f32, Y=dt, Stats=f32),
+                     dict(affine, PER_FRAME=flag, BLOCK_R=8, BLOCK_G=2, BLOCK_J=16)),
+                    ("group_norm_silu_bwd_reduce_kernel",
+                     dict(X=dt, DY=dt, Wt=dt, Bias=dt, Add=dt, Stats=f32, DWPart=f32, DBPart=f32, XhPart=f32), affine),
+                    ("group_norm_silu_bwd_apply_kernel",
+                     dict(X=dt, DY=dt, Wt=dt, Bias=dt, Add=dt, Stats=f32, Coef=f32, DX=dt), affine)]
     specs = [dict(kernel=name, pointers=pointers, constexprs=constexprs, floats=["eps"], unit_axis=unit)
              for name, pointers, constexprs in kernels for unit in ("p", "c")]
     assert len(run_in_subprocess("fastvid.kernels.group_norm_silu", specs)) == len(specs)
@@ -144,6 +148,7 @@ def test_triton_refusals_give_reasons():
     ("mixed_dtype", r"argument 'bias' has dtype"),
     ("eps", r"argument 'eps'"),
     ("per_frame", r"argument 'per_frame'"),
+    ("silu", r"argument 'silu' is 1; expected a bool"),
     ("backend", r"argument 'backend' is 'apex'"),
 ])
 def test_bad_input_names_the_argument(case, match):
@@ -164,6 +169,8 @@ def test_bad_input_names_the_argument(case, match):
         kwargs["eps"] = -1.0
     elif case == "per_frame":
         kwargs["per_frame"] = "yes"
+    elif case == "silu":
+        kwargs["silu"] = 1
     elif case == "backend":
         kwargs["backend"] = "apex"
     with pytest.raises((FastvidInputError, fastvid.BackendUnsupportedError), match=match):
@@ -187,6 +194,32 @@ def test_add_before_the_statistics_matches_reference(dtype, case):
         f"add {case}",
         lambda x, w, b, a: fastvid.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=a, backend="triton"),
         lambda x, w, b, a: reference.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=a), [x, w, b, add], dtype)
+
+
+@pytest.mark.parametrize("dtype, per_frame", [(dtype, False) for dtype in KERNEL_DTYPES] + [(torch.float32, True)])
+def test_without_silu_matches_torch_group_norm_on_frame_major_frames(dtype, per_frame):
+    """silu=False is GroupNorm(x + add) alone: a temporal transformer's input norm on the (B, C, F, H, W)
+    frame-major view of (B*F, C, H, W) frames, read in place, y in x's memory order; gradients reach x,
+    weight, bias and add. Channel blocks of 4 straddle the groups of 5 channels."""
+    B, F, C, H, W = 2, 3, 20, 5, 7
+    x = (torch.randn(B * F, C, H, W, dtype=dtype, device=DEVICE) * 2 + 1.5).view(B, F, C, H, W).transpose(1, 2)
+    w, b = _affine(C, dtype)
+    add = torch.randn(B, C, *((F,) if per_frame else ()), dtype=dtype, device=DEVICE)
+
+    def torch_group_norm(x, w, b, a):
+        h = x + a.view(B, C, -1, 1, 1)
+        if not per_frame:
+            return torch.nn.functional.group_norm(h, 4, w, b, 1e-5)
+        frames = torch.nn.functional.group_norm(h.transpose(1, 2).flatten(0, 1), 4, w, b, 1e-5)
+        return frames.unflatten(0, (B, F)).transpose(1, 2)
+
+    check_against_reference(
+        f"silu=False per_frame={per_frame}",
+        lambda x, w, b, a: fastvid.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=a, silu=False,
+                                                   backend="triton"),
+        torch_group_norm, [x, w, b, add], dtype)
+    out = fastvid.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=add, silu=False, backend="triton")
+    assert dense_in_order(out, (0, 2, 1, 3, 4))
 
 
 @pytest.mark.parametrize("case, match", [

@@ -1,10 +1,11 @@
-"""GroupNorm + SiLU on video feature maps: launchers, torch.library ops with autograd, dispatch,
-public function.
+"""GroupNorm + SiLU (or plain GroupNorm, silu=False) on video feature maps: launchers, torch.library
+ops with autograd, dispatch, public function.
 
-Forward: three Triton launches (per-channel statistics partials, per-group combine, then
-normalise + SiLU). Backward: three Triton launches from the saved per-group mean and rstd
-(per-channel partial sums; those summed in a fixed order into the group means the dx formula needs
-and the weight and bias gradients; then dx), no torch kernel.
+Forward: two Triton launches (per-channel statistics partials; then each tile combines its groups'
+partials, normalises, applies SiLU, and one program per statistic saves its mean and rstd).
+Backward: three Triton launches from the saved per-group mean and rstd (per-channel partial sums;
+those summed in a fixed order into the group means the dx formula needs and the weight and bias
+gradients; then dx), no torch kernel.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ ADD_LAYOUT = "(B, C), (B, C, F) or, for images, (N, C)"
 TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
 MAX_BLOCK_C_CHANNELS_INNER = 64  # channels per tile when channels have unit stride (8 x 128-bit per row)
 COEF_BLOCK_C = 256  # channels per program of the backward's weight and bias gradient sums
+COMBINE_TILE = 512  # partials per [BLOCK_R, BLOCK_G, BLOCK_J] tile of the forward's statistics combine
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
@@ -69,6 +71,11 @@ class _Plan:
         return sk, sb, sg, sf if per_frame else 0
 
 
+def _groups_per_block(channels: int, block_c: int, cpg: int) -> int:
+    """The most groups one channel block [c, c + block_c) touches (blocks need not follow groups)."""
+    return max((c + block_c - 1) // cpg - c // cpg + 1 for c in range(0, channels, block_c))
+
+
 def _affine_strides(weight: Optional[Tensor], bias: Optional[Tensor]):
     return tuple(t.stride(0) if t is not None else 0 for t in (weight, bias))
 
@@ -86,11 +93,10 @@ def _like_x(x: Tensor) -> Tensor:
 
 
 class _FwdPlan:
-    """The three forward launches of one call signature, and the output layouts."""
+    """The two forward launches of one call signature, and the output layouts."""
 
-    def __init__(self, x, weight, bias, num_groups, eps, per_frame, add=None):
-        from ..kernels.group_norm_silu import (group_norm_finalize_kernel, group_norm_silu_apply_kernel,
-                                               group_norm_stats_kernel)
+    def __init__(self, x, weight, bias, num_groups, eps, per_frame, add=None, silu=True):
+        from ..kernels.group_norm_silu import group_norm_silu_apply_kernel, group_norm_stats_kernel
 
         self.stats_shape = (2, x.shape[0], num_groups, x.shape[2] if per_frame else 1)
         self.shape = tuple(x.shape)
@@ -106,61 +112,60 @@ class _FwdPlan:
         x4 = x.flatten(3)
         y4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
         block_j = _launch.next_pow2(plan.cpg)
+        block_g = _launch.next_pow2(_groups_per_block(channels, plan.block_c, plan.cpg))
         # Partial rows per statistic: its chunks, of one frame or of all; a tile no taller than that.
-        block_r = min(max(1, 1024 // block_j), _launch.next_pow2(plan.n_chunks * (plan.frames // plan.stat_frames)))
+        block_r = min(max(1, COMBINE_TILE // (block_g * block_j)),
+                      _launch.next_pow2(plan.n_chunks * (plan.frames // plan.stat_frames)))
         has_add = add is not None
         self.launches = (
             _launch.Launch(group_norm_stats_kernel, (plan.reduce_programs,),
                            (*x4.stride(), *_add_strides(add), channels, plan.frames, plan.pixels, plan.n_c_blocks,
                             plan.n_chunks, plan.chunk_pixels), HAS_ADD=has_add, BLOCK_C=plan.block_c,
                            BLOCK_P=plan.block_p, num_warps=4),
-            _launch.Launch(group_norm_finalize_kernel, (x.shape[0] * num_groups * plan.stat_frames,),
-                           (*stats_strides, channels, plan.cpg, num_groups, plan.frames, plan.pixels, plan.n_chunks,
-                            plan.chunk_pixels, eps), PER_FRAME=per_frame, BLOCK_R=block_r, BLOCK_J=block_j,
-                           num_warps=4),
             _launch.Launch(group_norm_silu_apply_kernel, (plan.apply_programs,),
-                           (*x4.stride(), *y4_strides, *plan.stats_strides(stats_strides, per_frame),
-                            *_affine_strides(weight, bias), *_add_strides(add), plan.cpg, plan.frames, plan.pixels,
-                            plan.n_c_blocks, plan.n_p_blocks), HAS_WEIGHT=weight is not None,
-                           HAS_BIAS=bias is not None, HAS_ADD=has_add, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
-                           num_warps=4),
+                           (*x4.stride(), *y4_strides, *stats_strides, *_affine_strides(weight, bias),
+                            *_add_strides(add), channels, plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks,
+                            plan.n_p_blocks, plan.n_chunks, plan.chunk_pixels, eps), HAS_WEIGHT=weight is not None,
+                           HAS_BIAS=bias is not None, HAS_ADD=has_add, PER_FRAME=per_frame, SILU=silu,
+                           BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_R=block_r, BLOCK_G=block_g,
+                           BLOCK_J=block_j, num_warps=4),
         )
 
 
-def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame, add=None):
+def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame, add=None, silu=True):
     y = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
     stats = _launch.empty(*plan.stats_shape, dtype=torch.float32, device=x.device)
     if plan.launches is None:
         return y, stats
-    stats_launch, finalize, apply = plan.launches
+    stats_launch, apply = plan.launches
     # (B, C, F, H * W): y itself (H and W adjacent), x itself where they merge, else a copy
     x4 = x if plan.x_merged else x.flatten(3)
     mean = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
     m2 = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
     add_or_x = x4 if add is None else add
     stats_launch(x4, add_or_x, mean, m2)
-    finalize(mean, m2, stats)
-    apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, add_or_x, y, stats)
+    apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, add_or_x, mean, m2, y, stats)
     return y, stats
 
 
 @torch.library.custom_op("fastvid::group_norm_silu_fwd", mutates_args=())
 def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], num_groups: int, eps: float,
-                        per_frame: bool, add: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-    """Triton forward of silu(GroupNorm(x + add)), add (B, C, F or 1) or None. Returns y (x's shape,
-    memory order and dtype) and stats (2, B, G, F or 1) fp32: mean and rstd of x + add."""
-    return _fwd_op.planned(x, weight, bias, num_groups, eps, per_frame, add)
+                        per_frame: bool, add: Optional[Tensor] = None, silu: bool = True) -> Tuple[Tensor, Tensor]:
+    """Triton forward of silu(GroupNorm(x + add)) (GroupNorm(x + add) when not silu), add (B, C, F or 1)
+    or None. Returns y (x's shape, memory order and dtype) and stats (2, B, G, F or 1) fp32: mean and
+    rstd of x + add."""
+    return _fwd_op.planned(x, weight, bias, num_groups, eps, per_frame, add, silu)
 
 
 @group_norm_silu_fwd.register_fake
-def _(x, weight, bias, num_groups, eps, per_frame, add=None):
+def _(x, weight, bias, num_groups, eps, per_frame, add=None, silu=True):
     return _like_x(x), x.new_empty(2, x.shape[0], num_groups, x.shape[2] if per_frame else 1, dtype=torch.float32)
 
 
 class _BwdPlan:
     """The two backward launches of one call signature."""
 
-    def __init__(self, dy, x, weight, bias, stats, num_groups, per_frame, add=None):
+    def __init__(self, dy, x, weight, bias, stats, num_groups, per_frame, add=None, silu=True):
         from ..kernels.group_norm_silu import (group_norm_silu_bwd_apply_kernel, group_norm_silu_bwd_coef_kernel,
                                                group_norm_silu_bwd_reduce_kernel)
 
@@ -181,7 +186,7 @@ class _BwdPlan:
         common = (*plan.stats_strides(self.stats_strides, per_frame), *_affine_strides(weight, bias),
                   *_add_strides(add))
         flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, HAS_ADD=add is not None,
-                     BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4)
+                     SILU=silu, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, num_warps=4)
         n_stats = x.shape[0] * num_groups * plan.stat_frames
         affine_stride = weight.stride(0) if weight is not None else 0
         self.launches = (
@@ -199,7 +204,7 @@ class _BwdPlan:
         )
 
 
-def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame, add=None):
+def _bwd_run(plan: _BwdPlan, dy, x, weight, bias, stats, num_groups, per_frame, add=None, silu=True):
     channels = x.shape[1]
     if plan.launches is None:
         zeros = torch.zeros(channels, dtype=x.dtype, device=x.device)
@@ -252,36 +257,40 @@ def _add_grad(plan: _Plan, add: Tensor, w32: Tensor, stats: Tensor, coef: Tensor
 
 @torch.library.custom_op("fastvid::group_norm_silu_bwd", mutates_args=())
 def group_norm_silu_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], stats: Tensor,
-                        num_groups: int, per_frame: bool, add: Optional[Tensor] = None) -> List[Tensor]:
+                        num_groups: int, per_frame: bool, add: Optional[Tensor] = None,
+                        silu: bool = True) -> List[Tensor]:
     """Triton backward from the saved statistics. Returns [dx, dweight, dbias, dadd] (empty when weight /
-    bias / add is None). With xh = (x + add - mean) * rstd, z = xh * w + b, dz = dy * silu'(z):
+    bias / add is None). With xh = (x + add - mean) * rstd, z = xh * w + b, dz = dy * silu'(z) (dy when
+    not silu):
     dw = sum dz * xh; db = sum dz; dx = rstd * (dz * w - mean_group(dz * w) - xh * mean_group(dz * w * xh));
     dadd = dx summed over the pixels (and the frames add is broadcast over), formed from per-channel sums
     of dz and xh: rstd * (w * sum dz - P * mean_group(dz * w) - mean_group(dz * w * xh) * sum xh)."""
-    return _bwd_op.planned(dy, x, weight, bias, stats, num_groups, per_frame, add)
+    return _bwd_op.planned(dy, x, weight, bias, stats, num_groups, per_frame, add, silu)
 
 
 @group_norm_silu_bwd.register_fake
-def _(dy, x, weight, bias, stats, num_groups, per_frame, add=None):
+def _(dy, x, weight, bias, stats, num_groups, per_frame, add=None, silu=True):
     return [_like_x(x), weight.new_empty(weight.shape) if weight is not None else x.new_empty(0),
             bias.new_empty(bias.shape) if bias is not None else x.new_empty(0),
             add.new_empty(add.shape) if add is not None else x.new_empty(0)]
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, num_groups, eps, per_frame, *add = inputs
-    ctx.save_for_backward(x, weight, bias, output[1], *add)
-    ctx.num_groups, ctx.per_frame = num_groups, per_frame
+    # The eager path passes the arguments as called: add and silu may be left to their defaults.
+    x, weight, bias, num_groups, eps, per_frame, add, silu = (*inputs, None, True)[:8]
+    ctx.save_for_backward(x, weight, bias, output[1], add)
+    ctx.num_groups, ctx.per_frame, ctx.silu = num_groups, per_frame, silu
 
 
 def _backward(ctx, dy, dstats):
-    x, weight, bias, stats, *add = ctx.saved_tensors
-    add = add[0] if add else None
-    dx, dw, db, dadd = _bwd_op(dy, x, weight, bias, stats, ctx.num_groups, ctx.per_frame, add)
-    need_x, need_w, need_b, *need_add = ctx.needs_input_grad[:3] + ctx.needs_input_grad[6:]
+    x, weight, bias, stats, add = ctx.saved_tensors
+    dx, dw, db, dadd = _bwd_op(dy, x, weight, bias, stats, ctx.num_groups, ctx.per_frame, add, ctx.silu)
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    need_add = len(ctx.needs_input_grad) > 6 and ctx.needs_input_grad[6]
     grads = (dx if need_x else None, dw if need_w and weight is not None else None,
-             db if need_b and bias is not None else None, None, None, None)
-    return grads + ((dadd if need_add[0] and add is not None else None,) if need_add else ())
+             db if need_b and bias is not None else None, None, None, None,
+             dadd if need_add and add is not None else None, None)
+    return grads[:len(ctx.needs_input_grad)]
 
 
 _fwd_op = TritonOp(group_norm_silu_fwd, _FwdPlan, _fwd_run)
@@ -293,42 +302,43 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 # Backends take (B, C, F, H, W) x and a (B, C, F or 1) add (see _backend_arguments).
 
-def _run_triton(x, num_groups, weight, bias, eps, per_frame, add=None):
-    return _fwd_op(x, weight, bias, num_groups, eps, per_frame, add)[0]
+def _run_triton(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
+    return _fwd_op(x, weight, bias, num_groups, eps, per_frame, add, silu)[0]
 
 
-def _prepare_triton(x, num_groups, weight, bias, eps, per_frame, add=None):
-    call = _fwd_op.prepare(x, weight, bias, num_groups, eps, per_frame, add, output=0)
-    return lambda x, num_groups, weight, bias, eps, per_frame, add=None: call(x, weight, bias, num_groups, eps,
-                                                                             per_frame, add)
+def _prepare_triton(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
+    call = _fwd_op.prepare(x, weight, bias, num_groups, eps, per_frame, add, silu, output=0)
+    return lambda x, num_groups, weight, bias, eps, per_frame, add=None, silu=True: call(
+        x, weight, bias, num_groups, eps, per_frame, add, silu)
 
 
-def _triton_reason(x, num_groups, weight, bias, eps, per_frame, add=None):
+def _triton_reason(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
     return _launch.triton_reason(x, weight, bias, add)
 
 
-def _features(x, num_groups, weight, bias, eps, per_frame, add=None):
+def _features(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
     return {"dtype": x.dtype, "channels per group": x.shape[1] // num_groups}
 
 
-def _run_torch(x, num_groups, weight, bias, eps, per_frame, add=None):
-    """Eager GroupNorm + SiLU; per frame through a (B*F, C, H, W) view when x is frame-major."""
+def _run_torch(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
+    """Eager GroupNorm (+ SiLU); per frame through a (B*F, C, H, W) view when x is frame-major."""
     if x.numel() == 0:
-        return _run_reference(x, num_groups, weight, bias, eps, per_frame, add)
+        return _run_reference(x, num_groups, weight, bias, eps, per_frame, add, silu)
+    act = Fn.silu if silu else (lambda t: t)
     h = x if add is None else x + add[..., None, None]
     if not per_frame:
-        return _launch.in_video_order(Fn.silu(Fn.group_norm(h, num_groups, weight, bias, eps)), x)
+        return _launch.in_video_order(act(Fn.group_norm(h, num_groups, weight, bias, eps)), x)
     frames = h.transpose(1, 2).flatten(0, 1)
-    y = Fn.silu(Fn.group_norm(frames, num_groups, weight, bias, eps))
+    y = act(Fn.group_norm(frames, num_groups, weight, bias, eps))
     return _launch.in_video_order(y.unflatten(0, (x.shape[0], x.shape[2])).transpose(1, 2), x)
 
 
-def _run_reference(x, num_groups, weight, bias, eps, per_frame, add=None):
+def _run_reference(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
     return _launch.in_video_order(reference.group_norm_silu(x, num_groups, weight, bias, eps, per_frame=per_frame,
-                                                            add=add), x)
+                                                            add=add, silu=silu), x)
 
 
-def _validate(x, num_groups, weight, bias, eps, per_frame, add):
+def _validate(x, num_groups, weight, bias, eps, per_frame, add, silu):
     dtypes = FLOAT_DTYPES + (torch.float64,)
     check_tensor(OP, "x", x, layout=LAYOUT, dtypes=dtypes)
     if x.dim() not in (4, 5):
@@ -350,19 +360,20 @@ def _validate(x, num_groups, weight, bias, eps, per_frame, add):
     check_same_device(OP, x=x, weight=weight, bias=bias, add=add)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
         fail(OP, "eps", f"is {eps!r}", "a float >= 0")
-    if not isinstance(per_frame, bool):
-        fail(OP, "per_frame", f"is {per_frame!r}", "a bool")
+    for name, flag in (("per_frame", per_frame), ("silu", silu)):
+        if not isinstance(flag, bool):
+            fail(OP, name, f"is {flag!r}", "a bool")
 
 
-def _backend_arguments(x, num_groups, weight=None, bias=None, eps=1e-5, per_frame=False, add=None):
+def _backend_arguments(x, num_groups, weight=None, bias=None, eps=1e-5, per_frame=False, add=None, silu=True):
     """The public function's arguments (its defaults, in the backends' order) validated and resolved:
     images (N, C, H, W) as one-frame videos (N, C, 1, H, W), add as (B, C, F or 1)."""
-    _validate(x, num_groups, weight, bias, eps, per_frame, add)
+    _validate(x, num_groups, weight, bias, eps, per_frame, add, silu)
     if x.dim() == 4:
         x, per_frame = x.unsqueeze(2), False
     if add is not None and add.dim() == 2:
         add = add.unsqueeze(2)
-    return x, num_groups, weight, bias, float(eps), per_frame, add
+    return x, num_groups, weight, bias, float(eps), per_frame, add, silu
 
 
 TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={"channels per group": (512, "a group's channels form one tile")})
@@ -377,9 +388,10 @@ DISPATCH = Dispatcher(OP, [
 
 def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
                     eps: float = 1e-5, *, per_frame: bool = False, add: Optional[Tensor] = None,
-                    backend: str = "auto") -> Tensor:
+                    silu: bool = True, backend: str = "auto") -> Tensor:
     """silu(GroupNorm(x + add)) on a video feature map or a batch of frames, fused (ResNet blocks:
-    TemporalConvLayer, SVD's TemporalResnetBlock, ResnetBlock2D applied per frame).
+    TemporalConvLayer, SVD's TemporalResnetBlock, ResnetBlock2D applied per frame); with
+    ``silu=False`` plain GroupNorm(x + add) (a temporal transformer's input norm).
 
     Args:
         x: (B, C, F, H, W), contiguous, channels_last_3d or a frame-major view (read in place when
@@ -394,11 +406,14 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
         add: optional value added to x before the statistics, never materialised: (B, C) or
             (B, C, F) for video x, (N, C) for images; dtype of x. A ResNet's time embedding
             (``norm2(conv1(h) + temb[:, :, None, None])``).
+        silu: apply SiLU after the affine (default); False gives GroupNorm alone, as AnimateDiff's
+            motion module and TransformerTemporalModel normalise their input: a frame-major
+            (B, C, F, H, W) view of (B*F, C, H, W) frames, statistics over all frames, read in place.
         backend: "auto" (Triton on CUDA, else eager torch), "triton", "torch" or "reference".
 
     Returns:
         x's shape, in the memory order of x, dtype of x. Differentiable in x, weight, bias and add
         (Triton backward from the saved statistics).
     """
-    y = DISPATCH.call(backend, x, num_groups, weight, bias, eps, per_frame, add)
+    y = DISPATCH.call(backend, x, num_groups, weight, bias, eps, per_frame, add, silu)
     return y.squeeze(2) if x.dim() == 4 else y

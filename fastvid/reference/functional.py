@@ -147,22 +147,24 @@ def pseudo3d_conv(x, weight2d, bias2d, weight1d, bias1d):
     return temporal_conv(spatial_conv(x, weight2d, bias2d, padding=weight2d.shape[-1] // 2), weight1d, bias1d)
 
 
-def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5, *, per_frame=False, add=None):
-    """GroupNorm then SiLU of x + add on (B, C, F, H, W); statistics over (C/G, F, H, W), or (C/G, H, W)
-    per frame; or on (N, C, H, W) images, statistics per image. add: None, (B, C), (B, C, F) or (N, C)."""
+def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5, *, per_frame=False, add=None, silu=True):
+    """GroupNorm then SiLU (GroupNorm alone when not silu) of x + add on (B, C, F, H, W); statistics over
+    (C/G, F, H, W), or (C/G, H, W) per frame; or on (N, C, H, W) images, statistics per image. add: None,
+    (B, C), (B, C, F) or (N, C)."""
+    act = Fn.silu if silu else (lambda t: t)
     if add is not None:
         x = x + add.view(*add.shape, *[1] * (x.dim() - add.dim()))
     if x.numel() == 0:  # torch's statistics of an empty group are NaN, and so its weight and bias gradients
         shape = (1, -1) + (1,) * (x.dim() - 2)
         y = x if weight is None else x * weight.view(shape)
-        return Fn.silu(y if bias is None else y + bias.view(shape))
+        return act(y if bias is None else y + bias.view(shape))
     if per_frame and x.dim() == 5:
         b, f = x.shape[:3:2]
         y = Fn.group_norm(rearrange(x, "b c f h w -> (b f) c h w"), num_groups, weight, bias, eps)
         y = rearrange(y, "(b f) c h w -> b c f h w", b=b, f=f)
     else:
         y = Fn.group_norm(x, num_groups, weight, bias, eps)
-    return Fn.silu(y)
+    return act(y)
 
 
 def add_layer_norm(x, residual, weight=None, bias=None, eps=1e-5):
