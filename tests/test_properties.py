@@ -95,17 +95,18 @@ def test_temporal_conv_property(batch, c_in, c_out, frames, height, width, taps,
     batch=st.integers(1, 2), groups=st.integers(1, 4), per_group=st.integers(1, 6), frames=st.integers(1, 6),
     height=st.integers(1, 5), width=st.integers(1, 6), dtype=st.sampled_from([torch.float32, torch.float16]),
     per_frame=st.booleans(), affine=st.booleans(), perm=st.permutations(range(5)),
-    backend=st.sampled_from(["triton", "torch"]),
+    backend=st.sampled_from(["triton", "torch"]), silu=st.booleans(),
 )
 def test_group_norm_silu_property(batch, groups, per_group, frames, height, width, dtype, per_frame, affine, perm,
-                                  backend):
+                                  backend, silu):
     channels = groups * per_group
     assume(per_group * height * width * (1 if per_frame else frames) > 1)  # a variance over one value is 0
     x = _strided((batch, channels, frames, height, width), dtype, list(perm))
     w, b = ((torch.randn(channels, dtype=dtype, device=DEVICE) if affine else None) for _ in range(2))
     fn = lambda x, w=None, b=None: fastvid.group_norm_silu(  # noqa: E731
-        x, groups, w, b, per_frame=per_frame, backend=backend)
-    ref = lambda x, w=None, b=None: reference.group_norm_silu(x, groups, w, b, per_frame=per_frame)  # noqa: E731
+        x, groups, w, b, per_frame=per_frame, silu=silu, backend=backend)
+    ref = lambda x, w=None, b=None: reference.group_norm_silu(  # noqa: E731
+        x, groups, w, b, per_frame=per_frame, silu=silu)
     check_against_reference("property", fn, ref, [x, w, b] if affine else [x], dtype)
 
 

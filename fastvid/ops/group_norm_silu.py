@@ -29,7 +29,7 @@ ADD_LAYOUT = "(B, C), (B, C, F) or, for images, (N, C)"
 TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
 MAX_BLOCK_C_CHANNELS_INNER = 64  # channels per tile when channels have unit stride (8 x 128-bit per row)
 COEF_BLOCK_C = 256  # channels per program of the backward's weight and bias gradient sums
-COMBINE_TILE = 512  # partials per [BLOCK_R, BLOCK_G, BLOCK_J] tile of the forward's statistics combine
+COMBINE_TILE = 512  # partials per [BLOCK_G, BLOCK_R * BLOCK_J] tile of the forward's statistics combine
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
@@ -163,7 +163,7 @@ def _(x, weight, bias, num_groups, eps, per_frame, add=None, silu=True):
 
 
 class _BwdPlan:
-    """The two backward launches of one call signature."""
+    """The three backward launches of one call signature."""
 
     def __init__(self, dy, x, weight, bias, stats, num_groups, per_frame, add=None, silu=True):
         from ..kernels.group_norm_silu import (group_norm_silu_bwd_apply_kernel, group_norm_silu_bwd_coef_kernel,
