@@ -4,7 +4,8 @@ import torch
 
 import fastvid
 from fastvid import reference
-from fastvid.testing import check_against_reference, dense_in_order
+from fastvid.ops.group_norm_silu import _fwd_op
+from fastvid.testing import check_against_reference, counting_launches, dense_in_order
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE, KERNEL_DTYPES
@@ -196,7 +197,8 @@ def test_add_before_the_statistics_matches_reference(dtype, case):
         lambda x, w, b, a: reference.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=a), [x, w, b, add], dtype)
 
 
-@pytest.mark.parametrize("dtype, per_frame", [(dtype, False) for dtype in KERNEL_DTYPES] + [(torch.float32, True)])
+@pytest.mark.parametrize("dtype, per_frame", [pytest.param(dtype, False, id=str(dtype)[6:]) for dtype in KERNEL_DTYPES]
+                         + [pytest.param(torch.float32, True, id="float32-per_frame")])
 def test_without_silu_matches_torch_group_norm_on_frame_major_frames(dtype, per_frame):
     """silu=False is GroupNorm(x + add) alone: a temporal transformer's input norm on the (B, C, F, H, W)
     frame-major view of (B*F, C, H, W) frames, read in place, y in x's memory order; gradients reach x,
@@ -220,6 +222,9 @@ def test_without_silu_matches_torch_group_norm_on_frame_major_frames(dtype, per_
         torch_group_norm, [x, w, b, add], dtype)
     out = fastvid.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=add, silu=False, backend="triton")
     assert dense_in_order(out, (0, 2, 1, 3, 4))
+    with counting_launches(launch=False) as counter:  # the forward's two launches; no copy of the view
+        _fwd_op.planned(x, w, b, 4, 1e-5, per_frame, add.view(B, C, -1), False)
+    assert sum(counter.triton.values()) == 2 and not counter.torch
 
 
 @pytest.mark.parametrize("case, match", [
