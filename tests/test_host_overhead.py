@@ -248,7 +248,7 @@ def test_launches_per_call():
     assert _counts(lambda: gn_op._fwd_op.planned(x, gw, gb, 2, 1e-5, False)) == (3, {})
     assert _counts(lambda: gn_op._bwd_op.planned(y, x, gw, gb, stats, 2, False)) == (3, {})
     # the weight to tap-major (k, C_out, C_in): one small copy; in the backward its flip: one small gather
-    assert _counts(lambda: tc_op._fwd_op.planned(x, w, None, None, 1)) == (1, {"aten::clone": 1})
+    assert _counts(lambda: tc_op._fwd_op.planned(x, w, None, None, 1)) == (1, {"aten::permute_copy": 1})
     assert _counts(lambda: tc_op._bwd_op.planned(x, x, w, 1, True, True, True)) == (3, {"aten::index_select": 1})
     # GEGLU reads both halves in place: one launch each way, also for a slice of a wider buffer
     proj = torch.randn(2, 3, 24, device=DEVICE)[..., 4:20]

@@ -79,6 +79,8 @@ class _FwdPlan:
         self.lse_shape = (batch, heads, frames, tokens)
         self.strides = _launch.video_strides(self.shape, _launch.dim_order(q))  # q's memory order, dense
         self.lse_strides = _launch.contiguous_strides(self.lse_shape)
+        self.out = _launch.allocator(self.shape, self.strides, q.dtype, q.device)
+        self.lse = _launch.allocator(self.lse_shape, self.lse_strides, torch.float32, q.device)
         self.launch = None
         if q.numel() == 0:
             return
@@ -95,8 +97,7 @@ class _FwdPlan:
 
 
 def _fwd_run(plan: _FwdPlan, q, k, v, bias, causal, scale):
-    out = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
-    lse = _launch.empty_strided(plan.lse_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
+    out, lse = plan.out(), plan.lse()
     if plan.launch is not None:
         plan.launch(q, k, v, q if bias is None else bias, out, lse)
     return out, lse
@@ -133,6 +134,9 @@ class _BwdPlan:
         self.strides = _launch.video_strides(self.shape, _launch.dim_order(q))
         self.bias_grad, self.bias_dtype = bias_grad, (bias.dtype if bias_grad else torch.float32)
         self.dbias_shape = (heads, frames, frames) if bias_grad else (0,)
+        self.grad = _launch.allocator(self.shape, self.strides, q.dtype, q.device)
+        self.dbias = _launch.allocator(self.dbias_shape, _launch.contiguous_strides(self.dbias_shape), self.bias_dtype,
+                                       q.device)
         self.launch = self.reduce = None
         if q.numel() == 0:
             return
@@ -143,6 +147,8 @@ class _BwdPlan:
         n_chunks = max(1, min(n_blocks, _launch.cdiv(target, batch * heads)))
         programs = n_chunks * batch * heads
         self.partial_shape = (programs, frames, frames) if bias_grad else None
+        self.partial = (_launch.allocator(self.partial_shape, _launch.contiguous_strides(self.partial_shape),
+                                          torch.float32, q.device, poison=False) if bias_grad else None)
         self.launch = _launch.Launch(
             temporal_attention_bwd_kernel, (programs,),
             (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *self.strides, *_bias_strides(bias),
@@ -164,13 +170,13 @@ class _BwdPlan:
 
 
 def _bwd_run(plan: _BwdPlan, dout, q, k, v, bias, out, lse, causal, scale, bias_grad):
-    dq, dk, dv = (_launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
-                  for _ in range(3))
+    grad = plan.grad
+    dq, dk, dv = grad(), grad(), grad()
     if plan.launch is None:
         dbias = torch.zeros(plan.dbias_shape, dtype=plan.bias_dtype, device=plan.device)
         return [dq, dk, dv, dbias]
-    dbias = _launch.empty(*plan.dbias_shape, dtype=plan.bias_dtype, device=plan.device)
-    partial = torch.empty(plan.partial_shape, dtype=torch.float32, device=plan.device) if plan.bias_grad else q
+    dbias = plan.dbias()
+    partial = plan.partial() if plan.bias_grad else q
     plan.launch(q, k, v, q if bias is None else bias, out, dout, lse, dq, dk, dv, partial)
     if plan.reduce is not None:
         plan.reduce(partial, dbias)
