@@ -1,17 +1,20 @@
 """The per-signature caches (validation, dispatch, launch plans), the backends' declared limits, the
 fixed-argument launch and its fallback, launches per op call, and the captured step."""
+import collections
+
 import pytest
 import torch
 
 import fastvid
 from fastvid.dispatch import BackendUnsupportedError, dispatchers
-from fastvid.ops import _launch
+from fastvid.ops import _launch, _library
 from fastvid.ops import frame_attention as fa_op
 from fastvid.ops import geglu as gg_op
 from fastvid.ops import group_norm_silu as gn_op
 from fastvid.ops import temporal_attention as ta_op
 from fastvid.ops import temporal_conv as tc_op
-from fastvid.testing import counting_launches
+from fastvid.registry import OPS
+from fastvid.testing import counting_launches, poisoned_outputs, stubbed_launches
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE
@@ -270,6 +273,75 @@ def test_geglu_validates_and_plans_once_per_signature():
         out = fastvid.geglu(p, approximate=approximate, backend="triton")
         torch.testing.assert_close(out, fastvid.reference.geglu(p, approximate=approximate))
     assert len(calls) == 4
+
+
+def _counting(monkeypatch, obj, name, counts):
+    """obj.name replaced (on the instance) by a wrapper counting its calls in counts[name]."""
+    original = getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        counts[name] += 1
+        return original(*args, **kwargs)
+    monkeypatch.setattr(obj, name, counted)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_a_repeated_call_validates_dispatches_and_plans_once(op, monkeypatch):
+    """Every op: the first call of a signature validates (``arguments``), chooses the backend (``select``)
+    and plans; a repeated call with fresh tensors of that signature does none of it, forward (no grad) or
+    forward and backward (the backward's entry cached alike). Launches stubbed: only the host path runs."""
+    spec = OPS[op]
+    dispatcher, module = spec.dispatcher, spec.module
+    counts = collections.Counter()
+    for obj, name in ((dispatcher, "arguments"), (dispatcher, "select"), (module._fwd_op, "plan"),
+                      (module._bwd_op, "plan")):
+        _counting(monkeypatch, obj, name, counts)
+    dispatcher.calls.clear()
+    for cache in (module._fwd_op.plans, module._fwd_op.runners, module._bwd_op.plans, module._bwd_op.runners):
+        cache.clear()
+
+    def call(grad):
+        inputs = spec.examples.make(1, 4, device=DEVICE, dtype=torch.float32)
+        with torch.set_grad_enabled(grad):
+            leaves = {k: t.requires_grad_(grad) for k, t in inputs.items()}
+            outs = spec.function(**leaves, **spec.examples.kwargs, backend="triton")
+            if grad:
+                outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
+                torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+
+    with stubbed_launches():
+        for grad in (False, True):
+            call(grad)
+            first = dict(counts)
+            assert first["arguments"] >= 1 and first["select"] >= 1 and first["plan"] >= 1
+            call(grad)
+            assert dict(counts) == first, f"{op} (grad={grad}): a repeated call re-ran {counts - collections.Counter(first)}"
+            counts.clear()
+
+
+def test_bound_calls_merge_into_one_generated_function():
+    def fn(*args):
+        return args
+
+    inner = _library.bound(fn, 3, (2, _library.Const("c"), 0), prefix=("plan",), output=slice(1, None))
+    outer = _library.bound(inner, 2, (1, _library.Const("k"), 0))
+    assert inner("a", "b", "x") == ("c", "a")  # fn("plan", "x", "c", "a")[1:]
+    assert outer("p", "q") == ("c", "q")  # inner("q", "k", "p")
+    assert outer.bound_spec[0] is fn  # one frame: the outer binding calls fn itself
+
+
+def test_planned_outputs_are_allocated_as_planned_and_poisoned_under_tests():
+    shape, strides = (2, 3, 4), (1, 8, 2)  # a permuted dense layout
+    for poison in (True, False):
+        alloc = _launch.allocator(shape, strides, torch.float16, torch.device(DEVICE), poison=poison)
+        with poisoned_outputs():
+            t = alloc()
+        assert (tuple(t.shape), t.stride(), t.dtype, t.device.type) == (shape, strides, torch.float16, DEVICE)
+        if poison:
+            assert torch.isnan(t).all()
+    with poisoned_outputs():
+        t = _launch.empty_strided(shape, strides, dtype=torch.float32, device=torch.device(DEVICE))
+    assert t.stride() == strides and torch.isnan(t).all()
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the CPU refusal")

@@ -40,9 +40,9 @@ def empty(*shape, dtype, device) -> torch.Tensor:
 # tuples of ints and allocate on the current device of their type. None where this torch lacks them.
 try:
     from torch._C._dynamo.guards import _empty_strided_cpu, _empty_strided_cuda
-except ImportError:  # pragma: no cover - another torch build
+except ImportError:  # another torch build: torch.empty_strided everywhere
     _empty_strided_cpu = _empty_strided_cuda = None
-_cuda_device = getattr(torch._C, "_cuda_getDevice", None)
+_cuda_device = getattr(torch._C, "_cuda_getDevice", None) if _empty_strided_cuda is not None else None
 
 
 def _poisoned(t: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,9 @@ def allocator(shape, strides, dtype: torch.dtype, device: torch.device, poison: 
     """A function of no argument returning a new uninitialised tensor of ``shape``, ``strides``, ``dtype`` on
     ``device`` (NaN-filled while poisoning is on, unless ``poison`` is False: a kernel's scratch): what a plan
     keeps per output, so a call allocates with the cheapest call torch has for that device (on CUDA only while
-    ``device`` is the current device; else, and on other devices, ``torch.empty_strided``)."""
+    ``device`` is the current device; else, and on other devices, ``torch.empty_strided``). That call passes
+    by torch's dispatcher (no TorchDispatchMode sees it): for a plan's ``run`` on real tensors, never for a
+    fake implementation."""
     shape, strides = tuple(int(n) for n in shape), tuple(int(s) for s in strides)
 
     def generic() -> torch.Tensor:
@@ -66,7 +68,7 @@ def allocator(shape, strides, dtype: torch.dtype, device: torch.device, poison: 
             t = _empty_strided_cpu(shape, strides, dtype)
             return _poisoned(t) if _poison and poison else t
         return on_cpu
-    if device.type == "cuda" and _empty_strided_cuda is not None and _cuda_device is not None:
+    if device.type == "cuda" and _cuda_device is not None:
         index = device.index if device.index is not None else 0
 
         def on_cuda() -> torch.Tensor:
@@ -80,14 +82,15 @@ def allocator(shape, strides, dtype: torch.dtype, device: torch.device, poison: 
 
 def empty_strided(shape, strides, *, dtype, device) -> torch.Tensor:
     """:func:`empty` with the strides a plan worked out, through the lower-overhead allocator where ``shape``
-    and ``strides`` are tuples and ``device`` is the CPU or the current CUDA device. A plan may keep an
-    :func:`allocator` per output instead (cheaper still: the choice is made once)."""
+    and ``strides`` are tuples and ``device`` is the CPU or the current CUDA device (as :func:`allocator`:
+    for real tensors, never in a fake implementation). A plan may keep an :func:`allocator` per output
+    instead (cheaper still: the choice is made once)."""
     if type(shape) is tuple and type(strides) is tuple:
         kind = device.type
         if kind == "cpu" and _empty_strided_cpu is not None:
             t = _empty_strided_cpu(shape, strides, dtype)
             return _poisoned(t) if _poison else t
-        if kind == "cuda" and _empty_strided_cuda is not None and device.index == _cuda_device():
+        if kind == "cuda" and _cuda_device is not None and device.index == _cuda_device():
             t = _empty_strided_cuda(shape, strides, dtype)
             return _poisoned(t) if _poison else t
     t = torch.empty_strided(shape, strides, dtype=dtype, device=device)
