@@ -8,6 +8,8 @@ import torch
 import fastvid
 from fastvid.dispatch import BackendUnsupportedError, dispatchers
 from fastvid.ops import _launch, _library
+from fastvid.ops import add_layer_norm as aln_op
+from fastvid.ops import alpha_blend as ab_op
 from fastvid.ops import frame_attention as fa_op
 from fastvid.ops import geglu as gg_op
 from fastvid.ops import group_norm_silu as gn_op
@@ -258,6 +260,17 @@ def test_launches_per_call():
     dy = torch.randn(2, 3, 8, device=DEVICE)
     assert _counts(lambda: gg_op._fwd_op.planned(proj, "none")) == (1, {})
     assert _counts(lambda: gg_op._bwd_op.planned(dy, proj, "tanh")) == (1, {})
+    # add + LayerNorm: one launch; backward: dx and per-program partials, then their fixed-order sum (no torch op)
+    t, r, w1, b1 = (torch.randn(*shape, device=DEVICE) for shape in ((2, 3, 6), (2, 3, 6), (6,), (6,)))
+    with counting_launches(launch=False):
+        s, _, stats = aln_op._fwd_op.planned(t, r, w1, b1, 1e-5)
+    assert _counts(lambda: aln_op._fwd_op.planned(t, r, w1, b1, 1e-5)) == (1, {})
+    assert _counts(lambda: aln_op._bwd_op.planned(t, t, s, w1, stats, True)) == (2, {})
+    # alpha blend: one launch each way; alpha's gradient one sum of the per-tile partials (fp32 alpha: no cast)
+    xs, xt, alpha = torch.randn(2, 4, 3, 5, 2), torch.randn(2, 4, 3, 5, 2), torch.rand(2, 1, 3, 1, 1)
+    xs, xt, alpha = xs.to(DEVICE), xt.to(DEVICE), alpha.to(DEVICE)
+    assert _counts(lambda: ab_op._fwd_op.planned(xs, xt, alpha)) == (1, {})
+    assert _counts(lambda: ab_op._bwd_op.planned(xs, xs, xt, alpha)) == (1, {"aten::sum": 1})
 
 
 def test_geglu_validates_and_plans_once_per_signature():
@@ -325,8 +338,8 @@ def test_bound_calls_merge_into_one_generated_function():
 
     inner = _library.bound(fn, 3, (2, _library.Const("c"), 0), prefix=("plan",), output=slice(1, None))
     outer = _library.bound(inner, 2, (1, _library.Const("k"), 0))
-    assert inner("a", "b", "x") == ("c", "a")  # fn("plan", "x", "c", "a")[1:]
-    assert outer("p", "q") == ("c", "q")  # inner("q", "k", "p")
+    assert inner("a", "b", "x") == ("x", "c", "a")  # fn("plan", "x", "c", "a")[1:]
+    assert outer("p", "q") == ("p", "c", "q")  # inner("q", "k", "p")
     assert outer.bound_spec[0] is fn  # one frame: the outer binding calls fn itself
 
 
