@@ -52,22 +52,23 @@ def _poisoned(t: torch.Tensor) -> torch.Tensor:
 def allocator(shape, strides, dtype: torch.dtype, device: torch.device, poison: bool = True
               ) -> Callable[[], torch.Tensor]:
     """A function of no argument returning a new uninitialised tensor of ``shape``, ``strides``, ``dtype`` on
-    ``device`` (NaN-filled while poisoning is on, unless ``poison`` is False: a kernel's scratch): what a plan
-    keeps per output, so a call allocates with the cheapest call torch has for that device (on CUDA only while
-    ``device`` is the current device; else, and on other devices, ``torch.empty_strided``). That call passes
-    by torch's dispatcher (no TorchDispatchMode sees it): for a plan's ``run`` on real tensors, never for a
-    fake implementation."""
+    ``device``: what a plan keeps per output, so a call allocates with the cheapest call torch has for that
+    device (on the CPU torch's allocator itself, bound; on CUDA only while ``device`` is the current device;
+    else, and on other devices, ``torch.empty_strided``). NaN-filled where poisoning was on when the plan
+    was made (the signature holds the poisoning state), unless ``poison`` is False (a kernel's scratch).
+    The lower-overhead allocators pass by torch's dispatcher (no TorchDispatchMode sees them): for a plan's
+    ``run`` on real tensors, never for a fake implementation."""
     shape, strides = tuple(int(n) for n in shape), tuple(int(s) for s in strides)
+    poisoned = _poison and poison
 
     def generic() -> torch.Tensor:
         t = torch.empty_strided(shape, strides, dtype=dtype, device=device)
-        return _poisoned(t) if _poison and poison else t
+        return _poisoned(t) if poisoned else t
 
     if device.type == "cpu" and _empty_strided_cpu is not None:
-        def on_cpu() -> torch.Tensor:
-            t = _empty_strided_cpu(shape, strides, dtype)
-            return _poisoned(t) if _poison and poison else t
-        return on_cpu
+        if poisoned:
+            return lambda: _poisoned(_empty_strided_cpu(shape, strides, dtype))
+        return functools.partial(_empty_strided_cpu, shape, strides, dtype)
     if device.type == "cuda" and _cuda_device is not None:
         index = device.index if device.index is not None else 0
 
@@ -75,7 +76,7 @@ def allocator(shape, strides, dtype: torch.dtype, device: torch.device, poison: 
             if _cuda_device() != index:
                 return generic()
             t = _empty_strided_cuda(shape, strides, dtype)
-            return _poisoned(t) if _poison and poison else t
+            return _poisoned(t) if poisoned else t
         return on_cuda
     return generic
 
@@ -285,14 +286,15 @@ _Tensor, _Parameter = torch.Tensor, torch.nn.Parameter
 
 def signature(args: tuple, first=None) -> Optional[tuple]:
     """The signature of a call of ``args`` (``first``: a value put before them, e.g. the backend name):
-    grad mode, the TF32 setting and :func:`meta_as_cuda`, ``first``, then each plain tensor's
+    grad mode, the TF32 setting, :func:`meta_as_cuda`, output poisoning (:func:`set_poison`: a plan's
+    allocators fill or not), ``first``, then each plain tensor's
     :func:`tensor_key` items (``requires_grad`` only while grad mode is on: no plan depends on it under
     ``torch.no_grad()``) and every other value's type and value, in one flat tuple (a tensor's items start
     with a ``torch.Size``, another value's with a type, so no two calls share a key). None (no caching) for a
     tensor subclass; an unhashable value makes a cache lookup skip the cache. Either way such a call takes
     the full path, which validates it. Inlined: this runs on every call."""
     if _grad_enabled():
-        key = [True, _tf32(), _meta_as_cuda, first]
+        key = [True, _tf32(), _meta_as_cuda, _poison, first]
         for a in args:
             kind = type(a)
             if kind is _Tensor or kind is _Parameter:
@@ -302,7 +304,7 @@ def signature(args: tuple, first=None) -> Optional[tuple]:
             else:
                 key += (kind, a)
         return tuple(key)
-    key = [False, _tf32(), _meta_as_cuda, first]
+    key = [False, _tf32(), _meta_as_cuda, _poison, first]
     for a in args:
         kind = type(a)
         if kind is _Tensor or kind is _Parameter:

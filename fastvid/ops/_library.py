@@ -143,10 +143,15 @@ class TritonOp:
             runner = self.runners.lookup(key, self.prepare, *args)
         return runner(*args)
 
-    def prepare(self, *args, output: Optional[int] = None) -> Callable:
+    def prepare(self, *args, output: Optional[int] = None, inference_plan: Optional[Callable] = None) -> Callable:
         """A callable running calls of this signature (plain eager tensors, as :meth:`Dispatcher.call`
-        caches them) with the plan bound; ``output`` picks one of the op's outputs."""
-        plan = self.plans.lookup(signature(args), self.plan, *args)
+        caches them) with the plan bound; ``output`` picks one of the op's outputs. ``inference_plan``
+        makes the plan of a call that needs no gradient instead of ``plan`` (one that may skip outputs
+        kept only for a backward, which ``output`` then drops)."""
         if self._function is not None and _needs_grad(args):
+            plan = self.plans.lookup(signature(args), self.plan, *args)
             return bound(self._function.apply, len(args), suffix=(plan,), output=output)
+        if inference_plan is not None:
+            return bound(self.run, len(args), prefix=(inference_plan(*args),), output=output)
+        plan = self.plans.lookup(signature(args), self.plan, *args)
         return bound(self.run, len(args), prefix=(plan,), output=output)

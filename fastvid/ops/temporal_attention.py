@@ -69,9 +69,11 @@ def _bias_strides(bias: Optional[Tensor]) -> tuple:
 
 
 class _FwdPlan:
-    """Everything a forward launch of one call signature needs but the tensors."""
+    """Everything a forward launch of one call signature needs but the tensors. ``lse=False``: a call that
+    keeps no log-sum-exp (no gradient to compute; the public function returns out alone) allocates and
+    writes none."""
 
-    def __init__(self, q, k, v, bias, causal, scale):
+    def __init__(self, q, k, v, bias, causal, scale, lse=True):
         from ..kernels.temporal_attention import temporal_attention_fwd_kernel
 
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
@@ -80,7 +82,7 @@ class _FwdPlan:
         self.strides = _launch.video_strides(self.shape, _launch.dim_order(q))  # q's memory order, dense
         self.lse_strides = _launch.contiguous_strides(self.lse_shape)
         self.out = _launch.allocator(self.shape, self.strides, q.dtype, q.device)
-        self.lse = _launch.allocator(self.lse_shape, self.lse_strides, torch.float32, q.device)
+        self.lse = _launch.allocator(self.lse_shape, self.lse_strides, torch.float32, q.device) if lse else None
         self.launch = None
         if q.numel() == 0:
             return
@@ -92,14 +94,16 @@ class _FwdPlan:
              *self.lse_strides, heads, frames, tokens, head_dim, n_blocks, scale * _launch.LOG2E),
             HAS_BIAS=bias is not None, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
             VEC=_vector_width(head_dim, q, k, v, outputs=(self.strides,)), BLOCK_N=block_n, BLOCK_F=block_f,
-            BLOCK_D=block_d, num_warps=num_warps,
+            BLOCK_D=block_d, STORE_LSE=lse, num_warps=num_warps,
         )
 
 
 def _fwd_run(plan: _FwdPlan, q, k, v, bias, causal, scale):
-    out, lse = plan.out(), plan.lse()
+    """(out, lse); lse None for a plan that keeps none."""
+    out = plan.out()
+    lse = plan.lse() if plan.lse is not None else None
     if plan.launch is not None:
-        plan.launch(q, k, v, q if bias is None else bias, out, lse)
+        plan.launch(q, k, v, q if bias is None else bias, out, out if lse is None else lse)
     return out, lse
 
 
@@ -224,7 +228,9 @@ def _run_triton(q, k, v, bias, causal, scale):
 
 
 def _prepare_triton(q, k, v, bias, causal, scale):
-    return _fwd_op.prepare(q, k, v, bias, causal, scale, output=0)
+    """out alone: a call that needs no gradient neither allocates nor writes lse."""
+    return _fwd_op.prepare(q, k, v, bias, causal, scale, output=0,
+                           inference_plan=lambda *args: _FwdPlan(*args, lse=False))
 
 
 def _triton_reason(q, k, v, bias, causal, scale):
