@@ -107,17 +107,19 @@ def cpu_cases(dtype=torch.float16) -> Dict[str, Tuple[Callable, Optional[Callabl
 
 def _library_args(spec, inputs: Dict[str, torch.Tensor], kwargs) -> tuple:
     """The arguments the public call passes the op's forward torch.library op, recorded from a first call of
-    the signature (where the op plans)."""
+    the signature with every floating input requiring a gradient (where the op plans), detached."""
     op, seen = spec.module._fwd_op, []
     plan = op.plan
     op.plan = lambda *args: (seen.append(args), plan(*args))[1]
     spec.dispatcher.calls.clear()
     op.plans.clear()
+    leaves = {name: t.detach().requires_grad_(t.is_floating_point()) for name, t in inputs.items()}
     try:
-        spec.function(**inputs, **kwargs)
+        with torch.enable_grad():
+            spec.function(**leaves, **kwargs)
     finally:
         op.plan = plan
-    return seen[0]
+    return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in seen[0])
 
 
 def custom_op_table() -> List[str]:
