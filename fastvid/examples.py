@@ -313,12 +313,11 @@ def _geglu_linear_checks(device, dtype) -> List[Check]:
 
 
 def _linear_checks(device, dtype) -> List[Check]:
-    """proj_in reading an NCHW tensor's (B, H*W, C) view, proj_out writing into one (the residual's)."""
+    """A transformer block's proj_out on NCHW tensors: x read from and the output written into (B, H*W, C) views."""
     r = dict(device=device, dtype=dtype)
-    proj_in = dict(x=_randn(3, 13, 24, transpose=(1, 2), **r), weight=_randn(40, 24, **r) / 5, bias=_randn(40, **r))
-    proj_out = dict(x=_randn(3, 13, 40, **r), weight=_randn(24, 40, **r) / 6, bias=_randn(24, **r),
-                    residual=_randn(3, 13, 24, transpose=(1, 2), **r))
-    return [("K 24 -> N 40, x an NCHW view", proj_in, {}), ("K 40 -> N 24, residual an NCHW view", proj_out, {})]
+    inputs = dict(x=_randn(3, 13, 24, transpose=(1, 2), **r), weight=_randn(40, 24, **r) / 5, bias=_randn(40, **r),
+                  residual=_randn(3, 13, 40, transpose=(1, 2), **r))
+    return [("K 24 -> N 40, x and residual NCHW views", inputs, {})]
 
 
 EXAMPLES: Dict[str, Examples] = {

@@ -9,9 +9,11 @@ written straight into a channel-first layout. W is (N, K) as ``nn.Linear`` store
 
 The structure of the Triton matmul tutorial: every program owns one [BLOCK_M, BLOCK_N] tile of Y, programs
 walk the tiles in groups of GROUP_M row blocks (a group's programs share their X rows and W columns in L2),
-every stride is an argument, M, N, K and M_PER_BATCH are runtime values, offsets are int64. Ragged tails:
-rows and columns past M and N are wrapped (their loads read valid memory, their results are masked at the
-store), K past its end is masked to zero. The epilogue adds the bias and the residual to the fp32
+every stride is an argument, M, N, K and M_PER_BATCH are runtime values, offsets are int64. A row tile lies
+within one batch (a batch's last tile is ragged), so its rows are consecutive and a stride-1 row axis (the
+transposed views) is read and written in vectors. Ragged tails: rows past the batch's end and K past its end
+are masked (to zero), W's columns past N are wrapped (its loads read valid memory), the epilogue's loads and
+the store are masked. The epilogue adds the bias and the residual to the fp32
 accumulator and rounds once to Y's dtype.
 """
 import triton
@@ -20,13 +22,13 @@ import triton.language as tl
 from fastvid._interpreter import interpreting
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages). One [BLOCK_M, BLOCK_N] fp32 accumulator in registers:
-# 128 x 256 takes 8 warps (two warpgroups for wgmma); the shared-memory ring holds one X and one W tile per
-# stage (48 KiB at 128 x 256 x 64 in 16 bits).
+# 128 x 256 and 128 x 128 take 8 warps (two warpgroups for wgmma), and 128 x 256 has no room left for a residual
+# tile beside it (it spills); the shared-memory ring holds one X and one W tile per stage (48 KiB at
+# 128 x 256 x 64 in 16 bits).
 _TILES = [
     (128, 256, 64, 8, 8, 3),
-    (128, 128, 64, 8, 4, 4),
+    (128, 128, 64, 8, 8, 3),
     (128, 64, 64, 8, 4, 4),
-    (64, 128, 64, 8, 4, 4),
     (64, 64, 64, 8, 4, 4),
 ]
 SMALL_K = 64  # K at most this: BLOCK_K 64 tiles waste the rest; the 32-wide K tile is kept
@@ -43,17 +45,19 @@ def _configs():
 
 def _prune(configs, named_args, **kwargs):
     """Tiles that fit the problem: a 128-row or 128-column tile only where M or N passes 64, a 256-column tile
-    only where N passes 128, 64 x 64 only where M or N does not pass 64 (a larger tile then covers the output
-    in fewer programs), the 32-wide K tile only for K <= SMALL_K."""
+    only without a residual, 64 x 64 only where M or N does not pass 64 (a larger tile then covers the output
+    in fewer programs), the 32-wide K tile only for K <= SMALL_K; of the rest, the column tiles that divide N
+    where there are any (no idle columns in the last tile: N = 320 takes 64-wide tiles)."""
     args = {**named_args, **kwargs}
     large = args["M"] > 64 and args["N"] > 64
     keep = [c for c in configs
             if (c.kwargs["BLOCK_K"] == 32) == (args["K"] <= SMALL_K)
             and (c.kwargs["BLOCK_M"] <= 64 or args["M"] > 64)
             and (c.kwargs["BLOCK_N"] <= 64 or args["N"] > 64)
-            and (c.kwargs["BLOCK_N"] <= 128 or args["N"] > 128)
+            and (c.kwargs["BLOCK_N"] <= 128 or not args["HAS_RESIDUAL"])
             and not (large and c.kwargs["BLOCK_M"] == c.kwargs["BLOCK_N"] == 64)]
-    return keep or configs
+    dividing = [c for c in keep if args["N"] % c.kwargs["BLOCK_N"] == 0]
+    return dividing or keep or configs
 
 
 # Tuned per bucket of N and K (powers of two); M is free: a new token count reuses the bucket's tiles.
@@ -71,43 +75,49 @@ def linear_fwd_kernel(
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # Grouped order: GROUP_M row blocks are visited column block by column block.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
+    # Row tiles never straddle two batches: tile t covers rows [(t % tiles) * BLOCK_M, ...) of batch t // tiles,
+    # so a tile's rows are consecutive (vector loads and stores along a stride-1 row axis).
+    tiles_per_batch = tl.cdiv(M_PER_BATCH, BLOCK_M)
+    num_pid_m = (M // M_PER_BATCH) * tiles_per_batch
     num_pid_n = tl.cdiv(N, BLOCK_N)
+    # Grouped order: GROUP_M row tiles are visited column tile by column tile.
+    pid = tl.program_id(0)
     in_group = GROUP_M * num_pid_n
     first_m = (pid // in_group) * GROUP_M
     group_m = min(num_pid_m - first_m, GROUP_M)
     pid_m = first_m + ((pid % in_group) % group_m)
     pid_n = (pid % in_group) // group_m
+    batch = (pid_m // tiles_per_batch).to(tl.int64)
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_m = (pid_m % tiles_per_batch) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rows = (offs_m % M).to(tl.int64)  # wrapped: loads stay in bounds, the store masks them
-    batch = rows // M_PER_BATCH
-    row = rows % M_PER_BATCH
-    cols = (offs_n % N).to(tl.int64)
+    in_m = offs_m < M_PER_BATCH
+    in_n = offs_n < N
+    rows = offs_m.to(tl.int64)
+    cols = offs_n.to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
 
-    x_ptrs = X + (batch * stride_xb + row * stride_xm)[:, None] + offs_k[None, :] * stride_xk
-    w_ptrs = W + cols[None, :] * stride_wn + offs_k[:, None] * stride_wk  # [BLOCK_K, BLOCK_N]
+    x_ptrs = X + batch * stride_xb + rows[:, None] * stride_xm + offs_k[None, :] * stride_xk
+    # W's columns wrapped past N (its loads stay in bounds, the store masks them): K is its contiguous axis.
+    w_ptrs = W + (offs_n % N).to(tl.int64)[None, :] * stride_wn + offs_k[:, None] * stride_wk  # [BLOCK_K, BLOCK_N]
     x_step = BLOCK_K * stride_xk
     w_step = BLOCK_K * stride_wk
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_K)):
         k_left = K - k * BLOCK_K
-        x = tl.load(x_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
+        x = tl.load(x_ptrs, mask=in_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
         w = tl.load(w_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
         acc = tl.dot(x, w, acc, input_precision=DOT_PRECISION)
         x_ptrs += x_step
         w_ptrs += w_step
 
+    mask = in_m[:, None] & in_n[None, :]
     if HAS_BIAS:
-        acc += tl.load(B + cols * stride_b).to(tl.float32)[None, :]
+        acc += tl.load(B + cols * stride_b, mask=in_n, other=0.0).to(tl.float32)[None, :]
     if HAS_RESIDUAL:
-        r_ptrs = R + (batch * stride_rb + row * stride_rm)[:, None] + cols[None, :] * stride_rn
-        acc += tl.load(r_ptrs).to(tl.float32)
+        r_ptrs = R + batch * stride_rb + rows[:, None] * stride_rm + cols[None, :] * stride_rn
+        acc += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
 
-    y_ptrs = Y + (batch * stride_yb + row * stride_ym)[:, None] + cols[None, :] * stride_yn
-    tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=(offs_m < M)[:, None] & (offs_n < N)[None, :])
+    y_ptrs = Y + batch * stride_yb + rows[:, None] * stride_ym + cols[None, :] * stride_yn
+    tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=mask)

@@ -20,6 +20,7 @@ class Linear(reference.Linear):
         self.check_input(x)
         dtype = autocast_dtype(x.device.type, fp32_op=False)
         if residual is not None and dtype is not None and residual.dtype != dtype:
-            return call_under_autocast(linear, x, self.weight, self.bias, fp32_op=False, backend=self.backend) + residual
+            y = call_under_autocast(linear, x, self.weight, self.bias, fp32_op=False, backend=self.backend)
+            return y + residual
         return call_under_autocast(linear, x, self.weight, self.bias, fp32_op=False, residual=residual,
                                    backend=self.backend)

@@ -94,9 +94,10 @@ class _FwdPlan:
                 break
         self.copy_x, self.copy_residual, self.copy_out = copy_x, copy_residual, copy_out
         per_batch, ((sxb, sxm), (srb, srm), (syb, sym)) = split
-        self.launch = _launch.Launch(
+        batches = m // per_batch
+        self.launch = _launch.Launch(  # row tiles per batch (none straddles two) x column tiles
             linear_fwd_kernel,
-            lambda meta: (_launch.cdiv(m, meta["BLOCK_M"]) * _launch.cdiv(n, meta["BLOCK_N"]),),
+            lambda meta: (batches * _launch.cdiv(per_batch, meta["BLOCK_M"]) * _launch.cdiv(n, meta["BLOCK_N"]),),
             (sxb, sxm, x_strides[-1], *weight.stride(), bias.stride(0) if bias is not None else 0,
              srb, srm, r_strides[-1], syb, sym, out_strides[-1],
              m, n, k, per_batch, _launch.next_pow2(n), _launch.next_pow2(k)),
@@ -211,7 +212,8 @@ def _validate(x, weight, bias, residual):
     if x.dim() < 1:
         fail(OP, "x", f"has rank {x.dim()} (shape {tuple(x.shape)})", f"rank >= 1 {LAYOUT}")
     if weight.shape[1] != x.shape[-1]:
-        fail(OP, "weight", f"has shape {tuple(weight.shape)}", f"K = {x.shape[-1]} columns (x's last dim) {WEIGHT_LAYOUT}")
+        fail(OP, "weight", f"has shape {tuple(weight.shape)}",
+             f"K = {x.shape[-1]} columns (x's last dim) {WEIGHT_LAYOUT}")
     if bias is not None:
         check_tensor(OP, "bias", bias, ndim=1, layout="(N,)", dtypes=_DTYPES)
         if bias.shape[0] != weight.shape[0]:
