@@ -67,7 +67,7 @@ _OP_PART = {
     "aten.convolution": "convs", "aten._convolution": "convs", "fastvid.temporal_conv_fwd": "convs",
     "aten.native_group_norm": "norms", "aten.native_layer_norm": "norms", "fastvid.group_norm_silu_fwd": "norms",
     "aten.mm": "other linears", "aten.addmm": "other linears", "aten.bmm": "other linears",
-    "aten.baddbmm": "other linears",
+    "aten.baddbmm": "other linears", "fastvid.linear_fwd": "other linears",
     "aten.clone": "rearrange copies & cats", "aten.copy_": "rearrange copies & cats",
     "aten.cat": "rearrange copies & cats", "aten.repeat": "rearrange copies & cats",
     "aten.index": "rearrange copies & cats", "aten.index_select": "rearrange copies & cats",
