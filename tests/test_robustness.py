@@ -594,6 +594,16 @@ def test_geglu_offsets_beyond_int32_use_int64():
                             torch.float16)
 
 
+def test_linear_offsets_beyond_int32_use_int64():
+    """Batch 2 of x and of the residual (B, M, K) lies past 2**31 elements, rows stride 1 (a transposed
+    view): the (batch, row) addressing of the loads, the epilogue and the gradients reads it."""
+    x, residual = _far_frames((3, 2, 8), (FAR, 1, 2)), _far_frames((3, 2, 4), (FAR, 1, 2))
+    weight, bias = (torch.randn(shape, dtype=torch.float16, device=DEVICE) for shape in ((4, 8), (4,)))
+    check_against_reference("int64 offsets", lambda x, w, b, r: fastvid.linear(x, w, b, residual=r, backend="triton"),
+                            lambda x, w, b, r: reference.linear(x, w, b, residual=r), [x, weight, bias, residual],
+                            torch.float16)
+
+
 class _LaunchRecorder:
     """Stands in for a Triton kernel: records each launch's grid, resolving a grid function with every
     autotune config it could pick."""
