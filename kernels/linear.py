@@ -60,8 +60,9 @@ def _prune(configs, named_args, **kwargs):
     return dividing or keep or configs
 
 
-# Tuned per bucket of N and K (powers of two); M is free: a new token count reuses the bucket's tiles.
-_KEY = ["N_BUCKET", "K_BUCKET"]
+# Tuned per bucket of N and K (powers of two) and with or without a residual (its tiles differ); M is free: a new
+# token count reuses the bucket's tiles.
+_KEY = ["N_BUCKET", "K_BUCKET", "HAS_RESIDUAL"]
 
 
 @triton.autotune(_configs(), key=_KEY, prune_configs_by=dict(early_config_prune=_prune))

@@ -54,9 +54,10 @@ def test_triton_matches_reference(dtype, case):
     check_against_reference(f"linear {case}", _fastvid(), _reference, _inputs(case, dtype), dtype)
 
 
-def test_long_k_runs_many_k_steps():
-    """K 70: five K tiles, the last one 6 wide; N 17 (one ragged column tile); residual an NCHW view."""
-    inputs = _inputs("proj_out", torch.float16, batch=2, tokens=5, k=70, n=17)
+def test_long_k_and_several_row_tiles_per_batch():
+    """K 70: five K tiles, the last one 6 wide; N 17 (one ragged column tile); 21 tokens: two row tiles per batch
+    entry, the second ragged (no tile straddles two); residual an NCHW view."""
+    inputs = _inputs("proj_out", torch.float16, batch=2, tokens=21, k=70, n=17)
     check_against_reference("linear K 70", _fastvid(), _reference, inputs, torch.float16)
 
 
