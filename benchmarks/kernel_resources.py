@@ -668,9 +668,9 @@ def predicted_vs_measured(analyses, gpu_rows) -> List[Dict[str, object]]:
         for variant, dirs in by_variant.items():
             if (a["op"], variant) in (("group_norm_silu", True), ("geglu", "tanh")):  # the suite times the defaults
                 continue
-            frames = variant if a["op"] in VARIANT_FIELDS else None
+            timed = variant if a["op"] in VARIANT_FIELDS else None  # the variant the GPU rows name
             for mode, parts in (("fwd", ("fwd",)), ("fwd+bwd", ("fwd", "bwd"))):
-                row = gpu_rows.get((a["op"], a["shape"], frames, mode))
+                row = gpu_rows.get((a["op"], a["shape"], timed, mode))
                 if row is None or not all(part in dirs for part in parts):
                     continue
                 ds = [dirs[part] for part in parts]

@@ -8,5 +8,6 @@ from .temporal_attention import TemporalAttention
 from .inflate import deflate_conv3d, inflate_conv2d
 from .temporal_conv import PseudoConv3d, TemporalConvBlock, TemporalResBlock
 
-__all__ = ["AddLayerNorm", "AlphaBlender", "GEGLU", "FrameAttention", "Linear", "SparseCausalAttention", "TemporalAttention",
-           "PseudoConv3d", "TemporalConvBlock", "TemporalResBlock", "inflate_conv2d", "deflate_conv3d"]
+__all__ = ["AddLayerNorm", "AlphaBlender", "GEGLU", "FrameAttention", "Linear", "SparseCausalAttention",
+           "TemporalAttention", "PseudoConv3d", "TemporalConvBlock", "TemporalResBlock", "inflate_conv2d",
+           "deflate_conv3d"]
