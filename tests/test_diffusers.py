@@ -29,6 +29,7 @@ from diffusers.models.resnet import (  # noqa: E402
     TemporalResnetBlock,
 )
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel  # noqa: E402
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D  # noqa: E402
 
 from fastvid.integrations import diffusers as fd  # noqa: E402
 
@@ -346,10 +347,9 @@ def test_text2video_zero_unet_patched_matches_diffusers(backend):
     model = unet2d(CrossFrameAttnProcessor2_0(batch_size=2))
     convs = fusable(model)  # its ResnetBlock2Ds: frames are images of the batch
     report = check_patched_matches(model, unet2d_inputs(), **WHOLE_MODEL[backend])
-    # every self- and cross-attention (cross ones delegate); 4 BasicTransformerBlocks (none under the interpreter)
     geglus = {"feed_forward": len(feed_forward_modules(model))} if WHOLE_MODEL[backend].get("feed_forward", 1) else {}
-    # 4 BasicTransformerBlocks (not under the interpreter)
-    blocks = {"transformer_block": 4} if WHOLE_MODEL[backend].get("transformer_block", 1) else {}
+    # 4 BasicTransformerBlocks and their 4 Transformer2DModels (not under the interpreter)
+    blocks = {"transformer_block": 4 + 4} if WHOLE_MODEL[backend].get("transformer_block", 1) else {}
     resnets = {"conv": convs} if WHOLE_MODEL[backend].get("conv", 1) else {}
     # every self- and cross-attention (cross ones delegate)
     assert kinds(report) == {"frame_attention": 8, **geglus, **blocks, **resnets}
@@ -505,14 +505,23 @@ def conv_modules(model):
     return sorted(name for name, m in model.named_modules() if type(m) in fd.ORIGINAL_CLASS and m.patch_kind == "conv")
 
 
-def weight_reading_modules(model, norms=True):
-    """The swapped modules that read their convs' (and, with ``norms``, the ResnetBlock2Ds and transformer
-    blocks that read their norms') weights: those a hook or wrapper on those submodules sends to diffusers'
-    forward."""
+def weight_reading_modules(model, norms=True, linears=True):
+    """The swapped modules that read their convs' (with ``linears``, their projections' and feed-forward
+    Linears'; with ``norms``, the ResnetBlock2Ds' norms') weights: those a hook or wrapper on those submodules
+    sends to their unfused path."""
     readers = (fd.FastvidTemporalConvLayer, fd.FastvidTemporalResnetBlock)
+    if linears:  # transformer blocks read their feed-forward's last Linear and their norms
+        readers += (fd.FastvidTransformer2DModel, fd.FastvidTransformerTemporalModel,
+                    fd.FastvidAnimateDiffTransformer3D, fd.FastvidBasicTransformerBlock,
+                    fd.FastvidTemporalBasicTransformerBlock)
     if norms:
-        readers += (fd.FastvidResnetBlock2D, fd.FastvidBasicTransformerBlock, fd.FastvidTemporalBasicTransformerBlock)
+        readers += (fd.FastvidResnetBlock2D,)
     return sorted(name for name, m in model.named_modules() if type(m) in readers)
+
+
+def transformers_2d(model):
+    """The swapped Transformer2DModels (their proj_in / proj_out read in place)."""
+    return [name for name, m in model.named_modules() if type(m) is fd.FastvidTransformer2DModel]
 
 
 def feed_forward_modules(model):
@@ -631,7 +640,7 @@ def test_lora_wrapped_convs_and_projections_are_called():
     assert not torch.allclose(expected, run(unet3d(), x), atol=1e-3)  # the LoRA layers change the output
     report = patch(model, backend="torch")
     torch.testing.assert_close(run(model, x), expected, atol=1e-5, rtol=1e-5)
-    assert sorted(name for name, _ in report.unfused) == weight_reading_modules(model, norms=False)
+    assert sorted(name for name, _ in report.unfused) == weight_reading_modules(model, norms=False, linears=False)
     assert all("not a plain torch layer" in why for _, why in report.unfused)
 
 
@@ -715,8 +724,11 @@ def test_patched_models_deepcopy_and_pickle(make, inputs):
 def test_animatediff_motion_modules_patched_match_diffusers():
     model = _motion()
     motion_attentions = [n for n, m in model.named_modules() if isinstance(m, Attention) and "motion_modules" in n]
+    motion_modules = [n for n, m in model.named_modules() if type(m) is AnimateDiffTransformer3D]
     report = check_patched_matches(model, motion_inputs(), backend="torch")
-    assert sorted(report.swapped["temporal_attention"]) == sorted(motion_attentions)
+    assert motion_modules and all(type(model.get_submodule(n)) is fd.FastvidAnimateDiffTransformer3D
+                                  for n in motion_modules)  # frame-major tokens, no rearrange copies
+    assert sorted(report.swapped["temporal_attention"]) == sorted(motion_attentions + motion_modules)
     assert all(isinstance(model.get_submodule(n).processor, fd.TemporalAttnProcessor) for n in motion_attentions)
     motion_blocks = [m for n, m in model.named_modules()
                      if "motion_modules" in n and n.endswith("transformer_blocks.0")]
@@ -770,7 +782,7 @@ def test_i2vgenxl_temporal_layers_patched_match_diffusers():
     processors = [n for n, p in model.attn_processors.items() if type(p) is fd.SDPAAttnProcessor]
     assert kinds(report) == {"temporal_attention": 5 * 2 + 5 + 1, "conv": len(conv_modules(model)),
                              "feed_forward": len(feed_forward_modules(model)),
-                             "transformer_block": len(blocks) + len(processors)}
+                             "transformer_block": len(blocks) + len(processors) + len(transformers_2d(model))}
 
 
 # ---- transformer blocks: residual add + LayerNorm fused, SDPA without its no-op divide ---------------------
@@ -813,7 +825,7 @@ def test_basic_transformer_blocks_fused_in_whole_models():
                                                               fd.FastvidTemporalBasicTransformerBlock)]
         processors = [p for p in model.attn_processors.values() if type(p) is fd.SDPAAttnProcessor]
         assert len(swapped) == blocks and processors
-        assert kinds(report)["transformer_block"] == len(swapped) + len(processors)
+        assert kinds(report)["transformer_block"] == len(swapped) + len(processors) + len(transformers_2d(model))
 
 
 @needs("add_layer_norm")
