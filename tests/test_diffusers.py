@@ -512,7 +512,7 @@ def weight_reading_modules(model, norms=True, linears=True):
     readers = (fd.FastvidTemporalConvLayer, fd.FastvidTemporalResnetBlock)
     if linears:  # transformer blocks read their feed-forward's last Linear and their norms
         readers += (fd.FastvidTransformer2DModel, fd.FastvidTransformerTemporalModel,
-                    fd.FastvidAnimateDiffTransformer3D, fd.FastvidBasicTransformerBlock,
+                    fd.FastvidAnimateDiffTransformer3D, fd.FastvidTransformerSpatioTemporalModel, fd.FastvidBasicTransformerBlock,
                     fd.FastvidTemporalBasicTransformerBlock)
     if norms:
         readers += (fd.FastvidResnetBlock2D,)

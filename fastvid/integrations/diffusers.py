@@ -331,7 +331,9 @@ class FastvidAnimateDiffTransformer3D(_FrameMajorTemporal, AnimateDiffTransforme
 class FastvidTransformerSpatioTemporalModel(_Swap, TransformerSpatioTemporalModel):
     """SVD's TransformerSpatioTemporalModel whose temporal blocks (:class:`FastvidTemporalBasicTransformerBlock`)
     take the spatial blocks' frame-major tokens as they are and each video's image context ``(B, L, C)``
-    (diffusers broadcasts it to every position, ``(B*H*W, L, C)``, for its rearranged blocks). diffusers'
+    (diffusers broadcasts it to every position, ``(B*H*W, L, C)``, for its rearranged blocks); ``proj_in`` reads
+    the normalised map as tokens in place and ``proj_out`` writes its output plus the input back into the
+    (B*F, C, H, W) layout (``fastvid.nn.tokens``). diffusers'
     forward when a temporal block is not fastvid's (the "transformer_block" kind off, or the block sharded
     by fastvid.distributed) or cannot run frame-major (chunked feed-forward, hooked norms, another attention
     processor), or without encoder states."""
@@ -344,21 +346,20 @@ class FastvidTransformerSpatioTemporalModel(_Swap, TransformerSpatioTemporalMode
             return "not every temporal block's self-attention runs fastvid's temporal processor"
         return None
 
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, ("proj_in", "proj_out"))
+
     def forward(self, hidden_states, encoder_hidden_states=None, image_only_indicator=None, return_dict=True):
         # Exactly fastvid's block: a subclass (fastvid.distributed's token-sharded stage) expects diffusers' layout.
         if encoder_hidden_states is None or not all(
                 type(b) is FastvidTemporalBasicTransformerBlock and b.frame_major()
                 for b in self.temporal_transformer_blocks):
             return super().forward(hidden_states, encoder_hidden_states, image_only_indicator, return_dict)
-        batch_frames, _, height, width = hidden_states.shape
         num_frames = image_only_indicator.shape[-1]
-        batch_size = batch_frames // num_frames
+        batch_size = hidden_states.shape[0] // num_frames
         # Each video's context: that of its first frame, as diffusers takes it.
         context = encoder_hidden_states.unflatten(0, (batch_size, num_frames))[:, 0]
-        residual = hidden_states
-        x = self.norm(hidden_states)
-        inner_dim = x.shape[1]
-        x = self.proj_in(x.permute(0, 2, 3, 1).reshape(batch_frames, height * width, inner_dim))
+        x = tokens_in(self, "proj_in", self.norm(hidden_states), self.backend)
         frame_index = torch.arange(num_frames, device=x.device).repeat(batch_size)
         emb = self.time_pos_embed(self.time_proj(frame_index).to(dtype=x.dtype))[:, None, :]
         for block, temporal_block in zip(self.transformer_blocks, self.temporal_transformer_blocks):
@@ -368,8 +369,7 @@ class FastvidTransformerSpatioTemporalModel(_Swap, TransformerSpatioTemporalMode
                 x = block(x, encoder_hidden_states=encoder_hidden_states)
             mix = temporal_block(x + emb, num_frames=num_frames, encoder_hidden_states=context, fastvid_frame_major=True)
             x = self.time_mixer(x_spatial=x, x_temporal=mix, image_only_indicator=image_only_indicator)
-        x = self.proj_out(x).reshape(batch_frames, height, width, inner_dim).permute(0, 3, 1, 2).contiguous()
-        output = x + residual
+        output = tokens_out(self, "proj_out", x, hidden_states, self.backend)
         return TransformerTemporalModelOutput(sample=output) if return_dict else (output,)
 
 
