@@ -867,3 +867,80 @@ def test_hooked_norms_run_the_block_unfused_and_are_reported():
     block.norm2.register_forward_hook(lambda *args: calls.append(1))
     torch.testing.assert_close(run(block, x), expected, atol=1e-5, rtol=1e-5)
     assert calls and dict(patching.PatchReport.of(block).unfused) == {"": "norm2 has forward hooks"}
+
+
+# ---- token projections: no rearrange copies, proj_out + residual in one GEMM ------------------------------
+
+def _transformer_2d(linear_projection):
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    return _randomize(Transformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=16, norm_num_groups=8,
+                                         cross_attention_dim=24, use_linear_projection=linear_projection))
+
+
+def _transformer_2d_inputs():
+    return (torch.randn(3, 16, 5, 3, device=DEVICE), torch.randn(3, 4, 24, device=DEVICE))
+
+
+def _swapped(model):
+    """A Transformer2DModel alone is no video model (patch refuses it): swapped as patch swaps it inside one."""
+    model.__class__ = fd.FastvidTransformer2DModel
+    model.backend = "torch"
+    return model
+
+
+@pytest.mark.parametrize("linear_projection", [True, False], ids=["linear", "conv1x1"])
+def test_transformer_2d_swap_matches_diffusers(linear_projection):
+    """proj_in reads the normed (N, C, H, W) map as tokens in place (a Linear, or a 1x1 conv's weight as one),
+    proj_out writes its output plus the input back into (N, C, H, W); output, layout and gradients as diffusers'."""
+    model, inputs = _transformer_2d(linear_projection), _transformer_2d_inputs()
+    gold = run(model.double(), [t.double() for t in inputs])
+    expected, expected_grads = run(model.float(), inputs), gradients(model, inputs)
+    _swapped(model)
+    got = run(model, inputs)
+    assert_close_to_gold("Transformer2DModel", got, expected, gold, torch.float32)
+    assert got.is_contiguous()
+    for g, e in zip(gradients(model, inputs), expected_grads):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4)
+    assert fd.FastvidTransformer2DModel.refusal(model) is None
+
+
+def _motion_module(frames_table=8):
+    return _randomize(AnimateDiffTransformer3D(num_attention_heads=2, attention_head_dim=8, in_channels=16,
+                                               norm_num_groups=8, positional_embeddings="sinusoidal",
+                                               num_positional_embeddings=frames_table))
+
+
+def test_motion_module_runs_frame_major_and_matches_diffusers():
+    """AnimateDiff's motion module on frame-major tokens: sinusoidal positions per frame, no rearranges; output
+    (contiguous (B*F, C, H, W), as diffusers returns it) and every gradient against diffusers' module."""
+    frames = 3
+    inputs = (torch.randn(2 * frames, 16, 5, 3, device=DEVICE), None, None, None, frames)
+    model = _motion_module()
+    report = check_patched_matches(model, inputs, backend="torch")
+    assert type(model) is fd.FastvidAnimateDiffTransformer3D and "" in report.swapped["temporal_attention"]
+    assert run(model, inputs).is_contiguous()
+    fd.unpatch_diffusers(model)
+    check_patched_gradients(model, inputs, backend="torch")
+
+
+def test_token_projections_follow_autocast_and_hooks():
+    """Under autocast the projections run as autocast runs nn.Linear / Conv2d and the residual is added in the
+    promoted dtype, as diffusers' expression does; a LoRA-wrapped proj_out is called (and reported)."""
+    peft = pytest.importorskip("peft")
+    for linear_projection in (True, False):
+        native, model = _transformer_2d(linear_projection), _swapped(_transformer_2d(linear_projection))
+        inputs = _transformer_2d_inputs()
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            expected, got = run(native, inputs), run(model, inputs)
+        assert got.dtype == expected.dtype
+        torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
+    config = peft.LoraConfig(r=4, init_lora_weights=False, target_modules=["proj_out"])
+    native, model = _motion_module(), _motion_module()
+    inputs = (torch.randn(2 * 3, 16, 5, 3, device=DEVICE), None, None, None, 3)
+    for m in (native, model):
+        torch.manual_seed(0)
+        peft.inject_adapter_in_model(config, m)
+    patch(model, backend="torch")
+    torch.testing.assert_close(run(model, inputs), run(native, inputs), atol=1e-5, rtol=1e-5)
+    assert dict(patching.PatchReport.of(model).unfused)[""].startswith("proj_out")

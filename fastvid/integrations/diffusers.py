@@ -807,7 +807,8 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     unet = _unet(model)
     roles = _roles(unet)
     if not _is_video(model, unet, roles):
-        known = ", ".join(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock, *VIDEO_SWAPS))
+        known = ", ".join(dict.fromkeys(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock,
+                                                                                     *VIDEO_SWAPS)))
         fail(OP, "model", f"is a {type(unet).__name__} with no temporal layers or cross-frame processors (fastvid "
              f"patches {known} and Text2Video-Zero's {' / '.join(CROSS_FRAME_PROCESSORS)})",
              "a diffusers video model (UNet3DConditionModel, UNetSpatioTemporalConditionModel, UNetMotionModel, "
