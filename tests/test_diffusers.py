@@ -926,7 +926,7 @@ def test_motion_module_runs_frame_major_and_matches_diffusers():
 
 def test_token_projections_follow_autocast_and_hooks():
     """Under autocast the projections run as autocast runs nn.Linear / Conv2d and the residual is added in the
-    promoted dtype, as diffusers' expression does; a LoRA-wrapped proj_out is called (and reported)."""
+    promoted dtype, as diffusers' expression does; a LoRA-wrapped feed-forward Linear is called (and reported)."""
     peft = pytest.importorskip("peft")
     for linear_projection in (True, False):
         native, model = _transformer_2d(linear_projection), _swapped(_transformer_2d(linear_projection))
@@ -935,7 +935,7 @@ def test_token_projections_follow_autocast_and_hooks():
             expected, got = run(native, inputs), run(model, inputs)
         assert got.dtype == expected.dtype
         torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
-    config = peft.LoraConfig(r=4, init_lora_weights=False, target_modules=["proj_out"])
+    config = peft.LoraConfig(r=4, init_lora_weights=False, target_modules=r".*ff\.net\.2")
     native, model = _motion_module(), _motion_module()
     inputs = (torch.randn(2 * 3, 16, 5, 3, device=DEVICE), None, None, None, 3)
     for m in (native, model):
@@ -943,4 +943,4 @@ def test_token_projections_follow_autocast_and_hooks():
         peft.inject_adapter_in_model(config, m)
     patch(model, backend="torch")
     torch.testing.assert_close(run(model, inputs), run(native, inputs), atol=1e-5, rtol=1e-5)
-    assert dict(patching.PatchReport.of(model).unfused)[""].startswith("proj_out")
+    assert dict(patching.PatchReport.of(model).unfused)["transformer_blocks.0"].startswith("ff.net.2")
