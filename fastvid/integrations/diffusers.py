@@ -5,24 +5,28 @@ What is swapped (each only where its preconditions hold; everything else is repo
 - temporal self-attention (TransformerTemporalModel blocks of ModelScope, attn1 of
   SVD's TemporalBasicTransformerBlock): :class:`TemporalAttnProcessor`, which reads the
   ``(B*H*W, F, C)`` projections in place through ``fastvid.temporal_attention``;
-- TransformerTemporalModel: its forward keeps the tokens frame-major ``(B*F, H*W, C)`` so the
-  ``(b f) <-> (b h w)`` token reshapes disappear and the processors read ``(B, F, N, h, d)`` views;
+- TransformerTemporalModel and AnimateDiff's motion modules (AnimateDiffTransformer3D): their forward keeps
+  the tokens frame-major ``(B*F, H*W, C)`` so the ``(b f) <-> (b h w)`` token reshapes disappear, the
+  processors read ``(B, F, N, h, d)`` views and sinusoidal frame embeddings are added per frame;
 - SVD's TransformerSpatioTemporalModel and its TemporalBasicTransformerBlocks: the temporal blocks run on
   the spatial blocks' frame-major tokens too (no rearrange copies around them), their cross-attention
   against each video's image context;
 - Text2Video-Zero's CrossFrameAttnProcessor: :class:`FirstFrameAttnProcessor` projects K/V of the
   first frame only and runs ``fastvid.frame_attention(frames="first")`` (no repeated K/V);
 - spatial self-attention, on request (``spatial_self_attention=True``): :class:`FrameAttnProcessor`;
-- AnimateDiff's motion modules (AnimateDiffTransformer3D of UNetMotionModel / MotionAdapter, reused by
-  the SparseControlNet and video-to-video pipelines: temporal transformers whose blocks add sinusoidal
-  positional embeddings over frames before attention) and I2VGenXL's image-latent temporal encoder:
-  their self-attentions get :class:`TemporalAttnProcessor`;
+- the self-attentions of AnimateDiff's motion modules (UNetMotionModel / MotionAdapter, reused by the
+  SparseControlNet and video-to-video pipelines) and of I2VGenXL's image-latent temporal encoder get
+  :class:`TemporalAttnProcessor`;
+- Transformer2DModel, the temporal transformers above and SVD's TransformerSpatioTemporalModel: ``proj_in``
+  reads the normed channel-first map as tokens in place and ``proj_out`` writes its output plus the input
+  back into that layout in one GEMM (``fastvid.nn.tokens`` over ``fastvid.linear``);
 - TemporalConvLayer (ModelScope, I2VGenXL) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock):
   fused GroupNorm+SiLU and ``fastvid.temporal_conv``, or, when their submodules carry hooks or are
   wrapped (offload, layerwise casting, LoRA), diffusers' own forward;
 - BasicTransformerBlock (spatial and temporal transformers of every video UNet) and SVD's
   TemporalBasicTransformerBlock: each residual add and the LayerNorm after it in one pass
-  (``fastvid.add_layer_norm``); spatial self- and cross-attention on diffusers' AttnProcessor2_0:
+  (``fastvid.add_layer_norm``), the feed-forward's residual added in its last Linear's epilogue
+  (``fastvid.linear``); spatial self- and cross-attention on diffusers' AttnProcessor2_0:
   :class:`SDPAAttnProcessor`, the same SDPA path without its divide by ``rescale_output_factor`` = 1;
 - ResnetBlock2D (the spatial ResNets of every video U-Net): GroupNorm+SiLU per frame fused, the time
   embedding added inside the second one, the residual added in place; AlphaBlender (SVD): one-pass mix
