@@ -277,9 +277,8 @@ def _triton_auto_reason(q, k, v, frames, scale):
                 "memory-efficient) run on views without copies; auto takes the torch backend")
     if mode == "first" and head_dim % 16 and head_dim % 8 == 0:
         return (f"frames='first' reads frame 0's keys through a view, and at head_dim {head_dim} (not a multiple "
-                "of 16) SDPA's fused kernels measured faster than the Triton kernel (NVIDIA H200: 0.60 vs 0.81 ms "
-                "forward, 2.2 vs 4.0 ms forward+backward at Text2Video-Zero's 64x64 layer, head_dim 40; "
-                "benchmarks/results/h200-quick-2026-11-27); auto takes the torch backend")
+                "of 16) SDPA's fused kernels ran faster than the Triton kernel in the benchmarks (docs/benchmarks.md); "
+                "auto takes the torch backend")
     return None
 
 
