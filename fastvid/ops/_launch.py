@@ -365,7 +365,8 @@ def _idle(hook) -> bool:
 def _idle_hooks(knobs=None) -> Optional[tuple]:
     """Triton's (launch_enter_hook, launch_exit_hook) when neither does anything (no profiler hook is
     installed), else None: the fixed-argument launch passes no launch metadata."""
-    knobs = knobs or _runtime_knobs()
+    if knobs is None:
+        knobs = _runtime_knobs()
     enter, leave = knobs.launch_enter_hook, knobs.launch_exit_hook
     if _idle(enter) and _idle(leave):
         return enter, leave

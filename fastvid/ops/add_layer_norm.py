@@ -113,8 +113,9 @@ class _BwdPlan:
 def _bwd_run(plan: _BwdPlan, dsum, dnormed, s, weight, stats, has_bias):
     dx = plan.dx()
     if plan.launch is None:  # no row or no column: zero parameter gradients
-        dweight = torch.zeros(plan.partial_shape[1], dtype=weight.dtype, device=s.device) if weight is not None else None
-        dbias = torch.zeros(plan.partial_shape[1], dtype=s.dtype, device=s.device) if has_bias else None
+        width = plan.partial_shape[1]
+        dweight = torch.zeros(width, dtype=weight.dtype, device=s.device) if weight is not None else None
+        dbias = torch.zeros(width, dtype=s.dtype, device=s.device) if has_bias else None
     else:
         dw_part, db_part = plan.partial(), plan.partial()
         plan.launch(dnormed if dsum is None else dsum, dnormed, s, s if weight is None else weight, stats, dx,
