@@ -1,11 +1,11 @@
-"""The diffusers-pipeline benchmark on a GPU machine with no package index (docs/pipelines.md).
+"""The diffusers-pipeline benchmark on an offline GPU machine (no package index; docs/pipelines.md).
 
-    python benchmarks/gpu_kit.py download              # here: the wheels the GPU machine lacks -> benchmarks/wheels/
+    python benchmarks/gpu_kit.py download              # here: the wheels that machine lacks -> benchmarks/wheels/
     python benchmarks/gpu_kit.py run --call eager --out "$OUT"     # there: install them offline, run one call
     python benchmarks/gpu_kit.py plot --out DIR        # here: the Markdown table and plot again from DIR/pipelines.jsonl
 
-The GPU machine has torch, Triton, transformers, accelerate, huggingface_hub, safetensors, pillow, regex,
-requests, numpy and matplotlib, but not diffusers nor importlib_metadata (which diffusers imports): WHEELS,
+The kit expects torch, Triton, transformers, accelerate, huggingface_hub, safetensors, pillow, regex,
+requests, numpy and matplotlib there, and brings diffusers and importlib_metadata (which diffusers imports): WHEELS,
 at the versions installed here (the tested ones), both pure Python. ``run`` installs them with
 ``pip install --no-index --no-deps --target`` into a temporary folder put on PYTHONPATH, then runs
 ``python -m fastvid bench --diffusers`` with the options of one of CALLS (each fits one 10-minute call on an
@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WHEELS_DIR = ROOT / "benchmarks" / "wheels"  # ignored by git: copy it to the GPU machine with the tree
+WHEELS_DIR = ROOT / "benchmarks" / "wheels"  # ignored by git: copy it to the offline machine with the tree
 WHEELS = ("diffusers", "importlib_metadata")
 ALL = "svd,animatediff,modelscope,i2vgenxl,t2v_zero"
 COMPILED = ["--variants", "compile,fastvid+compile", "--budget", "540"]
@@ -85,7 +85,7 @@ def plot(out: Path) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("download", help="here: pip download the wheels the GPU machine lacks into benchmarks/wheels")
+    sub.add_parser("download", help="here: pip download the wheels the offline machine lacks into benchmarks/wheels")
     r = sub.add_parser("run", help="there: install the wheels offline and run one call of the benchmark")
     r.add_argument("--call", choices=sorted(CALLS), default="eager")
     r.add_argument("--out", type=Path, required=True)

@@ -4,10 +4,11 @@
     python benchmarks/host_overhead.py --out "$OUT"                   # CUDA: real host time vs device time
 
 On CPU (``TRITON_INTERPRET=1``, every Triton kernel object's launch replaced by a no-op, fp16
-inputs) it times, per op, the forward (the public function, backend "triton", no grad) and the
-backward (the op's backward entry on saved tensors) against ``torch.empty_strided`` of the same
-outputs: the ratio says how many output allocations fastvid's own Python costs per call. That
-is the host cost a repeated call pays besides the launches themselves.
+inputs) it times, for every op of ``fastvid.registry.OPS`` on its example inputs, the forward (the
+public function, backend "triton", no grad) and the backward (the op's backward entry on the
+arguments its autograd formula passes it) against ``torch.empty_strided`` of the same outputs: the
+ratio says how many output allocations fastvid's own Python costs per call. That is the host cost a
+repeated call pays besides the launches themselves.
 
 On CUDA (bf16) it queues CALLS calls without synchronising (host us per call) and reads the
 kernels' device time per call from torch.profiler, for fastvid and its peers on the same inputs
@@ -20,7 +21,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as Fn
@@ -28,15 +29,11 @@ import torch.nn.functional as Fn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
-from fastvid.ops import frame_attention as fa_op  # noqa: E402
-from fastvid.ops import group_norm_silu as gn_op  # noqa: E402
-from fastvid.ops import temporal_attention as ta_op  # noqa: E402
-from fastvid.ops import temporal_conv as tc_op  # noqa: E402
 from fastvid.testing import stubbed_launches  # noqa: E402
 
 CALLS = 200  # calls per timing repeat
 REPEATS = 15  # the fastest of these repeats is reported (the least disturbed by other processes)
-GROUPS = 4
+N_CPU = 64  # tokens per frame (attention), the video's height (the others): the example inputs' size
 
 
 def _side_by_side_us(*fns: Callable[[], object]) -> List[float]:
@@ -68,45 +65,93 @@ def _allocator(result) -> Callable[[], None]:
     return allocate
 
 
-def cpu_cases(dtype=torch.float16) -> Dict[str, Tuple[Callable, Callable]]:
-    """op -> (forward call, backward call): fastvid's Triton path on tiny CPU inputs."""
-    B, F, N, H, D = 1, 8, 64, 2, 32
-    q, k, v = (torch.randn(B, F, N, H, D, dtype=dtype) for _ in range(3))
-    bias = torch.randn(H, F, F, dtype=dtype)
-    x = torch.randn(1, 16, 8, 8, 8, dtype=dtype)
-    weight, cbias = torch.randn(16, 16, 3, dtype=dtype), torch.randn(16, dtype=dtype)
-    gw, gb = torch.randn(16, dtype=dtype), torch.randn(16, dtype=dtype)
-    scale = D ** -0.5
-    cases = {}
+def _backward_call(spec, inputs: Dict[str, torch.Tensor]) -> Optional[Callable[[], object]]:
+    """The op's backward entry (``_bwd_op``) called on the arguments its autograd formula passes it, recorded
+    from one backward of the public function (every floating input requiring a gradient); None for an op
+    without one."""
+    module = spec.module
+    bwd = getattr(module, "_bwd_op", None)
+    if bwd is None:
+        return None
+    seen = []
 
-    out, lse = ta_op._fwd_op(q, k, v, bias, False, scale)
-    cases["temporal_attention"] = (
-        lambda: fastvid.temporal_attention(q, k, v, bias=bias, backend="triton"),
-        lambda: ta_op._bwd_op(out, q, k, v, bias, out, lse, False, scale, True))
-    fout, flse = fa_op._fwd_op(q, k, v, fa_op.frame_table("first", F, q.device), scale)
-    table = fa_op.frame_table("first", F, q.device)
-    cases["frame_attention"] = (
-        lambda: fastvid.frame_attention(q, k, v, frames="first", backend="triton"),
-        lambda: fa_op._bwd_op(fout, q, k, v, table, fout, flse, scale))
-    cases["temporal_conv"] = (
-        lambda: fastvid.temporal_conv(x, weight, cbias, backend="triton"),
-        lambda: tc_op._bwd_op(x, x, weight, 1, True, True, True))
-    y, stats = gn_op._fwd_op(x, gw, gb, GROUPS, 1e-5, False)
-    cases["group_norm_silu"] = (
-        lambda: fastvid.group_norm_silu(x, GROUPS, gw, gb, backend="triton"),
-        lambda: gn_op._bwd_op(x, x, gw, gb, stats, GROUPS, False))
+    def record(*args):
+        seen.append(args)
+        return bwd(*args)
+
+    leaves = {name: t.detach().requires_grad_(t.is_floating_point()) for name, t in inputs.items()}
+    module._bwd_op = record
+    try:
+        outs = _outputs(spec.function(**leaves, **spec.examples.kwargs, backend="triton"))
+        torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+    finally:
+        module._bwd_op = bwd
+    args = seen[0]
+    return lambda: bwd(*args)
+
+
+def cpu_cases(dtype=torch.float16) -> Dict[str, Tuple[Callable, Optional[Callable]]]:
+    """op -> (forward call, backward call or None): every op of ``fastvid.registry.OPS`` on its Triton path,
+    on the op's example inputs (``examples.make(1, N_CPU)``)."""
+    from fastvid.registry import OPS
+
+    cases = {}
+    for name, spec in OPS.items():
+        inputs = spec.examples.make(1, N_CPU, device="cpu", dtype=dtype)
+        kwargs = dict(spec.examples.kwargs, backend="triton")
+        with torch.enable_grad():
+            backward = _backward_call(spec, inputs)
+        cases[name] = (lambda fn=spec.function, inputs=inputs, kwargs=kwargs: fn(**inputs, **kwargs), backward)
     return cases
+
+
+def _library_args(spec, inputs: Dict[str, torch.Tensor], kwargs) -> tuple:
+    """The arguments the public call passes the op's forward torch.library op, recorded from a first call of
+    the signature with every floating input requiring a gradient (where the op plans), detached."""
+    op, seen = spec.module._fwd_op, []
+    plan = op.plan
+    op.plan = lambda *args: (seen.append(args), plan(*args))[1]
+    spec.dispatcher.calls.clear()
+    op.plans.clear()
+    leaves = {name: t.detach().requires_grad_(t.is_floating_point()) for name, t in inputs.items()}
+    try:
+        with torch.enable_grad():
+            spec.function(**leaves, **kwargs)
+    finally:
+        op.plan = plan
+    return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in seen[0])
+
+
+def custom_op_table() -> List[str]:
+    """The forward library op called as torch.ops.fastvid.<op>_fwd (torch.library's dispatch) and through
+    fastvid's eager path (``TritonOp.__call__``: the implementation with the plan bound), same arguments."""
+    from fastvid.registry import OPS
+
+    lines = ["| op | torch.ops.fastvid us | eager path us | ratio |", "|---|---|---|---|"]
+    with stubbed_launches(), torch.no_grad():
+        for name, spec in OPS.items():
+            inputs = spec.examples.make(1, N_CPU, device="cpu", dtype=torch.float16)
+            op = spec.module._fwd_op
+            args = _library_args(spec, inputs, dict(spec.examples.kwargs, backend="triton"))
+            library, eager = _side_by_side_us(lambda: op.op(*args), lambda: op(*args))
+            lines.append(f"| {name} | {library:.1f} | {eager:.1f} | {library / eager:.1f} |")
+            print(lines[-1], flush=True)
+    return lines
 
 
 def cpu_table() -> List[str]:
     lines = ["| op | pass | fastvid us | allocation us | ratio |", "|---|---|---|---|---|"]
-    with stubbed_launches(), torch.no_grad():
-        for op, calls in cpu_cases().items():
-            for mode, fn in zip(("forward", "backward"), calls):
-                alloc = _allocator(fn())
-                ours, base = _side_by_side_us(fn, alloc)
-                lines.append(f"| {op} | {mode} | {ours:.1f} | {base:.1f} | {ours / base:.1f} |")
-                print(lines[-1], flush=True)
+    with stubbed_launches():
+        cases = cpu_cases()
+        with torch.no_grad():
+            for op, calls in cases.items():
+                for mode, fn in zip(("forward", "backward"), calls):
+                    if fn is None:
+                        continue
+                    alloc = _allocator(fn())
+                    ours, base = _side_by_side_us(fn, alloc)
+                    lines.append(f"| {op} | {mode} | {ours:.1f} | {base:.1f} | {ours / base:.1f} |")
+                    print(lines[-1], flush=True)
     return lines
 
 
@@ -182,7 +227,8 @@ def main(argv=None) -> None:
         if not interpreting():
             raise SystemExit("on CPU run with TRITON_INTERPRET=1 (the launches are stubbed)")
         title = "# Host cost per call on CPU, launches stubbed (TRITON_INTERPRET=1, fp16)"
-        lines = cpu_table()
+        lines = cpu_table() + ["", "Forward library op: torch.library's dispatch vs fastvid's eager path", ""]
+        lines += custom_op_table()
     import triton
 
     header = [title, "", f"torch {torch.__version__}, triton {triton.__version__}; "

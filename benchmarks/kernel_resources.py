@@ -82,6 +82,7 @@ TRIPS = {
     "group_norm_silu_apply_kernel": "cdiv(n_chunks * (1 if PER_FRAME else frames), BLOCK_R)",
     "group_norm_silu_bwd_reduce_kernel": "cdiv(chunk_pixels, BLOCK_P)",
     "geglu_linear_fwd_kernel": "cdiv(K, BLOCK_K)",
+    "linear_fwd_kernel": "cdiv(K, BLOCK_K)",
     "add_layer_norm_bwd_kernel": "cdiv(rows_per_program, BLOCK_M)",
 }
 
@@ -326,11 +327,24 @@ def _geglu_linear(shape, dtype, variant=None):
         ops.geglu_linear_bwd._init_fn(out, x, weight, bias, "none")
 
 
+def _linear(shape, dtype, variant="proj_out"):
+    """(B * F, N, C) tokens in one of bench_linear's layouts (proj_in: x an NCHW view; proj_out: the residual
+    one; ff_out: 4C -> C plus a contiguous residual). The backward is torch matmuls only (no Triton kernel)."""
+    from benchmarks import bench_linear
+
+    x, weight, bias, *residual = bench_linear.inputs(shape, dtype, "meta", variant)
+    with _direction("fwd"):
+        _op("linear").linear_fwd._init_fn(x, weight, bias, residual[0] if residual else None)
+
+
 OPS = {name: (globals()[spec.compile_specs], spec.benchmark_shapes)
        for name, spec in REGISTRY.items()}
 # The variants of an op the model reports apart (frame attention: frames mode; GroupNorm: per_frame; GEGLU: the
 # GELU approximation); others: (None,).
-VARIANTS = {"frame_attention": ("first", "sparse_causal"), "group_norm_silu": (False, True), "geglu": ("none", "tanh")}
+VARIANTS = {"frame_attention": ("first", "sparse_causal"), "group_norm_silu": (False, True), "geglu": ("none", "tanh"),
+            "linear": ("proj_in", "proj_out", "ff_out")}
+# The field of a GPU row's shape that names the variant the model reports apart (the suite times every one).
+VARIANT_FIELDS = {"frame_attention": "frames", "linear": "layout"}
 # Temporal attention keeps [BLOCK_N, BLOCK_F, BLOCK_D] fp32 tiles in registers: its launcher's tile
 # heuristic is checked over frame counts and head sizes beyond the benchmark shapes too.
 SWEEP = {"temporal_attention": (_temporal_attention, {f"F{F}-d{D}": (2, F, 1024, 8, D) for F in (8, 16, 24, 32, 64)
@@ -421,6 +435,11 @@ def work(op, shape, variant, direction, element_size=2) -> Tuple[float, float]:
         if direction == "fwd":
             return (m * channels + 2 * inner * channels + m * inner) * element_size, 2.0 * m * channels * 2 * inner
         return m * inner * element_size * 5, 0.0
+    if op == "linear":  # bench_linear.describe's formula
+        from benchmarks import bench_linear
+
+        _, flops, nbytes = bench_linear.describe(("", (*shape, variant)), direction, element_size)
+        return nbytes, flops
     B, C, F, H, W = shape
     elems = B * C * F * H * W
     if op == "alpha_blend":  # forward reads x_spatial, x_temporal, writes out; backward reads 3, writes 2
@@ -575,7 +594,8 @@ def analyse(op: str, shape, dtype=torch.bfloat16, variants=None) -> Dict[str, ob
 
 
 def measured(results: Path = ROOT / "benchmarks" / "results") -> Dict[tuple, Dict[str, object]]:
-    """fastvid's bf16 GPU rows of every results folder's *.jsonl, newest run per op: (op, case, frames, mode)
+    """fastvid's bf16 GPU rows of every results folder's *.jsonl, newest run per op: (op, case, variant (the
+    row's VARIANT_FIELDS entry, else frames), mode)
     -> ms, provider, GPU, Triton, and the run's measured ceilings (``ceilings``). Of the two fastvid rows of
     frame attention, "fastvid-triton" (the Triton kernels alone) is the one the model describes."""
     from benchmarks import plot
@@ -592,7 +612,7 @@ def measured(results: Path = ROOT / "benchmarks" / "results") -> Dict[tuple, Dic
     for r in rows:
         if r.get("status") != "ok" or r.get("provider") not in preference:
             continue
-        key = (r["op"], r["shape"].get("model"), r["shape"].get("frames"), r["mode"])
+        key = (r["op"], r["shape"].get("model"), r["shape"].get(VARIANT_FIELDS.get(r["op"], "frames")), r["mode"])
         if key not in found or preference[r["provider"]] > preference[found[key]["provider"]]:
             found[key] = dict(ms=r["ms"], provider=r["provider"], gpu=r.get("device_name", "?"),
                               triton=r.get("triton", "?"), ceilings=ceilings[(r["date"], r["commit"])])
@@ -649,9 +669,9 @@ def predicted_vs_measured(analyses, gpu_rows) -> List[Dict[str, object]]:
         for variant, dirs in by_variant.items():
             if (a["op"], variant) in (("group_norm_silu", True), ("geglu", "tanh")):  # the suite times the defaults
                 continue
-            frames = variant if a["op"] == "frame_attention" else None
+            timed = variant if a["op"] in VARIANT_FIELDS else None  # the variant the GPU rows name
             for mode, parts in (("fwd", ("fwd",)), ("fwd+bwd", ("fwd", "bwd"))):
-                row = gpu_rows.get((a["op"], a["shape"], frames, mode))
+                row = gpu_rows.get((a["op"], a["shape"], timed, mode))
                 if row is None or not all(part in dirs for part in parts):
                     continue
                 ds = [dirs[part] for part in parts]

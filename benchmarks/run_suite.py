@@ -12,9 +12,9 @@
    backend in bf16 (--quick), fp16 (--rest) or both. On CPU: the torch and auto backends in fp32
    (and fp16 unless --quick). An op that fails is not timed.
 2. Timings: each op's bench script (benchmarks/bench_<op>.py, its main()) called once per case
-   (one shape, and for frame attention one frames mode), rows appended to <out>/<op>.jsonl as each
-   case finishes. --quick: the headline models' shapes (QUICK), forward and forward+backward, against
-   every installed peer; the torch.compile peers (a compile per shape and mode) at each op's first
+   (one shape, and for frame attention and linear one variant: frames mode, layout), rows appended to
+   <out>/<op>.jsonl as each case finishes. --quick: the headline models' shapes (QUICK), forward and
+   forward+backward, against every installed peer; the torch.compile peers (a compile per shape and mode) at each op's first
    case only. --rest: every other case, all modes, every torch.compile peer.
 3. After each op: correctness.md (after its check), SUMMARY.md and plots.tar (after its timings) are
    rewritten, so a run killed midway leaves everything measured so far.
@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fastvid  # noqa: E402
 from benchmarks import harness, plot  # noqa: E402
+from benchmarks.bench_linear import LAYOUTS as LINEAR_LAYOUTS  # noqa: E402
 from fastvid.registry import OPS as REGISTRY  # noqa: E402
 from fastvid.testing import check_against_reference  # noqa: E402
 
@@ -104,16 +105,16 @@ def _bench_main(op):
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One call of an op's bench script: one shape (and frames mode), its modes, with or without
+    """One call of an op's bench script: one shape (and variant, VARIANTS), its modes, with or without
     the torch.compile peers."""
     op: str
     shape: str
-    frames: str = ""
+    variant: str = ""
     compile_peers: bool = True
 
     @property
     def label(self) -> str:
-        return f"{self.op} {self.shape}" + (f" {self.frames}" if self.frames else "")
+        return f"{self.op} {self.shape}" + (f" {self.variant}" if self.variant else "")
 
 
 # --quick: the headline models per op (ModelScope T2V, SVD, Text2Video-Zero d=40, Latte d=72) in
@@ -128,11 +129,15 @@ QUICK = {
     "alpha_blend": [("svd-72x128-c320", "")],
     "geglu": [("svd-72x128-c320", "")],
     "geglu_linear": [("svdxt-72x128-c320", "")],
+    "linear": [("svdxt-72x128-c320", "proj_out")],
 }
 # Their --quick cases leave the torch.compile peer to --rest (the quick budget).
-QUICK_NO_COMPILE = ("geglu", "add_layer_norm", "alpha_blend", "geglu_linear")
+QUICK_NO_COMPILE = ("geglu", "add_layer_norm", "alpha_blend", "geglu_linear", "linear")
 QUICK_MODES = "fwd,fwd+bwd"
 FRAMES = ("first", "sparse_causal", "self", "all")  # bench_frame_attention.FRAMES
+# Ops whose bench script runs one variant per call: (the variants, the script's arguments that pick one).
+VARIANTS = {"frame_attention": (FRAMES, lambda frames: ["--frames", frames, "--num-frames", "", "--heads", ""]),
+            "linear": (tuple(LINEAR_LAYOUTS), lambda layout: ["--layouts", layout])}
 
 # The plan: a model of an H100 run, not a measurement. Per timed row: do_bench's estimate, 25 ms warm-up
 # and 100 ms of repeats, a peak-memory pass, two input sets (0.2-0.3 s); conv and GroupNorm rows also
@@ -140,15 +145,15 @@ FRAMES = ("first", "sparse_causal", "self", "all")  # bench_frame_attention.FRAM
 # compile and time every config): 0.5-0.9 s. Per torch.compile graph (one per shape and mode): ~6 s.
 PLAN_STARTUP_S = 20.0  # imports, CUDA context, the copy/matmul ceilings
 PLAN_ROW_S = {"temporal_attention": 0.35, "frame_attention": 0.35, "temporal_conv": 0.6, "group_norm_silu": 0.6,
-              "alpha_blend": 0.6, "geglu": 0.6, "add_layer_norm": 0.3, "geglu_linear": 0.6}
+              "alpha_blend": 0.6, "geglu": 0.6, "add_layer_norm": 0.3, "geglu_linear": 0.6, "linear": 0.6}
 PLAN_COMPILE_S = 0.9
 PLAN_TORCH_COMPILE_S = 6.0
 PLAN_CHECK_S = 1.0  # one correctness case: kernel, reference, float64 gold, gradients
 # Providers per (shape, mode) on CUDA (benchmarks/bench_<op>.py), and how many of them are torch.compile peers.
 PLAN_PROVIDERS = {"temporal_attention": 8, "frame_attention": 10, "temporal_conv": 5, "group_norm_silu": 6,
-                  "alpha_blend": 3, "geglu": 3, "add_layer_norm": 3, "geglu_linear": 4}
+                  "alpha_blend": 3, "geglu": 3, "add_layer_norm": 3, "geglu_linear": 4, "linear": 3}
 PLAN_COMPILED = {"temporal_attention": 1, "frame_attention": 1, "temporal_conv": 0, "group_norm_silu": 2,
-                 "alpha_blend": 1, "geglu": 1, "add_layer_norm": 1, "geglu_linear": 1}
+                 "alpha_blend": 1, "geglu": 1, "add_layer_norm": 1, "geglu_linear": 1, "linear": 1}
 DEFAULT_MODES = {"frame_attention": "fwd,fwd+bwd"}  # the others: harness.MODES
 # Default --budget of each part: --quick and --rest each fit in a run of under 10 minutes.
 QUICK_BUDGET_S, REST_BUDGET_S = 230.0, 420.0
@@ -161,8 +166,8 @@ def _case_shapes(op, device) -> Dict[str, tuple]:
 
 
 def all_cases(op, device) -> List[Case]:
-    frames = FRAMES if op == "frame_attention" else ("",)
-    return [Case(op, name, f) for name in _case_shapes(op, device) for f in frames]
+    variants = VARIANTS[op][0] if op in VARIANTS else ("",)
+    return [Case(op, name, v) for name in _case_shapes(op, device) for v in variants]
 
 
 def quick_cases(op, device) -> List[Case]:
@@ -171,14 +176,14 @@ def quick_cases(op, device) -> List[Case]:
     if device == "cuda" and op in QUICK:
         picked = QUICK[op]
     else:
-        picked = [(next(iter(_case_shapes(op, device))), "first" if op == "frame_attention" else "")]
+        picked = [(next(iter(_case_shapes(op, device))), VARIANTS[op][0][0] if op in VARIANTS else "")]
     compiled = device != "cuda" or op not in QUICK_NO_COMPILE
-    return [Case(op, name, frames, compile_peers=i == 0 and compiled) for i, (name, frames) in enumerate(picked)]
+    return [Case(op, name, variant, compile_peers=i == 0 and compiled) for i, (name, variant) in enumerate(picked)]
 
 
 def rest_cases(op, device) -> List[Case]:
-    done = {(c.shape, c.frames) for c in quick_cases(op, device)}
-    return [c for c in all_cases(op, device) if (c.shape, c.frames) not in done]
+    done = {(c.shape, c.variant) for c in quick_cases(op, device)}
+    return [c for c in all_cases(op, device) if (c.shape, c.variant) not in done]
 
 
 class Plan:
@@ -192,8 +197,8 @@ class Plan:
         self.skipped: List[str] = []
         self._compiled: set = set()
 
-    def new_compiles(self, op, shape_name, frames="", seen: Optional[set] = None) -> int:
-        """Triton launch configs first needed at this shape (and frames mode), not in ``seen`` (default: the
+    def new_compiles(self, op, shape_name, variant="", seen: Optional[set] = None) -> int:
+        """Triton launch configs first needed at this shape (and variant), not in ``seen`` (default: the
         cases planned so far). benchmarks/kernel_resources.py captures the launchers' choices on meta
         tensors; autotuned kernels count every config."""
         if self.device != "cuda":
@@ -202,7 +207,7 @@ class Plan:
 
         table = {op: (kernel_resources.OPS[op][0], {shape_name: _case_shapes(op, "cuda")[shape_name]})}
         try:
-            launches = kernel_resources.capture([op], table=table, variants={op: (frames,)} if frames else None)
+            launches = kernel_resources.capture([op], table=table, variants={op: (variant,)} if variant else None)
         except Exception as exc:  # a launcher being rewritten: assume a handful
             print(f"# plan: could not capture {op} launches ({type(exc).__name__}: {exc}); assuming 8 compiles")
             return 8
@@ -217,7 +222,7 @@ class Plan:
         compiled = PLAN_COMPILED[case.op] if case.compile_peers else 0
         rows = (PLAN_PROVIDERS[case.op] - PLAN_COMPILED[case.op] + compiled) * n_modes
         graphs = compiled * n_modes
-        compiles = self.new_compiles(case.op, case.shape, case.frames)
+        compiles = self.new_compiles(case.op, case.shape, case.variant)
         seconds = rows * PLAN_ROW_S[case.op] + compiles * PLAN_COMPILE_S + graphs * PLAN_TORCH_COMPILE_S
         return seconds, rows, compiles, graphs
 
@@ -283,8 +288,8 @@ def run_case(case: Case, args, out: Path, modes: str):
         argv += ["--modes", modes]
     if (args.no_compile or not case.compile_peers) and case.op != "temporal_conv":
         argv.append("--no-compile")
-    if case.op == "frame_attention":
-        argv += ["--frames", case.frames, "--num-frames", "", "--heads", ""]
+    if case.op in VARIANTS:
+        argv += VARIANTS[case.op][1](case.variant)
     print(f"\n## {case.label}: bench_{case.op}.main({' '.join(argv)})", flush=True)
     try:
         _bench_main(case.op)(argv)

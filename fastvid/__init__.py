@@ -8,6 +8,7 @@ from .ops.frame_attention import frame_attention
 from .ops.geglu import geglu
 from .ops.geglu_linear import geglu_linear
 from .ops.group_norm_silu import group_norm_silu
+from .ops.linear import linear
 from .ops.temporal_attention import temporal_attention
 from .ops.temporal_conv import temporal_conv
 from .validation import FastvidInputError
@@ -42,6 +43,7 @@ __all__ = [
     "group_norm_silu",
     "inflate_conv2d",
     "last_backend",
+    "linear",
     "models",
     "nn",
     "patch",

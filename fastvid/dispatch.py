@@ -9,19 +9,19 @@ failing lists every backend's reason; a backend name that is not one raises ``Fa
 Each backend declares its limits once (:class:`Limits`: dtypes, largest head_dim, frames, ...), read
 from the call's features (the op's ``features``); the op's validation checks only what every
 backend needs. :meth:`Dispatcher.call` validates and chooses once per call signature
-(:func:`fastvid.ops._launch.call_key`) and keeps the chosen backend, with its launch plan bound
+(:func:`fastvid.ops._launch.signature`) and keeps the chosen backend, with its launch plan bound
 (``Backend.prepare``), in a bounded :class:`~fastvid.ops._launch.PlanCache`: a repeated call is a
 key lookup, the op's per-call value checks (``value_checks``), output allocation and launch.
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from .ops._launch import PlanCache, call_key
+from .ops._launch import PlanCache, signature
+from .ops._library import Const, _dispatch_modes, _is_compiling, bound
 from .validation import FLOAT_DTYPES, fail
 
 BACKEND_NAMES = ("auto", "triton", "torch", "reference")
@@ -139,42 +139,42 @@ class Dispatcher:
         """The public function's call (``args``: its arguments in ``arguments``' order, defaults applied):
         validated, dispatched and planned once per call signature, then looked up. Inside torch.compile,
         under a dispatch mode, or for a tensor subclass every call takes the full path."""
-        key = None
-        if not (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack()):
-            key = call_key(backend, *args)
-        if key is None:
+        if _is_compiling() or _dispatch_modes():
             return self(backend, *self.arguments(*args))
-        name, runner, pick, consts = self.calls.lookup(key, self._prepare, backend, args)
+        key = signature(args, backend)
+        try:
+            entry = self.calls.plans.get(key)
+        except TypeError:  # an unhashable argument: prepared on every call
+            entry = None
+        if entry is None:
+            if key is None:  # a tensor subclass
+                return self(backend, *self.arguments(*args))
+            entry = self.calls.lookup(key, self._prepare, backend, args)
         if self.value_checks is not None:
             self.value_checks(*args)
+        name, run = entry
         _last[self.op] = name
-        return runner(*pick(args + consts))
+        return run(*args)
 
     def _prepare(self, backend: str, args: tuple):
-        """(backend name, runner, picker, constants): ``runner(*picker(args + constants))`` runs a call of
-        this signature. Tensors come from the call's arguments; every other backend argument is a
-        function of the signature, kept as a constant."""
+        """(backend name, runner): ``runner(*args)`` runs a call of this signature. Tensors come from the
+        call's arguments; every other backend argument is a function of the signature, kept as a constant
+        (:func:`~fastvid.ops._library.bound` merges that mapping with the backend's prepared call)."""
         bargs = self.arguments(*args)
         chosen = self.select(backend, *bargs)
         runner = chosen.prepare(*bargs) if chosen.prepare is not None else chosen.run
-        positions, consts = [], []
-        for b in bargs:
-            if isinstance(b, torch.Tensor):
+        picks = []
+        for i, b in enumerate(bargs):
+            if i < len(args) and b is args[i]:
+                picks.append(i)
+            elif isinstance(b, torch.Tensor):
                 index = next((i for i, a in enumerate(args) if a is b), None)
                 if index is None:  # a tensor made from the arguments (a copy): no fixed recipe, run in full
-                    return chosen.name, lambda *a: self(backend, *self.arguments(*a)), lambda a: a[:len(args)], ()
-                positions.append(index)
+                    return chosen.name, lambda *a: self(backend, *self.arguments(*a))
+                picks.append(index)
             else:
-                positions.append(len(args) + len(consts))
-                consts.append(b)
-        return chosen.name, runner, _picker(positions), tuple(consts)
-
-
-def _picker(positions: List[int]) -> Callable[[tuple], tuple]:
-    getter = operator.itemgetter(*positions)
-    if len(positions) == 1:
-        return lambda a: (getter(a),)
-    return getter
+                picks.append(Const(b))
+        return chosen.name, bound(runner, len(args), picks)
 
 
 def dispatchers() -> Dict[str, "Dispatcher"]:

@@ -18,7 +18,8 @@ H * W at the layer's resolution.
 GEGLU shapes are (B * F, N, inner): the feed-forward of a transformer block at a UNet level with C channels
 has inner = 4 * C and reads a (B * F, N, 2 * inner) projection output (CFG batch 2).
 GEGLU projection shapes are (B * F, N, C): that feed-forward's input, projected by a (2 * 4 * C, C)
-weight.
+weight. ``linear`` runs on the same tokens: the block's proj_in and proj_out (C -> C, channel-first NCHW views)
+and the feed-forward's last Linear (4 * C -> C, plus the residual).
 """
 from __future__ import annotations
 
@@ -187,6 +188,12 @@ def _geglu_linear(batch, n, device="cpu", dtype=torch.float32):
     return dict(x=_randn(batch, n, 6, **r), weight=_randn(10, 6, **r), bias=_randn(10, **r))
 
 
+def _linear(batch, n, device="cpu", dtype=torch.float32):
+    r = dict(device=device, dtype=dtype)
+    return dict(x=_randn(batch, n, 6, **r), weight=_randn(5, 6, **r), bias=_randn(5, **r),
+                residual=_randn(batch, n, 5, transpose=(1, 2), **r))  # a (B, N, C) view of a channel-first tensor
+
+
 def temporal_attention_args(frames=5, dtype=torch.float32, bias=True):
     """Dispatcher arguments (q, k, v, bias, causal, scale)."""
     q, k, v = (_randn(1, frames, 3, 2, 8, dtype=dtype) for _ in range(3))
@@ -237,6 +244,12 @@ def geglu_linear_args(dtype=torch.float32, bias=True, approximate="none", tokens
     """Dispatcher arguments (x, weight, bias, approximate)."""
     return (_randn(2, tokens, 6, dtype=dtype), _randn(10, 6, dtype=dtype), _randn(10, dtype=dtype) if bias else None,
             approximate)
+
+
+def linear_args(dtype=torch.float32, bias=True, residual=True, tokens=3):
+    """Dispatcher arguments (x, weight, bias, residual)."""
+    return (_randn(2, tokens, 6, dtype=dtype), _randn(4, 6, dtype=dtype), _randn(4, dtype=dtype) if bias else None,
+            _randn(2, tokens, 4, dtype=dtype) if residual else None)
 
 
 def _temporal_attention_checks(device, dtype) -> List[Check]:
@@ -299,6 +312,14 @@ def _geglu_linear_checks(device, dtype) -> List[Check]:
             for approximate in ("none", "tanh")]
 
 
+def _linear_checks(device, dtype) -> List[Check]:
+    """A transformer block's proj_out on NCHW tensors: x read from and the output written into (B, H*W, C) views."""
+    r = dict(device=device, dtype=dtype)
+    inputs = dict(x=_randn(3, 13, 24, transpose=(1, 2), **r), weight=_randn(40, 24, **r) / 5, bias=_randn(40, **r),
+                  residual=_randn(3, 13, 40, transpose=(1, 2), **r))
+    return [("K 24 -> N 40, x and residual NCHW views", inputs, {})]
+
+
 EXAMPLES: Dict[str, Examples] = {
     "temporal_attention": Examples(
         _temporal_attention, dict(causal=True), main="q", other="k", other_dim=-1,
@@ -352,5 +373,11 @@ EXAMPLES: Dict[str, Examples] = {
         corners=lambda: [geglu_linear_args(), geglu_linear_args(dtype=torch.float64),
                          geglu_linear_args(torch.float16, bias=False, approximate="tanh"), geglu_linear_args(tokens=0)],
         checks=_geglu_linear_checks,
+        benchmark_shapes=GEGLU_LINEAR_SHAPES, cpu_shapes=CPU_GEGLU_LINEAR_SHAPES),
+    "linear": Examples(  # x of any rank: the rank check is weight's
+        _linear, {}, main="x", other="weight", other_dim=1, ranked="weight",
+        corners=lambda: [linear_args(), linear_args(dtype=torch.float64),
+                         linear_args(torch.float16, bias=False, residual=False), linear_args(tokens=0)],
+        checks=_linear_checks,
         benchmark_shapes=GEGLU_LINEAR_SHAPES, cpu_shapes=CPU_GEGLU_LINEAR_SHAPES),
 }

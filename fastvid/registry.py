@@ -19,7 +19,7 @@ import torch
 from . import cost, nn, reference
 from .dispatch import Dispatcher
 from .examples import EXAMPLES, Examples, Shapes
-from .ops import (add_layer_norm, alpha_blend, frame_attention, geglu, geglu_linear, group_norm_silu,
+from .ops import (add_layer_norm, alpha_blend, frame_attention, geglu, geglu_linear, group_norm_silu, linear,
                   temporal_attention, temporal_conv)
 
 
@@ -127,6 +127,14 @@ def _geglu_linear_cost(x, weight, bias, approximate):
     return flops, cost.io_bytes(x, weight, bias) + cost.new_bytes((rows, weight.shape[0] // 2), x.dtype)
 
 
+def _linear_cost(x, weight, bias, residual):
+    """(..., K) x (N, K) -> (..., N): one GEMM; reads x, weight, bias and the residual once, writes the output once
+    (the residual added in the epilogue, in place of an add pass)."""
+    rows = math.prod(x.shape[:-1])
+    flops = 2 * rows * weight.shape[0] * weight.shape[1]
+    return flops, cost.io_bytes(x, weight, bias, residual) + cost.new_bytes((rows, weight.shape[0]), x.dtype)
+
+
 OPS: Dict[str, OpSpec] = {row.name: row for row in (
     _row(temporal_attention, (nn.TemporalAttention,), _temporal_attention_cost),
     _row(frame_attention, (nn.FrameAttention, nn.SparseCausalAttention), _frame_attention_cost),
@@ -136,4 +144,5 @@ OPS: Dict[str, OpSpec] = {row.name: row for row in (
     _row(alpha_blend, (nn.AlphaBlender,), _alpha_blend_cost),
     _row(geglu, (nn.GEGLU,), _geglu_cost),
     _row(geglu_linear, (nn.GEGLU,), _geglu_linear_cost),
+    _row(linear, (nn.Linear,), _linear_cost),
 )}

@@ -67,7 +67,7 @@ _OP_PART = {
     "aten.convolution": "convs", "aten._convolution": "convs", "fastvid.temporal_conv_fwd": "convs",
     "aten.native_group_norm": "norms", "aten.native_layer_norm": "norms", "fastvid.group_norm_silu_fwd": "norms",
     "aten.mm": "other linears", "aten.addmm": "other linears", "aten.bmm": "other linears",
-    "aten.baddbmm": "other linears",
+    "aten.baddbmm": "other linears", "fastvid.linear_fwd": "other linears",
     "aten.clone": "rearrange copies & cats", "aten.copy_": "rearrange copies & cats",
     "aten.cat": "rearrange copies & cats", "aten.repeat": "rearrange copies & cats",
     "aten.index": "rearrange copies & cats", "aten.index_select": "rearrange copies & cats",
@@ -78,7 +78,10 @@ _ATTENTION_KERNELS = {ATTENTION_OP, "fastvid.temporal_attention_fwd", "fastvid.f
 
 # Module classes (matched by name anywhere in the class's MRO, so fastvid's twins and the Fastvid...
 # swaps count as their originals; diffusers need not be importable).
-_FEED_FORWARD = {"FeedForward"}
+_FEED_FORWARD = {"FeedForward", "GEGLU", "GELU", "ApproximateGELU", "SwiGLU"}  # and diffusers' activation layers
+# A transformer block's own linear op is its feed-forward's last Linear with the residual in its epilogue (the
+# patched block calls the feed-forward's layers itself, outside the FeedForward module).
+_BLOCK_FEED_FORWARD = ({"BasicTransformerBlock", "TemporalBasicTransformerBlock"}, {"fastvid.linear_fwd"})
 _NORMS = {"GroupNorm", "LayerNorm", "RMSNorm", "AdaGroupNorm"}
 _LINEAR = {"Linear"}
 # block -> kind; "transformer" is resolved from the roles of the attentions inside the block
@@ -163,7 +166,8 @@ class _Classifier:
         names = [_names(m) for m in stack]
         if attn is not None and (in_linear or op in _PROJECTION_OPS):
             part = "attention projections"
-        elif any(_FEED_FORWARD & n for n in names):
+        elif any(_FEED_FORWARD & n for n in names) or (op in _BLOCK_FEED_FORWARD[1] and names
+                                                         and _BLOCK_FEED_FORWARD[0] & names[-1]):
             part = "feed-forwards"
         elif any(_NORMS & n for n in names):
             part = "norms"

@@ -90,9 +90,10 @@ def temporal_attention_fwd_kernel(
     stride_lb, stride_lh, stride_lf, stride_ln,
     num_heads, num_frames, num_tokens, head_dim, n_blocks, qk_scale,
     HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr, VEC: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr, STORE_LSE: tl.constexpr = True,
 ):
-    # One program: all frames of BLOCK_N positions of one (b, head).
+    # One program: all frames of BLOCK_N positions of one (b, head). Without STORE_LSE (a call that keeps no
+    # log-sum-exp for a backward) Lse is never written.
     n_block, b, h = _program_tile(tl.program_id(0), n_blocks, num_heads)
     offs_n = (n_block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     offs_f = tl.arange(0, BLOCK_F)
@@ -114,8 +115,9 @@ def temporal_attention_fwd_kernel(
     out = _batched_dot(p.to(v.dtype), v, DOT_PRECISION) / l[:, :, None]
     tl.store(_tile_ptrs(Out, b, h, offs_n, offs_f, offs_d, stride_ob, stride_oh, stride_on, stride_of, stride_od, VEC),
              out.to(Out.dtype.element_ty), mask=mask_nfd)
-    lse_ptrs = Lse + b * stride_lb + h * stride_lh + offs_n[:, None] * stride_ln + offs_f[None, :] * stride_lf
-    tl.store(lse_ptrs, m + tl.log2(l), mask=mask_nf)
+    if STORE_LSE:
+        lse_ptrs = Lse + b * stride_lb + h * stride_lh + offs_n[:, None] * stride_ln + offs_f[None, :] * stride_lf
+        tl.store(lse_ptrs, m + tl.log2(l), mask=mask_nf)
 
 
 @triton.jit

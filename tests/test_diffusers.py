@@ -29,6 +29,7 @@ from diffusers.models.resnet import (  # noqa: E402
     TemporalResnetBlock,
 )
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel  # noqa: E402
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D  # noqa: E402
 
 from fastvid.integrations import diffusers as fd  # noqa: E402
 
@@ -346,10 +347,9 @@ def test_text2video_zero_unet_patched_matches_diffusers(backend):
     model = unet2d(CrossFrameAttnProcessor2_0(batch_size=2))
     convs = fusable(model)  # its ResnetBlock2Ds: frames are images of the batch
     report = check_patched_matches(model, unet2d_inputs(), **WHOLE_MODEL[backend])
-    # every self- and cross-attention (cross ones delegate); 4 BasicTransformerBlocks (none under the interpreter)
     geglus = {"feed_forward": len(feed_forward_modules(model))} if WHOLE_MODEL[backend].get("feed_forward", 1) else {}
-    # 4 BasicTransformerBlocks (not under the interpreter)
-    blocks = {"transformer_block": 4} if WHOLE_MODEL[backend].get("transformer_block", 1) else {}
+    # 4 BasicTransformerBlocks and their 4 Transformer2DModels (not under the interpreter)
+    blocks = {"transformer_block": 4 + 4} if WHOLE_MODEL[backend].get("transformer_block", 1) else {}
     resnets = {"conv": convs} if WHOLE_MODEL[backend].get("conv", 1) else {}
     # every self- and cross-attention (cross ones delegate)
     assert kinds(report) == {"frame_attention": 8, **geglus, **blocks, **resnets}
@@ -505,14 +505,23 @@ def conv_modules(model):
     return sorted(name for name, m in model.named_modules() if type(m) in fd.ORIGINAL_CLASS and m.patch_kind == "conv")
 
 
-def weight_reading_modules(model, norms=True):
-    """The swapped modules that read their convs' (and, with ``norms``, the ResnetBlock2Ds and transformer
-    blocks that read their norms') weights: those a hook or wrapper on those submodules sends to diffusers'
-    forward."""
+def weight_reading_modules(model, norms=True, linears=True):
+    """The swapped modules that read their convs' (with ``linears``, their projections' and feed-forward
+    Linears'; with ``norms``, the ResnetBlock2Ds' norms') weights: those a hook or wrapper on those submodules
+    sends to their unfused path."""
     readers = (fd.FastvidTemporalConvLayer, fd.FastvidTemporalResnetBlock)
+    if linears:  # transformer blocks read their feed-forward's last Linear and their norms
+        readers += (fd.FastvidTransformer2DModel, fd.FastvidTransformerTemporalModel,
+                    fd.FastvidAnimateDiffTransformer3D, fd.FastvidTransformerSpatioTemporalModel, fd.FastvidBasicTransformerBlock,
+                    fd.FastvidTemporalBasicTransformerBlock)
     if norms:
-        readers += (fd.FastvidResnetBlock2D, fd.FastvidBasicTransformerBlock, fd.FastvidTemporalBasicTransformerBlock)
+        readers += (fd.FastvidResnetBlock2D,)
     return sorted(name for name, m in model.named_modules() if type(m) in readers)
+
+
+def transformers_2d(model):
+    """The swapped Transformer2DModels (their proj_in / proj_out read in place)."""
+    return [name for name, m in model.named_modules() if type(m) is fd.FastvidTransformer2DModel]
 
 
 def feed_forward_modules(model):
@@ -631,7 +640,7 @@ def test_lora_wrapped_convs_and_projections_are_called():
     assert not torch.allclose(expected, run(unet3d(), x), atol=1e-3)  # the LoRA layers change the output
     report = patch(model, backend="torch")
     torch.testing.assert_close(run(model, x), expected, atol=1e-5, rtol=1e-5)
-    assert sorted(name for name, _ in report.unfused) == weight_reading_modules(model, norms=False)
+    assert sorted(name for name, _ in report.unfused) == weight_reading_modules(model, norms=False, linears=False)
     assert all("not a plain torch layer" in why for _, why in report.unfused)
 
 
@@ -715,8 +724,11 @@ def test_patched_models_deepcopy_and_pickle(make, inputs):
 def test_animatediff_motion_modules_patched_match_diffusers():
     model = _motion()
     motion_attentions = [n for n, m in model.named_modules() if isinstance(m, Attention) and "motion_modules" in n]
+    motion_modules = [n for n, m in model.named_modules() if type(m) is AnimateDiffTransformer3D]
     report = check_patched_matches(model, motion_inputs(), backend="torch")
-    assert sorted(report.swapped["temporal_attention"]) == sorted(motion_attentions)
+    assert motion_modules and all(type(model.get_submodule(n)) is fd.FastvidAnimateDiffTransformer3D
+                                  for n in motion_modules)  # frame-major tokens, no rearrange copies
+    assert sorted(report.swapped["temporal_attention"]) == sorted(motion_attentions + motion_modules)
     assert all(isinstance(model.get_submodule(n).processor, fd.TemporalAttnProcessor) for n in motion_attentions)
     motion_blocks = [m for n, m in model.named_modules()
                      if "motion_modules" in n and n.endswith("transformer_blocks.0")]
@@ -770,7 +782,7 @@ def test_i2vgenxl_temporal_layers_patched_match_diffusers():
     processors = [n for n, p in model.attn_processors.items() if type(p) is fd.SDPAAttnProcessor]
     assert kinds(report) == {"temporal_attention": 5 * 2 + 5 + 1, "conv": len(conv_modules(model)),
                              "feed_forward": len(feed_forward_modules(model)),
-                             "transformer_block": len(blocks) + len(processors)}
+                             "transformer_block": len(blocks) + len(processors) + len(transformers_2d(model))}
 
 
 # ---- transformer blocks: residual add + LayerNorm fused, SDPA without its no-op divide ---------------------
@@ -813,7 +825,7 @@ def test_basic_transformer_blocks_fused_in_whole_models():
                                                               fd.FastvidTemporalBasicTransformerBlock)]
         processors = [p for p in model.attn_processors.values() if type(p) is fd.SDPAAttnProcessor]
         assert len(swapped) == blocks and processors
-        assert kinds(report)["transformer_block"] == len(swapped) + len(processors)
+        assert kinds(report)["transformer_block"] == len(swapped) + len(processors) + len(transformers_2d(model))
 
 
 @needs("add_layer_norm")
@@ -855,3 +867,80 @@ def test_hooked_norms_run_the_block_unfused_and_are_reported():
     block.norm2.register_forward_hook(lambda *args: calls.append(1))
     torch.testing.assert_close(run(block, x), expected, atol=1e-5, rtol=1e-5)
     assert calls and dict(patching.PatchReport.of(block).unfused) == {"": "norm2 has forward hooks"}
+
+
+# ---- token projections: no rearrange copies, proj_out + residual in one GEMM ------------------------------
+
+def _transformer_2d(linear_projection):
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    return _randomize(Transformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=16, norm_num_groups=8,
+                                         cross_attention_dim=24, use_linear_projection=linear_projection))
+
+
+def _transformer_2d_inputs():
+    return (torch.randn(3, 16, 5, 3, device=DEVICE), torch.randn(3, 4, 24, device=DEVICE))
+
+
+def _swapped(model):
+    """A Transformer2DModel alone is no video model (patch refuses it): swapped as patch swaps it inside one."""
+    model.__class__ = fd.FastvidTransformer2DModel
+    model.backend = "torch"
+    return model
+
+
+@pytest.mark.parametrize("linear_projection", [True, False], ids=["linear", "conv1x1"])
+def test_transformer_2d_swap_matches_diffusers(linear_projection):
+    """proj_in reads the normed (N, C, H, W) map as tokens in place (a Linear, or a 1x1 conv's weight as one),
+    proj_out writes its output plus the input back into (N, C, H, W); output, layout and gradients as diffusers'."""
+    model, inputs = _transformer_2d(linear_projection), _transformer_2d_inputs()
+    gold = run(model.double(), [t.double() for t in inputs])
+    expected, expected_grads = run(model.float(), inputs), gradients(model, inputs)
+    _swapped(model)
+    got = run(model, inputs)
+    assert_close_to_gold("Transformer2DModel", got, expected, gold, torch.float32)
+    assert got.is_contiguous()
+    for g, e in zip(gradients(model, inputs), expected_grads):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-4)
+    assert fd.FastvidTransformer2DModel.refusal(model) is None
+
+
+def _motion_module(frames_table=8):
+    return _randomize(AnimateDiffTransformer3D(num_attention_heads=2, attention_head_dim=8, in_channels=16,
+                                               norm_num_groups=8, positional_embeddings="sinusoidal",
+                                               num_positional_embeddings=frames_table))
+
+
+def test_motion_module_runs_frame_major_and_matches_diffusers():
+    """AnimateDiff's motion module on frame-major tokens: sinusoidal positions per frame, no rearranges; output
+    (contiguous (B*F, C, H, W), as diffusers returns it) and every gradient against diffusers' module."""
+    frames = 3
+    inputs = (torch.randn(2 * frames, 16, 5, 3, device=DEVICE), None, None, None, frames)
+    model = _motion_module()
+    report = check_patched_matches(model, inputs, backend="torch")
+    assert type(model) is fd.FastvidAnimateDiffTransformer3D and "" in report.swapped["temporal_attention"]
+    assert run(model, inputs).is_contiguous()
+    fd.unpatch_diffusers(model)
+    check_patched_gradients(model, inputs, backend="torch")
+
+
+def test_token_projections_follow_autocast_and_hooks():
+    """Under autocast the projections run as autocast runs nn.Linear / Conv2d and the residual is added in the
+    promoted dtype, as diffusers' expression does; a LoRA-wrapped feed-forward Linear is called (and reported)."""
+    peft = pytest.importorskip("peft")
+    for linear_projection in (True, False):
+        native, model = _transformer_2d(linear_projection), _swapped(_transformer_2d(linear_projection))
+        inputs = _transformer_2d_inputs()
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            expected, got = run(native, inputs), run(model, inputs)
+        assert got.dtype == expected.dtype
+        torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
+    config = peft.LoraConfig(r=4, init_lora_weights=False, target_modules=r".*ff\.net\.2")
+    native, model = _motion_module(), _motion_module()
+    inputs = (torch.randn(2 * 3, 16, 5, 3, device=DEVICE), None, None, None, 3)
+    for m in (native, model):
+        torch.manual_seed(0)
+        peft.inject_adapter_in_model(config, m)
+    patch(model, backend="torch")
+    torch.testing.assert_close(run(model, inputs), run(native, inputs), atol=1e-5, rtol=1e-5)
+    assert dict(patching.PatchReport.of(model).unfused)["transformer_blocks.0"].startswith("ff.net.2")

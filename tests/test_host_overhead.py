@@ -1,5 +1,6 @@
 """The per-signature caches (validation, dispatch, launch plans), the backends' declared limits, the
 fixed-argument launch and its fallback, launches per op call, and the captured step."""
+import collections
 import functools
 
 import pytest
@@ -7,13 +8,16 @@ import torch
 
 import fastvid
 from fastvid.dispatch import BackendUnsupportedError, dispatchers
-from fastvid.ops import _launch
+from fastvid.ops import _launch, _library
+from fastvid.ops import add_layer_norm as aln_op
+from fastvid.ops import alpha_blend as ab_op
 from fastvid.ops import frame_attention as fa_op
 from fastvid.ops import geglu as gg_op
 from fastvid.ops import group_norm_silu as gn_op
 from fastvid.ops import temporal_attention as ta_op
 from fastvid.ops import temporal_conv as tc_op
-from fastvid.testing import counting_launches
+from fastvid.registry import OPS
+from fastvid.testing import counting_launches, poisoned_outputs, stubbed_launches
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE
@@ -253,13 +257,24 @@ def test_launches_per_call():
         assert _counts(functools.partial(gn_op._fwd_op.planned, *args)) == (2, {})
     assert _counts(lambda: gn_op._bwd_op.planned(y, x, gw, gb, stats, 2, False)) == (3, {})
     # the weight to tap-major (k, C_out, C_in): one small copy; in the backward its flip: one small gather
-    assert _counts(lambda: tc_op._fwd_op.planned(x, w, None, None, 1)) == (1, {"aten::clone": 1})
+    assert _counts(lambda: tc_op._fwd_op.planned(x, w, None, None, 1)) == (1, {"aten::permute_copy": 1})
     assert _counts(lambda: tc_op._bwd_op.planned(x, x, w, 1, True, True, True)) == (3, {"aten::index_select": 1})
     # GEGLU reads both halves in place: one launch each way, also for a slice of a wider buffer
     proj = torch.randn(2, 3, 24, device=DEVICE)[..., 4:20]
     dy = torch.randn(2, 3, 8, device=DEVICE)
     assert _counts(lambda: gg_op._fwd_op.planned(proj, "none")) == (1, {})
     assert _counts(lambda: gg_op._bwd_op.planned(dy, proj, "tanh")) == (1, {})
+    # add + LayerNorm: one launch; backward: dx and per-program partials, then their fixed-order sum (no torch op)
+    t, r, w1, b1 = (torch.randn(*shape, device=DEVICE) for shape in ((2, 3, 6), (2, 3, 6), (6,), (6,)))
+    with counting_launches(launch=False):
+        s, _, stats = aln_op._fwd_op.planned(t, r, w1, b1, 1e-5)
+    assert _counts(lambda: aln_op._fwd_op.planned(t, r, w1, b1, 1e-5)) == (1, {})
+    assert _counts(lambda: aln_op._bwd_op.planned(t, t, s, w1, stats, True)) == (2, {})
+    # alpha blend: one launch each way; alpha's gradient one sum of the per-tile partials (fp32 alpha: no cast)
+    xs, xt, alpha = torch.randn(2, 4, 3, 5, 2), torch.randn(2, 4, 3, 5, 2), torch.rand(2, 1, 3, 1, 1)
+    xs, xt, alpha = xs.to(DEVICE), xt.to(DEVICE), alpha.to(DEVICE)
+    assert _counts(lambda: ab_op._fwd_op.planned(xs, xt, alpha)) == (1, {})
+    assert _counts(lambda: ab_op._bwd_op.planned(xs, xs, xt, alpha)) == (1, {"aten::sum": 1})
 
 
 def test_geglu_validates_and_plans_once_per_signature():
@@ -275,6 +290,76 @@ def test_geglu_validates_and_plans_once_per_signature():
         out = fastvid.geglu(p, approximate=approximate, backend="triton")
         torch.testing.assert_close(out, fastvid.reference.geglu(p, approximate=approximate))
     assert len(calls) == 4
+
+
+def _counting(monkeypatch, obj, name, counts):
+    """obj.name replaced (on the instance) by a wrapper counting its calls in counts[name]."""
+    original = getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        counts[name] += 1
+        return original(*args, **kwargs)
+    monkeypatch.setattr(obj, name, counted)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_a_repeated_call_validates_dispatches_and_plans_once(op, monkeypatch):
+    """Every op: the first call of a signature validates (``arguments``), chooses the backend (``select``)
+    and plans; a repeated call with fresh tensors of that signature does none of it, forward (no grad) or
+    forward and backward (the backward's entry cached alike). Launches stubbed: only the host path runs."""
+    spec = OPS[op]
+    dispatcher, module = spec.dispatcher, spec.module
+    counts = collections.Counter()
+    for obj, name in ((dispatcher, "arguments"), (dispatcher, "select"), (module._fwd_op, "prepare"),
+                      (module._bwd_op, "plan")):
+        _counting(monkeypatch, obj, name, counts)
+    dispatcher.calls.clear()
+    for cache in (module._fwd_op.plans, module._fwd_op.runners, module._bwd_op.plans, module._bwd_op.runners):
+        cache.clear()
+
+    def call(grad):
+        inputs = spec.examples.make(1, 4, device=DEVICE, dtype=torch.float32)
+        with torch.set_grad_enabled(grad):
+            leaves = {k: t.requires_grad_(grad) for k, t in inputs.items()}
+            outs = spec.function(**leaves, **spec.examples.kwargs, backend="triton")
+            if grad:
+                outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
+                torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+
+    with stubbed_launches():
+        for grad in (False, True):
+            call(grad)
+            first = collections.Counter(counts)
+            assert first["arguments"] >= 1 and first["select"] >= 1 and first["prepare"] >= 1
+            assert first["plan"] >= grad  # the backward's plan
+            call(grad)
+            assert counts == first, f"{op} (grad={grad}): a repeated call re-ran {counts - first}"
+            counts.clear()
+
+
+def test_bound_calls_merge_into_one_generated_function():
+    def fn(*args):
+        return args
+
+    inner = _library.bound(fn, 3, (2, _library.Const("c"), 0), prefix=("plan",), output=slice(1, None))
+    outer = _library.bound(inner, 2, (1, _library.Const("k"), 0))
+    assert inner("a", "b", "x") == ("x", "c", "a")  # fn("plan", "x", "c", "a")[1:]
+    assert outer("p", "q") == ("p", "c", "q")  # inner("q", "k", "p")
+    assert outer.bound_spec[0] is fn  # one frame: the outer binding calls fn itself
+
+
+def test_planned_outputs_are_allocated_as_planned_and_poisoned_under_tests():
+    shape, strides = (2, 3, 4), (1, 8, 2)  # a permuted dense layout
+    for poison in (True, False):
+        with poisoned_outputs():  # a plan made while tests poison outputs (the signature holds the state)
+            alloc = _launch.allocator(shape, strides, torch.float16, torch.device(DEVICE), poison=poison)
+        t = alloc()
+        assert (tuple(t.shape), t.stride(), t.dtype, t.device.type) == (shape, strides, torch.float16, DEVICE)
+        if poison:
+            assert torch.isnan(t).all()
+    with poisoned_outputs():
+        t = _launch.empty_strided(shape, strides, dtype=torch.float32, device=torch.device(DEVICE))
+    assert t.stride() == strides and torch.isnan(t).all()
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the CPU refusal")

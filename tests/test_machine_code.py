@@ -10,7 +10,9 @@ autotune config the autotuner's own pruning keeps at the shape):
 - no config a launcher or autotuner can pick spills registers;
 - GEGLU (no loop: the whole kernel is the hot path) moves every element in 128-bit loads and stores at
   the feed-forward widths of the real models (inner = 4 * C, a multiple of 16);
-- the GEGLU projection GEMM's K loop issues tensor-core instructions in every autotune config it keeps.
+- the GEGLU projection GEMM's K loop issues tensor-core instructions in every autotune config it keeps;
+- the Linear GEMM's K loop issues tensor-core instructions and no sub-32-bit global load, in each of its
+  layouts (x or the residual a transposed NCHW view, or both contiguous).
 
 A case that fails on today's kernels is marked ``xfail(strict=True)`` with the reason: when a fix lands it
 passes, the strict mark turns that into a failure, and the mark is removed (PENDING): the temporal attention
@@ -42,6 +44,7 @@ GROUP_NORM = {10: "c320-32x32", 20: "c640-32x32", 40: "c1280-32x32"}  # channels
 CONV = ("c320-32x32", "c1280-32x32")
 GEGLU = ("svd-72x128-c320", "svd-18x32-c1280")
 GEGLU_LINEAR = ("svdxt-72x128-c320", "animatediff-16x16-c1280")  # K 320 and 1280
+LINEAR = ("svdxt-72x128-c320", "animatediff-16x16-c1280")  # N 320 and 1280, each in bench_linear's three layouts
 # Temporal attention's backward holds whole F x head_dim tiles: the tile heuristic's other branches, outside
 # the benchmark shapes (two warps per position, one position per program at F 17..64, 8 unaligned frames).
 TEMPORAL_SWEEP = ("2x8x1024x8x72", "2x8x1024x8x128", "2x24x1024x8x72", "2x32x1024x8x128", "2x64x1024x8x40",
@@ -56,7 +59,7 @@ if tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 9):
 CASES = ([(op, shape) for op, dims in ATTENTION.items() for shape in dims.values()]
          + [("group_norm_silu", shape) for shape in GROUP_NORM.values()] + [("temporal_conv", s) for s in CONV]
          + [("temporal_attention", s) for s in TEMPORAL_SWEEP] + [("geglu", s) for s in GEGLU]
-         + [("geglu_linear", s) for s in GEGLU_LINEAR])
+         + [("geglu_linear", s) for s in GEGLU_LINEAR] + [("linear", s) for s in LINEAR])
 
 _SCRIPT = """
 import json, sys
@@ -98,6 +101,7 @@ TENSOR_CORE_CASES = [
       for d, s in ATTENTION["temporal_attention"].items()),
     *(pytest.param("frame_attention", s, id=f"frame_attention-d{d}") for d, s in ATTENTION["frame_attention"].items()),
     *(pytest.param("temporal_conv", s, id=f"temporal_conv-{s}") for s in CONV),
+    *(pytest.param("linear", s, id=f"linear-{s}") for s in LINEAR),
 ]
 
 
@@ -118,6 +122,8 @@ SCALAR_LOAD_CASES = [
       for d, s in ATTENTION["temporal_attention"].items()),
     *(pytest.param("frame_attention", s, id=f"frame_attention-d{d}") for d, s in ATTENTION["frame_attention"].items()),
     *(pytest.param("group_norm_silu", s, id=f"group_norm_silu-cpg{g}") for g, s in GROUP_NORM.items()),
+    # x and the residual transposed NCHW views (rows stride 1): a tile's rows are read as vectors, not one by one
+    *(pytest.param("linear", s, id=f"linear-{s}") for s in LINEAR),
 ]
 
 

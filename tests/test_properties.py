@@ -123,3 +123,25 @@ def test_geglu_property(rows, tokens, inner, pad, dtype, approximate, perm, back
     proj_out = wide[..., pad:pad + 2 * inner]
     fn = lambda p: fastvid.geglu(p, approximate=approximate, backend=backend)  # noqa: E731
     check_against_reference("property", fn, lambda p: reference.geglu(p, approximate=approximate), [proj_out], dtype)
+
+
+@SETTINGS
+@given(
+    lead=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5)), k=st.integers(1, 20),
+    n=st.integers(1, 20), dtype=st.sampled_from([torch.float32, torch.float16]), with_bias=st.booleans(),
+    with_residual=st.booleans(), x_perm=st.permutations(range(4)), r_perm=st.permutations(range(4)),
+    backend=st.sampled_from(["triton", "torch"]),
+)
+def test_linear_property(lead, k, n, dtype, with_bias, with_residual, x_perm, r_perm, backend):
+    # x and the residual in any memory order (read in place where a (batch, row) split serves, else copied); the
+    # output in the residual's order (torch.empty_like's rule), contiguous without one (size-1 dims' strides are free).
+    x = _strided((*lead, k), dtype, list(x_perm))
+    w = torch.randn(n, k, dtype=dtype, device=DEVICE) * k ** -0.5
+    b = torch.randn(n, dtype=dtype, device=DEVICE) if with_bias else None
+    r = _strided((*lead, n), dtype, list(r_perm)) if with_residual else None
+    out = fastvid.linear(x, w, b, residual=r, backend=backend)
+    expected = (torch.empty_like(r) if with_residual else out.contiguous()).stride()
+    assert all(s == e for size, s, e in zip(out.shape, out.stride(), expected) if size > 1), (out.stride(), expected)
+    fn = lambda x, w, b, r: fastvid.linear(x, w, b, residual=r, backend=backend)  # noqa: E731
+    check_against_reference("property", fn, lambda x, w, b, r: reference.linear(x, w, b, residual=r), [x, w, b, r],
+                            dtype)

@@ -315,6 +315,8 @@ MODULES: Dict[str, ModuleCase] = {
     "AlphaBlender": ModuleCase(_alpha_blenders, lambda b: _randn(b, 4, 3, 2, 3)),
     "GEGLU": ModuleCase(lambda: _twins(reference.GEGLU, fastvid.nn.GEGLU, 8, 5), lambda b: _randn(b, 3, 8),
                         name="hidden_states", channel_dim=-1),
+    "Linear": ModuleCase(lambda: _twins(reference.Linear, fastvid.nn.Linear, 8, 5), lambda b: _randn(b, 3, 8),
+                         channel_dim=-1),
     "inflate_conv2d": ModuleCase(_inflated, lambda b: _randn(b, 4, 3, 2, 3)),
     "patch": ModuleCase(_patched, lambda b: _randn(b, 8, 3, 2, 2)),
 }
@@ -401,6 +403,7 @@ def _opcheck_cases():
     aln = OPS["add_layer_norm"].make(2, 3)
     gg = OPS["geglu"].make(1, 3)["proj_out"]
     gl = OPS["geglu_linear"].make(1, 3)
+    lin = OPS["linear"].make(1, 3)
     with torch.no_grad():
         ta_out, ta_lse = ops.temporal_attention_fwd(q, k, v, bias, True, 0.35)
         fa_out, fa_lse = ops.frame_attention_fwd(fa["q"], fa["k"], fa["v"], table, 0.35)
@@ -410,6 +413,7 @@ def _opcheck_cases():
         ab_out = ops.alpha_blend_fwd(ab["x_spatial"], ab["x_temporal"], ab["alpha"])
         gg_out = ops.geglu_fwd(gg, "tanh")
         gl_out = ops.geglu_linear_fwd(gl["x"], gl["weight"], gl["bias"], "none")
+        lin_out = ops.linear_fwd(lin["x"], lin["weight"], lin["bias"], lin["residual"])
     grad = lambda t: torch.randn_like(t)  # noqa: E731
     return {
         "temporal_attention_fwd": ((q, k, v, bias, True, 0.35), OPCHECK_FULL),
@@ -438,6 +442,9 @@ def _opcheck_cases():
         "geglu_bwd": ((grad(gg_out), gg, "none"), OPCHECK_BWD),
         "geglu_linear_fwd": ((*(gl[n].requires_grad_() for n in ("x", "weight", "bias")), "tanh"), OPCHECK_FULL),
         "geglu_linear_bwd": ((grad(gl_out), gl["x"].detach(), gl["weight"].detach(), None, "none"), OPCHECK_BWD),
+        # residual a channel-first view: the output, and so dy, in its memory order
+        "linear_fwd": (tuple(lin[n].requires_grad_() for n in ("x", "weight", "bias", "residual")), OPCHECK_FULL),
+        "linear_bwd": ((grad(lin_out), lin["x"].detach(), lin["weight"].detach(), True, True, True), OPCHECK_BWD),
     }
 
 
@@ -457,7 +464,8 @@ def test_every_registered_op_passes_opcheck():
 
 class _EveryOp(nn.Module):
     """GroupNorm+SiLU, temporal conv (residual), temporal attention (bias), frame attention, GEGLU's projection
-    with its activation, and GEGLU's activation on one video."""
+    with its activation, GEGLU's activation, and a Linear back to head_dim adding the tokens (a permuted view of
+    the video: the output in its memory order) on one video."""
 
     def __init__(self, channels=16, frames=3, heads=2):
         super().__init__()
@@ -468,6 +476,8 @@ class _EveryOp(nn.Module):
         head_dim = channels // heads
         self.ff_weight = nn.Parameter(torch.randn(2 * 6, head_dim) / head_dim ** 0.5)
         self.ff_bias = nn.Parameter(torch.randn(2 * 6))
+        self.out_weight = nn.Parameter(torch.randn(head_dim, 3) / 3 ** 0.5)
+        self.out_bias = nn.Parameter(torch.randn(head_dim))
         self.backend = "triton"
 
     def forward(self, x):
@@ -477,7 +487,8 @@ class _EveryOp(nn.Module):
         t = fastvid.temporal_attention(tokens, tokens, tokens, bias=self.bias, backend=self.backend)
         out = fastvid.frame_attention(t, tokens, tokens, frames="sparse_causal", backend=self.backend)
         ff = fastvid.geglu_linear(out, self.ff_weight, self.ff_bias, backend=self.backend)  # (..., 6)
-        return fastvid.geglu(ff, approximate="tanh", backend=self.backend)
+        g = fastvid.geglu(ff, approximate="tanh", backend=self.backend)
+        return fastvid.linear(g, self.out_weight, self.out_bias, residual=tokens, backend=self.backend)
 
 
 def test_compile_fullgraph_over_every_op_with_gradients():
@@ -583,6 +594,16 @@ def test_geglu_offsets_beyond_int32_use_int64():
                             torch.float16)
 
 
+def test_linear_offsets_beyond_int32_use_int64():
+    """Batch 2 of x and of the residual (B, M, K) lies past 2**31 elements, rows stride 1 (a transposed
+    view): the (batch, row) addressing of the loads, the epilogue and the gradients reads it."""
+    x, residual = _far_frames((3, 2, 8), (FAR, 1, 2)), _far_frames((3, 2, 4), (FAR, 1, 2))
+    weight, bias = (torch.randn(shape, dtype=torch.float16, device=DEVICE) for shape in ((4, 8), (4,)))
+    check_against_reference("int64 offsets", lambda x, w, b, r: fastvid.linear(x, w, b, residual=r, backend="triton"),
+                            lambda x, w, b, r: reference.linear(x, w, b, residual=r), [x, weight, bias, residual],
+                            torch.float16)
+
+
 class _LaunchRecorder:
     """Stands in for a Triton kernel: records each launch's grid, resolving a grid function with every
     autotune config it could pick."""
@@ -607,7 +628,8 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     projection output at 320 channels too), on the meta
     device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
     from fastvid.ops import add_layer_norm as aln, alpha_blend as ab, frame_attention as fa, geglu as gg
-    from fastvid.ops import geglu_linear as gl, group_norm_silu as gn, temporal_attention as ta, temporal_conv as tc
+    from fastvid.ops import geglu_linear as gl, group_norm_silu as gn, linear as lin, temporal_attention as ta
+    from fastvid.ops import temporal_conv as tc
 
     recorders = {}
     for spec in registry.OPS.values():
@@ -648,6 +670,8 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     ff_weight, ff_bias = torch.empty(2 * 4 * 320, 320, **meta), torch.empty(2 * 4 * 320, **meta)
     y = gl.geglu_linear_fwd._init_fn(x, ff_weight, ff_bias, "none")
     gl.geglu_linear_bwd._init_fn(y, x, ff_weight, ff_bias, "none")
+    nchw = video.view(batch * frames, channels, 72 * 128).transpose(1, 2)  # (B*F, H*W, C) views of NCHW frames
+    lin.linear_fwd._init_fn(nchw, torch.empty(channels, channels, **meta), affine, nchw)  # proj_out into NCHW
 
     for name, recorder in recorders.items():
         assert recorder.grids, f"{name} was never launched"

@@ -5,24 +5,28 @@ What is swapped (each only where its preconditions hold; everything else is repo
 - temporal self-attention (TransformerTemporalModel blocks of ModelScope, attn1 of
   SVD's TemporalBasicTransformerBlock): :class:`TemporalAttnProcessor`, which reads the
   ``(B*H*W, F, C)`` projections in place through ``fastvid.temporal_attention``;
-- TransformerTemporalModel: its forward keeps the tokens frame-major ``(B*F, H*W, C)`` so the
-  ``(b f) <-> (b h w)`` token reshapes disappear and the processors read ``(B, F, N, h, d)`` views;
+- TransformerTemporalModel and AnimateDiff's motion modules (AnimateDiffTransformer3D): their forward keeps
+  the tokens frame-major ``(B*F, H*W, C)`` so the ``(b f) <-> (b h w)`` token reshapes disappear, the
+  processors read ``(B, F, N, h, d)`` views and sinusoidal frame embeddings are added per frame;
 - SVD's TransformerSpatioTemporalModel and its TemporalBasicTransformerBlocks: the temporal blocks run on
   the spatial blocks' frame-major tokens too (no rearrange copies around them), their cross-attention
   against each video's image context;
 - Text2Video-Zero's CrossFrameAttnProcessor: :class:`FirstFrameAttnProcessor` projects K/V of the
   first frame only and runs ``fastvid.frame_attention(frames="first")`` (no repeated K/V);
 - spatial self-attention, on request (``spatial_self_attention=True``): :class:`FrameAttnProcessor`;
-- AnimateDiff's motion modules (AnimateDiffTransformer3D of UNetMotionModel / MotionAdapter, reused by
-  the SparseControlNet and video-to-video pipelines: temporal transformers whose blocks add sinusoidal
-  positional embeddings over frames before attention) and I2VGenXL's image-latent temporal encoder:
-  their self-attentions get :class:`TemporalAttnProcessor`;
+- the self-attentions of AnimateDiff's motion modules (UNetMotionModel / MotionAdapter, reused by the
+  SparseControlNet and video-to-video pipelines) and of I2VGenXL's image-latent temporal encoder get
+  :class:`TemporalAttnProcessor`;
+- Transformer2DModel, the temporal transformers above and SVD's TransformerSpatioTemporalModel: ``proj_in``
+  reads the normed channel-first map as tokens in place and ``proj_out`` writes its output plus the input
+  back into that layout in one GEMM (``fastvid.nn.tokens`` over ``fastvid.linear``);
 - TemporalConvLayer (ModelScope, I2VGenXL) and TemporalResnetBlock (SVD, inside SpatioTemporalResBlock):
   fused GroupNorm+SiLU and ``fastvid.temporal_conv``, or, when their submodules carry hooks or are
   wrapped (offload, layerwise casting, LoRA), diffusers' own forward;
 - BasicTransformerBlock (spatial and temporal transformers of every video UNet) and SVD's
   TemporalBasicTransformerBlock: each residual add and the LayerNorm after it in one pass
-  (``fastvid.add_layer_norm``); spatial self- and cross-attention on diffusers' AttnProcessor2_0:
+  (``fastvid.add_layer_norm``), the feed-forward's residual added in its last Linear's epilogue
+  (``fastvid.linear``); spatial self- and cross-attention on diffusers' AttnProcessor2_0:
   :class:`SDPAAttnProcessor`, the same SDPA path without its divide by ``rescale_output_factor`` = 1;
 - ResnetBlock2D (the spatial ResNets of every video U-Net): GroupNorm+SiLU per frame fused, the time
   embedding added inside the second one, the residual added in place; AlphaBlender (SVD): one-pass mix
@@ -51,6 +55,7 @@ from ..nn.add_layer_norm import add_norm
 from ..nn._hooks import unfused_modules, unfused_reason
 from ..nn.resnet import add_residual
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
+from ..nn.tokens import linear_add, tokens_in, tokens_out
 from ..ops.alpha_blend import alpha_blend
 from ..ops.frame_attention import frame_attention
 from ..ops.geglu import geglu
@@ -62,9 +67,12 @@ from ..validation import fail
 TESTED = "diffusers>=0.35,<0.43"
 try:
     from diffusers.models.activations import GEGLU
-    from diffusers.models.attention import BasicTransformerBlock, TemporalBasicTransformerBlock, _chunked_feed_forward
+    from diffusers.models.attention import (BasicTransformerBlock, FeedForward, TemporalBasicTransformerBlock,
+                                           _chunked_feed_forward)
+    from diffusers.models.embeddings import SinusoidalPositionalEmbedding
     from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
     from diffusers.models.resnet import AlphaBlender, ResnetBlock2D, TemporalConvLayer, TemporalResnetBlock
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
     from diffusers.models.transformers.transformer_temporal import (
         TransformerSpatioTemporalModel,
         TransformerTemporalModel,
@@ -240,21 +248,26 @@ class _Swap:
         return _conv_reason(module)
 
 
-class FastvidTransformerTemporalModel(_Swap, TransformerTemporalModel):
-    """TransformerTemporalModel that keeps its tokens frame-major ``(B*F, H*W, C)``.
-
-    LayerNorms and feed-forwards act per token, so only the attention needs the frame axis, and
-    :class:`TemporalAttnProcessor` reads it in place. Falls back to diffusers' forward whenever a
-    block's attention is not a fastvid temporal processor, or for encoder states / extra kwargs.
-    Its saved config names TransformerTemporalModel, so a saved patched model loads without fastvid.
-    """
+class _FrameMajorTemporal(_Swap):
+    """A temporal transformer (TransformerTemporalModel, AnimateDiff's motion module) that keeps its tokens
+    frame-major ``(B*F, H*W, C)``: the (B*F, C, H, W) input is normalised as the (B, C, F, H, W) view diffusers
+    normalises, ``proj_in`` reads the channel-first map in place, and ``proj_out`` writes its output plus the
+    input straight back into the (B*F, C, H, W) layout (``fastvid.nn.tokens``). LayerNorms and feed-forwards act
+    per token, so only the attention needs the frame axis, and :class:`TemporalAttnProcessor` reads it in
+    place; sinusoidal positional embeddings over frames are added per frame by
+    :class:`FastvidBasicTransformerBlock`. Falls back to diffusers' forward whenever a block cannot run
+    frame-major (another attention processor, a block not fastvid's or hooked where it adds positions), or for
+    encoder states / extra kwargs."""
 
     patch_kind = "temporal_attention"
 
     @classmethod
     def refusal(cls, module: nn.Module) -> Optional[str]:
-        if any(b.pos_embed is not None or b.norm_type != "layer_norm" for b in module.transformer_blocks):
-            return "its blocks use positional embeddings or a non-LayerNorm norm"
+        for b in module.transformer_blocks:
+            if b.norm_type != "layer_norm":
+                return f"its blocks use norm_type {b.norm_type!r}, not 'layer_norm'"
+            if b.pos_embed is not None and type(b.pos_embed) is not SinusoidalPositionalEmbedding:
+                return f"its blocks use a {type(b.pos_embed).__name__} positional embedding"
         if not cls._frame_major(module, None, None):
             return "not every attention of its blocks runs fastvid's temporal processor"
         return None
@@ -264,6 +277,35 @@ class FastvidTransformerTemporalModel(_Swap, TransformerTemporalModel):
             return False
         return all(isinstance(a.processor, TemporalAttnProcessor) for a in _block_attentions(self))
 
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, ("proj_in", "proj_out"))
+
+    def _blocks_frame_major(self) -> bool:
+        """Blocks with positional embeddings add them per frame only on fastvid's fused path."""
+        return all(b.pos_embed is None or (type(b) is FastvidBasicTransformerBlock and b.norms_reason() is None)
+                   for b in self.transformer_blocks)
+
+    def frame_major_forward(self, hidden_states, timestep, class_labels, num_frames) -> torch.Tensor:
+        batch_frames, channels, height, width = hidden_states.shape
+        video = hidden_states.view(-1, num_frames, channels, height, width).transpose(1, 2)  # (B, C, F, H, W) view
+        x = tokens_in(self, "proj_in", _normed_frames(self, video), self.backend).view(batch_frames, height * width, -1)
+        kwargs = {"fastvid_num_frames": num_frames}
+        for block in self.transformer_blocks:
+            x = block(x, timestep=timestep, class_labels=class_labels, cross_attention_kwargs=kwargs)
+        return tokens_out(self, "proj_out", x, hidden_states, self.backend)
+
+
+def _normed_frames(module: nn.Module, video: torch.Tensor) -> torch.Tensor:
+    """``module.norm`` (a GroupNorm over (C/G, F, H, W)) of the frame-major (B, C, F, H, W) view, as a
+    channel-first map whose tokens are frame-major: (B, C, F*H*W, 1) (torch's GroupNorm, which copies the
+    view to contiguous memory first)."""
+    return module.norm(video).flatten(2).unsqueeze(-1)
+
+
+class FastvidTransformerTemporalModel(_FrameMajorTemporal, TransformerTemporalModel):
+    """TransformerTemporalModel (ModelScope, I2VGenXL) on frame-major tokens (see :class:`_FrameMajorTemporal`).
+    Its saved config names TransformerTemporalModel, so a saved patched model loads without fastvid."""
+
     def to_json_string(self) -> str:
         config = json.loads(super().to_json_string())
         config["_class_name"] = self.original().__name__
@@ -271,25 +313,31 @@ class FastvidTransformerTemporalModel(_Swap, TransformerTemporalModel):
 
     def forward(self, hidden_states, encoder_hidden_states=None, timestep=None, class_labels=None, num_frames=1,
                 cross_attention_kwargs=None, return_dict=True):
-        if not self._frame_major(encoder_hidden_states, cross_attention_kwargs):
+        if not (self._frame_major(encoder_hidden_states, cross_attention_kwargs) and self._blocks_frame_major()):
             return super().forward(hidden_states, encoder_hidden_states, timestep, class_labels, num_frames,
                                    cross_attention_kwargs, return_dict)
-        batch_frames, channels, height, width = hidden_states.shape
-        x = hidden_states.view(-1, num_frames, channels, height * width).transpose(1, 2)  # (B, C, F, N)
-        x = self.norm(x).permute(0, 2, 3, 1).reshape(batch_frames, height * width, channels)
-        x = self.proj_in(x)
-        kwargs = {"fastvid_num_frames": num_frames}
-        for block in self.transformer_blocks:
-            x = block(x, timestep=timestep, class_labels=class_labels, cross_attention_kwargs=kwargs)
-        x = self.proj_out(x).view(batch_frames, height, width, channels).permute(0, 3, 1, 2)
-        output = hidden_states + x  # contiguous, like the residual
+        output = self.frame_major_forward(hidden_states, timestep, class_labels, num_frames)
         return TransformerTemporalModelOutput(sample=output) if return_dict else (output,)
+
+
+class FastvidAnimateDiffTransformer3D(_FrameMajorTemporal, AnimateDiffTransformer3D):
+    """AnimateDiff's motion module (UNetMotionModel, MotionAdapter) on frame-major tokens (see
+    :class:`_FrameMajorTemporal`): diffusers' ``(b f) c h w -> (b h w) f c`` copies around it are gone."""
+
+    def forward(self, hidden_states, encoder_hidden_states=None, timestep=None, class_labels=None, num_frames=1,
+                cross_attention_kwargs=None):
+        if not (self._frame_major(encoder_hidden_states, cross_attention_kwargs) and self._blocks_frame_major()):
+            return super().forward(hidden_states, encoder_hidden_states, timestep, class_labels, num_frames,
+                                   cross_attention_kwargs)
+        return self.frame_major_forward(hidden_states, timestep, class_labels, num_frames)
 
 
 class FastvidTransformerSpatioTemporalModel(_Swap, TransformerSpatioTemporalModel):
     """SVD's TransformerSpatioTemporalModel whose temporal blocks (:class:`FastvidTemporalBasicTransformerBlock`)
     take the spatial blocks' frame-major tokens as they are and each video's image context ``(B, L, C)``
-    (diffusers broadcasts it to every position, ``(B*H*W, L, C)``, for its rearranged blocks). diffusers'
+    (diffusers broadcasts it to every position, ``(B*H*W, L, C)``, for its rearranged blocks); ``proj_in`` reads
+    the normalised map as tokens in place and ``proj_out`` writes its output plus the input back into the
+    (B*F, C, H, W) layout (``fastvid.nn.tokens``). diffusers'
     forward when a temporal block is not fastvid's (the "transformer_block" kind off, or the block sharded
     by fastvid.distributed) or cannot run frame-major (chunked feed-forward, hooked norms, another attention
     processor), or without encoder states."""
@@ -302,21 +350,20 @@ class FastvidTransformerSpatioTemporalModel(_Swap, TransformerSpatioTemporalMode
             return "not every temporal block's self-attention runs fastvid's temporal processor"
         return None
 
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, ("proj_in", "proj_out"))
+
     def forward(self, hidden_states, encoder_hidden_states=None, image_only_indicator=None, return_dict=True):
         # Exactly fastvid's block: a subclass (fastvid.distributed's token-sharded stage) expects diffusers' layout.
         if encoder_hidden_states is None or not all(
                 type(b) is FastvidTemporalBasicTransformerBlock and b.frame_major()
                 for b in self.temporal_transformer_blocks):
             return super().forward(hidden_states, encoder_hidden_states, image_only_indicator, return_dict)
-        batch_frames, _, height, width = hidden_states.shape
         num_frames = image_only_indicator.shape[-1]
-        batch_size = batch_frames // num_frames
+        batch_size = hidden_states.shape[0] // num_frames
         # Each video's context: that of its first frame, as diffusers takes it.
         context = encoder_hidden_states.unflatten(0, (batch_size, num_frames))[:, 0]
-        residual = hidden_states
-        x = self.norm(hidden_states)
-        inner_dim = x.shape[1]
-        x = self.proj_in(x.permute(0, 2, 3, 1).reshape(batch_frames, height * width, inner_dim))
+        x = tokens_in(self, "proj_in", self.norm(hidden_states), self.backend)
         frame_index = torch.arange(num_frames, device=x.device).repeat(batch_size)
         emb = self.time_pos_embed(self.time_proj(frame_index).to(dtype=x.dtype))[:, None, :]
         for block, temporal_block in zip(self.transformer_blocks, self.temporal_transformer_blocks):
@@ -326,8 +373,7 @@ class FastvidTransformerSpatioTemporalModel(_Swap, TransformerSpatioTemporalMode
                 x = block(x, encoder_hidden_states=encoder_hidden_states)
             mix = temporal_block(x + emb, num_frames=num_frames, encoder_hidden_states=context, fastvid_frame_major=True)
             x = self.time_mixer(x_spatial=x, x_temporal=mix, image_only_indicator=image_only_indicator)
-        x = self.proj_out(x).reshape(batch_frames, height, width, inner_dim).permute(0, 3, 1, 2).contiguous()
-        output = x + residual
+        output = tokens_out(self, "proj_out", x, hidden_states, self.backend)
         return TransformerTemporalModelOutput(sample=output) if return_dict else (output,)
 
 
@@ -378,13 +424,27 @@ class _TransformerBlockSwap(_Swap):
     def _norm_names(self):
         return [name for name in self.NORMS if getattr(self, name, None) is not None]
 
-    def unfused_reason(self) -> Optional[str]:
+    def norms_reason(self) -> Optional[str]:
+        """Why the adds and norms cannot be fused (diffusers' forward runs), or None."""
         return unfused_reason(self, self._norm_names())
+
+    def unfused_reason(self) -> Optional[str]:
+        """Why any part runs unfused: the norms (then the whole block) or the feed-forward's last Linear."""
+        ff = getattr(self, "ff", None)
+        last_linear = ["ff.net.2"] if type(ff) is FeedForward and len(ff.net) == 3 else []
+        return self.norms_reason() or unfused_reason(self, last_linear)
 
     def feed_forward(self, ff: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self._chunk_size is not None:
             return _chunked_feed_forward(ff, x, self._chunk_dim, self._chunk_size)
         return ff(x)
+
+    def feed_forward_add(self, ff: nn.Module, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """``ff(x) + residual``; for diffusers' FeedForward (activation, dropout, Linear) the add runs in the
+        last Linear's epilogue (``fastvid.linear``) unless that Linear is hooked or wrapped."""
+        if self._chunk_size is None and type(ff) is FeedForward and len(ff.net) == 3:
+            return linear_add(ff, "net.2", ff.net[1](ff.net[0](x)), residual, self.backend)
+        return self.feed_forward(ff, x) + residual
 
 
 class FastvidBasicTransformerBlock(_TransformerBlockSwap, BasicTransformerBlock):
@@ -404,21 +464,29 @@ class FastvidBasicTransformerBlock(_TransformerBlockSwap, BasicTransformerBlock)
     def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
                 timestep=None, cross_attention_kwargs=None, class_labels=None, added_cond_kwargs=None):
         kwargs = dict(cross_attention_kwargs or {})
-        if hidden_states.ndim != 3 or "gligen" in kwargs or "scale" in kwargs or self.unfused_reason() is not None:
+        if hidden_states.ndim != 3 or "gligen" in kwargs or "scale" in kwargs or self.norms_reason() is not None:
             return super().forward(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
                                    timestep, cross_attention_kwargs, class_labels, added_cond_kwargs)
-        out = self.attn1(self.positions(self.norm1(hidden_states)),
+        frames = kwargs.get("fastvid_num_frames")
+        out = self.attn1(self.positions(self.norm1(hidden_states), frames),
                          encoder_hidden_states=encoder_hidden_states if self.only_cross_attention else None,
                          attention_mask=attention_mask, **kwargs)
         if self.attn2 is not None:
             hidden_states, normed = add_norm(self.norm2, out, hidden_states, self.backend)
-            out = self.attn2(self.positions(normed), encoder_hidden_states=encoder_hidden_states,
+            out = self.attn2(self.positions(normed, frames), encoder_hidden_states=encoder_hidden_states,
                              attention_mask=encoder_attention_mask, **kwargs)
         hidden_states, normed = add_norm(self.norm3, out, hidden_states, self.backend)
-        return self.feed_forward(self.ff, normed) + hidden_states
+        return self.feed_forward_add(self.ff, normed, hidden_states)
 
-    def positions(self, normed: torch.Tensor) -> torch.Tensor:
-        return normed if self.pos_embed is None else self.pos_embed(normed)
+    def positions(self, normed: torch.Tensor, frames: Optional[int]) -> torch.Tensor:
+        """The positional embedding over frames: diffusers' module on (S, F, C) tokens; on frame-major
+        (B*F, N, C) tokens (``frames`` given) each frame's row of the sinusoidal table, broadcast."""
+        if self.pos_embed is None:
+            return normed
+        if frames is None:
+            return self.pos_embed(normed)
+        table = self.pos_embed.pe[0, :frames]  # (F, C)
+        return (normed.unflatten(0, (-1, frames)) + table[:, None, :]).flatten(0, 1)
 
 
 class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicTransformerBlock):
@@ -433,7 +501,7 @@ class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicT
 
     def frame_major(self) -> bool:
         """Whether :class:`FastvidTransformerSpatioTemporalModel` may hand this block frame-major tokens."""
-        return (self._chunk_size is None and self.unfused_reason() is None
+        return (self._chunk_size is None and self.norms_reason() is None
                 and isinstance(self.attn1.processor, TemporalAttnProcessor))
 
     def forward(self, hidden_states, num_frames, encoder_hidden_states=None, fastvid_frame_major=False):
@@ -442,7 +510,7 @@ class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicT
         attn1's :class:`TemporalAttnProcessor` reads the frame axis in place, and attn2 attends ``(B, F*N)``
         queries to each video's context ``encoder_hidden_states`` ``(B, L, C)``, which diffusers broadcasts
         to every position. Only :class:`FastvidTransformerSpatioTemporalModel` passes it (see ``frame_major``)."""
-        if not fastvid_frame_major and self.unfused_reason() is not None:
+        if not fastvid_frame_major and self.norms_reason() is not None:
             return super().forward(hidden_states, num_frames, encoder_hidden_states)
         batch_frames, seq_length, channels = hidden_states.shape
         batch_size = batch_frames // num_frames
@@ -463,12 +531,38 @@ class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicT
                 normed = normed.reshape(encoder_hidden_states.shape[0], -1, channels)
             out = self.attn2(normed, encoder_hidden_states=encoder_hidden_states).view(hidden_states.shape)
         hidden_states, normed = add_norm(self.norm3, out, hidden_states, self.backend)
-        out = self.feed_forward(self.ff, normed)
-        hidden_states = out + hidden_states if self.is_res else out
+        hidden_states = (self.feed_forward_add(self.ff, normed, hidden_states) if self.is_res
+                         else self.feed_forward(self.ff, normed))
         if fastvid_frame_major:
             return hidden_states
         hidden_states = hidden_states[None, :].reshape(batch_size, seq_length, num_frames, channels)
         return hidden_states.permute(0, 2, 1, 3).reshape(batch_size * num_frames, seq_length, channels)
+
+
+class FastvidTransformer2DModel(_Swap, Transformer2DModel):
+    """Transformer2DModel (the spatial transformers of every video UNet) on continuous inputs without its
+    token rearrange copies: ``proj_in`` (a Linear or a 1x1 conv) reads the normalised (N, C, H, W) map as
+    transposed tokens in place, and ``proj_out`` writes its output plus the block's input straight into the
+    (N, C, H, W) layout (``fastvid.nn.tokens``). diffusers' code when a projection is hooked or wrapped."""
+
+    patch_kind = "transformer_block"
+    video_layer = False
+
+    @classmethod
+    def refusal(cls, module: nn.Module) -> Optional[str]:
+        if not module.is_input_continuous:
+            return "its inputs are patches or vectorized latents, not a continuous feature map"
+        return None
+
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, ("proj_in", "proj_out"))
+
+    def _operate_on_continuous_inputs(self, hidden_states):
+        tokens = tokens_in(self, "proj_in", self.norm(hidden_states), self.backend)
+        return tokens, tokens.shape[-1]
+
+    def _get_output_for_continuous_inputs(self, hidden_states, residual, batch_size, height, width, inner_dim):
+        return tokens_out(self, "proj_out", hidden_states, residual, self.backend)
 
 
 class FastvidResnetBlock2D(_Swap, ResnetBlock2D):
@@ -562,10 +656,10 @@ class FastvidGEGLU(_Swap, GEGLU):
 
 
 
-SWAPS = {swap.original(): swap for swap in (FastvidTransformerTemporalModel, FastvidTransformerSpatioTemporalModel,
-                                            FastvidTemporalConvLayer, FastvidTemporalResnetBlock, FastvidResnetBlock2D,
-                                            FastvidAlphaBlender, FastvidGEGLU, FastvidBasicTransformerBlock,
-                                            FastvidTemporalBasicTransformerBlock)}
+SWAPS = {swap.original(): swap for swap in (
+    FastvidTransformerTemporalModel, FastvidAnimateDiffTransformer3D, FastvidTransformerSpatioTemporalModel,
+    FastvidTemporalConvLayer, FastvidTemporalResnetBlock, FastvidResnetBlock2D, FastvidAlphaBlender, FastvidGEGLU,
+    FastvidBasicTransformerBlock, FastvidTemporalBasicTransformerBlock, FastvidTransformer2DModel)}
 ORIGINAL_CLASS = {swap: base for base, swap in SWAPS.items()}
 # The swaps whose layers make a model a video model (GEGLU, ResnetBlock2D and transformer blocks are in image
 # UNets too).
@@ -717,7 +811,8 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
     unet = _unet(model)
     roles = _roles(unet)
     if not _is_video(model, unet, roles):
-        known = ", ".join(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock, *VIDEO_SWAPS))
+        known = ", ".join(dict.fromkeys(c.__name__ for c in TEMPORAL_TRANSFORMERS + (TemporalBasicTransformerBlock,
+                                                                                     *VIDEO_SWAPS)))
         fail(OP, "model", f"is a {type(unet).__name__} with no temporal layers or cross-frame processors (fastvid "
              f"patches {known} and Text2Video-Zero's {' / '.join(CROSS_FRAME_PROCESSORS)})",
              "a diffusers video model (UNet3DConditionModel, UNetSpatioTemporalConditionModel, UNetMotionModel, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -35,12 +35,67 @@ def empty(*shape, dtype, device) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+# torch's lower-overhead allocators (what torch Inductor's generated code calls instead of
+# torch.empty_strided, whose argument parsing and dispatch cost more than the allocation): they take exact
+# tuples of ints and allocate on the current device of their type. None where this torch lacks them.
+try:
+    from torch._C._dynamo.guards import _empty_strided_cpu, _empty_strided_cuda
+except ImportError:  # another torch build: torch.empty_strided everywhere
+    _empty_strided_cpu = _empty_strided_cuda = None
+_cuda_device = getattr(torch._C, "_cuda_getDevice", None) if _empty_strided_cuda is not None else None
+
+
+def _poisoned(t: torch.Tensor) -> torch.Tensor:
+    return t.fill_(float("nan") if t.dtype.is_floating_point else -1)
+
+
+def allocator(shape, strides, dtype: torch.dtype, device: torch.device, poison: bool = True
+              ) -> Callable[[], torch.Tensor]:
+    """A function of no argument returning a new uninitialised tensor of ``shape``, ``strides``, ``dtype`` on
+    ``device``: what a plan keeps per output, so a call allocates with the cheapest call torch has for that
+    device (on the CPU torch's allocator itself, bound; on CUDA only while ``device`` is the current device;
+    else, and on other devices, ``torch.empty_strided``). NaN-filled where poisoning was on when the plan
+    was made (the signature holds the poisoning state), unless ``poison`` is False (a kernel's scratch).
+    The lower-overhead allocators pass by torch's dispatcher (no TorchDispatchMode sees them): for a plan's
+    ``run`` on real tensors, never for a fake implementation."""
+    shape, strides = tuple(int(n) for n in shape), tuple(int(s) for s in strides)
+    poisoned = _poison and poison
+
+    def generic() -> torch.Tensor:
+        t = torch.empty_strided(shape, strides, dtype=dtype, device=device)
+        return _poisoned(t) if poisoned else t
+
+    if device.type == "cpu" and _empty_strided_cpu is not None:
+        if poisoned:
+            return lambda: _poisoned(_empty_strided_cpu(shape, strides, dtype))
+        return functools.partial(_empty_strided_cpu, shape, strides, dtype)
+    if device.type == "cuda" and _cuda_device is not None:
+        index = device.index if device.index is not None else 0
+
+        def on_cuda() -> torch.Tensor:
+            if _cuda_device() != index:
+                return generic()
+            t = _empty_strided_cuda(shape, strides, dtype)
+            return _poisoned(t) if poisoned else t
+        return on_cuda
+    return generic
+
+
 def empty_strided(shape, strides, *, dtype, device) -> torch.Tensor:
-    """:func:`empty` with the strides a plan worked out (the cheapest allocation torch offers)."""
+    """:func:`empty` with the strides a plan worked out, through the lower-overhead allocator where ``shape``
+    and ``strides`` are tuples and ``device`` is the CPU or the current CUDA device (as :func:`allocator`:
+    for real tensors, never in a fake implementation). A plan may keep an :func:`allocator` per output
+    instead (cheaper still: the choice is made once)."""
+    if type(shape) is tuple and type(strides) is tuple:
+        kind = device.type
+        if kind == "cpu" and _empty_strided_cpu is not None:
+            t = _empty_strided_cpu(shape, strides, dtype)
+            return _poisoned(t) if _poison else t
+        if kind == "cuda" and _cuda_device is not None and device.index == _cuda_device():
+            t = _empty_strided_cuda(shape, strides, dtype)
+            return _poisoned(t) if _poison else t
     t = torch.empty_strided(shape, strides, dtype=dtype, device=device)
-    if _poison:
-        t.fill_(float("nan") if dtype.is_floating_point else -1)
-    return t
+    return _poisoned(t) if _poison else t
 
 
 def dim_order(t: torch.Tensor):
@@ -215,7 +270,6 @@ def triton_auto_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
 
 # ---- the per-signature cache: validate and plan once, then look up -------------------------------
 
-_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 PLAN_CACHE_SIZE = 256  # signatures kept per cache; the oldest goes first past this
 
 
@@ -226,25 +280,45 @@ def tensor_key(t: torch.Tensor) -> tuple:
 
 
 _tf32 = torch._C._get_cublas_allow_tf32
+_grad_enabled = torch.is_grad_enabled
+_Tensor, _Parameter = torch.Tensor, torch.nn.Parameter
+
+
+def signature(args: tuple, first=None) -> Optional[tuple]:
+    """The signature of a call of ``args`` (``first``: a value put before them, e.g. the backend name):
+    grad mode, the TF32 setting, :func:`meta_as_cuda`, output poisoning (:func:`set_poison`: a plan's
+    allocators fill or not), ``first``, then each plain tensor's
+    :func:`tensor_key` items (``requires_grad`` only while grad mode is on: no plan depends on it under
+    ``torch.no_grad()``) and every other value's type and value, in one flat tuple (a tensor's items start
+    with a ``torch.Size``, another value's with a type, so no two calls share a key). None (no caching) for a
+    tensor subclass; an unhashable value makes a cache lookup skip the cache. Either way such a call takes
+    the full path, which validates it. Inlined: this runs on every call."""
+    if _grad_enabled():
+        key = [True, _tf32(), _meta_as_cuda, _poison, first]
+        for a in args:
+            kind = type(a)
+            if kind is _Tensor or kind is _Parameter:
+                key += (a.shape, a.stride(), a.dtype, a.device, a.requires_grad, a.data_ptr() & 15)
+            elif isinstance(a, _Tensor):
+                return None
+            else:
+                key += (kind, a)
+        return tuple(key)
+    key = [False, _tf32(), _meta_as_cuda, _poison, first]
+    for a in args:
+        kind = type(a)
+        if kind is _Tensor or kind is _Parameter:
+            key += (a.shape, a.stride(), a.dtype, a.device, a.data_ptr() & 15)
+        elif isinstance(a, _Tensor):
+            return None
+        else:
+            key += (kind, a)
+    return tuple(key)
 
 
 def call_key(*args) -> Optional[tuple]:
-    """The signature of a call: each plain tensor by :func:`tensor_key` (inlined: this runs on every
-    call), every other value by type and value, plus grad mode, the TF32 setting and
-    :func:`meta_as_cuda`. None (no caching) for a tensor subclass; an unhashable value makes
-    :meth:`PlanCache.lookup` skip the cache. Either way such a call takes the full path, which validates it."""
-    key = [torch.is_grad_enabled(), _tf32(), _meta_as_cuda]
-    append = key.append
-    for a in args:
-        kind = type(a)
-        if kind in _PLAIN_TENSORS:
-            append((a.shape, a.stride(), a.dtype, a.device, a.requires_grad, a.data_ptr() & 15))
-        elif isinstance(a, torch.Tensor):
-            return None
-        else:
-            append(kind)
-            append(a)
-    return tuple(key)
+    """:func:`signature` of ``args``."""
+    return signature(args)
 
 
 class PlanCache:
@@ -284,13 +358,18 @@ def _runtime_knobs():
     return knobs.runtime
 
 
-def _idle_hooks() -> Optional[tuple]:
+def _idle(hook) -> bool:
+    return hook is None or not getattr(hook, "calls", True)
+
+
+def _idle_hooks(knobs=None) -> Optional[tuple]:
     """Triton's (launch_enter_hook, launch_exit_hook) when neither does anything (no profiler hook is
     installed), else None: the fixed-argument launch passes no launch metadata."""
-    knobs = _runtime_knobs()
-    hooks = (knobs.launch_enter_hook, knobs.launch_exit_hook)
-    if all(h is None or not getattr(h, "calls", True) for h in hooks):
-        return hooks
+    if knobs is None:
+        knobs = _runtime_knobs()
+    enter, leave = knobs.launch_enter_hook, knobs.launch_exit_hook
+    if _idle(enter) and _idle(leave):
+        return enter, leave
     return None
 
 
@@ -362,10 +441,12 @@ def _fixed_launcher(launch: Launch, compiled, n_tensors: int):
     run, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
     fixed = launch.scalars + tail
     device = torch.cuda.current_device()
-    current_device, raw_stream = torch.cuda.current_device, torch._C._cuda_getCurrentRawStream
+    current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)  # the first: no lazy-init check
+    raw_stream = torch._C._cuda_getCurrentRawStream
+    knobs = _runtime_knobs()
 
     def launch_fixed(tensors) -> bool:
-        hooks = _idle_hooks()
+        hooks = _idle_hooks(knobs)
         if hooks is None or current_device() != device:
             return False
         run(grid[0], grid[1], grid[2], raw_stream(device), function, metadata, None, hooks[0], hooks[1],

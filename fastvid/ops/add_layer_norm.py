@@ -3,8 +3,8 @@ ops with autograd, dispatch, public function.
 
 Forward: one Triton launch reads x and residual once and writes the sum (the new residual stream),
 its LayerNorm and the per-row mean and rstd. Backward: one Triton launch writes the gradient of the
-sum (shared by x and residual) and per-program weight / bias partials, summed by torch in a fixed
-order (deterministic).
+sum (shared by x and residual) and per-program weight / bias partials, which a second launch sums in a
+fixed order into the parameters' dtype (deterministic).
 """
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ class _FwdPlan:
 
         self.shape, self.rows = tuple(x.shape), x.shape[0] * x.shape[1]
         width = x.shape[2]
+        self.out = _launch.allocator(self.shape, _launch.contiguous_strides(self.shape), x.dtype, x.device)
+        self.stats = _launch.allocator((2, self.rows), (self.rows, 1), torch.float32, x.device)
         self.launch = None
         if self.rows == 0 or width == 0:
             return
@@ -54,9 +56,7 @@ class _FwdPlan:
 
 
 def _fwd_run(plan: _FwdPlan, x, residual, weight, bias, eps):
-    s = _launch.empty(*plan.shape, dtype=x.dtype, device=x.device)
-    y = _launch.empty(*plan.shape, dtype=x.dtype, device=x.device)
-    stats = _launch.empty(2, plan.rows, dtype=torch.float32, device=x.device)
+    s, y, stats = plan.out(), plan.out(), plan.stats()
     if plan.launch is not None:
         plan.launch(x, residual, x if weight is None else weight, x if bias is None else bias, s, y, stats)
     return s, y, stats
@@ -80,15 +80,28 @@ class _BwdPlan:
 
     def __init__(self, dsum, dnormed, s, weight, stats, has_bias):
         from ..kernels.add_layer_norm import add_layer_norm_bwd_kernel
+        # The temporal conv's fixed-order sum of per-program partials into the parameters' dtype, shared.
+        from ..kernels.temporal_conv import temporal_conv_grad_sum_kernel
 
         self.shape, rows, width = tuple(s.shape), s.shape[0] * s.shape[1], s.shape[2]
         block_m, block_c, warps = _tiles(width)
         programs = max(1, min(_launch.cdiv(rows, block_m), _launch.target_programs(s, per_sm=2, off_gpu=3)))
         rows_per_program = _launch.cdiv(_launch.cdiv(rows, programs), block_m) * block_m if rows else 0
         programs = _launch.cdiv(rows, rows_per_program) if rows else 0
-        self.partial_shape = (max(programs, 1), width)  # zeros where no program writes (no rows)
-        self.launch = None
+        self.partial_shape = (max(programs, 1), width)
+        self.dx = _launch.allocator(self.shape, _launch.contiguous_strides(self.shape), s.dtype, s.device)
+        # Every program writes its whole row of partials (no fill needed).
+        self.partial = _launch.allocator(self.partial_shape, (width, 1), torch.float32, s.device, poison=False)
+        self.dweight = _launch.allocator((width,), (1,), weight.dtype if weight is not None else s.dtype, s.device)
+        self.dbias = _launch.allocator((width,), (1,), s.dtype, s.device)
+        self.launch = self.sums = None
         if programs and width:
+            if weight is not None or has_bias:
+                block = 1024
+                blocks = _launch.cdiv(width, block)
+                self.sums = _launch.Launch(
+                    temporal_conv_grad_sum_kernel, (blocks * ((weight is not None) + has_bias),),
+                    (programs, width, width), WEIGHT_GRAD=weight is not None, BLOCK=block, num_warps=4)
             self.launch = _launch.Launch(
                 add_layer_norm_bwd_kernel, (programs,),
                 (*(dsum.stride() if dsum is not None else (0, 0, 0)), *dnormed.stride(),
@@ -98,16 +111,20 @@ class _BwdPlan:
 
 
 def _bwd_run(plan: _BwdPlan, dsum, dnormed, s, weight, stats, has_bias):
-    dx = _launch.empty(*plan.shape, dtype=s.dtype, device=s.device)
-    dw_part = torch.zeros(plan.partial_shape, dtype=torch.float32, device=s.device)
-    db_part = torch.zeros_like(dw_part)
-    if plan.launch is not None:
+    dx = plan.dx()
+    if plan.launch is None:  # no row or no column: zero parameter gradients
+        width = plan.partial_shape[1]
+        dweight = torch.zeros(width, dtype=weight.dtype, device=s.device) if weight is not None else None
+        dbias = torch.zeros(width, dtype=s.dtype, device=s.device) if has_bias else None
+    else:
+        dw_part, db_part = plan.partial(), plan.partial()
         plan.launch(dnormed if dsum is None else dsum, dnormed, s, s if weight is None else weight, stats, dx,
                     dw_part, db_part)
-    # Partials summed over their rows in a fixed order: deterministic.
-    dweight = dw_part.sum(0).to(weight.dtype) if weight is not None else s.new_empty(0)
-    dbias = db_part.sum(0).to(s.dtype) if has_bias else s.new_empty(0)
-    return [dx, dweight, dbias]
+        dweight = plan.dweight() if weight is not None else None
+        dbias = plan.dbias() if has_bias else None
+        if plan.sums is not None:  # the partials summed over their rows in a fixed order: deterministic
+            plan.sums(dw_part, db_part, dbias if dweight is None else dweight, dweight if dbias is None else dbias)
+    return [dx, s.new_empty(0) if dweight is None else dweight, s.new_empty(0) if dbias is None else dbias]
 
 
 @torch.library.custom_op("fastvid::add_layer_norm_bwd", mutates_args=())

@@ -8,6 +8,7 @@ inputs once, writes both input gradients, and reduces alpha's gradient from per-
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Tuple
 
 import torch
@@ -70,22 +71,48 @@ def _out_like(x: Tensor) -> Tensor:
     return _launch.empty_in_order(x.shape, _launch.dim_order(x), dtype=x.dtype, device=x.device)
 
 
+def _layout(x: Tensor) -> Tuple[tuple, tuple]:
+    """(shape, strides) of the outputs: x_spatial's memory order, dense (as :func:`_out_like` lays them out)."""
+    shape = tuple(x.shape)
+    return shape, _launch.video_strides(shape, _launch.dim_order(x))
+
+
+def _meta(shape, strides, dtype) -> Tensor:
+    return torch.empty_strided(shape, strides, dtype=dtype, device="meta")
+
+
+class _FwdPlan:
+    """The forward launch of one call signature over the (D0, D1, D2, D3) view of the operands."""
+
+    def __init__(self, x_spatial, x_temporal, alpha):
+        from ..kernels.alpha_blend import alpha_blend_fwd_kernel
+
+        shape, strides = _layout(x_spatial)
+        self.out = _launch.allocator(shape, strides, x_spatial.dtype, x_spatial.device)
+        self.launch = None
+        if x_spatial.numel() == 0:
+            return
+        view = _View(_meta(shape, strides, x_spatial.dtype), x_spatial, x_temporal, alpha=alpha)
+        _, d1, d2, d3 = view.sizes
+        self.launch = _launch.Launch(
+            alpha_blend_fwd_kernel, view.grid,
+            (*view.operand_strides(1), *view.operand_strides(2), *view.operand_strides(0),
+             *view.operand_strides(3)[:3], view.n_rows, d1, d2, d3, view.n_k_blocks),
+            BLOCK_R=view.block_r, BLOCK_K=view.block_k, num_warps=4,
+        )
+
+
+def _fwd_run(plan: _FwdPlan, x_spatial, x_temporal, alpha):
+    out = plan.out()
+    if plan.launch is not None:
+        plan.launch(x_spatial, x_temporal, alpha, out)
+    return out
+
+
 @torch.library.custom_op("fastvid::alpha_blend_fwd", mutates_args=())
 def alpha_blend_fwd(x_spatial: Tensor, x_temporal: Tensor, alpha: Tensor) -> Tensor:
     """Triton forward: alpha * x_spatial + (1 - alpha) * x_temporal, in x_spatial's memory order."""
-    from ..kernels.alpha_blend import alpha_blend_fwd_kernel
-
-    out = _out_like(x_spatial)
-    if out.numel() == 0:
-        return out
-    view = _View(out, x_spatial, x_temporal, alpha=alpha)
-    d0, d1, d2, d3 = view.sizes
-    alpha_blend_fwd_kernel[view.grid](
-        x_spatial, x_temporal, alpha, out, *view.operand_strides(1), *view.operand_strides(2),
-        *view.operand_strides(0), *view.operand_strides(3)[:3], view.n_rows, d1, d2, d3, view.n_k_blocks,
-        BLOCK_R=view.block_r, BLOCK_K=view.block_k, num_warps=4,
-    )
-    return out
+    return _fwd_op.planned(x_spatial, x_temporal, alpha)
 
 
 @alpha_blend_fwd.register_fake
@@ -93,38 +120,74 @@ def _(x_spatial, x_temporal, alpha):
     return _out_like(x_spatial)
 
 
+class _BwdPlan:
+    """The backward launch of one call signature (dout in a layout of its own read from a copy in the
+    inputs' order) and how alpha's gradient is summed from the per-tile partials."""
+
+    def __init__(self, dout, x_spatial, x_temporal, alpha):
+        from ..kernels.alpha_blend import alpha_blend_bwd_kernel
+
+        shape, strides = _layout(x_spatial)
+        self.grad = _launch.allocator(shape, strides, x_spatial.dtype, x_spatial.device)
+        self.launch, self.copy_dout = None, False
+        if x_spatial.numel() == 0:
+            return
+        dxs = _meta(shape, strides, x_spatial.dtype)
+        view = _View(dxs, dout, x_spatial, x_temporal, alpha=alpha)
+        if not view.ok:  # dout in a layout of its own: read it in the inputs' order
+            self.copy_dout = True
+            view = _View(dxs, dxs, x_spatial, x_temporal, alpha=alpha)
+        self.alpha_grad = _AlphaGrad(view, alpha)
+        self.part = _launch.allocator((view.n_rows, view.n_k_blocks), (view.n_k_blocks, 1), torch.float32,
+                                      dout.device, poison=False)
+        _, d1, d2, d3 = view.sizes
+        self.launch = _launch.Launch(
+            alpha_blend_bwd_kernel, view.grid,
+            (*view.operand_strides(1), *view.operand_strides(2), *view.operand_strides(3), *view.operand_strides(0),
+             *view.operand_strides(4)[:3], view.n_rows, d1, d2, d3, view.n_k_blocks),
+            BLOCK_R=view.block_r, BLOCK_K=view.block_k, num_warps=4,
+        )
+
+
+def _bwd_run(plan: _BwdPlan, dout, x_spatial, x_temporal, alpha):
+    dxs, dxt = plan.grad(), plan.grad()
+    if plan.launch is None:
+        return [dxs, dxt, torch.zeros_like(alpha)]
+    if plan.copy_dout:
+        dout = plan.grad().copy_(dout)
+    part = plan.part()
+    plan.launch(dout, x_spatial, x_temporal, alpha, dxs, dxt, part)
+    return [dxs, dxt, plan.alpha_grad(part, alpha)]
+
+
 @torch.library.custom_op("fastvid::alpha_blend_bwd", mutates_args=())
 def alpha_blend_bwd(dout: Tensor, x_spatial: Tensor, x_temporal: Tensor, alpha: Tensor) -> List[Tensor]:
     """Triton backward: [dx_spatial, dx_temporal] (in x_spatial's memory order) and dalpha (alpha's shape)."""
-    from ..kernels.alpha_blend import alpha_blend_bwd_kernel
-
-    dxs, dxt = _out_like(x_spatial), _out_like(x_spatial)
-    if dxs.numel() == 0:
-        return [dxs, dxt, torch.zeros_like(alpha)]
-    view = _View(dxs, dout, x_spatial, x_temporal, alpha=alpha)
-    if not view.ok:  # dout in a layout of its own: read it in the inputs' order
-        dout = _out_like(x_spatial).copy_(dout)
-        view = _View(dxs, dout, x_spatial, x_temporal, alpha=alpha)
-    d0, d1, d2, d3 = view.sizes
-    part = torch.empty(view.n_rows, view.n_k_blocks, dtype=torch.float32, device=dout.device)
-    alpha_blend_bwd_kernel[view.grid](
-        dout, x_spatial, x_temporal, alpha, dxs, dxt, part, *view.operand_strides(1), *view.operand_strides(2),
-        *view.operand_strides(3), *view.operand_strides(0), *view.operand_strides(4)[:3],
-        view.n_rows, d1, d2, d3, view.n_k_blocks, BLOCK_R=view.block_r, BLOCK_K=view.block_k, num_warps=4,
-    )
-    return [dxs, dxt, _alpha_grad(view, part, alpha)]
+    return _bwd_op.planned(dout, x_spatial, x_temporal, alpha)
 
 
-def _alpha_grad(view: _View, part: Tensor, alpha: Tensor) -> Tensor:
-    """Sums the (rows, column blocks) partials over the columns and over the dims alpha is broadcast
-    along, and places each sum at the alpha element it belongs to."""
-    alpha_strides = view.operand_strides(len(view.strides[0]) - 1)[:3]
-    per_row = part.sum(1).view(view.sizes[:3])
-    kept = [d for d in range(3) if alpha_strides[d] != 0]
-    summed = per_row.sum([d for d in range(3) if d not in kept]) if len(kept) < 3 else per_row
-    grad = torch.zeros(alpha.numel(), dtype=torch.float32, device=alpha.device)
-    grad.as_strided([view.sizes[d] for d in kept], [alpha_strides[d] for d in kept]).copy_(summed)
-    return grad.view(alpha.shape).to(alpha.dtype)
+class _AlphaGrad:
+    """How alpha's gradient is summed from the (rows, column blocks) partials: one sum over the columns and
+    the dims alpha is broadcast along, then, where the sums already lie in alpha's memory order, a view of
+    alpha's shape; else each sum placed at the alpha element it belongs to."""
+
+    def __init__(self, view: _View, alpha: Tensor):
+        alpha_strides = view.operand_strides(len(view.strides[0]) - 1)[:3]
+        self.kept = [d for d in range(3) if alpha_strides[d] != 0]
+        self.part_shape = (*view.sizes[:3], view.n_k_blocks)
+        self.sum_dims = tuple(d for d in range(3) if d not in self.kept) + (3,)
+        self.kept_sizes = [view.sizes[d] for d in self.kept]
+        self.kept_strides = [alpha_strides[d] for d in self.kept]
+        self.in_order = (tuple(self.kept_strides) == _launch.contiguous_strides(self.kept_sizes)
+                         and math.prod(self.kept_sizes) == alpha.numel())
+
+    def __call__(self, part: Tensor, alpha: Tensor) -> Tensor:
+        summed = part.view(self.part_shape).sum(self.sum_dims)
+        if self.in_order:
+            return summed.view(alpha.shape).to(alpha.dtype)
+        grad = torch.zeros(alpha.numel(), dtype=torch.float32, device=alpha.device)
+        grad.as_strided(self.kept_sizes, self.kept_strides).copy_(summed)
+        return grad.view(alpha.shape).to(alpha.dtype)
 
 
 @alpha_blend_bwd.register_fake
@@ -142,7 +205,8 @@ def _backward(ctx, dout):
     return tuple(g if need else None for g, need in zip((dxs, dxt, dalpha), ctx.needs_input_grad))
 
 
-_fwd_op, _bwd_op = TritonOp(alpha_blend_fwd), TritonOp(alpha_blend_bwd)
+_fwd_op = TritonOp(alpha_blend_fwd, _FwdPlan, _fwd_run)
+_bwd_op = TritonOp(alpha_blend_bwd, _BwdPlan, _bwd_run)
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
@@ -202,7 +266,8 @@ def _backend_arguments(x_spatial, x_temporal, alpha):
 
 
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x)),
+    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x),
+            prepare=lambda *a: _fwd_op.prepare(*a)),
     Backend("torch", _run_torch),
     Backend("reference", _run_reference),
 ], arguments=_backend_arguments)
@@ -223,4 +288,4 @@ def alpha_blend(x_spatial: Tensor, x_temporal: Tensor, alpha: Tensor, *, backend
         x's shape, in x_spatial's memory order, dtype of x. Differentiable in x_spatial, x_temporal and
         alpha (so in mix_factor through the torch ops that made alpha).
     """
-    return DISPATCH(backend, *_backend_arguments(x_spatial, x_temporal, alpha))
+    return DISPATCH.call(backend, x_spatial, x_temporal, alpha)

@@ -24,7 +24,7 @@ from ..validation import (
     fail,
 )
 from . import _launch
-from ._library import TritonOp
+from ._library import Const, TritonOp, bound
 from ._nonfinite import has_nonfinite_on_cpu
 
 OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
@@ -125,6 +125,8 @@ class _FwdPlan:
         self.lse_shape = (batch, frames, heads, tokens)
         self.strides = _launch.contiguous_strides(self.shape)
         self.lse_strides = _launch.contiguous_strides(self.lse_shape)
+        self.out = _launch.allocator(self.shape, self.strides, q.dtype, q.device)
+        self.lse = _launch.allocator(self.lse_shape, self.lse_strides, torch.float32, q.device)
         self.launch = None
         if q.numel() == 0:
             return
@@ -139,8 +141,7 @@ class _FwdPlan:
 
 
 def _fwd_run(plan: _FwdPlan, q, k, v, table, scale):
-    out = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
-    lse = _launch.empty_strided(plan.lse_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
+    out, lse = plan.out(), plan.lse()
     if plan.launch is not None:
         plan.launch(q, k, v, table, out, lse)
     return out, lse
@@ -172,6 +173,9 @@ class _BwdPlan:
         # delta is allocated like lse, both contiguous (a strided lse is copied): the kernels read both with these
         self.delta_shape = tuple(lse.shape)
         self.lse_strides = _launch.contiguous_strides(self.delta_shape)
+        self.dq_out = _launch.allocator(self.shape, self.strides, q.dtype, q.device)
+        self.dkv_out = _launch.allocator(self.kv_shape, self.kv_strides, q.dtype, q.device)
+        self.delta = _launch.allocator(self.delta_shape, self.lse_strides, torch.float32, q.device)
         self.dq = self.dkv = None
         if q.numel() == 0:
             return
@@ -193,13 +197,11 @@ class _BwdPlan:
 
 
 def _bwd_run(plan: _BwdPlan, dout, q, k, v, table, out, lse, scale):
-    dq = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
+    dq = plan.dq_out()
     if plan.dq is None:  # no query reads a key: dK = dV = 0
         return [dq, torch.zeros(plan.kv_shape, dtype=plan.dtype, device=plan.device),
                 torch.zeros(plan.kv_shape, dtype=plan.dtype, device=plan.device)]
-    dk = _launch.empty_strided(plan.kv_shape, plan.kv_strides, dtype=plan.dtype, device=plan.device)
-    dv = _launch.empty_strided(plan.kv_shape, plan.kv_strides, dtype=plan.dtype, device=plan.device)
-    delta = _launch.empty_strided(plan.delta_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
+    dk, dv, delta = plan.dkv_out(), plan.dkv_out(), plan.delta()
     lse = lse if lse.stride() == plan.lse_strides else lse.contiguous()
     plan.dq(q, k, v, table, out, dout, lse, delta, dq)
     plan.dkv(q, k, v, _table_counts(table, plan.frames), dout, lse, delta, dk, dv)
@@ -247,7 +249,7 @@ def _prepare_triton(q, k, v, frames, scale):
     table = frame_table(frames, q.shape[1], q.device)
     call = _fwd_op.prepare(q, k, v, table, scale, output=0)
     if isinstance(frames, str):
-        return lambda q, k, v, frames, scale: call(q, k, v, table, scale)
+        return bound(call, 5, (0, 1, 2, Const(table), 4))
     return lambda q, k, v, frames, scale: call(q, k, v, frame_table(frames, q.shape[1], q.device), scale)
 
 
@@ -275,9 +277,8 @@ def _triton_auto_reason(q, k, v, frames, scale):
                 "memory-efficient) run on views without copies; auto takes the torch backend")
     if mode == "first" and head_dim % 16 and head_dim % 8 == 0:
         return (f"frames='first' reads frame 0's keys through a view, and at head_dim {head_dim} (not a multiple "
-                "of 16) SDPA's fused kernels measured faster than the Triton kernel (NVIDIA H200: 0.60 vs 0.81 ms "
-                "forward, 2.2 vs 4.0 ms forward+backward at Text2Video-Zero's 64x64 layer, head_dim 40; "
-                "benchmarks/results/h200-quick-2026-11-27); auto takes the torch backend")
+                "of 16) SDPA's fused kernels ran faster than the Triton kernel in the benchmarks (docs/benchmarks.md); "
+                "auto takes the torch backend")
     return None
 
 

@@ -49,14 +49,18 @@ class _Plan:
     """Everything a launch of one call signature needs but the tensors, forward or backward: the output's
     shape (contiguous), and the launch over the (rows, last dim) matrices of the inputs, whose strides
     (:func:`_rows`: a view, or a contiguous copy of an input whose leading dims do not merge) the
-    signature fixes."""
+    signature fixes; ``merged`` says which inputs the launch takes as they are (their matrix a view)."""
 
     def __init__(self, kernel, out_shape, inputs, approximate):
         self.out_shape = tuple(out_shape)
+        self.out = _launch.allocator(self.out_shape, _launch.contiguous_strides(self.out_shape), inputs[-1].dtype,
+                                     inputs[-1].device)
         self.launch = None
         if inputs[0].numel() == 0:
             return
         rows_in = [_rows(t) for t in inputs]
+        # A launch takes an input itself where its (rows, last dim) matrix is a view (the same data pointer).
+        self.merged = tuple(r.data_ptr() == t.data_ptr() for r, t in zip(rows_in, inputs))
         rows, inner = rows_in[0].shape[0], inputs[-1].shape[-1] // 2
         out_strides = _launch.contiguous_strides((rows, self.out_shape[-1]))
         programs, n_col_blocks, tiles = _launch_grid(rows, inner)
@@ -74,9 +78,9 @@ def _fwd_plan(proj_out, approximate):
 
 
 def _fwd_run(plan: _Plan, proj_out, approximate):
-    y = _launch.empty(*plan.out_shape, dtype=proj_out.dtype, device=proj_out.device)
-    if plan.launch is not None:
-        plan.launch(_rows(proj_out), y.view(-1, y.shape[-1]))
+    y = plan.out()
+    if plan.launch is not None:  # y (contiguous) is its own (rows, inner) matrix
+        plan.launch(proj_out if plan.merged[0] else _rows(proj_out), y)
     return y
 
 
@@ -98,10 +102,11 @@ def _bwd_plan(dy, proj_out, approximate):
 
 
 def _bwd_run(plan: _Plan, dy, proj_out, approximate):
-    dp = _launch.empty(*plan.out_shape, dtype=proj_out.dtype, device=proj_out.device)
+    dp = plan.out()
     if plan.launch is None:
         return dp.zero_()
-    plan.launch(_rows(dy), _rows(proj_out), dp.view(-1, dp.shape[-1]))
+    merged = plan.merged
+    plan.launch(dy if merged[0] else _rows(dy), proj_out if merged[1] else _rows(proj_out), dp)
     return dp
 
 

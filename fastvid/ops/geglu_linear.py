@@ -46,10 +46,13 @@ class _FwdPlan:
         from ..kernels.geglu_linear import geglu_linear_fwd_kernel
 
         self.shape = (*x.shape[:-1], weight.shape[0] // 2)
+        self.out = _launch.allocator(self.shape, _launch.contiguous_strides(self.shape), x.dtype, x.device)
         self.launch = None
         m, n, k = math.prod(x.shape[:-1]), weight.shape[0] // 2, x.shape[-1]
         if m * n:
-            x2 = _rows(torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta"))
+            x_meta = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+            x2 = _rows(x_meta)
+            self.x_merged = x2._base is x_meta  # a view: the launch takes x itself (the same data pointer)
             self.launch = _launch.Launch(
                 geglu_linear_fwd_kernel,
                 lambda meta: (_launch.cdiv(m, meta["BLOCK_M"]) * _launch.cdiv(n, meta["BLOCK_N"]),),
@@ -61,9 +64,9 @@ class _FwdPlan:
 
 
 def _fwd_run(plan: _FwdPlan, x, weight, bias, approximate):
-    y = _launch.empty(*plan.shape, dtype=x.dtype, device=x.device)
+    y = plan.out()
     if plan.launch is not None:
-        plan.launch(_rows(x), weight, weight if bias is None else bias, y)
+        plan.launch(x if plan.x_merged else _rows(x), weight, weight if bias is None else bias, y)
     return y
 
 

@@ -69,9 +69,11 @@ def _bias_strides(bias: Optional[Tensor]) -> tuple:
 
 
 class _FwdPlan:
-    """Everything a forward launch of one call signature needs but the tensors."""
+    """Everything a forward launch of one call signature needs but the tensors. ``lse=False``: a call that
+    keeps no log-sum-exp (no gradient to compute; the public function returns out alone) allocates and
+    writes none."""
 
-    def __init__(self, q, k, v, bias, causal, scale):
+    def __init__(self, q, k, v, bias, causal, scale, lse=True):
         from ..kernels.temporal_attention import temporal_attention_fwd_kernel
 
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
@@ -79,6 +81,8 @@ class _FwdPlan:
         self.lse_shape = (batch, heads, frames, tokens)
         self.strides = _launch.video_strides(self.shape, _launch.dim_order(q))  # q's memory order, dense
         self.lse_strides = _launch.contiguous_strides(self.lse_shape)
+        self.out = _launch.allocator(self.shape, self.strides, q.dtype, q.device)
+        self.lse = _launch.allocator(self.lse_shape, self.lse_strides, torch.float32, q.device) if lse else None
         self.launch = None
         if q.numel() == 0:
             return
@@ -90,15 +94,16 @@ class _FwdPlan:
              *self.lse_strides, heads, frames, tokens, head_dim, n_blocks, scale * _launch.LOG2E),
             HAS_BIAS=bias is not None, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
             VEC=_vector_width(head_dim, q, k, v, outputs=(self.strides,)), BLOCK_N=block_n, BLOCK_F=block_f,
-            BLOCK_D=block_d, num_warps=num_warps,
+            BLOCK_D=block_d, STORE_LSE=lse, num_warps=num_warps,
         )
 
 
 def _fwd_run(plan: _FwdPlan, q, k, v, bias, causal, scale):
-    out = _launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
-    lse = _launch.empty_strided(plan.lse_shape, plan.lse_strides, dtype=torch.float32, device=plan.device)
+    """(out, lse); lse None for a plan that keeps none."""
+    out = plan.out()
+    lse = plan.lse() if plan.lse is not None else None
     if plan.launch is not None:
-        plan.launch(q, k, v, q if bias is None else bias, out, lse)
+        plan.launch(q, k, v, q if bias is None else bias, out, out if lse is None else lse)
     return out, lse
 
 
@@ -133,6 +138,9 @@ class _BwdPlan:
         self.strides = _launch.video_strides(self.shape, _launch.dim_order(q))
         self.bias_grad, self.bias_dtype = bias_grad, (bias.dtype if bias_grad else torch.float32)
         self.dbias_shape = (heads, frames, frames) if bias_grad else (0,)
+        self.grad = _launch.allocator(self.shape, self.strides, q.dtype, q.device)
+        self.dbias = _launch.allocator(self.dbias_shape, _launch.contiguous_strides(self.dbias_shape), self.bias_dtype,
+                                       q.device)
         self.launch = self.reduce = None
         if q.numel() == 0:
             return
@@ -143,6 +151,8 @@ class _BwdPlan:
         n_chunks = max(1, min(n_blocks, _launch.cdiv(target, batch * heads)))
         programs = n_chunks * batch * heads
         self.partial_shape = (programs, frames, frames) if bias_grad else None
+        self.partial = (_launch.allocator(self.partial_shape, _launch.contiguous_strides(self.partial_shape),
+                                          torch.float32, q.device, poison=False) if bias_grad else None)
         self.launch = _launch.Launch(
             temporal_attention_bwd_kernel, (programs,),
             (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *self.strides, *_bias_strides(bias),
@@ -164,13 +174,13 @@ class _BwdPlan:
 
 
 def _bwd_run(plan: _BwdPlan, dout, q, k, v, bias, out, lse, causal, scale, bias_grad):
-    dq, dk, dv = (_launch.empty_strided(plan.shape, plan.strides, dtype=plan.dtype, device=plan.device)
-                  for _ in range(3))
+    grad = plan.grad
+    dq, dk, dv = grad(), grad(), grad()
     if plan.launch is None:
         dbias = torch.zeros(plan.dbias_shape, dtype=plan.bias_dtype, device=plan.device)
         return [dq, dk, dv, dbias]
-    dbias = _launch.empty(*plan.dbias_shape, dtype=plan.bias_dtype, device=plan.device)
-    partial = torch.empty(plan.partial_shape, dtype=torch.float32, device=plan.device) if plan.bias_grad else q
+    dbias = plan.dbias()
+    partial = plan.partial() if plan.bias_grad else q
     plan.launch(q, k, v, q if bias is None else bias, out, dout, lse, dq, dk, dv, partial)
     if plan.reduce is not None:
         plan.reduce(partial, dbias)
@@ -218,7 +228,9 @@ def _run_triton(q, k, v, bias, causal, scale):
 
 
 def _prepare_triton(q, k, v, bias, causal, scale):
-    return _fwd_op.prepare(q, k, v, bias, causal, scale, output=0)
+    """out alone: a call that needs no gradient neither allocates nor writes lse."""
+    return _fwd_op.prepare(q, k, v, bias, causal, scale, output=0,
+                           inference_plan=lambda *args: _FwdPlan(*args, lse=False))
 
 
 def _triton_reason(q, k, v, bias, causal, scale):

@@ -88,8 +88,8 @@ def _out_frames(frames: int, taps: int, pad: int) -> int:
 
 
 def _tap_major(weight: Tensor) -> Tensor:
-    """The weight as (k, C_out, C_in), C_in contiguous."""
-    return weight.permute(2, 0, 1).contiguous()
+    """The weight as (k, C_out, C_in), C_in contiguous: one copy (one aten op)."""
+    return torch.permute_copy(weight, (2, 0, 1))
 
 
 class _FwdPlan:
@@ -99,6 +99,7 @@ class _FwdPlan:
         self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # in x's memory order
         self.x_merged = _launch.merges_pixels(x)
         self.res_merged = residual is None or _launch.merges_pixels(residual)
+        self.out = _launch.allocator(self.shape, self.strides, x.dtype, x.device)
         self.launch = None
         if batch * weight.shape[0] * self.shape[2] * height * width:
             out = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device="meta")
@@ -106,7 +107,7 @@ class _FwdPlan:
 
 
 def _fwd_run(plan: _FwdPlan, x, weight, bias, residual, pad):
-    out = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
+    out = plan.out()
     if plan.launch is not None:  # (B, C, F, H * W) views: the tensors themselves where H and W merge
         w_k = _tap_major(weight)
         plan.launch(x if plan.x_merged else x.flatten(3), w_k, w_k if bias is None else bias,
@@ -148,6 +149,10 @@ class _WeightGradPlan:
         per_split = _launch.cdiv(frames_out, n_split)
         n_split = _launch.cdiv(frames_out, per_split)
         self.dw_shape, self.db_shape = (n_split, c_out, c_in, taps), ((n_split, c_out) if bias_grad else None)
+        self.dw_part = _launch.allocator(self.dw_shape, _launch.contiguous_strides(self.dw_shape), torch.float32,
+                                         x.device, poison=False)
+        self.db_part = (_launch.allocator(self.db_shape, _launch.contiguous_strides(self.db_shape), torch.float32,
+                                          x.device, poison=False) if bias_grad else None)
         self.partials = _launch.Launch(
             temporal_conv_dw_kernel, (tiles // taps, taps, n_split),
             (*x4.stride(), *dout4.stride(), *_launch.contiguous_strides(self.dw_shape),
@@ -176,6 +181,10 @@ class _BwdPlan:
         self.shape = tuple(x.shape)
         self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # dx's, in x's memory order
         self.x_merged, self.dout_merged = _launch.merges_pixels(x), _launch.merges_pixels(dout)
+        self.dx_out = _launch.allocator(self.shape, self.strides, x.dtype, x.device)
+        self.dweight = _launch.allocator(weight.shape, _launch.contiguous_strides(weight.shape), weight.dtype, x.device,
+                                         poison=False)
+        self.dbias = _launch.allocator((weight.shape[0],), (1,), weight.dtype, x.device, poison=False)
         self.dx = self.dw = None
         if input_grad and x.numel():
             dx = torch.empty_strided(self.shape, self.strides, dtype=x.dtype, device="meta")
@@ -192,17 +201,17 @@ def _bwd_run(plan: _BwdPlan, dout, x, weight, pad, input_grad, weight_grad, bias
     # (B, C, F, H * W) views: the tensors themselves where H and W merge (dx's always do)
     dout4 = dout if plan.dout_merged else dout.flatten(3)
     if input_grad:
-        dx = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
+        dx = plan.dx_out()
         if plan.dx is not None:
             w_k = _flipped(weight, plan.reversed_taps)
             plan.dx(dout4, w_k, w_k, dx, dx)
     if plan.dw is not None:
         wg = plan.dw
-        dw_part = torch.empty(wg.dw_shape, dtype=torch.float32, device=x.device)
-        db_part = torch.empty(wg.db_shape, dtype=torch.float32, device=x.device) if bias_grad else dw_part
+        dw_part = wg.dw_part()
+        db_part = wg.db_part() if bias_grad else dw_part
         wg.partials(x if plan.x_merged else x.flatten(3), dout4, dw_part, db_part)
-        dw = torch.empty(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else None
-        db = torch.empty(weight.shape[0], dtype=weight.dtype, device=x.device) if bias_grad else None
+        dw = plan.dweight() if weight_grad else None
+        db = plan.dbias() if bias_grad else None
         wg.sums(dw_part, db_part, db if dw is None else dw, dw if db is None else db)
     elif weight_grad or bias_grad:  # no output element: zero gradients
         dw = torch.zeros(weight.shape, dtype=weight.dtype, device=x.device) if weight_grad else None

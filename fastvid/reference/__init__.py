@@ -12,6 +12,7 @@ from .functional import (
     geglu,
     geglu_linear,
     group_norm_silu,
+    linear,
     pseudo3d_attention,
     pseudo3d_conv,
     sparse_causal_attention,
@@ -22,5 +23,5 @@ from .functional import (
     temporal_conv,
     temporal_conv3d,
 )
-from .modules import AddLayerNorm, AlphaBlender, FrameAttention, GEGLU, PseudoConv3d, RelativePositionBias
+from .modules import AddLayerNorm, AlphaBlender, FrameAttention, GEGLU, Linear, PseudoConv3d, RelativePositionBias
 from .modules import SparseCausalAttention, TemporalAttention, TemporalConvBlock, TemporalResBlock

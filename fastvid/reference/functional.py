@@ -207,6 +207,12 @@ def geglu_linear(x, weight, bias=None, *, approximate="none"):
     return geglu(Fn.linear(x, weight, bias), approximate=approximate)
 
 
+def linear(x, weight, bias=None, *, residual=None):
+    """nn.Linear, then a residual add: x @ weight.T + bias + residual, (..., K) x (N, K) -> (..., N)."""
+    y = Fn.linear(x, weight, bias)
+    return y if residual is None else y + residual
+
+
 def t5_relative_position_bucket(relative_position, num_buckets=32, max_distance=128):
     """T5's bucketing of j - i, as in VDM (video-diffusion-pytorch's RelativePositionBias)."""
     n = -relative_position

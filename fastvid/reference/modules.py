@@ -276,3 +276,17 @@ class GEGLU(nn.Module):
 
     def activation(self, proj_out: torch.Tensor) -> torch.Tensor:
         return ref.geglu(proj_out, approximate=self.approximate)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose ``forward(x, residual=None)`` adds a residual to its output (``proj_out(x) + residual``,
+    ``ff(x) + h``): same parameters and state_dict keys as ``nn.Linear(in_features, out_features, bias)``.
+    Takes (..., in_features) tokens."""
+
+    def check_input(self, x: torch.Tensor) -> None:
+        check_module_input(type(self).__name__, "x", x, self, ranks=(2, 3, 4, 5), channel_dim=lambda rank: rank - 1,
+                           channels=self.in_features, layout="(..., in_features)")
+
+    def forward(self, x: torch.Tensor, residual=None) -> torch.Tensor:
+        self.check_input(x)
+        return ref.linear(x, self.weight, self.bias, residual=residual)
