@@ -118,6 +118,24 @@ def test_cli_diffusers_tiny_writes_labelled_json(tmp_path, capsys):
     assert sum(k["unpatched"]["share"] for k in row["kinds"]) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("name", ["animatediff", "modelscope", "svd", "i2vgenxl"])
+def test_patched_video_transformers_copy_no_tokens(name):
+    """Patched, the transformers of the video U-Nets move no tokens through copies (diffusers permute-copies
+    around proj_in / proj_out and rearranges frames around temporal layers), and their feed-forwards' last add
+    runs in the GEMM (no aten.add left in the feed-forward part)."""
+    pytest.importorskip("diffusers")
+    p = roofline.predict_diffusers(name, size="tiny")
+
+    def transformer_copies(rows):
+        return {key: t.bytes for key, t in rows.items()
+                if "transformer" in key[0] and key[2] in ("aten.clone", "aten.copy_") and t.bytes}
+
+    assert transformer_copies(p.unpatched)
+    assert transformer_copies(p.patched) == {}
+    assert any(op == "fastvid.linear_fwd" and part == "feed-forwards" for _, part, op in p.patched)
+    assert not any(op == "aten.add" and part == "feed-forwards" for _, part, op in p.patched)
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["roofline"], "--diffusers/--models"),
     (["roofline", "--diffusers", "sora"], "--diffusers"),

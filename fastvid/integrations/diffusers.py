@@ -60,6 +60,7 @@ from ..ops.alpha_blend import alpha_blend
 from ..ops.frame_attention import frame_attention
 from ..ops.geglu import geglu
 from ..ops.geglu_linear import geglu_linear
+from ..ops.group_norm_silu import group_norm_silu
 from ..ops.temporal_attention import temporal_attention
 from ..patching import KINDS
 from ..validation import fail
@@ -278,7 +279,7 @@ class _FrameMajorTemporal(_Swap):
         return all(isinstance(a.processor, TemporalAttnProcessor) for a in _block_attentions(self))
 
     def unfused_reason(self) -> Optional[str]:
-        return unfused_reason(self, ("proj_in", "proj_out"))
+        return unfused_reason(self, ("norm", "proj_in", "proj_out"))
 
     def _blocks_frame_major(self) -> bool:
         """Blocks with positional embeddings add them per frame only on fastvid's fused path."""
@@ -296,10 +297,16 @@ class _FrameMajorTemporal(_Swap):
 
 
 def _normed_frames(module: nn.Module, video: torch.Tensor) -> torch.Tensor:
-    """``module.norm`` (a GroupNorm over (C/G, F, H, W)) of the frame-major (B, C, F, H, W) view, as a
-    channel-first map whose tokens are frame-major: (B, C, F*H*W, 1) (torch's GroupNorm, which copies the
-    view to contiguous memory first)."""
-    return module.norm(video).flatten(2).unsqueeze(-1)
+    """``module.norm`` (a GroupNorm over (C/G, F, H, W)) of the frame-major (B, C, F, H, W) view ``video``, as a
+    channel-first map whose tokens are frame-major. Fused (``fastvid.group_norm_silu(silu=False)`` reads the view
+    in place and writes its memory order): (B*F, C, H, W). A hooked or wrapped norm is called, and torch's
+    GroupNorm copies the view to contiguous memory first: (B, C, F*H*W, 1)."""
+    norm = module.norm
+    if unfused_reason(module, ("norm",)) is None:
+        y = call_under_autocast(group_norm_silu, video, norm.num_groups, norm.weight, norm.bias, norm.eps,
+                                fp32_op=True, silu=False, backend=module.backend)
+        return y.transpose(1, 2).flatten(0, 1)
+    return norm(video).flatten(2).unsqueeze(-1)
 
 
 class FastvidTransformerTemporalModel(_FrameMajorTemporal, TransformerTemporalModel):
