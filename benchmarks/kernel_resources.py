@@ -354,29 +354,31 @@ TRITON_36 = """## Triton 3.6
 
 The committed GPU runs used Triton 3.6 (ptxas 12.8), whose cubins differ from these (Triton 3.9, ptxas 13.4). Checked
 by hand in a second venv (torch 2.13 CPU, triton 3.6.0: docs/benchmarks.md, "Kernel machine code without a GPU") with
-tests/test_machine_code.py, tests/test_aot_compile_all.py and this script (`--out`), on 2026-11-27:
+tests/test_machine_code.py, tests/test_aot_compile_all.py and this script (`--out`), last on 2026-12-07: every launch of
+this report, of the sweep below and of tests/test_machine_code.py's cases, and the flag variants the report does not
+capture (GroupNorm with silu=False, with an add of (B, C, F) or (B, C, 1); the temporal attention forward without
+log-sum-exp, causal or not), compiled under both and compared launch by launch (289 distinct compilations).
 
-- Before this check (main at 3f83653), two launchable configs spilled under 3.6 and not under 3.9:
-  temporal_attention_bwd_kernel at BLOCK_F 16 x BLOCK_D 128, 4 positions on 4 warps (Latte's
-  latte-16x16-h16, and any F 9..16 with head_dim 65..128): 255 registers, 256 bytes stored / 244 loaded
-  (3.9: 250 registers, none); frame_attention_bwd_dkv_kernel BLOCK 32 x 32, 4 warps, 1 stage at head_dim
-  97..128: 168 registers, 24/12 bytes (3.9: none). The older 3.6 spills this report used to list (frame
-  attention dK/dV at head_dim 40, temporal attention backward at the SVD shapes) were gone already.
-- Fixed in the launchers: the temporal attention backward gives a position of more than 1,024 elements
-  (frames x head_dim) two warps (4 positions on 8 warps) when the frame count is a multiple of 16, else one
-  position on 4 warps (4 positions on 8 warps still spilled 8/4 bytes under 3.6 at F 8, head_dim 72); its
-  loop loads each tile where it is first used and, for one-position tiles, reloads q, k and dO (L1/L2) rather
-  than keeping them live; the dK/dV 32 x 32 x 4-warp config is pruned above 96 columns like 32 x 32 x 8.
-- After: no config a launcher can pick spills under 3.6 or 3.9 at the benchmark shapes, nor in the sweep
-  below and tests/test_machine_code.py's, except the temporal attention backward at F 33..64 with head_dim
-  65..128 (one position of 64 x 128 does not fit one 8-warp program: 255 registers, 436/428 bytes under 3.6,
-  420/412 under 3.9) and, under 3.9 only, at F 17..31 not a multiple of 16 with head_dim 65..128 (F 24:
-  20/20 bytes; none under 3.6): strict xfails there, pending a loop over frame blocks in the program.
-- Tensor cores and 128-bit loads: every kernel and config of the table below issues tensor-core
-  instructions in its hot loop under 3.6 where it does under 3.9, and the same global load widths in loops
-  (128-bit where 3.9 has them, no 8/16-bit loads): nothing is lost under 3.6. Counts differ (e.g. Latte's
-  temporal attention backward, 4 positions on 8 warps: 238 registers, 978 instructions and 80 HMMA per warp
-  and loop step under 3.6; 144, 822 and 40 under 3.9).
+- Every kernel compiles under 3.6, the GroupNorm apply kernel's `tl.gather` included.
+- Spills: none under either in any config a launcher can pick, except the temporal attention backward at F 33..64
+  with head_dim 65..128 (one position of 64 x 128 does not fit one 8-warp program: 255 registers, 436/428 bytes
+  under 3.6, 420/412 under 3.9) and, under 3.9 only, at F 17..31 not a multiple of 16 with head_dim 65..128 (F 24:
+  20/20 bytes; none under 3.6): strict xfails there, pending a loop over frame blocks in the program. The two
+  3.6-only spills found on 2026-11-27 (temporal attention backward at F 9..16 x head_dim 65..128, frame attention
+  dK/dV 32 x 32 on 4 warps above 96 columns) were fixed then in the launchers (tile choice, a pruned config).
+- Same under both, launch by launch: tensor-core instructions in the hot loop (or, in a kernel without a loop, in the
+  kernel) and their counts, except the temporal attention backward (e.g. Latte's, 4 positions on 8 warps: 238
+  registers and 80 HMMA per warp and loop step under 3.6; 144 and 40 under 3.9); global load and store widths (no
+  8/16-bit loads in loops; GEGLU 128-bit only); cp.async in the GEMMs' K loops (linear, geglu_linear).
+- What differs in the new and changed kernels: registers, shared memory and instruction counts. linear: 118..200
+  registers under 3.6, 124..204 under 3.9 (never more under 3.6). geglu_linear, geglu, alpha_blend forward: within 2
+  registers; alpha_blend backward 80 (3.9: 72). add_layer_norm at 512 channels: forward 40..43 registers and 1 KiB
+  shared (3.9: 53, 2 KiB), backward hot loop 660 instructions and 4 KiB (3.9: 597, 2 KiB). GroupNorm: the apply kernel
+  has 32..61 registers under both, and with per-frame statistics up to 256 bytes of shared memory per program under
+  3.6 (3.9: at most 8); the backward's reduce kernel 96..168 registers (3.9: 102..168), its hot loop 5 instructions
+  shorter to 32 longer under 3.6. The fixed-order sum (temporal conv, add_layer_norm's backward) issues 20 128-bit
+  loads in its loops under 3.6, 12 under 3.9, around the same 63-instruction hot loop. The temporal attention
+  forward, with or without log-sum-exp: 86..128 registers under both (per config 30 fewer to 24 more under 3.6).
 """
 
 HISTORY = """## Tuning history
