@@ -944,3 +944,14 @@ def test_token_projections_follow_autocast_and_hooks():
     patch(model, backend="torch")
     torch.testing.assert_close(run(model, inputs), run(native, inputs), atol=1e-5, rtol=1e-5)
     assert dict(patching.PatchReport.of(model).unfused)["transformer_blocks.0"].startswith("ff.net.2")
+
+
+def test_motion_module_without_fused_blocks_runs_diffusers_layout_and_says_so():
+    """With the transformer_block kind off, the motion modules' blocks (diffusers') add their positions over the
+    (S, F, C) layout only: the modules run diffusers' rearranges, report why, and match diffusers."""
+    frames = 3
+    inputs = (torch.randn(2 * frames, 16, 5, 3, device=DEVICE), None, None, None, frames)
+    model = _motion_module()
+    check_patched_matches(model, inputs, backend="torch", transformer_block=False)
+    assert type(model) is fd.FastvidAnimateDiffTransformer3D
+    assert "transformer_block kind is off" in dict(patching.PatchReport.of(model).unfused)[""]

@@ -279,12 +279,23 @@ class _FrameMajorTemporal(_Swap):
         return all(isinstance(a.processor, TemporalAttnProcessor) for a in _block_attentions(self))
 
     def unfused_reason(self) -> Optional[str]:
-        return unfused_reason(self, ("norm", "proj_in", "proj_out"))
+        return self._blocks_reason() or unfused_reason(self, ("norm", "proj_in", "proj_out"))
+
+    def _blocks_reason(self) -> Optional[str]:
+        """Why a block cannot take frame-major tokens (then diffusers' forward runs), or None: blocks with
+        positional embeddings add them per frame only on fastvid's fused path."""
+        for i, b in enumerate(self.transformer_blocks):
+            if b.pos_embed is None:
+                continue
+            if type(b) is not FastvidBasicTransformerBlock:
+                return f"transformer_blocks.{i} is not fastvid's block (the transformer_block kind is off)"
+            why = b.norms_reason()
+            if why is not None:
+                return f"transformer_blocks.{i}.{why}"
+        return None
 
     def _blocks_frame_major(self) -> bool:
-        """Blocks with positional embeddings add them per frame only on fastvid's fused path."""
-        return all(b.pos_embed is None or (type(b) is FastvidBasicTransformerBlock and b.norms_reason() is None)
-                   for b in self.transformer_blocks)
+        return self._blocks_reason() is None
 
     def frame_major_forward(self, hidden_states, timestep, class_labels, num_frames) -> torch.Tensor:
         batch_frames, channels, height, width = hidden_states.shape

@@ -19,7 +19,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
-from ._library import TritonOp
+from ._library import TritonOp, bound
 
 OUTPUT_LAYOUT = "input"  # the memory order of x, dense, whichever backend runs
 OP = "group_norm_silu"
@@ -101,13 +101,17 @@ class _FwdPlan:
         self.stats_shape = (2, x.shape[0], num_groups, x.shape[2] if per_frame else 1)
         self.shape = tuple(x.shape)
         self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # y's, in x's memory order
+        stats_strides = _launch.contiguous_strides(self.stats_shape)
+        self.y = _launch.allocator(self.shape, self.strides, x.dtype, x.device)
+        self.stats = _launch.allocator(self.stats_shape, stats_strides, torch.float32, x.device)
         self.launches = None
         if x.numel() == 0:
             return
         plan = _Plan(x, num_groups, per_frame)
         channels = x.shape[1]
-        self.partial_shape = (plan.partial_rows, channels)
-        stats_strides = _launch.contiguous_strides(self.stats_shape)
+        # Per-channel partial mean and M2, one row per (b, f, chunk): every entry written by the first launch.
+        self.partial = _launch.allocator((plan.partial_rows, channels), (channels, 1), torch.float32, x.device,
+                                         poison=False)
         self.x_merged = _launch.merges_pixels(x)
         x4 = x.flatten(3)
         y4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
@@ -133,15 +137,13 @@ class _FwdPlan:
 
 
 def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame, add=None, silu=True):
-    y = _launch.empty_strided(plan.shape, plan.strides, dtype=x.dtype, device=x.device)
-    stats = _launch.empty(*plan.stats_shape, dtype=torch.float32, device=x.device)
+    y, stats = plan.y(), plan.stats()
     if plan.launches is None:
         return y, stats
     stats_launch, apply = plan.launches
     # (B, C, F, H * W): y itself (H and W adjacent), x itself where they merge, else a copy
     x4 = x if plan.x_merged else x.flatten(3)
-    mean = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
-    m2 = torch.empty(plan.partial_shape, dtype=torch.float32, device=x.device)
+    mean, m2 = plan.partial(), plan.partial()
     add_or_x = x4 if add is None else add
     stats_launch(x4, add_or_x, mean, m2)
     apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, add_or_x, mean, m2, y, stats)
@@ -302,14 +304,33 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 # Backends take (B, C, F, H, W) x and a (B, C, F or 1) add (see _backend_arguments).
 
+def _as_video(x: Tensor, add: Optional[Tensor]):
+    """Images (N, C, H, W) as one-frame videos (N, C, 1, H, W) and a (B, C) add as (B, C, 1): views."""
+    return (x.unsqueeze(2) if x.dim() == 4 else x), (add.unsqueeze(2) if add is not None and add.dim() == 2 else add)
+
+
+def _on_video(run_video):
+    """A backend of (B, C, F, H, W) x and a (B, C, F or 1) add that takes images (and a (N, C) add) too and
+    returns x's rank."""
+    def run(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
+        video, add = _as_video(x, add)
+        y = run_video(video, num_groups, weight, bias, eps, per_frame, add, silu)
+        return y.squeeze(2) if x.dim() == 4 else y
+
+    return run
+
+
 def _run_triton(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
     return _fwd_op(x, weight, bias, num_groups, eps, per_frame, add, silu)[0]
 
 
 def _prepare_triton(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
-    call = _fwd_op.prepare(x, weight, bias, num_groups, eps, per_frame, add, silu, output=0)
-    return lambda x, num_groups, weight, bias, eps, per_frame, add=None, silu=True: call(
-        x, weight, bias, num_groups, eps, per_frame, add, silu)
+    video, add_video = _as_video(x, add)
+    call = _fwd_op.prepare(video, weight, bias, num_groups, eps, per_frame, add_video, silu, output=0)
+    if video is x and add_video is add:
+        return bound(call, 8, (0, 2, 3, 1, 4, 5, 6, 7))  # the backends' argument order -> the library op's
+    return _on_video(lambda x, num_groups, weight, bias, eps, per_frame, add, silu: call(
+        x, weight, bias, num_groups, eps, per_frame, add, silu))
 
 
 def _triton_reason(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
@@ -366,23 +387,21 @@ def _validate(x, num_groups, weight, bias, eps, per_frame, add, silu):
 
 
 def _backend_arguments(x, num_groups, weight=None, bias=None, eps=1e-5, per_frame=False, add=None, silu=True):
-    """The public function's arguments (its defaults, in the backends' order) validated and resolved:
-    images (N, C, H, W) as one-frame videos (N, C, 1, H, W), add as (B, C, F or 1)."""
+    """The public function's arguments (its defaults, in the backends' order) validated and resolved
+    (per_frame off for images: each image is its own sample). Each backend views images (N, C, H, W) as
+    one-frame videos and an add (B, C) as (B, C, 1) itself (``_on_video``), so a call's tensors are its
+    arguments and the dispatcher caches the whole call."""
     _validate(x, num_groups, weight, bias, eps, per_frame, add, silu)
-    if x.dim() == 4:
-        x, per_frame = x.unsqueeze(2), False
-    if add is not None and add.dim() == 2:
-        add = add.unsqueeze(2)
-    return x, num_groups, weight, bias, float(eps), per_frame, add, silu
+    return x, num_groups, weight, bias, float(eps), per_frame and x.dim() == 5, add, silu
 
 
 TRITON_LIMITS = Limits(dtypes=FLOAT_DTYPES, maxima={"channels per group": (512, "a group's channels form one tile")})
 
 DISPATCH = Dispatcher(OP, [
-    Backend("triton", _run_triton, _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x),
+    Backend("triton", _on_video(_run_triton), _triton_reason, auto_reason=lambda x, *a: _launch.triton_auto_reason(x),
             limits=TRITON_LIMITS, prepare=_prepare_triton),
-    Backend("torch", _run_torch),
-    Backend("reference", _run_reference),
+    Backend("torch", _on_video(_run_torch)),
+    Backend("reference", _on_video(_run_reference)),
 ], arguments=_backend_arguments, features=_features)
 
 
@@ -415,5 +434,4 @@ def group_norm_silu(x: Tensor, num_groups: int, weight: Optional[Tensor] = None,
         x's shape, in the memory order of x, dtype of x. Differentiable in x, weight, bias and add
         (Triton backward from the saved statistics).
     """
-    y = DISPATCH.call(backend, x, num_groups, weight, bias, eps, per_frame, add, silu)
-    return y.squeeze(2) if x.dim() == 4 else y
+    return DISPATCH.call(backend, x, num_groups, weight, bias, eps, per_frame, add, silu)
