@@ -88,7 +88,7 @@ def _channel_params(Wt, Bias, Stats, Add, b, f, offs_c, channels_per_group, stri
 
 @triton.jit
 def group_norm_stats_kernel(
-    X, Add, Mean, M2,
+    X, Add, Partial,
     stride_xb, stride_xc, stride_xf, stride_xp, stride_ab, stride_ac, stride_af,
     channels, frames, pixels, n_c_blocks, n_chunks, chunk_pixels,
     HAS_ADD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
@@ -117,26 +117,27 @@ def group_norm_stats_kernel(
     mean = shift.to(tl.float32) + total / count
     if HAS_ADD:
         mean += tl.load(_channel_ptrs(Add, b, f, offs_c, stride_ab, stride_ac, stride_af)).to(tl.float32)
-    out = row.to(tl.int64) * channels + offs_c
-    tl.store(Mean + out, mean)
-    tl.store(M2 + out, m2)
+    out = row.to(tl.int64) * (2 * channels) + offs_c  # a row: C means, then C M2s
+    tl.store(Partial + out, mean)
+    tl.store(Partial + out + channels, m2)
 
 
 @triton.jit
-def _group_stats(Mean, M2, b, fs, offs_g, mask_g, channels, channels_per_group, frames, pixels, n_chunks,
+def _group_stats(Partial, b, fs, offs_g, mask_g, channels, channels_per_group, frames, pixels, n_chunks,
                  chunk_pixels, eps, PER_FRAME: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_J: tl.constexpr):
     """Mean and rstd of the statistics (b, g, fs) for the groups ``offs_g`` (lanes off ``mask_g`` are
     garbage) from the stats kernel's partials: rows (b, f, chunk) of the statistic's frames (consecutive),
-    columns g * channels_per_group + j. A [BLOCK_G, BLOCK_R * BLOCK_J] tile holds BLOCK_R rows of each
-    group's channels; each lane merges its rows in order with Chan's formula (count, mean, M2), then a
+    columns g * channels_per_group + j (the means; the M2s ``channels`` further). A [BLOCK_G, BLOCK_R * BLOCK_J]
+    tile holds BLOCK_R rows of each group's channels; each lane merges its rows in order with Chan's formula (count, mean, M2), then a
     group's lanes are combined in two passes (its mean, then the lanes' M2 plus count times the squared
     deviation from it). Fixed order throughout."""
     n_rows = n_chunks * (1 if PER_FRAME else frames)
     lanes = tl.arange(0, BLOCK_R * BLOCK_J)[None, :]
     rows, offs_j = lanes // BLOCK_J, lanes % BLOCK_J
     cols = offs_g[:, None] * channels_per_group + offs_j
-    offsets = ((b * frames + fs) * n_chunks + rows).to(tl.int64) * channels + cols
-    mean_ptrs, m2_ptrs = Mean + offsets, M2 + offsets
+    offsets = ((b * frames + fs) * n_chunks + rows).to(tl.int64) * (2 * channels) + cols
+    mean_ptrs = Partial + offsets
+    m2_ptrs = mean_ptrs + channels
     mask_lanes = mask_g[:, None] & (offs_j < channels_per_group)
     count = tl.full(offsets.shape, 0.0, tl.float32)
     mean = tl.full(offsets.shape, 0.0, tl.float32)
@@ -151,8 +152,8 @@ def _group_stats(Mean, M2, b, fs, offs_g, mask_g, channels, channels_per_group, 
         mean += delta * frac
         m2 += tl.load(m2_ptrs, mask=mask, other=0.0) + delta * delta * (count - n) * frac
         rows += BLOCK_R
-        mean_ptrs += BLOCK_R * channels
-        m2_ptrs += BLOCK_R * channels
+        mean_ptrs += BLOCK_R * 2 * channels
+        m2_ptrs += BLOCK_R * 2 * channels
     total = (n_rows // n_chunks * pixels * channels_per_group).to(tl.float32)
     group_mean = tl.sum(count * mean, axis=1) / total
     dev = mean - group_mean[:, None]
@@ -161,13 +162,13 @@ def _group_stats(Mean, M2, b, fs, offs_g, mask_g, channels, channels_per_group, 
 
 @triton.jit
 def group_norm_silu_apply_kernel(
-    X, Wt, Bias, Add, Mean, M2, Y, Stats,
+    X, Wt, Bias, Add, Partial, Y, Stats,
     stride_xb, stride_xc, stride_xf, stride_xp,
     stride_yb, stride_yc, stride_yf, stride_yp,
     stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_ab, stride_ac, stride_af,
     channels, channels_per_group, frames, pixels, n_c_blocks, n_p_blocks, n_chunks, chunk_pixels, eps,
     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, PER_FRAME: tl.constexpr,
-    SILU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
+    SILU: tl.constexpr, STORE_STATS: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
     # BLOCK_G: at least the groups any channel block touches (a block may start and end inside a group).
@@ -177,13 +178,14 @@ def group_norm_silu_apply_kernel(
     offs_g = c_start // channels_per_group + tl.arange(0, BLOCK_G)
     mask_g = offs_g <= (c_start + BLOCK_C - 1) // channels_per_group
     fs = f if PER_FRAME else 0
-    g_mean, g_rstd = _group_stats(Mean, M2, b, fs, offs_g, mask_g, channels, channels_per_group, frames, pixels,
+    g_mean, g_rstd = _group_stats(Partial, b, fs, offs_g, mask_g, channels, channels_per_group, frames, pixels,
                                   n_chunks, chunk_pixels, eps, PER_FRAME, BLOCK_R, BLOCK_J)
-    if (p_block == 0) & (f == fs):  # each group's statistic by the block holding its first channel
-        writer = mask_g & (offs_g * channels_per_group >= c_start)
-        s_ptrs = Stats + b.to(tl.int64) * stride_sb + offs_g * stride_sg + fs * stride_sf
-        tl.store(s_ptrs, g_mean, mask=writer)
-        tl.store(s_ptrs + stride_sk, g_rstd, mask=writer)
+    if STORE_STATS:  # kept for the backward; each group's statistic by the block holding its first channel
+        if (p_block == 0) & (f == fs):
+            writer = mask_g & (offs_g * channels_per_group >= c_start)
+            s_ptrs = Stats + b.to(tl.int64) * stride_sb + offs_g * stride_sg + fs * stride_sf
+            tl.store(s_ptrs, g_mean, mask=writer)
+            tl.store(s_ptrs + stride_sk, g_rstd, mask=writer)
     in_block = offs_c // channels_per_group - c_start // channels_per_group  # each channel's lane of offs_g
     mean = tl.gather(g_mean, in_block, 0)
     if HAS_ADD:  # the mean x itself sees: mean(x + add) - add

@@ -109,17 +109,17 @@ def test_custom_op_passes_opcheck(layout, per_frame):
 @pytest.mark.skipif(DEVICE == "cuda", reason="the kernels run for real on this machine")
 def test_kernels_compile_for_hopper():
     """Without a GPU: the four kernels compile for sm_90 (bf16, pixels or channels at unit stride, with add;
-    with SiLU and without, the forward's apply per frame and over all frames)."""
+    with SiLU and without, the forward's apply per frame and over all frames, keeping its statistics or not)."""
     from aot_compile import run_in_subprocess
 
     dt, f32 = "bf16", "fp32"
     tile = dict(BLOCK_C=8, BLOCK_P=512, HAS_ADD=True)
-    kernels = [("group_norm_stats_kernel", dict(X=dt, Add=dt, Mean=f32, M2=f32), tile)]
+    kernels = [("group_norm_stats_kernel", dict(X=dt, Add=dt, Partial=f32), tile)]
     for flag in (False, True):
         affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, SILU=flag, **tile)
         kernels += [("group_norm_silu_apply_kernel",
-                     dict(X=dt, Wt=dt, Bias=dt, Add=dt, Mean=f32, M2=f32, Y=dt, Stats=f32),
-                     dict(affine, PER_FRAME=flag, BLOCK_R=8, BLOCK_G=2, BLOCK_J=16)),
+                     dict(X=dt, Wt=dt, Bias=dt, Add=dt, Partial=f32, Y=dt, Stats=f32),
+                     dict(affine, PER_FRAME=flag, STORE_STATS=flag, BLOCK_R=8, BLOCK_G=2, BLOCK_J=16)),
                     ("group_norm_silu_bwd_reduce_kernel",
                      dict(X=dt, DY=dt, Wt=dt, Bias=dt, Add=dt, Stats=f32, DWPart=f32, DBPart=f32, XhPart=f32), affine),
                     ("group_norm_silu_bwd_apply_kernel",

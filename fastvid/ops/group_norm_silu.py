@@ -93,9 +93,10 @@ def _like_x(x: Tensor) -> Tensor:
 
 
 class _FwdPlan:
-    """The two forward launches of one call signature, and the output layouts."""
+    """The two forward launches of one call signature, and the output layouts. ``keep_stats`` False (a call
+    that needs no gradient): the statistics are neither allocated nor written (``stats`` is None)."""
 
-    def __init__(self, x, weight, bias, num_groups, eps, per_frame, add=None, silu=True):
+    def __init__(self, x, weight, bias, num_groups, eps, per_frame, add=None, silu=True, keep_stats=True):
         from ..kernels.group_norm_silu import group_norm_silu_apply_kernel, group_norm_stats_kernel
 
         self.stats_shape = (2, x.shape[0], num_groups, x.shape[2] if per_frame else 1)
@@ -103,15 +104,16 @@ class _FwdPlan:
         self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # y's, in x's memory order
         stats_strides = _launch.contiguous_strides(self.stats_shape)
         self.y = _launch.allocator(self.shape, self.strides, x.dtype, x.device)
-        self.stats = _launch.allocator(self.stats_shape, stats_strides, torch.float32, x.device)
+        self.stats = (_launch.allocator(self.stats_shape, stats_strides, torch.float32, x.device) if keep_stats
+                      else _none)
         self.launches = None
         if x.numel() == 0:
             return
         plan = _Plan(x, num_groups, per_frame)
         channels = x.shape[1]
-        # Per-channel partial mean and M2, one row per (b, f, chunk): every entry written by the first launch.
-        self.partial = _launch.allocator((plan.partial_rows, channels), (channels, 1), torch.float32, x.device,
-                                         poison=False)
+        # Per-channel partial means, then M2s, one row per (b, f, chunk): every entry written by the first launch.
+        self.partial = _launch.allocator((plan.partial_rows, 2 * channels), (2 * channels, 1), torch.float32,
+                                         x.device, poison=False)
         self.x_merged = _launch.merges_pixels(x)
         x4 = x.flatten(3)
         y4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
@@ -131,9 +133,13 @@ class _FwdPlan:
                             *_add_strides(add), channels, plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks,
                             plan.n_p_blocks, plan.n_chunks, plan.chunk_pixels, eps), HAS_WEIGHT=weight is not None,
                            HAS_BIAS=bias is not None, HAS_ADD=has_add, PER_FRAME=per_frame, SILU=silu,
-                           BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_R=block_r, BLOCK_G=block_g,
+                           STORE_STATS=keep_stats, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_R=block_r, BLOCK_G=block_g,
                            BLOCK_J=block_j, num_warps=4),
         )
+
+
+def _none():
+    return None
 
 
 def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame, add=None, silu=True):
@@ -143,10 +149,11 @@ def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame, add=No
     stats_launch, apply = plan.launches
     # (B, C, F, H * W): y itself (H and W adjacent), x itself where they merge, else a copy
     x4 = x if plan.x_merged else x.flatten(3)
-    mean, m2 = plan.partial(), plan.partial()
+    partial = plan.partial()
     add_or_x = x4 if add is None else add
-    stats_launch(x4, add_or_x, mean, m2)
-    apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, add_or_x, mean, m2, y, stats)
+    stats_launch(x4, add_or_x, partial)
+    apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, add_or_x, partial, y,
+          y if stats is None else stats)
     return y, stats
 
 
@@ -326,7 +333,8 @@ def _run_triton(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True
 
 def _prepare_triton(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
     video, add_video = _as_video(x, add)
-    call = _fwd_op.prepare(video, weight, bias, num_groups, eps, per_frame, add_video, silu, output=0)
+    call = _fwd_op.prepare(video, weight, bias, num_groups, eps, per_frame, add_video, silu, output=0,
+                           inference_plan=lambda *args: _FwdPlan(*args, keep_stats=False))
     if video is x and add_video is add:
         return bound(call, 8, (0, 2, 3, 1, 4, 5, 6, 7))  # the backends' argument order -> the library op's
     return _on_video(lambda x, num_groups, weight, bias, eps, per_frame, add, silu: call(
