@@ -410,22 +410,44 @@ def test_captured_step_replays_and_recaptures_per_shape():
     assert "forward" not in model.__dict__
 
 
-def test_compiled_patched_unet_has_no_graph_break():
-    """fullgraph=True of a patched diffusers UNet3DConditionModel (eager backend: no codegen) traces in one
-    graph with fastvid's ops inside and matches the eager patched model."""
-    pytest.importorskip("diffusers")
+def _unet3d():
     from diffusers import UNet3DConditionModel
 
-    torch.manual_seed(0)
     unet = UNet3DConditionModel(
         block_out_channels=(32,), layers_per_block=1, cross_attention_dim=16, attention_head_dim=8,
         norm_num_groups=8, sample_size=4, in_channels=4, out_channels=4,
         down_block_types=("CrossAttnDownBlock3D",), up_block_types=("CrossAttnUpBlock3D",),
-    ).to(DEVICE).eval()
+    )
+    return unet, (torch.randn(1, 4, 2, 4, 4, device=DEVICE), torch.tensor([10], device=DEVICE),
+                  torch.randn(1, 3, 16, device=DEVICE))
+
+
+def _motion_unet():
+    """AnimateDiff: motion modules on frame-major tokens, sinusoidal positions per frame."""
+    from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    unet2d = UNet2DConditionModel(
+        block_out_channels=(32,), layers_per_block=1, cross_attention_dim=16, attention_head_dim=8,
+        norm_num_groups=8, sample_size=4, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",))
+    adapter = MotionAdapter(block_out_channels=(32,), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=8, motion_max_seq_length=8)
+    frames = 3
+    return UNetMotionModel.from_unet2d(unet2d, adapter), (
+        torch.randn(1, 4, frames, 4, 4, device=DEVICE), torch.tensor([10], device=DEVICE),
+        torch.randn(frames, 3, 16, device=DEVICE))
+
+
+@pytest.mark.parametrize("make", [_unet3d, _motion_unet], ids=["unet3d", "motion"])
+def test_compiled_patched_unet_has_no_graph_break(make):
+    """fullgraph=True of a patched diffusers UNet3DConditionModel and UNetMotionModel (eager backend: no
+    codegen) traces in one graph with fastvid's ops inside and matches the eager patched model."""
+    pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet, inputs = make()
+    unet = unet.to(DEVICE).eval()
     report = fastvid.patch(unet)
     assert report.total > 0
-    inputs = (torch.randn(1, 4, 2, 4, 4, device=DEVICE), torch.tensor([10], device=DEVICE),
-              torch.randn(1, 3, 16, device=DEVICE))
     torch._dynamo.reset()
     compiled = torch.compile(unet, fullgraph=True, backend="eager")
     with torch.no_grad():
