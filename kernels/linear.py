@@ -44,15 +44,17 @@ def _configs():
 
 
 def _prune(configs, named_args, **kwargs):
-    """Tiles that fit the problem: a 128-row or 128-column tile only where M or N passes 64, a 256-column tile
-    only without a residual, 64 x 64 only where M or N does not pass 64 (a larger tile then covers the output
-    in fewer programs), the 32-wide K tile only for K <= SMALL_K; of the rest, the column tiles that divide N
-    where there are any (no idle columns in the last tile: N = 320 takes 64-wide tiles)."""
+    """Tiles that fit the problem: a 128-row tile only where a batch's rows pass 64 (a row tile never spans two
+    batches: at 8x8 tokens a 128-row tile would idle half its rows), a 128-column tile only where N passes 64,
+    a 256-column tile only without a residual, 64 x 64 only where the rows or N do not pass 64 (a larger tile
+    then covers the output in fewer programs), the 32-wide K tile only for K <= SMALL_K; of the rest, the column
+    tiles that divide N where there are any (no idle columns in the last tile: N = 320 takes 64-wide tiles)."""
     args = {**named_args, **kwargs}
-    large = args["M"] > 64 and args["N"] > 64
+    many_rows = args["ROWS_BUCKET"] > 64
+    large = many_rows and args["N"] > 64
     keep = [c for c in configs
             if (c.kwargs["BLOCK_K"] == 32) == (args["K"] <= SMALL_K)
-            and (c.kwargs["BLOCK_M"] <= 64 or args["M"] > 64)
+            and (c.kwargs["BLOCK_M"] <= 64 or many_rows)
             and (c.kwargs["BLOCK_N"] <= 64 or args["N"] > 64)
             and (c.kwargs["BLOCK_N"] <= 128 or not args["HAS_RESIDUAL"])
             and not (large and c.kwargs["BLOCK_M"] == c.kwargs["BLOCK_N"] == 64)]
@@ -60,9 +62,9 @@ def _prune(configs, named_args, **kwargs):
     return dividing or keep or configs
 
 
-# Tuned per bucket of N and K (powers of two) and with or without a residual (its tiles differ); M is free: a new
-# token count reuses the bucket's tiles.
-_KEY = ["N_BUCKET", "K_BUCKET", "HAS_RESIDUAL"]
+# Tuned per bucket of N and K (powers of two), of a batch's rows (up to 128) and with or without a residual (its
+# tiles differ); M is free: a new token count reuses the bucket's tiles.
+_KEY = ["N_BUCKET", "K_BUCKET", "ROWS_BUCKET", "HAS_RESIDUAL"]
 
 
 @triton.autotune(_configs(), key=_KEY, prune_configs_by=dict(early_config_prune=_prune))
@@ -72,7 +74,7 @@ def linear_fwd_kernel(
     stride_xb, stride_xm, stride_xk, stride_wn, stride_wk, stride_b,
     stride_rb, stride_rm, stride_rn, stride_yb, stride_ym, stride_yn,
     M, N, K, M_PER_BATCH,
-    N_BUCKET, K_BUCKET,  # keys of the autotuner only
+    N_BUCKET, K_BUCKET, ROWS_BUCKET,  # keys of the autotuner only
     HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):

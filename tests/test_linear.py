@@ -199,3 +199,23 @@ def test_module_twin_under_autocast_keeps_autocasts_type_promotion():
         assert got.dtype == in_dtype.dtype == res_dtype
         assert_close_to_gold("Linear under autocast", got, in_dtype, gold_module(x.double(), res.double()),
                              torch.bfloat16)
+
+
+def test_tile_pruning_follows_the_rows_of_one_batch():
+    """A row tile never spans two batches, so the tiles are pruned on a batch's rows (ROWS_BUCKET), not on M: at
+    8x8 tokens per frame (64 rows a batch) no 128-row tile is kept, however many frames; with a residual no
+    256-column tile."""
+    import triton
+
+    from fastvid.kernels import linear as kernels
+
+    configs = [triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=g), num_warps=w, num_stages=s)
+               for m, n, k, g, w, s in kernels._TILES]
+
+    def kept(rows, residual=True, n=320, k=320):
+        args = dict(M=rows * 512, N=n, K=k, ROWS_BUCKET=min(_launch.next_pow2(rows), 128), HAS_RESIDUAL=residual)
+        return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in kernels._prune(configs, args)}
+
+    assert kept(64) == {(64, 64)}
+    assert all(m == 128 for m, _ in kept(4096)) and not any(n == 256 for _, n in kept(4096, n=1024))
+    assert (128, 256) in kept(4096, residual=False, n=1024)

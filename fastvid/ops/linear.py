@@ -100,7 +100,7 @@ class _FwdPlan:
             lambda meta: (batches * _launch.cdiv(per_batch, meta["BLOCK_M"]) * _launch.cdiv(n, meta["BLOCK_N"]),),
             (sxb, sxm, x_strides[-1], *weight.stride(), bias.stride(0) if bias is not None else 0,
              srb, srm, r_strides[-1], syb, sym, out_strides[-1],
-             m, n, k, per_batch, _launch.next_pow2(n), _launch.next_pow2(k)),
+             m, n, k, per_batch, _launch.next_pow2(n), _launch.next_pow2(k), min(_launch.next_pow2(per_batch), 128)),
             HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None,
             DOT_PRECISION=_launch.dot_precision(x.dtype),
         )
