@@ -16,9 +16,8 @@ the gate (exact erf, or the tanh approximation), multiplies, rounds once to Y's 
 import triton
 import triton.language as tl
 
-from fastvid._interpreter import interpreting
-
 from fastvid.kernels.geglu import _gelu_parts
+from fastvid.kernels.linear import SMALL_K, gemm_configs
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages). Two [BLOCK_M, BLOCK_N] fp32 accumulators live in
 # registers: 128 x 128 takes 8 warps (two warpgroups for wgmma); the shared-memory ring holds one X tile
@@ -29,16 +28,6 @@ _TILES = [
     (64, 128, 64, 8, 4, 4),
     (64, 64, 64, 8, 4, 4),
 ]
-SMALL_K = 64  # K at most this: BLOCK_K 64 tiles waste the rest; the 32-wide K tile is kept
-
-
-def _configs():
-    """Autotuned tiles; the interpreter gets one small config so that the test sizes span ragged tiles."""
-    if interpreting():
-        return [triton.Config(dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2), num_warps=4, num_stages=1)]
-    tiles = _TILES + [(64, 64, 32, 8, 4, 4)]
-    return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=g), num_warps=w, num_stages=s)
-            for m, n, k, g, w, s in tiles]
 
 
 def _prune(configs, named_args, **kwargs):
@@ -59,7 +48,7 @@ def _prune(configs, named_args, **kwargs):
 _KEY = ["N_BUCKET", "K_BUCKET"]
 
 
-@triton.autotune(_configs(), key=_KEY, prune_configs_by=dict(early_config_prune=_prune))
+@triton.autotune(gemm_configs(_TILES), key=_KEY, prune_configs_by=dict(early_config_prune=_prune))
 @triton.jit
 def geglu_linear_fwd_kernel(
     X, W, B, Y,

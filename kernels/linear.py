@@ -34,13 +34,13 @@ _TILES = [
 SMALL_K = 64  # K at most this: BLOCK_K 64 tiles waste the rest; the 32-wide K tile is kept
 
 
-def _configs():
-    """Autotuned tiles; the interpreter gets one small config so that the test sizes span ragged tiles."""
+def gemm_configs(tiles):
+    """Autotuned configs of a GEMM kernel's ``tiles`` plus the 32-wide K tile for K <= SMALL_K; the interpreter
+    gets one small config so that the test sizes span ragged tiles."""
     if interpreting():
         return [triton.Config(dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2), num_warps=4, num_stages=1)]
-    tiles = _TILES + [(64, 64, 32, 8, 4, 4)]
     return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=g), num_warps=w, num_stages=s)
-            for m, n, k, g, w, s in tiles]
+            for m, n, k, g, w, s in tiles + [(64, 64, 32, 8, 4, 4)]]
 
 
 def _prune(configs, named_args, **kwargs):
@@ -67,7 +67,7 @@ def _prune(configs, named_args, **kwargs):
 _KEY = ["N_BUCKET", "K_BUCKET", "ROWS_BUCKET", "HAS_RESIDUAL"]
 
 
-@triton.autotune(_configs(), key=_KEY, prune_configs_by=dict(early_config_prune=_prune))
+@triton.autotune(gemm_configs(_TILES), key=_KEY, prune_configs_by=dict(early_config_prune=_prune))
 @triton.jit
 def linear_fwd_kernel(
     X, W, B, R, Y,

@@ -195,6 +195,16 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
 
 
+def gemm_auto_reason(x: torch.Tensor, *tensors: Optional[torch.Tensor]) -> Optional[str]:
+    """Why "auto" leaves a Triton GEMM (x and the other operands) to torch, or None: off CUDA, and for float32
+    without TF32, where torch's matmul is the faster IEEE float32 GEMM."""
+    why = triton_auto_reason(x, *tensors)
+    if why is None and dot_precision(x.dtype) == "ieee":
+        return ("float32 without TF32 (torch.backends.cuda.matmul.allow_tf32 off): torch's matmul is the faster "
+                "IEEE float32 GEMM")
+    return why
+
+
 @functools.lru_cache(maxsize=None)
 def sm_count(device_index: int) -> int:
     """Streaming multiprocessors of a CUDA device: read when a launcher first needs it, never at import."""

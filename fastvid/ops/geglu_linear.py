@@ -129,11 +129,7 @@ def _features(x, weight, bias, approximate):
 
 
 def _triton_auto_reason(x, weight, bias, approximate):
-    why = _launch.triton_auto_reason(x, weight, bias)
-    if why is None and _launch.dot_precision(x.dtype) == "ieee":
-        return ("float32 without TF32 (torch.backends.cuda.matmul.allow_tf32 off): torch's matmul is the faster "
-                "IEEE float32 GEMM")
-    return why
+    return _launch.gemm_auto_reason(x, weight, bias)
 
 
 def _run_torch(x, weight, bias, approximate):
