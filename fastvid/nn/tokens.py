@@ -14,7 +14,7 @@ promotion then decides the output dtype, as in diffusers' expression).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -29,15 +29,15 @@ def _is_pointwise_conv(layer: nn.Module) -> bool:
             and layer.padding == (0, 0) and layer.groups == 1)
 
 
-def linear_weight(owner: nn.Module, name: str) -> Optional[torch.Tensor]:
-    """The (out, in) matrix of ``owner.<name>`` (a Linear, or a 1x1 Conv2d's weight viewed as one) when it
-    may be read directly, else None (the layer must be called)."""
+def linear_weight(owner: nn.Module, name: str) -> Tuple[nn.Module, Optional[torch.Tensor]]:
+    """``owner.<name>`` and its (out, in) matrix (a Linear's weight, or a 1x1 Conv2d's viewed as one) when it may
+    be read directly, else None (the layer must be called)."""
     layer = owner.get_submodule(name)
     if unfused_reason(owner, (name,)) is not None:
-        return None
+        return layer, None
     if isinstance(layer, nn.Linear):
-        return layer.weight
-    return layer.weight.flatten(1) if _is_pointwise_conv(layer) else None
+        return layer, layer.weight
+    return layer, (layer.weight.flatten(1) if _is_pointwise_conv(layer) else None)
 
 
 def _fusable(*tensors: torch.Tensor) -> bool:
@@ -50,8 +50,7 @@ def tokens_in(owner: nn.Module, name: str, x: torch.Tensor, backend: str) -> tor
     """``owner.<name>`` (proj_in) applied to the tokens of the channel-first map ``x`` (N, C, H, W) whose H and
     W are adjacent in memory. Returns (N, H*W, C_out) tokens, contiguous (what diffusers' permute-copy and
     projection give)."""
-    weight = linear_weight(owner, name)
-    layer = owner.get_submodule(name)
+    layer, weight = linear_weight(owner, name)
     if weight is None or not _fusable(x, weight):
         if isinstance(layer, nn.Conv2d):
             return layer(x).flatten(2).transpose(1, 2).contiguous()
@@ -65,8 +64,7 @@ def tokens_out(owner: nn.Module, name: str, tokens: torch.Tensor, residual: torc
 
     tokens: (N, H*W, C_in). residual: (N, C_out, H, W), H and W adjacent in memory. Returns residual's shape;
     fused, in residual's memory order (the GEMM's epilogue adds it and stores channel-first)."""
-    weight = linear_weight(owner, name)
-    layer = owner.get_submodule(name)
+    layer, weight = linear_weight(owner, name)
     batch, _, height, width = residual.shape
     if weight is None or not _fusable(tokens, weight, residual):
         if isinstance(layer, nn.Conv2d):
@@ -82,8 +80,7 @@ def linear_add(owner: nn.Module, name: str, x: torch.Tensor, residual: torch.Ten
     """``owner.<name>(x) + residual`` (a feed-forward's last Linear and the block's residual), the add in the
     GEMM's epilogue; the module call and an eager add when the Linear is hooked or wrapped, under autocast, or
     with mixed dtypes."""
-    weight = linear_weight(owner, name)
-    layer = owner.get_submodule(name)
+    layer, weight = linear_weight(owner, name)
     if weight is None or not isinstance(layer, nn.Linear) or not _fusable(x, weight, residual) \
             or residual.shape[:-1] != x.shape[:-1]:
         return layer(x) + residual

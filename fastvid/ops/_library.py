@@ -102,14 +102,7 @@ class TritonOp:
 
     def planned(self, *args):
         """The op's implementation: the cached plan of this signature, run."""
-        key = signature(args)
-        try:
-            plan = self.plans.plans.get(key)
-        except TypeError:  # an unhashable argument: planned on every call
-            plan = None
-        if plan is None:
-            plan = self.plans.lookup(key, self.plan, *args)
-        return self.run(plan, *args)
+        return self.run(self.plans.lookup(signature(args), self.plan, *args), *args)
 
     def register_autograd(self, backward: Callable, setup_context: Callable) -> None:
         """Registers the formula on the custom op and builds the eager autograd.Function from it; the
