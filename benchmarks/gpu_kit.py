@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_kit.py download              # here: the wheels that machine lacks -> benchmarks/wheels/
     python benchmarks/gpu_kit.py run --call eager --out "$OUT"     # there: install them offline, run one call
+    python benchmarks/gpu_kit.py checks --out "$OUT"   # there: the GPU's own checks (tests, host cost per call)
     python benchmarks/gpu_kit.py plot --out DIR        # here: the Markdown table and plot again from DIR/pipelines.jsonl
 
 The kit expects torch, Triton, transformers, accelerate, huggingface_hub, safetensors, pillow, regex,
@@ -10,7 +11,10 @@ at the versions installed here (the tested ones), both pure Python. ``run`` inst
 ``pip install --no-index --no-deps --target`` into a temporary folder put on PYTHONPATH, then runs
 ``python -m fastvid bench --diffusers`` with the options of one of CALLS (each fits one 10-minute call on an
 H100: its --budget keeps it inside), writing pipelines.jsonl, pipelines.md, pipelines.png and pipelines.log
-(everything printed) to --out.
+(everything printed) to --out. ``checks`` runs, inside one such call, what only a GPU can check: the kernel
+tests (bf16 included, against their references), launch counts, the fixed-argument launch and the captured
+step (CHECK_TESTS), then ``benchmarks/host_overhead.py`` (host us per call next to device us, fastvid and its
+peers), writing checks.log (pytest's verbose report, each test's outcome as it finishes) and host_overhead.md.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +39,15 @@ CALLS = {  # one 10-minute device call each: the eager variants of every pipelin
     "compile-2": ["--diffusers", "modelscope,i2vgenxl", *COMPILED],
     "compile-3": ["--diffusers", "t2v_zero", *COMPILED],
 }
+
+
+# What only a GPU checks: every op's tests (tests mirror ops: tests/test_<op>.py, read from the registry), then
+# these. Each fastvid op compiles a few dozen kernel variants there, so the tests run on CHECK_WORKERS processes.
+CHECK_TESTS = ("tests/test_host_overhead.py", "tests/test_library_registration.py", "tests/test_patch.py",
+               "tests/test_diffusers.py", "tests/test_models.py")
+CHECK_WORKERS = 8
+CHECK_BUDGET_S = 360  # the tests' share of one 10-minute call; host_overhead.py gets HOST_OVERHEAD_S
+HOST_OVERHEAD_S = 150
 
 
 def download(dest: Path = WHEELS_DIR) -> int:
@@ -73,6 +87,59 @@ def run(call: str, out: Path, extra) -> int:
         return proc.wait()
 
 
+def check_tests() -> list:
+    """The test files ``checks`` runs: one per op of the registry, then CHECK_TESTS."""
+    sys.path.insert(0, str(ROOT))
+    from fastvid.registry import OPS
+
+    return [f"tests/test_{name}.py" for name in OPS] + list(CHECK_TESTS)
+
+
+def _streamed(name: str, cmd, env, log, timeout_s: float, echo) -> int:
+    """Runs ``cmd`` (called ``name`` in messages) in the repository root, every line into ``log`` and those ``echo`` picks onto stdout;
+    killed past ``timeout_s`` (then 124; what finished before stays in the log)."""
+    log.write(" ".join(cmd) + "\n")
+    log.flush()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = []
+    timer = threading.Timer(timeout_s, lambda: (killed.append(True), proc.kill()))
+    timer.start()
+    try:
+        for line in proc.stdout:
+            log.write(line)
+            if echo(line):
+                sys.stdout.write(line)
+        code = proc.wait()
+    finally:
+        timer.cancel()
+    if killed:
+        message = f"gpu_kit: {name} stopped after {timeout_s:.0f} s; what finished before is in the log\n"
+        log.write(message)
+        sys.stdout.write(message)
+        return 124
+    return code
+
+
+def checks(out: Path, budget_s: float = CHECK_BUDGET_S) -> int:
+    """The GPU's own checks (tests, then host_overhead.py) into ``out``; the worst exit status of the two."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if importlib.util.find_spec("diffusers") is None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [install(), str(ROOT), env.get("PYTHONPATH")]))
+    tests = [sys.executable, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider", *check_tests()]
+    if importlib.util.find_spec("xdist") is not None:
+        tests += ["-n", str(CHECK_WORKERS), "--dist", "loadgroup"]
+    overhead = [sys.executable, "benchmarks/host_overhead.py", "--out", str(out)]
+
+    def failures_and_summary(line: str) -> bool:  # -v prints "[gw0] [ 4%] PASSED tests/..." per test
+        return " FAILED " in line or " ERROR " in line or line.startswith(("=", "FAILED", "ERROR"))
+
+    with (out / "checks.log").open("a") as log:
+        codes = [_streamed("the tests", tests, env, log, budget_s, failures_and_summary),
+                 _streamed("host_overhead.py", overhead, env, log, HOST_OVERHEAD_S, lambda line: True)]
+    return max(codes, key=abs)
+
+
 def plot(out: Path) -> int:
     sys.path.insert(0, str(ROOT))
     from fastvid import bench_pipelines
@@ -89,6 +156,8 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="there: install the wheels offline and run one call of the benchmark")
     r.add_argument("--call", choices=sorted(CALLS), default="eager")
     r.add_argument("--out", type=Path, required=True)
+    c = sub.add_parser("checks", help="there: the kernel tests and host_overhead.py on the GPU, in one call")
+    c.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("plot", help="write pipelines.md and pipelines.png from a folder's pipelines.jsonl")
     p.add_argument("--out", type=Path, required=True)
     args, extra = parser.parse_known_args(argv)
@@ -96,6 +165,8 @@ def main(argv=None) -> int:
         return download()
     if args.command == "run":
         return run(args.call, args.out, extra)
+    if args.command == "checks":
+        return checks(args.out)
     return plot(args.out)
 
 

@@ -158,15 +158,30 @@ def cpu_table() -> List[str]:
 # ---- CUDA: real host time per call next to device time, fastvid and its peers -------------------
 
 def _gpu_cases(dtype):
+    """Every op at one ModelScope layer (2 x 16 frames of 32x32 latents, C 320), fastvid beside its eager peer."""
     device = "cuda"
-    B, F, N, H, D = 2, 16, 1024, 5, 64  # ModelScope's 32x32 layer: C 320 as 5 heads x 64
+    B, F, N, H, D = 2, 16, 1024, 5, 64  # C 320 as 5 heads x 64
+    C = H * D
     q, k, v = (torch.randn(B, F, N, H, D, dtype=dtype, device=device) for _ in range(3))
     bias = torch.randn(H, F, F, dtype=dtype, device=device)
     qs, ks, vs = (t.permute(0, 2, 3, 1, 4).reshape(B * N, H, F, D).contiguous() for t in (q, k, v))
-    x = torch.randn(2, 320, 16, 32, 32, dtype=dtype, device=device)
-    w = torch.randn(320, 320, 3, dtype=dtype, device=device) / 31
-    cb, gw, gb = (torch.randn(320, dtype=dtype, device=device) for _ in range(3))
+    x = torch.randn(B, C, F, 32, 32, dtype=dtype, device=device)
+    w = torch.randn(C, C, 3, dtype=dtype, device=device) / 31
+    cb, gw, gb = (torch.randn(C, dtype=dtype, device=device) for _ in range(3))
     w5 = w[:, :, :, None, None].contiguous()
+    tokens, residual = (torch.randn(B * F, N, C, dtype=dtype, device=device) for _ in range(2))
+    proj = torch.randn(B * F, N, 8 * C, dtype=dtype, device=device)
+    w_geglu = torch.randn(8 * C, C, dtype=dtype, device=device) / C ** 0.5
+    b_geglu = torch.randn(8 * C, dtype=dtype, device=device)
+    w_out = torch.randn(C, 4 * C, dtype=dtype, device=device) / (4 * C) ** 0.5
+    hidden = torch.randn(B * F, N, 4 * C, dtype=dtype, device=device)
+    alpha = torch.rand(B, 1, F, 1, 1, dtype=dtype, device=device)
+    x_temporal = torch.randn_like(x)
+
+    def eager_geglu(p):
+        a, gate = p.chunk(2, dim=-1)
+        return a * Fn.gelu(gate)
+
     return {
         "temporal_attention": {
             "fastvid": lambda: fastvid.temporal_attention(q, k, v, bias=bias),
@@ -179,6 +194,21 @@ def _gpu_cases(dtype):
         "group_norm_silu": {
             "fastvid": lambda: fastvid.group_norm_silu(x, 32, gw, gb),
             "eager": lambda: Fn.silu(Fn.group_norm(x, 32, gw, gb, 1e-5))},
+        "add_layer_norm": {
+            "fastvid": lambda: fastvid.add_layer_norm(tokens, residual, gw, gb),
+            "eager": lambda: Fn.layer_norm(tokens + residual, (C,), gw, gb)},
+        "alpha_blend": {
+            "fastvid": lambda: fastvid.alpha_blend(x, x_temporal, alpha),
+            "eager": lambda: alpha * x + (1 - alpha) * x_temporal},
+        "geglu": {
+            "fastvid": lambda: fastvid.geglu(proj),
+            "eager": lambda: eager_geglu(proj)},
+        "geglu_linear": {
+            "fastvid": lambda: fastvid.geglu_linear(tokens, w_geglu, b_geglu),
+            "eager": lambda: eager_geglu(Fn.linear(tokens, w_geglu, b_geglu))},
+        "linear": {
+            "fastvid": lambda: fastvid.linear(hidden, w_out, cb, residual=residual),
+            "eager": lambda: Fn.linear(hidden, w_out, cb) + residual},
     }
 
 
@@ -229,10 +259,11 @@ def main(argv=None) -> None:
         title = "# Host cost per call on CPU, launches stubbed (TRITON_INTERPRET=1, fp16)"
         lines = cpu_table() + ["", "Forward library op: torch.library's dispatch vs fastvid's eager path", ""]
         lines += custom_op_table()
-    import triton
+    from fastvid.timing import environment
 
-    header = [title, "", f"torch {torch.__version__}, triton {triton.__version__}; "
-              "`python benchmarks/host_overhead.py`", ""]
+    env = environment("cuda" if torch.cuda.is_available() else "cpu")
+    header = [title, "", f"{env['device_name']}; torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda'] or '-'}; "
+              f"fastvid {env['fastvid']} at {env['commit']}; {env['date']}; `python benchmarks/host_overhead.py`", ""]
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "host_overhead.md").write_text("\n".join(header + lines) + "\n")

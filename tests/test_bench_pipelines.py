@@ -3,6 +3,7 @@ variants; the torch.compile variants are left out here: compiling five pipelines
 plan and the budget without running anything, the agreement rule, and clear errors for bad requests."""
 import json
 import re
+import sys
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import fastvid  # noqa: E402
 from fastvid import bench_pipelines as bp  # noqa: E402
 from fastvid import cli  # noqa: E402
 from fastvid.bench import CPU_SPEED_LABEL  # noqa: E402
+from fastvid.registry import OPS  # noqa: E402
 from benchmarks import gpu_kit  # noqa: E402
 
 
@@ -86,6 +88,20 @@ def test_budget_skips_what_would_not_fit(capsys):
     skipped = [line for line in lines if "skipped by --budget" in line]
     assert lines[0].split()[1:3] == ["svd", "diffusers"] and "skipped" not in lines[0]
     assert skipped and lines[-1] in skipped
+
+
+def test_gpu_kit_checks_run_every_op_test_file():
+    files = gpu_kit.check_tests()
+    assert all((gpu_kit.ROOT / f).is_file() for f in files)
+    assert {f"tests/test_{name}.py" for name in OPS} <= set(files)
+
+
+def test_gpu_kit_stops_a_step_past_its_time(tmp_path, capsys):
+    cmd = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"]
+    with (tmp_path / "log").open("w") as log:
+        assert gpu_kit._streamed("sleeper", cmd, None, log, 1.0, lambda line: True) == 124
+    assert "started" in (tmp_path / "log").read_text()
+    assert "sleeper stopped after 1 s" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("call", sorted(gpu_kit.CALLS))

@@ -167,6 +167,7 @@ def _fixed_arguments(launch, tensors, monkeypatch, best_config=None):
     calls = []
     compiled = SimpleNamespace(run=lambda *args: calls.append(args), function="function", packed_metadata="meta")
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch._C, "_cuda_getDevice", lambda: 0, raising=False)  # a CUDA build without a GPU
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 7, raising=False)
     launcher = _launch._fixed_launcher(fixed, compiled, len(tensors))
     assert launcher is not None and launcher(tensors)

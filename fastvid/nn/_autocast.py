@@ -12,10 +12,17 @@ from typing import Callable, Optional
 import torch
 
 
+# Device types autocast has in every torch fastvid supports: no availability query for them (torch 2.11's
+# dynamo cannot trace torch.amp.is_autocast_available, so asking would break a compiled graph).
+AUTOCAST_DEVICE_TYPES = ("cuda", "cpu")
+
+
 def autocast_dtype(device_type: str, *, fp32_op: bool) -> Optional[torch.dtype]:
     """The dtype autocast computes the op in (float32 for its fp32 ops such as GroupNorm, the
     autocast dtype for convs and matmuls), or None when autocast is off for this device."""
-    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+    if device_type not in AUTOCAST_DEVICE_TYPES and not torch.amp.is_autocast_available(device_type):
+        return None
+    if not torch.is_autocast_enabled(device_type):
         return None
     return torch.float32 if fp32_op else torch.get_autocast_dtype(device_type)
 
