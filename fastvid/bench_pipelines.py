@@ -19,7 +19,8 @@ A step is the time between the starts of two consecutive denoiser calls of the p
 guidance and scheduler step; synchronised on CUDA). Each variant runs ``warmup`` untimed steps, ``timed`` timed
 steps and one closing step; compiled and captured variants first make one untimed call of the pipeline
 (compilation, capture). Text2Video-Zero's loop first denoises the first frame alone (``t0``/``t1`` are set so
-that two calls do it); only its all-frame steps are timed. Rows: step median/min/max, peak memory above what
+that two calls do it); only its all-frame steps are timed. Rows: step median/min/max, on CUDA the summed kernel
+time and kernel count of the loop's closing denoiser call (:class:`CallProfile`), peak memory above what
 was allocated before the call (CUDA), ``rel_err`` = max|latents - diffusers latents| / max|diffusers latents|
 after the whole loop, ``agree`` = rel_err <= ``fastvid.bench.TOLERANCE[dtype]`` (the rule of ``fastvid bench``),
 and a speed-up over ``diffusers`` only for agreeing rows with at least 3 timed steps.
@@ -226,12 +227,55 @@ class StepClock:
         self.starts.append(time.perf_counter())
 
 
+class CallProfile:
+    """torch.profiler around one denoiser call (the ``call``-th, counted from 1): the sum of its ``device_type``
+    kernels' durations (ms; kernels that overlap count twice) and how many there were. Registered after the
+    StepClock, so the call's start is taken before the profiler starts; a profiler that fails leaves both None."""
+
+    def __init__(self, call: int, activity=None, device_type=None):
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity
+
+        self.call, self.seen, self.profiler = call, 0, None
+        self.activity = ProfilerActivity.CUDA if activity is None else activity
+        self.device_type = DeviceType.CUDA if device_type is None else device_type
+        self.device_ms: Optional[float] = None
+        self.kernels: Optional[int] = None
+
+    def start(self, *_) -> None:
+        self.seen += 1
+        if self.seen == self.call:
+            try:
+                self.profiler = torch.profiler.profile(activities=[self.activity])
+                self.profiler.__enter__()
+            except Exception:  # noqa: BLE001 (no profiler here: the row goes without these fields)
+                self.profiler = None
+
+    def stop(self, *_) -> None:
+        profiler, self.profiler = self.profiler, None
+        if profiler is None:
+            return
+        try:
+            if self.device_type.name == "CUDA":
+                torch.cuda.synchronize()
+            profiler.__exit__(None, None, None)
+            events = [e for e in profiler.events() if e.device_type == self.device_type]
+        except Exception:  # noqa: BLE001
+            return
+        self.kernels = len(events)
+        self.device_ms = sum(e.time_range.elapsed_us() for e in events) / 1e3
+
+
 def timed_call(name: str, pipe, s: Settings):
-    """(latents, seconds of each timed step, peak MB above the memory before the call or None on CPU)."""
+    """(latents, seconds of each timed step, peak MB above the memory before the call or None on CPU, and on
+    CUDA the :class:`CallProfile` of the loop's closing (untimed) denoiser call, else None)."""
     clock = StepClock(s.device)
-    handle = pipe.unet.register_forward_pre_hook(clock)
+    cuda = torch.device(s.device).type == "cuda"
+    profile = CallProfile(s.calls(name)) if cuda else None
+    handles = [pipe.unet.register_forward_pre_hook(clock)]
+    if profile is not None:
+        handles += [pipe.unet.register_forward_pre_hook(profile.start), pipe.unet.register_forward_hook(profile.stop)]
     try:
-        cuda = torch.device(s.device).type == "cuda"
         if cuda:
             timing.synchronize(s.device)
             torch.cuda.reset_peak_memory_stats(s.device)
@@ -240,13 +284,14 @@ def timed_call(name: str, pipe, s: Settings):
         timing.synchronize(s.device)
         peak = (torch.cuda.max_memory_allocated(s.device) - before) / 2 ** 20 if cuda else None
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     if len(clock.starts) != s.calls(name):
         raise RuntimeError(f"{name}: the denoiser was called {len(clock.starts)} times, not {s.calls(name)}: "
                            "its steps cannot be told apart")
     loop = clock.starts[-(s.warmup + s.timed + 1):]  # the all-frame loop (Text2Video-Zero's first frame left out)
     steps = [b - a for a, b in zip(loop[s.warmup:], loop[s.warmup + 1:])]
-    return latents, steps, peak
+    return latents, steps, peak, profile
 
 
 # ---- rows -------------------------------------------------------------------------------------------
@@ -402,9 +447,10 @@ def run_pipeline(name: str, variants: Sequence[str], s: Settings, env: dict, bud
                 call_pipeline(name, pipe, s)
                 timing.synchronize(s.device)
                 setup_s = time.perf_counter() - t
-            latents, steps, peak = timed_call(name, pipe, s)
+            latents, steps, peak, profile = timed_call(name, pipe, s)
             row = _row(env, name, variant, s, status="ok", swapped=swapped, setup_s=setup_s,
-                       peak_mem_mb=peak, latent_shape=list(latents.shape), **summarise_steps(steps))
+                       peak_mem_mb=peak, latent_shape=list(latents.shape), **summarise_steps(steps),
+                       call_device_ms=profile and profile.device_ms, call_kernels=profile and profile.kernels)
             if variant == "diffusers":
                 reference = dict(row, latents=latents)
             row.update(compare(latents, reference["latents"], s.dtype))
@@ -462,8 +508,8 @@ def run(names: Sequence[str], variants: Sequence[str], s: Settings, out: Path, *
 
 # ---- the report -------------------------------------------------------------------------------------
 
-COLUMNS = ("pipeline", "variant", "status", "ms/step median", "min-max", "peak MB", "rel_err", "agree",
-           "speed-up (range)", "setup s")
+COLUMNS = ("pipeline", "variant", "status", "ms/step median", "min-max", "GPU busy ms/call (kernels)", "peak MB",
+           "rel_err", "agree", "speed-up (range)", "setup s")
 
 
 def _speedup_text(row: dict) -> str:
@@ -473,13 +519,14 @@ def _speedup_text(row: dict) -> str:
 
 def table_cells(row: dict) -> List[str]:
     if row.get("stage") == "vae_decode":
-        return [row["pipeline"], "VAE decode", "ok", f"{row['decode_ms']:.1f} (whole decode)", "", "", "", "", "", ""]
+        return [row["pipeline"], "VAE decode", "ok", f"{row['decode_ms']:.1f} (whole decode)"] + [""] * 7
     if row.get("status") != "ok":
-        return [row["pipeline"], row["variant"], f"{row['status']}: {row.get('reason', '')}"] + [""] * 7
+        return [row["pipeline"], row["variant"], f"{row['status']}: {row.get('reason', '')}"] + [""] * 8
     peak = "n/a" if row.get("peak_mem_mb") is None else f"{row['peak_mem_mb']:.0f}"
+    busy = "n/a" if row.get("call_device_ms") is None else f"{row['call_device_ms']:.1f} ({row['call_kernels']})"
     setup = "" if row.get("setup_s") is None else f"{row['setup_s']:.1f}"
     return [row["pipeline"], row["variant"], "ok", f"{row['step_ms_median']:.1f}",
-            f"{row['step_ms_min']:.1f}-{row['step_ms_max']:.1f}", peak, f"{row['rel_err']:.2e}",
+            f"{row['step_ms_min']:.1f}-{row['step_ms_max']:.1f}", busy, peak, f"{row['rel_err']:.2e}",
             "yes" if row["agree"] else "NO", _speedup_text(row), setup]
 
 
@@ -501,7 +548,9 @@ def to_markdown(rows: List[dict], skipped: Sequence[str] = ()) -> str:
     lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
     compiled = [r for r in rows if r.get("compile_mode")]
     lines += ["", "ms/step: time between the starts of consecutive denoiser calls in the pipeline's own loop "
-              "(denoiser with its CFG batch, guidance, scheduler step). peak MB: above what was allocated before the "
+              "(denoiser with its CFG batch, guidance, scheduler step). GPU busy ms/call (kernels): the device time "
+              "of the kernels of the loop's closing, untimed denoiser call and their number (torch.profiler); where it "
+              "is well below ms/step, the GPU waits for the host. peak MB: above what was allocated before the "
               "call. rel_err: max |latents - diffusers latents| / max |diffusers latents| after the whole loop; agree: "
               f"rel_err <= {TOLERANCE[_dtype(rows)]:g}. A speed-up (over diffusers, median and range) is given only "
               "for agreeing rows. setup s: the untimed first call of compiled and captured variants."]

@@ -90,6 +90,25 @@ def test_budget_skips_what_would_not_fit(capsys):
     assert skipped and lines[-1] in skipped
 
 
+def test_call_profile_times_only_the_chosen_call():
+    """The profiled call's ops are counted (here CPU ops, where a GPU run counts CUDA kernels), the others not."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU())
+    profile = bp.CallProfile(2, activity=ProfilerActivity.CPU, device_type=DeviceType.CPU)
+    model.register_forward_pre_hook(profile.start)
+    model.register_forward_hook(profile.stop)
+    x = torch.randn(4, 8)
+    model(x)
+    assert profile.kernels is None and profile.device_ms is None
+    model(x)
+    assert profile.kernels >= 2 and profile.device_ms > 0
+    counted = profile.kernels
+    model(x)
+    assert profile.kernels == counted
+
+
 def test_gpu_kit_checks_run_every_op_test_file():
     files = gpu_kit.check_tests()
     assert all((gpu_kit.ROOT / f).is_file() for f in files)

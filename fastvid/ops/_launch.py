@@ -237,18 +237,24 @@ def on_gpu(t: torch.Tensor) -> bool:
     return t.device.type == "cuda" or (_meta_as_cuda and t.device.type == "meta")
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_missing() -> Optional[str]:
+_UNASKED = object()
+_triton_missing = _UNASKED  # why Triton cannot be imported (None: it can); a global, not an lru_cache, which
+# torch 2.11's dynamo warns about when it traces a call
+
+
+def _ask_triton() -> Optional[str]:
+    global _triton_missing
     try:
         import triton  # noqa: F401
+        _triton_missing = None
     except ImportError:
-        return "triton is not installed"
-    return None
+        _triton_missing = "triton is not installed"
+    return _triton_missing
 
 
 def triton_reason(*tensors: Optional[torch.Tensor]) -> Optional[str]:
     """Why Triton cannot run on these tensors, or None."""
-    missing = _triton_missing()
+    missing = _ask_triton() if _triton_missing is _UNASKED else _triton_missing
     if missing:
         return missing
     for t in tensors:
