@@ -439,10 +439,23 @@ def _motion_unet():
         torch.randn(frames, 3, 16, device=DEVICE))
 
 
-@pytest.mark.parametrize("make", [_unet3d, _motion_unet], ids=["unet3d", "motion"])
+def _released(name):
+    """The tiny config of a released pipeline's denoiser and one call's inputs (SVD: AlphaBlender mixes,
+    temporal ResNets; I2VGenXL: its temporal transformers and image conditioning)."""
+    def make():
+        from fastvid.integrations import released
+
+        unet = released.build_denoiser(name, size="tiny", device=DEVICE)
+        return unet, released.denoiser_inputs(name, unet, size="tiny", device=DEVICE)
+    return make
+
+
+@pytest.mark.parametrize("make", [_unet3d, _motion_unet, _released("svd"), _released("i2vgenxl")],
+                         ids=["unet3d", "motion", "svd", "i2vgenxl"])
 def test_compiled_patched_unet_has_no_graph_break(make):
-    """fullgraph=True of a patched diffusers UNet3DConditionModel and UNetMotionModel (eager backend: no
-    codegen) traces in one graph with fastvid's ops inside and matches the eager patched model."""
+    """fullgraph=True of a patched diffusers UNet3DConditionModel, UNetMotionModel,
+    UNetSpatioTemporalConditionModel and I2VGenXLUNet (eager backend: no codegen) traces in one graph with
+    fastvid's ops inside and matches the eager patched model."""
     pytest.importorskip("diffusers")
     torch.manual_seed(0)
     unet, inputs = make()
@@ -451,7 +464,8 @@ def test_compiled_patched_unet_has_no_graph_break(make):
     assert report.total > 0
     torch._dynamo.reset()
     compiled = torch.compile(unet, fullgraph=True, backend="eager")
+    args, kwargs = ((), inputs) if isinstance(inputs, dict) else (inputs, {})
     with torch.no_grad():
-        expected = unet(*inputs).sample
-        out = compiled(*inputs).sample
+        expected = unet(*args, **kwargs).sample
+        out = compiled(*args, **kwargs).sample
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
