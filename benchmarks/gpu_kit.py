@@ -11,7 +11,8 @@ at the versions installed here (the tested ones), both pure Python. ``run`` inst
 ``pip install --no-index --no-deps --target`` into a temporary folder put on PYTHONPATH, then runs
 ``python -m fastvid bench --diffusers`` with the options of one of CALLS (each fits one 10-minute call on an
 H100: its --budget keeps it inside), writing pipelines.jsonl, pipelines.md, pipelines.png and pipelines.log
-(everything printed) to --out. ``checks`` runs, inside one such call, what only a GPU can check: the kernel
+(everything printed) to --out; where a failure loses the CUDA context, a new process runs the pipelines left.
+``checks`` runs, inside one such call, what only a GPU can check: the kernel
 tests (bf16 included, against their references), launch counts, the fixed-argument launch and the captured
 step (CHECK_TESTS), then ``benchmarks/host_overhead.py`` (host us per call next to device us, fastvid and its
 peers), writing checks.log (pytest's verbose report, each test's outcome as it finishes) and host_overhead.md.
@@ -21,12 +22,15 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS_DIR = ROOT / "benchmarks" / "wheels"  # ignored by git: copy it to the offline machine with the tree
@@ -39,6 +43,7 @@ CALLS = {  # one 10-minute device call each: the eager variants of every pipelin
     "compile-2": ["--diffusers", "modelscope,i2vgenxl", *COMPILED],
     "compile-3": ["--diffusers", "t2v_zero", *COMPILED],
 }
+RESTART_MIN_S = 60  # a new bench process after a lost CUDA context only with this much of the budget left
 
 
 # What only a GPU checks: every op's tests (tests mirror ops: tests/test_<op>.py, read from the registry), then
@@ -70,21 +75,61 @@ def install(wheels: Path = WHEELS_DIR) -> str:
     return site
 
 
-def run(call: str, out: Path, extra) -> int:
-    out.mkdir(parents=True, exist_ok=True)
+def _environment() -> dict:
+    """The children's environment: unbuffered, and the carried wheels on PYTHONPATH where diffusers is missing."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if importlib.util.find_spec("diffusers") is None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [install(), str(ROOT), env.get("PYTHONPATH")]))
-    plot = [] if importlib.util.find_spec("matplotlib") else ["--no-plot"]
-    cmd = [sys.executable, "-m", "fastvid", "bench", *CALLS[call], "--out", str(out), *plot, *extra]
+    return env
+
+
+def _with_option(args: list, name: str, value: str) -> list:
+    """``args`` with the value after ``name`` replaced."""
+    i = args.index(name)
+    return args[:i + 1] + [value] + args[i + 2:]
+
+
+def _pipelines_with_rows(jsonl: Path, skip_lines: int) -> set:
+    if not jsonl.is_file():
+        return set()
+    lines = jsonl.read_text().splitlines()[skip_lines:]
+    return {json.loads(line)["pipeline"] for line in lines if line.strip()}
+
+
+def run(call: str, out: Path, extra) -> int:
+    """One planned call of ``fastvid bench --diffusers``. Where a failure leaves the CUDA context unusable (the
+    bench exits with EXIT_DEVICE_LOST), a new process runs the pipelines that have no rows yet, within what is
+    left of the call's budget; the table and plot are then redrawn from every row."""
+    sys.path.insert(0, str(ROOT))
+    from fastvid.bench_pipelines import EXIT_DEVICE_LOST
+
+    out.mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    plot_option = [] if importlib.util.find_spec("matplotlib") else ["--no-plot"]
+    args = list(CALLS[call])
+    pending, budget = args[args.index("--diffusers") + 1].split(","), float(args[args.index("--budget") + 1])
+    jsonl = out / "pipelines.jsonl"
+    rows_before = len(jsonl.read_text().splitlines()) if jsonl.is_file() else 0
+    began, restarted = time.monotonic(), False
     with (out / "pipelines.log").open("a") as log:
-        log.write(" ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-        return proc.wait()
+        while True:
+            left = budget - (time.monotonic() - began)
+            call_args = _with_option(_with_option(args, "--diffusers", ",".join(pending)), "--budget", f"{left:.0f}")
+            cmd = [sys.executable, "-m", "fastvid", "bench", *call_args, "--out", str(out), *plot_option, *extra]
+            code = _streamed("fastvid bench", cmd, env, log, None, lambda line: True)
+            if code != EXIT_DEVICE_LOST:
+                break
+            done = _pipelines_with_rows(jsonl, rows_before)
+            pending = [name for name in pending if name not in done]
+            if not pending or budget - (time.monotonic() - began) < RESTART_MIN_S:
+                break
+            message = f"gpu_kit: the CUDA context was lost; a new process runs {', '.join(pending)}\n"
+            log.write(message)
+            sys.stdout.write(message)
+            restarted = True
+    if restarted and not plot_option:
+        plot(out)
+    return code
 
 
 def check_tests() -> list:
@@ -95,15 +140,16 @@ def check_tests() -> list:
     return [f"tests/test_{name}.py" for name in OPS] + list(CHECK_TESTS)
 
 
-def _streamed(name: str, cmd, env, log, timeout_s: float, echo) -> int:
-    """Runs ``cmd`` (called ``name`` in messages) in the repository root, every line into ``log`` and those ``echo`` picks onto stdout;
-    killed past ``timeout_s`` (then 124; what finished before stays in the log)."""
+def _streamed(name: str, cmd, env, log, timeout_s: Optional[float], echo) -> int:
+    """Runs ``cmd`` (called ``name`` in messages) in the repository root, every line into ``log`` and those
+    ``echo`` picks onto stdout; killed past ``timeout_s`` (None: never), then 124 (what finished stays in the log)."""
     log.write(" ".join(cmd) + "\n")
     log.flush()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = []
-    timer = threading.Timer(timeout_s, lambda: (killed.append(True), proc.kill()))
-    timer.start()
+    timer = threading.Timer(timeout_s, lambda: (killed.append(True), proc.kill())) if timeout_s else None
+    if timer is not None:
+        timer.start()
     try:
         for line in proc.stdout:
             log.write(line)
@@ -111,7 +157,8 @@ def _streamed(name: str, cmd, env, log, timeout_s: float, echo) -> int:
                 sys.stdout.write(line)
         code = proc.wait()
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
     if killed:
         message = f"gpu_kit: {name} stopped after {timeout_s:.0f} s; what finished before is in the log\n"
         log.write(message)
@@ -123,9 +170,7 @@ def _streamed(name: str, cmd, env, log, timeout_s: float, echo) -> int:
 def checks(out: Path, budget_s: float = CHECK_BUDGET_S) -> int:
     """The GPU's own checks (tests, then host_overhead.py) into ``out``; the worst exit status of the two."""
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if importlib.util.find_spec("diffusers") is None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [install(), str(ROOT), env.get("PYTHONPATH")]))
+    env = _environment()
     tests = [sys.executable, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider", *check_tests()]
     if importlib.util.find_spec("xdist") is not None:
         tests += ["-n", str(CHECK_WORKERS), "--dist", "loadgroup"]

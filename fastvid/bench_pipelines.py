@@ -413,6 +413,25 @@ class Budget:
 
 # ---- the run ----------------------------------------------------------------------------------------
 
+EXIT_DEVICE_LOST = 3  # main's exit status when a failure left the CUDA context unusable (see DeviceLost)
+
+
+class DeviceLost(RuntimeError):
+    """A failure left the CUDA context unusable (an illegal address, a kernel trap): every later CUDA call in
+    this process would fail, so the run stops; a new process can run the pipelines that have no rows."""
+
+
+def device_lost(device: str) -> bool:
+    """Whether ``device`` (CUDA) no longer synchronises: its context is lost to this process."""
+    if torch.device(device).type != "cuda":
+        return False
+    try:
+        torch.cuda.synchronize(device)
+    except Exception:  # noqa: BLE001 (torch raises RuntimeError / AcceleratorError, by version)
+        return True
+    return False
+
+
 def run_pipeline(name: str, variants: Sequence[str], s: Settings, env: dict, budget: Budget,
                  emit: Callable[[dict], None], log: Callable[[str], None], triton_compiled: bool) -> bool:
     """Every variant of one pipeline; rows go to ``emit`` as each finishes. Returns whether fastvid ran."""
@@ -465,6 +484,10 @@ def run_pipeline(name: str, variants: Sequence[str], s: Settings, env: dict, bud
             else:
                 traceback.print_exc()
                 emit(_row(env, name, variant, s, status="error", reason=reason))
+            if device_lost(s.device):
+                for rest in variants[variants.index(variant) + 1:]:
+                    emit(_row(env, name, rest, s, status="skipped", reason="the CUDA context was lost"))
+                raise DeviceLost(f"{name} {variant}: {reason}") from exc
             if torch.device(s.device).type == "cuda":
                 torch.cuda.empty_cache()
         finally:
@@ -501,8 +524,10 @@ def run(names: Sequence[str], variants: Sequence[str], s: Settings, out: Path, *
 
     triton = False
     for name in names:
-        triton = run_pipeline(name, variants, s, env, clock, emit, log, triton)
-        write_report(rows, out, plot=plot, skipped=clock.skipped)
+        try:
+            triton = run_pipeline(name, variants, s, env, clock, emit, log, triton)
+        finally:
+            write_report(rows, out, plot=plot, skipped=clock.skipped)
     return rows
 
 
@@ -669,15 +694,20 @@ def checked(args: argparse.Namespace) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Exit 0: every row that ran agrees with diffusers; 1: one does not or failed."""
+    """Exit 0: every row that ran agrees with diffusers; 1: one does not or failed; EXIT_DEVICE_LOST: a failure
+    left the CUDA context unusable, so the pipelines after it did not run (no rows)."""
     a = checked(args)
     s = a["settings"]
     log = lambda text: print(text, flush=True)  # noqa: E731
     log(format_plan(plan(a["names"], a["variants"], s, args.budget), s, args.budget))
     if args.plan_only:
         return 0
-    rows = run(a["names"], a["variants"], s, a["out"], budget=args.budget, plot=a["plot"],
-               log=lambda text: print(text, file=sys.stderr, flush=True))
+    try:
+        rows = run(a["names"], a["variants"], s, a["out"], budget=args.budget, plot=a["plot"],
+                   log=lambda text: print(text, file=sys.stderr, flush=True))
+    except DeviceLost as exc:
+        print(f"stopped: the CUDA context was lost ({exc}); the pipelines after it have no rows", flush=True)
+        return EXIT_DEVICE_LOST
     print(to_markdown(rows) if rows else "no rows")
     print(f"wrote {a['out'] / (STEM + '.jsonl')}, {STEM}.md" + (f", {STEM}.png" if a["plot"] else ""))
     bad = [r for r in rows if r.get("status") == "error" or (r.get("status") == "ok" and r.get("agree") is False)]

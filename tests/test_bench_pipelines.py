@@ -71,6 +71,53 @@ def test_captured_variant_calls_fastvid_capture_step(tmp_path, capsys, monkeypat
     assert rows["captured"]["speedup"] is None  # one timed step is no measurement
 
 
+def test_a_lost_cuda_context_stops_the_run_with_its_own_exit_status(tmp_path, capsys, monkeypatch, one_thread):
+    """After a failure the device is probed; a lost context (faked here) ends the process: the failing
+    pipeline's later variants are recorded as skipped, the pipelines after it get no rows."""
+    apply = bp.apply_variant
+
+    def failing(pipe, variant, s):
+        if variant == "fastvid":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return apply(pipe, variant, s)
+
+    monkeypatch.setattr(bp, "apply_variant", failing)
+    monkeypatch.setattr(bp, "device_lost", lambda device: True)
+    rc = cli.main(["bench", "--diffusers", "t2v_zero,modelscope", "--size", "tiny", "--variants", "fastvid,captured",
+                   "--warmup-steps", "0", "--timed-steps", "1", "--out", str(tmp_path), "--no-plot"])
+    io = capsys.readouterr()
+    assert rc == bp.EXIT_DEVICE_LOST and "the CUDA context was lost" in io.out
+    rows = {(r["pipeline"], r["variant"], r["stage"]): r for r in rows_of(tmp_path)}
+    assert rows[("t2v_zero", "diffusers", "step")]["status"] == "ok"
+    assert rows[("t2v_zero", "fastvid", "step")]["status"] == "error"
+    assert rows[("t2v_zero", "captured", "step")]["status"] == "skipped"
+    assert not any(name == "modelscope" for name, _, _ in rows)
+    assert "t2v_zero" in (tmp_path / "pipelines.md").read_text()
+
+
+def test_gpu_kit_runs_the_pipelines_left_in_a_new_process(tmp_path, monkeypatch, capsys):
+    """A bench process that lost the CUDA context is followed by one running the pipelines without rows, within
+    what is left of the call's budget; the table is then redrawn from every row."""
+    commands, redrawn = [], []
+
+    def bench(name, cmd, env, log, timeout_s, echo):
+        commands.append(cmd)
+        names = cmd[cmd.index("--diffusers") + 1].split(",")
+        with (tmp_path / "pipelines.jsonl").open("a") as f:
+            f.write(json.dumps({"pipeline": names[0]}) + "\n")
+        return bp.EXIT_DEVICE_LOST if len(commands) == 1 else 0
+
+    monkeypatch.setattr(gpu_kit, "_streamed", bench)
+    monkeypatch.setattr(gpu_kit, "_environment", lambda: {})
+    monkeypatch.setattr(gpu_kit, "plot", lambda out: redrawn.append(out))
+    assert gpu_kit.run("eager", tmp_path, []) == 0
+    first, second = (cmd[cmd.index("--diffusers") + 1] for cmd in commands)
+    assert first == gpu_kit.ALL and second == gpu_kit.ALL.split(",", 1)[1]
+    budgets = [float(cmd[cmd.index("--budget") + 1]) for cmd in commands]
+    assert budgets[1] <= budgets[0] == float(gpu_kit.CALLS["eager"][-1])
+    assert redrawn == [tmp_path] and "a new process runs" in capsys.readouterr().out
+
+
 def test_plan_only_at_the_released_size_runs_nothing(capsys, monkeypatch):
     monkeypatch.setattr(bp, "run", lambda *a, **k: pytest.fail("--plan-only ran the benchmark"))
     assert cli.main(["bench", "--diffusers", "all", "--size", "gpu", "--plan-only"]) == 0
