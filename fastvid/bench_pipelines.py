@@ -10,7 +10,8 @@ Variants, in one process on the same inputs (same seed, weights rebuilt from the
 
 - ``diffusers``: diffusers' default attention processors (the reference every other variant is compared with);
 - ``fastvid``: ``fastvid.patch(pipe)``;
-- ``captured``: ``fastvid.capture_step(pipe)`` (a CUDA-graph captured denoiser call) where this fastvid has it;
+- ``fastvid+captured``: ``fastvid.patch(pipe)``, then ``fastvid.capture_step(pipe)`` (the patched denoiser's call
+  captured as a CUDA graph) where this fastvid has it;
 - ``compile``: ``pipe.unet = torch.compile(pipe.unet, mode=MODE, fullgraph=True)``, the recipe of diffusers'
   "torch.compile" docs, with ``--compile-mode`` (default "default"; the docs' "max-autotune" compiles far longer);
 - ``fastvid+compile``: patched, then compiled the same way.
@@ -43,7 +44,8 @@ from . import timing
 from .bench import CPU_SPEED_LABEL, MIN_REPEATS_FOR_SPEEDUP, TOLERANCE
 from .integrations import released
 
-VARIANTS = ("diffusers", "fastvid", "captured", "compile", "fastvid+compile")
+VARIANTS = ("diffusers", "fastvid", "fastvid+captured", "compile", "fastvid+compile")
+CAPTURED = "fastvid+captured"
 COMPILED = ("compile", "fastvid+compile")
 EAGER = ("diffusers", "fastvid")
 SIZES = {"gpu": "released", "cpu": "tiny", "tiny": "tiny"}  # fastvid bench --size -> the table's sizes
@@ -197,7 +199,7 @@ def weights_fingerprint(model: torch.nn.Module) -> float:
 def unavailable_reason(variant: str) -> Optional[str]:
     import fastvid
 
-    if variant == "captured" and not hasattr(fastvid, "capture_step"):
+    if variant == CAPTURED and not hasattr(fastvid, "capture_step"):
         return "fastvid.capture_step is not in this build of fastvid"
     return None
 
@@ -209,7 +211,7 @@ def apply_variant(pipe, variant: str, s: Settings) -> Dict[str, int]:
     swapped = {}
     if variant.startswith("fastvid"):
         swapped = fastvid.patch(pipe, backend=s.backend).counts()
-    if variant == "captured":
+    if variant == CAPTURED:
         fastvid.capture_step(pipe)
     if variant in COMPILED:
         pipe.unet = torch.compile(pipe.unet, mode=s.compile_mode, fullgraph=True)
@@ -341,7 +343,7 @@ def planned_seconds(name: str, variant: str, s: Settings, triton_compiled: bool)
         seconds += PLAN_PIPELINE_S[s.size] + PLAN_DECODE_S[s.size][name]
     if variant.startswith("fastvid") and not triton_compiled:
         seconds += PLAN_TRITON_S
-    if variant == "captured":
+    if variant == CAPTURED:
         seconds += steps + PLAN_CAPTURE_S
     if variant in COMPILED:
         seconds += steps + PLAN_GRAPHS.get(name, 1) * PLAN_TORCH_COMPILE_S[s.compile_mode]
@@ -461,7 +463,7 @@ def run_pipeline(name: str, variants: Sequence[str], s: Settings, env: dict, bud
             swapped = apply_variant(pipe, variant, s)
             triton_compiled = triton_compiled or variant.startswith("fastvid")
             setup_s = None
-            if variant in COMPILED or variant == "captured":  # compile / capture outside the timed call
+            if variant in COMPILED or variant == CAPTURED:  # compile / capture outside the timed call
                 t = time.perf_counter()
                 call_pipeline(name, pipe, s)
                 timing.synchronize(s.device)
@@ -479,7 +481,7 @@ def run_pipeline(name: str, variants: Sequence[str], s: Settings, env: dict, bud
                 emit(_decode_row(name, pipe, latents, s, env))
         except Exception as exc:  # one failing variant is reported; the others still run
             reason = f"{type(exc).__name__}: {str(exc)[:300]}"
-            if variant == "captured" and torch.device(s.device).type != "cuda":  # CUDA graphs need CUDA
+            if variant == CAPTURED and torch.device(s.device).type != "cuda":  # CUDA graphs need CUDA
                 emit(_row(env, name, variant, s, status="unavailable", reason=f"on {s.device}: {reason}"))
             else:
                 traceback.print_exc()

@@ -23,7 +23,7 @@ def rows_of(out):
 
 
 def test_all_tiny_pipelines_run_every_cpu_variant(tmp_path, capsys, one_thread):
-    rc = cli.main(["bench", "--diffusers", "all", "--size", "tiny", "--variants", "diffusers,fastvid,captured",
+    rc = cli.main(["bench", "--diffusers", "all", "--size", "tiny", "--variants", "diffusers,fastvid,fastvid+captured",
                    "--warmup-steps", "0", "--timed-steps", "3", "--out", str(tmp_path)])
     io = capsys.readouterr()
     assert rc == 0, io.out + io.err
@@ -49,7 +49,7 @@ def test_all_tiny_pipelines_run_every_cpu_variant(tmp_path, capsys, one_thread):
         assert reference["latent_shape"][-2:] == [size.latent_height, size.latent_width]
         decode = [r for r in rows if r["pipeline"] == name and r["stage"] == "vae_decode"]
         assert len(decode) == 1 and decode[0]["decode_ms"] > 0
-        captured = steps[(name, "captured")]
+        captured = steps[(name, "fastvid+captured")]
         if hasattr(fastvid, "capture_step"):
             assert captured["status"] in ("ok", "unavailable")  # a CUDA graph cannot be captured on a CPU
         else:
@@ -62,13 +62,15 @@ def test_all_tiny_pipelines_run_every_cpu_variant(tmp_path, capsys, one_thread):
 def test_captured_variant_calls_fastvid_capture_step(tmp_path, capsys, monkeypatch, one_thread):
     calls = []
     monkeypatch.setattr(fastvid, "capture_step", lambda pipe: calls.append(type(pipe).__name__), raising=False)
-    rc = cli.main(["bench", "--diffusers", "t2v_zero", "--size", "tiny", "--variants", "captured", "--warmup-steps",
+    rc = cli.main(["bench", "--diffusers", "t2v_zero", "--size", "tiny", "--variants", "fastvid+captured", "--warmup-steps",
                    "0", "--timed-steps", "1", "--out", str(tmp_path), "--no-plot"])
     capsys.readouterr()
     rows = {r["variant"]: r for r in rows_of(tmp_path) if r["stage"] == "step"}
     assert rc == 0 and calls == ["TextToVideoZeroPipeline"]
-    assert rows["captured"]["status"] == "ok" and rows["captured"]["setup_s"] > 0 and rows["captured"]["agree"]
-    assert rows["captured"]["speedup"] is None  # one timed step is no measurement
+    captured = rows["fastvid+captured"]
+    assert captured["status"] == "ok" and captured["setup_s"] > 0 and captured["agree"]
+    assert sum(captured["swapped"].values()) > 0  # patched, then captured
+    assert captured["speedup"] is None  # one timed step is no measurement
 
 
 def test_a_lost_cuda_context_stops_the_run_with_its_own_exit_status(tmp_path, capsys, monkeypatch, one_thread):
@@ -83,14 +85,14 @@ def test_a_lost_cuda_context_stops_the_run_with_its_own_exit_status(tmp_path, ca
 
     monkeypatch.setattr(bp, "apply_variant", failing)
     monkeypatch.setattr(bp, "device_lost", lambda device: True)
-    rc = cli.main(["bench", "--diffusers", "t2v_zero,modelscope", "--size", "tiny", "--variants", "fastvid,captured",
+    rc = cli.main(["bench", "--diffusers", "t2v_zero,modelscope", "--size", "tiny", "--variants", "fastvid,fastvid+captured",
                    "--warmup-steps", "0", "--timed-steps", "1", "--out", str(tmp_path), "--no-plot"])
     io = capsys.readouterr()
     assert rc == bp.EXIT_DEVICE_LOST and "the CUDA context was lost" in io.out
     rows = {(r["pipeline"], r["variant"], r["stage"]): r for r in rows_of(tmp_path)}
     assert rows[("t2v_zero", "diffusers", "step")]["status"] == "ok"
     assert rows[("t2v_zero", "fastvid", "step")]["status"] == "error"
-    assert rows[("t2v_zero", "captured", "step")]["status"] == "skipped"
+    assert rows[("t2v_zero", "fastvid+captured", "step")]["status"] == "skipped"
     assert not any(name == "modelscope" for name, _, _ in rows)
     assert "t2v_zero" in (tmp_path / "pipelines.md").read_text()
 
