@@ -411,6 +411,31 @@ def test_captured_step_replays_and_recaptures_per_shape():
     assert "forward" not in model.__dict__
 
 
+class _TableAttention(torch.nn.Module):
+    """Frame attention over a user's index table: its values are checked by eager calls, not under capture."""
+
+    def forward(self, q, k, v, table):
+        return fastvid.frame_attention(q, k, v, frames=table, backend="triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs")
+def test_a_frame_table_is_not_read_while_a_graph_captures():
+    q, k, v = _qkv((1, 4, 32, 2, 16))
+    table = torch.tensor([[0, -1], [0, 1], [1, 2], [2, 3]], device=DEVICE, dtype=torch.int32)
+    model = _TableAttention()
+    model.register_parameter("anchor", torch.nn.Parameter(torch.zeros(1, device=DEVICE)))  # capture_step's device
+    step = fastvid.capture_step(model)
+    try:
+        with torch.no_grad():
+            expected = step._forward(q, k, v, table)
+        torch.testing.assert_close(model(q, k, v, table), expected)  # captured (the table read by warm-ups only)
+        torch.testing.assert_close(model(q, k, v, table), expected)  # replayed
+        assert step.captures == 1
+    finally:
+        step.remove()
+
+
 def _unet3d():
     from diffusers import UNet3DConditionModel
 

@@ -262,8 +262,10 @@ def _features(q, k, v, frames, scale):
 
 
 def _value_checks(q, k, v, frames, scale):
-    """A table's values are checked on every call (a cached signature says nothing about them)."""
-    if isinstance(frames, Tensor):
+    """A table's values are checked on every call (a cached signature says nothing about them), except while a
+    CUDA graph captures: reading them would synchronise, which capture forbids (fastvid.capture_step's eager
+    warm-up calls checked them)."""
+    if isinstance(frames, Tensor) and not (frames.is_cuda and torch.cuda.is_current_stream_capturing()):
         check_index_table(OP, "frames", frames, q.shape[1], q.shape[1], TABLE_LAYOUT)
 
 
