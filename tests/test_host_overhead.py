@@ -412,18 +412,23 @@ def test_captured_step_replays_and_recaptures_per_shape():
 
 
 class _TableAttention(torch.nn.Module):
-    """Frame attention over a user's index table: its values are checked by eager calls, not under capture."""
+    """Frame attention over a user's index table: its values are read by eager calls, not under capture."""
+
+    def __init__(self, backend: str):
+        super().__init__()
+        self.backend = backend
 
     def forward(self, q, k, v, table):
-        return fastvid.frame_attention(q, k, v, frames=table, backend="triton")
+        return fastvid.frame_attention(q, k, v, frames=table, backend=self.backend)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs")
-def test_a_frame_table_is_not_read_while_a_graph_captures():
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_a_frame_table_is_not_read_while_a_graph_captures(backend):
     q, k, v = _qkv((1, 4, 32, 2, 16))
     table = torch.tensor([[0, -1], [0, 1], [1, 2], [2, 3]], device=DEVICE, dtype=torch.int32)
-    model = _TableAttention()
+    model = _TableAttention(backend)
     model.register_parameter("anchor", torch.nn.Parameter(torch.zeros(1, device=DEVICE)))  # capture_step's device
     step = fastvid.capture_step(model)
     try:

@@ -232,6 +232,12 @@ def meta_as_cuda() -> Iterator[None]:
         _meta_as_cuda = previous
 
 
+def capturing(t: torch.Tensor) -> bool:
+    """``t`` is a CUDA tensor and a CUDA graph is capturing on the current stream: reading its values would
+    synchronise, which capture forbids."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def on_gpu(t: torch.Tensor) -> bool:
     """t is a CUDA tensor, or a meta tensor within :func:`meta_as_cuda`."""
     return t.device.type == "cuda" or (_meta_as_cuda and t.device.type == "meta")

@@ -265,7 +265,7 @@ def _value_checks(q, k, v, frames, scale):
     """A table's values are checked on every call (a cached signature says nothing about them), except while a
     CUDA graph captures: reading them would synchronise, which capture forbids (fastvid.capture_step's eager
     warm-up calls checked them)."""
-    if isinstance(frames, Tensor) and not (frames.is_cuda and torch.cuda.is_current_stream_capturing()):
+    if isinstance(frames, Tensor) and not _launch.capturing(frames):
         check_index_table(OP, "frames", frames, q.shape[1], q.shape[1], TABLE_LAYOUT)
 
 
@@ -307,7 +307,7 @@ def _run_torch(q, k, v, frames, scale):
         table = reference.frame_table(frames, q.shape[1], q.device).long()
         qs = _heads_first(q, False)
         ks, vs = (_heads_first(t[:, table.clamp(min=0)].flatten(2, 3), False) for t in (k, v))
-        if bool((table < 0).any()):
+        if _launch.capturing(table) or bool((table < 0).any()):  # under capture: a mask, padded or not
             keep = (table >= 0).repeat_interleave(k.shape[2], dim=1)  # (F, K*M)
             mask = keep[None, :, None, None, :].expand(q.shape[0], -1, 1, 1, -1).flatten(0, 1)
     out = Fn.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale)
