@@ -16,12 +16,19 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def load(folder: Path):
+def load_all(folder: Path):
+    """Every row of every ``*.jsonl`` in ``folder``: op rows (the harness's, with an ``op``) and the pipeline
+    rows of ``fastvid bench --diffusers`` (``pipelines.jsonl``, with a ``pipeline``)."""
     rows = []
     for path in sorted(folder.glob("*.jsonl")):
         with path.open() as f:
             rows.extend(json.loads(line) for line in f if line.strip())
     return rows
+
+
+def load(folder: Path):
+    """The op rows of ``folder`` (one per op, shape, provider and mode)."""
+    return [r for r in load_all(folder) if "op" in r]
 
 
 def newest_runs(rows):

@@ -5,15 +5,16 @@
 
 Reads every ``benchmarks/results/**/*.jsonl``, keeps each op's newest GPU run (``plot.newest_runs``) and
 prints one row per (op, shape, layout, mode): fastvid's time (provider ``fastvid``, the public function
-under ``backend="auto"``) against the fastest peer that ran on the same inputs in the same run. Nothing in
-the table is typed by hand: the GPU name, versions, commit and date come from the rows.
+under ``backend="auto"``) against the fastest peer that ran on the same inputs in the same run; then, where a
+``fastvid bench --diffusers`` run was committed (``pipelines.jsonl``), ms per denoising step of each pipeline and
+variant. Nothing in the tables is typed by hand: the GPU name, versions, commit and date come from the rows.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,10 +28,59 @@ LAYOUT_SUFFIX = "-cl3d"  # providers run on channels_last_3d input carry this su
 NOT_PEERS = ("fastvid", "fastvid-triton", "reference")  # fastvid itself and the plain-torch definition
 
 
+def _folders(results: Path) -> List[Path]:
+    return sorted({path.parent for path in results.rglob("*.jsonl")})
+
+
 def gpu_rows(results: Path = plot.RESULTS) -> List[dict]:
     """The newest GPU run of each op, over every results folder."""
-    rows = [r for folder in sorted({path.parent for path in results.rglob("*.jsonl")}) for r in plot.load(folder)]
+    rows = [r for folder in _folders(results) for r in plot.load(folder)]
     return [r for r in plot.newest_runs([r for r in rows if r.get("device") == "cuda"])]
+
+
+def pipeline_rows(results: Path = plot.RESULTS) -> List[dict]:
+    """The newest GPU step row of each (pipeline, variant) of ``fastvid bench --diffusers``, over every results
+    folder (each planned call runs its own ``diffusers`` reference, so variants may come from several runs)."""
+    newest: Dict[tuple, dict] = {}
+    for folder in _folders(results):
+        for r in plot.load_all(folder):
+            if "pipeline" in r and r.get("device") == "cuda" and r.get("stage") == "step":
+                key = (r["pipeline"], r["variant"])
+                if key not in newest or (r["date"], r["commit"]) >= (newest[key]["date"], newest[key]["commit"]):
+                    newest[key] = r
+    return list(newest.values())
+
+
+def _step_cell(row: Optional[dict]) -> str:
+    if row is None:
+        return "-"
+    if row.get("status") != "ok":
+        return row.get("status", "?")
+    if not row.get("agree"):
+        return f"{row['step_ms_median']:.1f} (disagrees)"
+    speedup = row.get("speedup")
+    return f"{row['step_ms_median']:.1f}" + (f" ({speedup['median']:.2f}x)" if speedup else "")
+
+
+def render_pipelines(rows: List[dict]) -> List[str]:
+    """Milliseconds per denoising step (median) per pipeline and variant, with the speed-up over the same run's
+    ``diffusers`` where the variant agrees with it; one header line per run."""
+    from fastvid.bench_pipelines import VARIANTS
+
+    runs = sorted({(r["gpu"], r["date"][:10], r["torch"], r["triton"], r["commit"]) for r in rows})
+    lines = ["", "Pipelines (`fastvid bench --diffusers`): ms per denoising step, median; in brackets the speed-up "
+             "over `diffusers` in the same run:", ""]
+    lines += [f"- {gpu}, {date}, torch {t}, Triton {tr}, commit {commit}" for gpu, date, t, tr, commit in runs]
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    lines += ["", "| pipeline | frames x size | dtype | " + " | ".join(variants) + " |",
+              "|---|---|---|" + "---:|" * len(variants)]
+    by_key = {(r["pipeline"], r["variant"]): r for r in rows}
+    for name in dict.fromkeys(r["pipeline"] for r in rows):
+        first = next(r for r in rows if r["pipeline"] == name)
+        cells = [_step_cell(by_key.get((name, v))) for v in variants]
+        lines.append(f"| {name} | {first['frames']} x {first['height']}x{first['width']} | {first['dtype']} | "
+                     + " | ".join(cells) + " |")
+    return lines
 
 
 def _case(row: dict) -> Tuple[str, str, str, str, str]:
@@ -66,8 +116,9 @@ def render(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
-def block(rows: List[dict]) -> str:
-    return f"{BEGIN}\n{render(rows)}\n{END}"
+def block(rows: List[dict], pipelines: Sequence[dict] = ()) -> str:
+    body = "\n".join([render(rows)] + (render_pipelines(list(pipelines)) if pipelines else []))
+    return f"{BEGIN}\n{body}\n{END}"
 
 
 def replace_block(text: str, new_block: str) -> str:
@@ -84,7 +135,7 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 if README.md's block is not the rendered rows")
     args = p.parse_args(argv)
     text = README.read_text()
-    new = block(gpu_rows())
+    new = block(gpu_rows(), pipeline_rows())
     if args.check:
         same = current_block(text) == new
         print("README.md's measured results match the committed rows" if same else
