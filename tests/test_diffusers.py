@@ -594,7 +594,12 @@ def _sequential_offload(model):
 
 def _group_offload_leaf_level(model):
     pytest.importorskip("accelerate")  # diffusers' group offloading moves tensors with accelerate
-    model.enable_group_offload(onload_device=torch.device(DEVICE), offload_type="leaf_level")
+    try:
+        model.enable_group_offload(onload_device=torch.device(DEVICE), offload_type="leaf_level")
+    except AttributeError:  # diffusers before 0.42 asks torch.accelerator for the onload device's module
+        if hasattr(torch, "accelerator") and torch.accelerator.current_accelerator() is None:
+            pytest.skip("this diffusers' group offloading needs an accelerator; torch.accelerator finds none")
+        raise
 
 
 # Layerwise casting leaves norms alone (diffusers skips "norm" layers): ResnetBlock2Ds stay fused there.
