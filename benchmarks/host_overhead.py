@@ -11,9 +11,10 @@ ratio says how many output allocations fastvid's own Python costs per call. That
 repeated call pays besides the launches themselves.
 
 On CUDA (bf16) it queues CALLS calls without synchronising (host us per call) and reads the
-kernels' device time per call from torch.profiler, for fastvid and its peers on the same inputs
-(SDPA for temporal attention, eager GroupNorm + SiLU, cuDNN's (3, 1, 1) conv3d). A call whose host
-us exceeds its device us is bound by the host. Writes host_overhead.md to --out.
+kernels' device time per call from torch.profiler, for every op beside its eager peer on the same
+inputs (SDPA, eager GroupNorm + SiLU, cuDNN's (3, 1, 1) conv3d, ...), then fastvid's forward through the
+fixed-argument launcher against the same calls through ``kernel.run`` (Triton's own launch cost). A call
+whose host us exceeds its device us is bound by the host. Writes host_overhead.md to --out.
 """
 from __future__ import annotations
 
@@ -244,13 +245,57 @@ def gpu_table(dtype=torch.bfloat16) -> List[str]:
     return lines
 
 
+def launches_of(fn: Callable[[], object]) -> list:
+    """The ``_launch.Launch`` objects one call of ``fn`` runs (the plans' launches, whichever cache holds them)."""
+    from fastvid.ops._launch import Launch
+
+    seen, call = [], Launch.__call__
+
+    def recording(launch, *tensors):
+        seen.append(launch)
+        return call(launch, *tensors)
+
+    Launch.__call__ = recording
+    try:
+        fn()
+    finally:
+        Launch.__call__ = call
+    return list(dict.fromkeys(seen))
+
+
+def launch_path_table(dtype=torch.bfloat16) -> List[str]:
+    """fastvid's forward host time per call through the fixed-argument launcher (the compiled kernel's own
+    launcher, as torch Inductor calls it) against the same calls through ``kernel.run`` (what ``kernel[grid]``
+    runs: binder, specialisation key, cache lookup) on the same plans: Triton's own launch cost."""
+    lines = ["| op | fixed-argument launch: host us per call | kernel.run: host us per call | ratio |",
+             "|---|---|---|---|"]
+    with torch.no_grad():
+        for case, providers in _gpu_cases(dtype).items():
+            fn = providers["fastvid"]
+            fn()
+            launches = launches_of(fn)
+            fixed, _ = _host_and_device_us(fn)
+            saved = [(launch.fixed, launch.tried) for launch in launches]
+            for launch in launches:
+                launch.fixed, launch.tried = None, True
+            try:
+                through_run, _ = _host_and_device_us(fn)
+            finally:
+                for launch, (f, tried) in zip(launches, saved):
+                    launch.fixed, launch.tried = f, tried
+            lines.append(f"| {case} | {fixed:.1f} | {through_run:.1f} | {through_run / max(fixed, 1e-9):.2f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None, help="folder for host_overhead.md (default: print only)")
     args = p.parse_args(argv)
     if torch.cuda.is_available():
         title = f"# Host cost per call on {torch.cuda.get_device_name()} (bf16, no grad)"
-        lines = gpu_table()
+        lines = gpu_table() + ["", "Triton's launch: fastvid's forward through each path, same plans", ""]
+        lines += launch_path_table()
     else:
         from fastvid.ops._launch import interpreting
 

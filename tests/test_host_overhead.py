@@ -499,3 +499,20 @@ def test_compiled_patched_unet_has_no_graph_break(make):
         expected = unet(*args, **kwargs).sample
         out = compiled(*args, **kwargs).sample
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_host_overhead_script_finds_every_ops_launches():
+    """benchmarks/host_overhead.py times Triton's two launch paths on the Launch objects a call runs."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.host_overhead import launches_of
+
+    with stubbed_launches(), torch.no_grad():
+        for name, spec in OPS.items():
+            inputs = spec.examples.make(1, 8, device=DEVICE)
+            call = functools.partial(spec.function, **inputs, **spec.examples.kwargs, backend="triton")
+            first = launches_of(call)
+            assert first and launches_of(call) == first, name  # a repeated call runs the same planned launches
+    assert "recording" not in _launch.Launch.__call__.__qualname__
