@@ -127,8 +127,8 @@ def run(call: str, out: Path, extra) -> int:
             log.write(message)
             sys.stdout.write(message)
             restarted = True
-    if restarted and not plot_option:
-        plot(out)
+    if restarted:
+        plot(out, draw=not plot_option)
     return code
 
 
@@ -185,12 +185,13 @@ def checks(out: Path, budget_s: float = CHECK_BUDGET_S) -> int:
     return max(codes, key=abs)
 
 
-def plot(out: Path) -> int:
+def plot(out: Path, draw: bool = True) -> int:
+    """pipelines.md (and, with ``draw``, pipelines.png) written again from every row of out/pipelines.jsonl."""
     sys.path.insert(0, str(ROOT))
     from fastvid import bench_pipelines
 
     rows = bench_pipelines.load_rows(out / f"{bench_pipelines.STEM}.jsonl")
-    print(", ".join(str(p) for p in bench_pipelines.write_report(rows, out).values()))
+    print(", ".join(str(p) for p in bench_pipelines.write_report(rows, out, plot=draw).values()))
     return 0
 
 

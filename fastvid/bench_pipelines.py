@@ -288,6 +288,8 @@ def timed_call(name: str, pipe, s: Settings):
     finally:
         for handle in handles:
             handle.remove()
+        if profile is not None:
+            profile.stop()  # a call that raised leaves its profiler running: stop it
     if len(clock.starts) != s.calls(name):
         raise RuntimeError(f"{name}: the denoiser was called {len(clock.starts)} times, not {s.calls(name)}: "
                            "its steps cannot be told apart")

@@ -111,7 +111,7 @@ def test_gpu_kit_runs_the_pipelines_left_in_a_new_process(tmp_path, monkeypatch,
 
     monkeypatch.setattr(gpu_kit, "_streamed", bench)
     monkeypatch.setattr(gpu_kit, "_environment", lambda: {})
-    monkeypatch.setattr(gpu_kit, "plot", lambda out: redrawn.append(out))
+    monkeypatch.setattr(gpu_kit, "plot", lambda out, draw: redrawn.append(out))
     assert gpu_kit.run("eager", tmp_path, []) == 0
     first, second = (cmd[cmd.index("--diffusers") + 1] for cmd in commands)
     assert first == gpu_kit.ALL and second == gpu_kit.ALL.split(",", 1)[1]
