@@ -338,6 +338,7 @@ class Prediction:
         return dict(model=self.model, source=self.source, shape=self.shape, label=self.label, predicted=True,
                     unpatched_gb=u.bytes / 1e9, unpatched_tflop=u.flops / 1e12, unpatched_ms=u.seconds * 1e3,
                     patched_gb=p.bytes / 1e9, patched_tflop=p.flops / 1e12, patched_ms=p.seconds * 1e3,
+                    unpatched_ops=u.calls, patched_ops=p.calls,
                     predicted_speedup=self.predicted_speedup, patch=self.patch_summary,
                     kinds=table(0), parts=table(1), ops=table(2),
                     rows=[dict(kind=k[0], part=k[1], op=k[2], unpatched=_figures(a, u), patched=_figures(b, p))
@@ -426,7 +427,8 @@ def format_prediction(p: Prediction, op_rows: Optional[int] = 20) -> str:
         f"{p.model} ({p.source}): one denoiser call, {p.shape}, bf16\n{p.label}\n"
         f"fastvid.patch swapped: {p.patch_summary}\n"
         f"predicted call: {ta.seconds * 1e3:.1f} ms unpatched, {tb.seconds * 1e3:.1f} ms patched, "
-        f"predicted_speedup {p.predicted_speedup:.3f}x",
+        f"predicted_speedup {p.predicted_speedup:.3f}x; device ops per call (each one kernel launch or more): "
+        f"{ta.calls} unpatched, {tb.calls} patched",
         _table("by kind (predicted)", p.by(0, "unpatched"), p.by(0, "patched"), ta, tb, None),
         _table("by part (predicted)", p.by(1, "unpatched"), p.by(1, "patched"), ta, tb, None),
         _table("by op (predicted)", p.by(2, "unpatched"), p.by(2, "patched"), ta, tb, op_rows),
@@ -436,14 +438,16 @@ def format_prediction(p: Prediction, op_rows: Optional[int] = 20) -> str:
 
 def format_summary(predictions: List[Prediction]) -> str:
     """One line per model: totals unpatched and patched, and the predicted speed-up."""
-    head = (f"{'model':<16s} {'unpatched GB':>12s} {'TFLOP':>7s} {'ms':>9s} | {'patched GB':>10s} {'TFLOP':>7s} "
-            f"{'ms':>9s} | predicted_speedup")
-    lines = [f"summary, one denoiser call per model. {LABEL}", head, "-" * len(head)]
+    head = (f"{'model':<16s} {'unpatched GB':>12s} {'TFLOP':>7s} {'ms':>9s} {'ops':>6s} | {'patched GB':>10s} "
+            f"{'TFLOP':>7s} {'ms':>9s} {'ops':>6s} | predicted_speedup")
+    lines = [f"summary, one denoiser call per model. {LABEL}; ops: device ops per call (aten ops that are no "
+             "view or allocation, fastvid's library ops, fused attention), each one kernel launch or more", head,
+             "-" * len(head)]
     for p in predictions:
         u, q = p.total(p.unpatched), p.total(p.patched)
-        lines.append(f"{p.model:<16s} {u.bytes / 1e9:12.2f} {u.flops / 1e12:7.2f} {u.seconds * 1e3:9.3f} | "
-                     f"{q.bytes / 1e9:10.2f} {q.flops / 1e12:7.2f} {q.seconds * 1e3:9.3f} | "
-                     f"{p.predicted_speedup:.3f}x")
+        lines.append(f"{p.model:<16s} {u.bytes / 1e9:12.2f} {u.flops / 1e12:7.2f} {u.seconds * 1e3:9.3f} "
+                     f"{u.calls:6d} | {q.bytes / 1e9:10.2f} {q.flops / 1e12:7.2f} {q.seconds * 1e3:9.3f} "
+                     f"{q.calls:6d} | {p.predicted_speedup:.3f}x")
     return "\n".join(lines)
 
 

@@ -110,6 +110,11 @@ def test_cli_diffusers_tiny_writes_labelled_json(tmp_path, capsys):
         assert row[field] > 0, field
     assert row["predicted_speedup"] == pytest.approx(row["unpatched_ms"] / row["patched_ms"])
     ops = {r["name"]: r for r in row["ops"]}
+    # device ops per call: the sum of every op row's calls; fewer once patched (fused adds, norms, copies)
+    for variant in ("unpatched", "patched"):
+        assert row[f"{variant}_ops"] == sum(r[variant]["calls"] for r in row["ops"]) > 0
+    assert row["patched_ops"] < row["unpatched_ops"]
+    assert f"{row['unpatched_ops']} unpatched, {row['patched_ops']} patched" in out
     assert ops["fastvid.temporal_conv_fwd"]["unpatched"]["calls"] == 0 < ops["fastvid.temporal_conv_fwd"]["patched"]["calls"]
     # The temporal ResNet convs: the registry's formula for fastvid's conv equals torch's for the Conv3d it replaces.
     convs = {(r["kind"], r["op"]): r for r in row["rows"] if r["part"] == "convs"}
