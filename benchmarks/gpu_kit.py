@@ -53,6 +53,7 @@ CHECK_TESTS = ("tests/test_host_overhead.py", "tests/test_library_registration.p
 CHECK_WORKERS = 8
 CHECK_BUDGET_S = 360  # the tests' share of one 10-minute call; host_overhead.py gets HOST_OVERHEAD_S
 HOST_OVERHEAD_S = 150
+CHECK_TEST_TIMEOUT_S = 120  # per test, where pytest-timeout is installed
 
 
 def download(dest: Path = WHEELS_DIR) -> int:
@@ -174,6 +175,8 @@ def checks(out: Path, budget_s: float = CHECK_BUDGET_S) -> int:
     tests = [sys.executable, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider", *check_tests()]
     if importlib.util.find_spec("xdist") is not None:
         tests += ["-n", str(CHECK_WORKERS), "--dist", "loadgroup"]
+    if importlib.util.find_spec("pytest_timeout") is not None:  # one hanging test fails alone
+        tests += ["--timeout", str(CHECK_TEST_TIMEOUT_S)]
     overhead = [sys.executable, "benchmarks/host_overhead.py", "--out", str(out)]
 
     def failures_and_summary(line: str) -> bool:  # -v prints "[gw0] [ 4%] PASSED tests/..." per test
