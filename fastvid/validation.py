@@ -74,6 +74,23 @@ def check_same_dtype(op: str, **tensors: Optional[torch.Tensor]) -> torch.dtype:
     return first.dtype
 
 
+def check_gemm_operands(op: str, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], *,
+                        weight_layout: str, bias_layout: str) -> None:
+    """x (..., K) of rank >= 1, weight (rows, K) matching x's last dim, bias (rows,) or None: the operands of
+    ``x @ weight.T + bias``, float dtypes (float64 for the torch backends)."""
+    dtypes = FLOAT_DTYPES + (torch.float64,)
+    check_tensor(op, "x", x, layout="(..., K)", dtypes=dtypes)
+    check_tensor(op, "weight", weight, ndim=2, layout=weight_layout, dtypes=dtypes)
+    if x.dim() < 1:
+        fail(op, "x", f"has rank {x.dim()} (shape {tuple(x.shape)})", "rank >= 1 (..., K)")
+    if weight.shape[1] != x.shape[-1]:
+        fail(op, "weight", f"has shape {tuple(weight.shape)}", f"K = {x.shape[-1]} columns (x's last dim) {weight_layout}")
+    if bias is not None:
+        check_tensor(op, "bias", bias, ndim=1, layout=bias_layout, dtypes=dtypes)
+        if bias.shape[0] != weight.shape[0]:
+            fail(op, "bias", f"has shape {tuple(bias.shape)}", f"({weight.shape[0]},), weight's rows {bias_layout}")
+
+
 def check_choice(op: str, name: str, value, choices: Iterable) -> None:
     choices = tuple(choices)
     if value not in choices:

@@ -6,7 +6,10 @@ import torch
 import fastvid
 from fastvid.dispatch import BackendUnsupportedError, dispatchers
 from fastvid.examples import geglu_args, group_norm_silu_args, temporal_attention_args, temporal_conv_args
+from fastvid.ops import _launch
 from fastvid.registry import OPS
+
+from conftest import DEVICE
 
 # op name -> dispatcher argument tuples covering the matrix's corners (the registry's examples).
 CASES = {name: spec.examples.corners() for name, spec in OPS.items()}
@@ -63,3 +66,26 @@ def test_a_backend_name_that_is_not_one_is_an_input_error(op):
         dispatchers()[op].select("cuda", *CASES[op][0])
     assert not isinstance(err.value, BackendUnsupportedError)
 
+
+
+@pytest.mark.parametrize("op", ["linear", "geglu_linear"])
+def test_gemms_auto_pick_triton_for_half_precision_on_the_gpu_and_fp32_only_with_tf32(op):
+    """The GEMM ops' shared auto rule (``_launch.gemm_auto_reason``), routed as a GPU run would be (meta tensors
+    under meta_as_cuda): fp16 goes to Triton; fp32 to the torch path unless TF32 matmuls are allowed."""
+    spec, dispatcher = OPS[op], dispatchers()[op]
+
+    def arguments(dtype, device):
+        return dispatcher.arguments(**spec.examples.make(2, 4, device=device, dtype=dtype), **spec.examples.kwargs)
+
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    try:
+        with _launch.meta_as_cuda():
+            torch.backends.cuda.matmul.allow_tf32 = False
+            assert dispatcher.explain(*arguments(torch.float16, "meta"))["triton"] is None
+            assert "TF32" in dispatcher.explain(*arguments(torch.float32, "meta"))["triton"]
+            torch.backends.cuda.matmul.allow_tf32 = True
+            assert dispatcher.explain(*arguments(torch.float32, "meta"))["triton"] is None
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+    spec.function(**spec.examples.make(2, 4, device=DEVICE), **spec.examples.kwargs)
+    assert fastvid.last_backend(op) == ("triton" if DEVICE == "cuda" and allowed else "torch")

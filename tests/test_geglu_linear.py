@@ -5,7 +5,6 @@ import torch
 
 import fastvid
 from fastvid import reference
-from fastvid.ops import _launch
 from fastvid.testing import assert_close_to_gold, assert_twins_agree, check_against_reference
 from fastvid.validation import FastvidInputError
 
@@ -56,25 +55,6 @@ def test_long_k_runs_many_k_steps():
 def test_torch_backends_match_reference(backend):
     inputs = _inputs("sliced", torch.float32)
     check_against_reference(backend, _fastvid("tanh", backend), _reference("tanh"), inputs, torch.float32)
-
-
-def test_auto_picks_triton_for_half_precision_on_the_gpu_and_fp32_only_with_tf32():
-    """Routed as a GPU run would be (meta tensors under meta_as_cuda): fp16 goes to Triton; fp32 to the
-    torch path unless TF32 matmuls are allowed."""
-    explain = fastvid.dispatch.dispatchers()["geglu_linear"].explain
-    make = lambda dtype: [t.to("meta") for t in _inputs("sliced", dtype, 4, 8, 3)]  # noqa: E731
-    allowed = torch.backends.cuda.matmul.allow_tf32
-    try:
-        with _launch.meta_as_cuda():
-            torch.backends.cuda.matmul.allow_tf32 = False
-            assert explain(*make(torch.float16))["triton"] is None
-            assert "TF32" in explain(*make(torch.float32))["triton"]
-            torch.backends.cuda.matmul.allow_tf32 = True
-            assert explain(*make(torch.float32))["triton"] is None
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = allowed
-    fastvid.geglu_linear(*_inputs("sliced", torch.float32, 4, 8, 3))
-    assert fastvid.last_backend("geglu_linear") == ("triton" if DEVICE == "cuda" and allowed else "torch")
 
 
 def test_a_repeated_call_reuses_its_plan_and_new_strides_make_a_new_one():

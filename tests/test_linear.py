@@ -109,25 +109,6 @@ def test_a_residual_with_gaps_gives_an_output_dense_in_its_order(backend):
     torch.testing.assert_close(out, _reference(x, w, b, res))
 
 
-def test_auto_picks_triton_for_half_precision_on_the_gpu_and_fp32_only_with_tf32():
-    """Routed as a GPU run would be (meta tensors under meta_as_cuda): fp16 goes to Triton; fp32 to the torch
-    path unless TF32 matmuls are allowed."""
-    explain = fastvid.dispatch.dispatchers()["linear"].explain
-    make = lambda dtype: [t.to("meta") for t in _inputs("proj_out", dtype, 2, 4, 8, 3)]  # noqa: E731
-    allowed = torch.backends.cuda.matmul.allow_tf32
-    try:
-        with _launch.meta_as_cuda():
-            torch.backends.cuda.matmul.allow_tf32 = False
-            assert explain(*make(torch.float16))["triton"] is None
-            assert "TF32" in explain(*make(torch.float32))["triton"]
-            torch.backends.cuda.matmul.allow_tf32 = True
-            assert explain(*make(torch.float32))["triton"] is None
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = allowed
-    fastvid.linear(*_inputs("rows", torch.float32, k=8, n=3)[:2])
-    assert fastvid.last_backend("linear") == ("triton" if DEVICE == "cuda" and allowed else "torch")
-
-
 @pytest.mark.parametrize("case, match", [
     ("rank", r"argument 'x' has rank 0"),
     ("k", r"argument 'weight' has shape \(3, 7\); expected K = 8 columns"),

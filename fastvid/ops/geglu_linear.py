@@ -21,14 +21,13 @@ from torch import Tensor
 
 from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
-from ..validation import FLOAT_DTYPES, check_choice, check_same_device, check_same_dtype, check_tensor, fail
+from ..validation import FLOAT_DTYPES, check_choice, check_gemm_operands, check_same_device, check_same_dtype, fail
 from . import _launch
 from ._library import TritonOp
 from .geglu import APPROXIMATIONS, _bwd_op as _geglu_bwd_op, geglu
 
 OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
 OP = "geglu_linear"
-LAYOUT = "(..., K)"
 WEIGHT_LAYOUT = "(2 * inner, K)"
 
 
@@ -142,19 +141,9 @@ def _run_reference(x, weight, bias, approximate):
 
 
 def _validate(x, weight, bias, approximate):
-    check_tensor(OP, "x", x, layout=LAYOUT, dtypes=FLOAT_DTYPES + (torch.float64,))
-    check_tensor(OP, "weight", weight, ndim=2, layout=WEIGHT_LAYOUT, dtypes=FLOAT_DTYPES + (torch.float64,))
-    if x.dim() < 1:
-        fail(OP, "x", f"has rank {x.dim()} (shape {tuple(x.shape)})", f"rank >= 1 {LAYOUT}")
-    if weight.shape[1] != x.shape[-1]:
-        fail(OP, "weight", f"has shape {tuple(weight.shape)}",
-             f"K = {x.shape[-1]} columns (x's last dim) {WEIGHT_LAYOUT}")
+    check_gemm_operands(OP, x, weight, bias, weight_layout=WEIGHT_LAYOUT, bias_layout="(2 * inner,)")
     if weight.shape[0] % 2:
         fail(OP, "weight", f"has shape {tuple(weight.shape)}", f"an even number of rows {WEIGHT_LAYOUT}")
-    if bias is not None:
-        check_tensor(OP, "bias", bias, ndim=1, layout="(2 * inner,)", dtypes=FLOAT_DTYPES + (torch.float64,))
-        if bias.shape[0] != weight.shape[0]:
-            fail(OP, "bias", f"has shape {tuple(bias.shape)}", f"({weight.shape[0]},), weight's rows (2 * inner,)")
     check_same_device(OP, x=x, weight=weight, bias=bias)
     check_same_dtype(OP, x=x, weight=weight, bias=bias)
     check_choice(OP, "approximate", approximate, APPROXIMATIONS)

@@ -21,13 +21,12 @@ from torch import Tensor
 
 from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
-from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_tensor, fail
+from ..validation import FLOAT_DTYPES, check_gemm_operands, check_same_device, check_same_dtype, check_tensor, fail
 from . import _launch
 from ._library import TritonOp
 
 OUTPUT_LAYOUT = "residual"  # residual's memory order, dense (contiguous without a residual), whichever backend runs
 OP = "linear"
-LAYOUT = "(..., K)"
 WEIGHT_LAYOUT = "(N, K)"
 _DTYPES = FLOAT_DTYPES + (torch.float64,)
 
@@ -203,17 +202,7 @@ def _run_reference(x, weight, bias, residual):
 
 
 def _validate(x, weight, bias, residual):
-    check_tensor(OP, "x", x, layout=LAYOUT, dtypes=_DTYPES)
-    check_tensor(OP, "weight", weight, ndim=2, layout=WEIGHT_LAYOUT, dtypes=_DTYPES)
-    if x.dim() < 1:
-        fail(OP, "x", f"has rank {x.dim()} (shape {tuple(x.shape)})", f"rank >= 1 {LAYOUT}")
-    if weight.shape[1] != x.shape[-1]:
-        fail(OP, "weight", f"has shape {tuple(weight.shape)}",
-             f"K = {x.shape[-1]} columns (x's last dim) {WEIGHT_LAYOUT}")
-    if bias is not None:
-        check_tensor(OP, "bias", bias, ndim=1, layout="(N,)", dtypes=_DTYPES)
-        if bias.shape[0] != weight.shape[0]:
-            fail(OP, "bias", f"has shape {tuple(bias.shape)}", f"({weight.shape[0]},), weight's rows (N,)")
+    check_gemm_operands(OP, x, weight, bias, weight_layout=WEIGHT_LAYOUT, bias_layout="(N,)")
     if residual is not None:
         check_tensor(OP, "residual", residual, layout="(..., N)", dtypes=_DTYPES)
         shape = (*x.shape[:-1], weight.shape[0])
