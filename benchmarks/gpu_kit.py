@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # fastvid from this checkout (imported where a command needs it)
 WHEELS_DIR = ROOT / "benchmarks" / "wheels"  # ignored by git: copy it to the offline machine with the tree
 WHEELS = ("diffusers", "importlib_metadata")
 ALL = "svd,animatediff,modelscope,i2vgenxl,t2v_zero"
@@ -101,7 +102,6 @@ def run(call: str, out: Path, extra) -> int:
     """One planned call of ``fastvid bench --diffusers``. Where a failure leaves the CUDA context unusable (the
     bench exits with EXIT_DEVICE_LOST), a new process runs the pipelines that have no rows yet, within what is
     left of the call's budget; the table and plot are then redrawn from every row."""
-    sys.path.insert(0, str(ROOT))
     from fastvid.bench_pipelines import EXIT_DEVICE_LOST
 
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,6 @@ def run(call: str, out: Path, extra) -> int:
 
 def check_tests() -> list:
     """The test files ``checks`` runs: one per op of the registry, then CHECK_TESTS."""
-    sys.path.insert(0, str(ROOT))
     from fastvid.registry import OPS
 
     return [f"tests/test_{name}.py" for name in OPS] + list(CHECK_TESTS)
@@ -190,7 +189,6 @@ def checks(out: Path, budget_s: float = CHECK_BUDGET_S) -> int:
 
 def plot(out: Path, draw: bool = True) -> int:
     """pipelines.md (and, with ``draw``, pipelines.png) written again from every row of out/pipelines.jsonl."""
-    sys.path.insert(0, str(ROOT))
     from fastvid import bench_pipelines
 
     rows = bench_pipelines.load_rows(out / f"{bench_pipelines.STEM}.jsonl")
