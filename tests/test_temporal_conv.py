@@ -52,11 +52,14 @@ def test_triton_matches_permute_conv1d(dtype, layout, residual):
     check_against_reference(f"temporal_conv {layout}", _fastvid(), _reference(), [x, weight, bias, res], dtype)
 
 
-@pytest.mark.parametrize("k, padding", [(3, "same"), (1, "same"), (5, "same"), (3, "valid"), (4, 2), (3, 0)])
-def test_triton_matches_conv3d(k, padding):
-    """Against the (k, 1, 1) Conv3d of TemporalConvLayer, with other kernel sizes and paddings."""
+@pytest.mark.parametrize("k, padding", [(3, "same"), (1, "same"), (5, "same"), (3, "valid"), (4, 2), (3, 0),
+                                        (21, "same")])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last_3d"])
+def test_triton_matches_conv3d(k, padding, layout):
+    """Against the (k, 1, 1) Conv3d of TemporalConvLayer, with other kernel sizes and paddings (k 21: most
+    taps of every output frame read padding), pixels or channels at unit stride."""
     dtype = torch.float32
-    x = _video((1, 12, 6, 3, 7), dtype, "channels_last_3d")
+    x = _video((1, 12, 6, 3, 7), dtype, layout)
     weight, bias = _params(12, 17, k, dtype)
     pad = (k - 1) // 2 if padding == "same" else (0 if padding == "valid" else padding)
     check_against_reference(f"temporal_conv k={k} padding={padding}", _fastvid(padding=padding),
@@ -64,9 +67,10 @@ def test_triton_matches_conv3d(k, padding):
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
-def test_several_tiles_along_every_axis(dtype):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last_3d"])
+def test_several_tiles_along_every_axis(dtype, layout):
     # 130 output channels, 70 input channels and 153 pixels each span several tiles (ragged last ones).
-    x = _video((1, 70, 5, 9, 17), dtype, "channels_last_3d")
+    x = _video((1, 70, 5, 9, 17), dtype, layout)
     weight, bias = _params(70, 130, 3, dtype)
     check_against_reference("tiles", _fastvid(), _reference(), [x, weight, bias], dtype)
 
