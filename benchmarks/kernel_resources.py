@@ -286,7 +286,7 @@ def _add_layer_norm(shape, dtype, variant=None):
     x = torch.empty(B, N, C, dtype=dtype, device="meta")
     weight, bias = torch.empty(C, dtype=dtype, device="meta"), torch.empty(C, dtype=dtype, device="meta")
     with _direction("fwd"):
-        total, _, stats = ops.add_layer_norm_fwd._init_fn(x, x, weight, bias, 1e-5)
+        total, _, stats = ops.add_layer_norm_fwd._init_fn(x, x, weight, bias, 1e-5, None)
     with _direction("bwd"):
         ops.add_layer_norm_bwd._init_fn(total, total, total, weight, stats, True)
 

@@ -108,10 +108,12 @@ def _alpha_blend_cost(x_spatial, x_temporal, alpha):
     return 0, cost.io_bytes(x_spatial, x_temporal, alpha) + cost.new_bytes(x_spatial.shape, x_spatial.dtype)
 
 
-def _add_layer_norm_cost(x, residual, weight, bias, eps):
-    """sum and normed like x, stats (2, B * N) fp32; x and residual read once (the sum is not read back)."""
-    outputs = 2 * cost.new_bytes(x.shape, x.dtype) + cost.new_bytes((2, x.shape[0] * x.shape[1]), torch.float32)
-    return 0, cost.io_bytes(x, residual, weight, bias) + outputs
+def _add_layer_norm_cost(x, residual, weight, bias, eps, frame_add):
+    """sum (without a residual: none, the sum is x) and normed like x, stats (2, B * N) fp32; x, residual and the
+    frame table read once (the sum is not read back)."""
+    sums = (residual is not None) + 1
+    outputs = sums * cost.new_bytes(x.shape, x.dtype) + cost.new_bytes((2, x.shape[0] * x.shape[1]), torch.float32)
+    return 0, cost.io_bytes(x, residual, weight, bias, frame_add) + outputs
 
 
 def _geglu_cost(proj_out, approximate):

@@ -6,8 +6,11 @@ and a LayerNorm kernel reading it back. Rows are the B * N tokens; each program 
 rows (BLOCK_C >= C lanes, masked past C) in registers, so the row length C is a runtime value.
 
 Forward: s = x + residual, rounded to the output dtype (the value the residual stream keeps; the norm
-is of that value, as an add followed by a LayerNorm computes it); mean and rstd in fp32, two passes
-over the registers (no sum-of-squares cancellation); saved per row for the backward.
+is of that value, as an add followed by a LayerNorm computes it); without a residual (HAS_RES False)
+s is x, read and not written; mean and rstd in fp32, two passes over the registers (no sum-of-squares
+cancellation); saved per row for the backward. With a frame table (HAS_FRAME_ADD: AnimateDiff's
+positional embedding over frames, (F, C)), row r of sample b = r // N gets table row b % F added to its
+normed value before the one rounding to the output dtype.
 
 Backward, with xh = (s - mean) * rstd, g = dnormed * w:
     ds_total = dsum + rstd * (g - mean_c(g) - xh * mean_c(g * xh))     (the gradient of x and of residual)
@@ -39,14 +42,15 @@ def _affine(Wt, Bias, offs_c, mask_c, stride_w, stride_bias, HAS_WEIGHT: tl.cons
 
 @triton.jit
 def add_layer_norm_fwd_kernel(
-    X, R, Wt, Bias, S, Y, Stats,
+    X, R, Wt, Bias, FrameAdd, S, Y, Stats,
     stride_xb, stride_xn, stride_xc,
     stride_rb, stride_rn, stride_rc,
-    stride_w, stride_bias,
-    n_rows, n_tokens, width, eps,
-    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+    stride_w, stride_bias, stride_ff, stride_fc,
+    n_rows, n_tokens, width, frames, eps,
+    HAS_RES: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_FRAME_ADD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    # S, Y: dense (n_rows, width); Stats: (2, n_rows) fp32 mean and rstd.
+    # S, Y: dense (n_rows, width); Stats: (2, n_rows) fp32 mean and rstd; FrameAdd: (frames, width).
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_c = tl.arange(0, BLOCK_C)
@@ -56,17 +60,24 @@ def add_layer_norm_fwd_kernel(
     cols = offs_c.to(tl.int64)[None, :]
     x = tl.load(X + _row_offsets(rows, n_tokens, stride_xb, stride_xn)[:, None] + cols * stride_xc, mask=mask,
                 other=0.0)
-    r = tl.load(R + _row_offsets(rows, n_tokens, stride_rb, stride_rn)[:, None] + cols * stride_rc, mask=mask,
-                other=0.0)
-    s = (x.to(tl.float32) + r.to(tl.float32)).to(S.dtype.element_ty)
     out = rows.to(tl.int64)[:, None] * width + cols
-    tl.store(S + out, s, mask=mask)
-    s32 = s.to(tl.float32)
+    if HAS_RES:
+        r = tl.load(R + _row_offsets(rows, n_tokens, stride_rb, stride_rn)[:, None] + cols * stride_rc, mask=mask,
+                    other=0.0)
+        s = (x.to(tl.float32) + r.to(tl.float32)).to(S.dtype.element_ty)
+        tl.store(S + out, s, mask=mask)
+        s32 = s.to(tl.float32)
+    else:
+        s32 = x.to(tl.float32)
     mean = tl.sum(s32, axis=1) / width
     d = tl.where(mask, s32 - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=1) / width + eps)
     w, b = _affine(Wt, Bias, offs_c, mask_c, stride_w, stride_bias, HAS_WEIGHT, HAS_BIAS)
     y = d * rstd[:, None] * w[None, :] + b[None, :]
+    if HAS_FRAME_ADD:
+        frame = (rows // n_tokens) % frames
+        y += tl.load(FrameAdd + frame[:, None] * stride_ff + offs_c[None, :] * stride_fc, mask=mask,
+                     other=0.0).to(tl.float32)
     tl.store(Y + out, y.to(Y.dtype.element_ty), mask=mask)
     tl.store(Stats + rows, mean, mask=mask_m)
     tl.store(Stats + n_rows + rows, rstd, mask=mask_m)

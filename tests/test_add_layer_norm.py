@@ -32,6 +32,51 @@ def test_triton_matches_reference(dtype, layout):
                             _stacked(reference.add_layer_norm), [x, r, w, b], dtype)
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("residual", [True, False])
+def test_frame_table_added_after_the_norm(dtype, residual):
+    """AnimateDiff's positional embedding on frame-major tokens: 2 videos x 3 frames of 5 tokens, 77 channels
+    (masked tails), x non-contiguous, with and without the residual add; grads of x, residual, weight, bias and
+    the table."""
+    x = _tokens((6, 5, 77), dtype, "transposed")
+    r = _tokens((6, 5, 77), dtype) * 3 + 1 if residual else None
+    w, b = 1 + 0.1 * torch.randn(77, dtype=dtype, device=DEVICE), 0.1 * torch.randn(77, dtype=dtype, device=DEVICE)
+    table = torch.randn(3, 77, dtype=dtype, device=DEVICE)
+    if residual:
+        fn = lambda x, r, w, b, t: torch.stack(fastvid.add_layer_norm(x, r, w, b, frame_add=t, backend="triton"))  # noqa: E731
+        ref = lambda x, r, w, b, t: torch.stack(reference.add_layer_norm(x, r, w, b, frame_add=t))  # noqa: E731
+        inputs = [x, r, w, b, table]
+    else:
+        fn = lambda x, w, b, t: fastvid.add_layer_norm(x, None, w, b, frame_add=t, backend="triton")[1]  # noqa: E731
+        ref = lambda x, w, b, t: reference.add_layer_norm(x, None, w, b, frame_add=t)[1]  # noqa: E731
+        inputs = [x, w, b, table]
+    check_against_reference(f"frame table residual={residual}", fn, ref, inputs, dtype)
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch", "reference"])
+def test_without_residual_the_sum_is_x_itself(backend):
+    x = _tokens((2, 7, 33), torch.float16, "strided")
+    with poisoned_outputs():
+        s, y = fastvid.add_layer_norm(x, None, backend=backend)
+    assert s is x and y.is_contiguous()
+    torch.testing.assert_close(y, torch.nn.functional.layer_norm(x, (33,)), atol=2e-3, rtol=2e-3)
+
+
+def test_frame_table_matches_diffusers_positional_embedding():
+    """norm then diffusers' SinusoidalPositionalEmbedding on (B*N, F, C) tokens equals the fused table add on the
+    same tokens held frame-major (B*F, N, C)."""
+    pytest.importorskip("diffusers")
+    from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+
+    batch, frames, tokens, channels = 2, 4, 3, 16
+    pos = SinusoidalPositionalEmbedding(channels, max_seq_length=8).to(DEVICE)
+    x = torch.randn(batch * tokens, frames, channels, device=DEVICE)
+    expected = pos(torch.nn.functional.layer_norm(x, (channels,)))
+    frame_major = lambda t: t.unflatten(0, (batch, tokens)).transpose(1, 2).flatten(0, 1)  # noqa: E731
+    _, got = fastvid.add_layer_norm(frame_major(x), None, frame_add=pos.pe[0, :frames], backend="triton")
+    torch.testing.assert_close(got, frame_major(expected), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("affine", ["none", "weight only"])
 def test_without_affine(affine):
     x, r = _tokens((2, 5, 24), torch.float32), _tokens((2, 5, 24), torch.float32)
@@ -116,6 +161,9 @@ def test_triton_refusals_give_reasons():
     ("weight shape", r"argument 'weight' has shape \(7,\)"),
     ("bias dtype", r"argument 'bias' has dtype torch.float16"),
     ("eps", r"argument 'eps' is -1.0"),
+    ("frame table rank", r"argument 'frame_add' has rank 1"),
+    ("frame count", r"argument 'frame_add' has 3 frames, which do not divide x's 2 rows"),
+    ("frame table width", r"argument 'frame_add' has shape \(1, 7\)"),
 ])
 def test_bad_input_names_the_argument(case, match):
     x = _tokens((1, 2, 8), torch.float32)
@@ -126,17 +174,39 @@ def test_bad_input_names_the_argument(case, match):
         "weight shape": (x, x, w[:7], None, 1e-5),
         "bias dtype": (x, x, w, w.half(), 1e-5),
         "eps": (x, x, w, None, -1.0),
+        "frame table rank": (x, None, w, None, 1e-5, w),
+        "frame count": (torch.cat([x, x]), None, w, None, 1e-5, torch.ones(3, 8, device=DEVICE)),
+        "frame table width": (x, x, w, None, 1e-5, torch.ones(1, 7, device=DEVICE)),
     }[case]
+    frame_add = args[5] if len(args) > 5 else None
     for backend in ("triton", "torch", "reference"):
         with pytest.raises(fastvid.FastvidInputError, match=match):
-            fastvid.add_layer_norm(*args, backend=backend)
+            fastvid.add_layer_norm(*args[:5], frame_add=frame_add, backend=backend)
 
 
 def test_custom_op_passes_opcheck():
-    """Schema, fake tensor, autograd registration and AOT dispatch (torch.compile); x non-contiguous."""
+    """Schema, fake tensor, autograd registration and AOT dispatch (torch.compile); x non-contiguous; with the
+    residual, and without it but with a frame table."""
     from fastvid.ops.add_layer_norm import add_layer_norm_fwd
 
     x = _tokens((2, 3, 5), torch.float32, "transposed").requires_grad_()
     r, w, b = (t.requires_grad_() for t in (_tokens((2, 3, 5), torch.float32), torch.randn(5, device=DEVICE),
                                              torch.randn(5, device=DEVICE)))
-    torch.library.opcheck(add_layer_norm_fwd, (x, r, w, b, 1e-5))
+    torch.library.opcheck(add_layer_norm_fwd, (x, r, w, b, 1e-5, None))
+    table = torch.randn(1, 5, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(add_layer_norm_fwd, (x, None, w, b, 1e-5, table))
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the kernels run for real on this machine")
+def test_forward_kernel_flags_compile_for_hopper():
+    """Without a GPU: the forward kernel compiles for sm_90 in bf16 with and without the residual and the frame
+    table (the benchmark shapes' launches, with a residual and no table, compile in tests/test_aot_compile_all.py)."""
+    from aot_compile import run_in_subprocess
+
+    specs = [dict(kernel="add_layer_norm_fwd_kernel", num_warps=4, floats=["eps"],
+                  pointers=dict(X="bf16", R="bf16", Wt="bf16", Bias="bf16", FrameAdd="bf16", S="bf16", Y="bf16",
+                                Stats="fp32"),
+                  constexprs=dict(stride_xc=1, stride_rc=1, stride_fc=1, HAS_RES=residual, HAS_WEIGHT=True,
+                                  HAS_BIAS=True, HAS_FRAME_ADD=frame_add, BLOCK_M=4, BLOCK_C=512))
+             for residual in (False, True) for frame_add in (False, True)]
+    assert len(run_in_subprocess("fastvid.kernels.add_layer_norm", specs)) == len(specs)

@@ -268,8 +268,11 @@ def test_launches_per_call():
     # add + LayerNorm: one launch; backward: dx and per-program partials, then their fixed-order sum (no torch op)
     t, r, w1, b1 = (torch.randn(*shape, device=DEVICE) for shape in ((2, 3, 6), (2, 3, 6), (6,), (6,)))
     with counting_launches(launch=False):
-        s, _, stats = aln_op._fwd_op.planned(t, r, w1, b1, 1e-5)
-    assert _counts(lambda: aln_op._fwd_op.planned(t, r, w1, b1, 1e-5)) == (1, {})
+        s, _, stats = aln_op._fwd_op.planned(t, r, w1, b1, 1e-5, None)
+    assert _counts(lambda: aln_op._fwd_op.planned(t, r, w1, b1, 1e-5, None)) == (1, {})
+    # without the residual and with a per-frame table added after the norm (AnimateDiff's positions): one launch
+    table = torch.randn(2, 6, device=DEVICE)
+    assert _counts(lambda: aln_op._fwd_op.planned(t, None, w1, b1, 1e-5, table)) == (1, {})
     assert _counts(lambda: aln_op._bwd_op.planned(t, t, s, w1, stats, True)) == (2, {})
     # alpha blend: one launch each way; alpha's gradient one sum of the per-tile partials (fp32 alpha: no cast)
     xs, xt, alpha = torch.randn(2, 4, 3, 5, 2), torch.randn(2, 4, 3, 5, 2), torch.rand(2, 1, 3, 1, 1)

@@ -408,7 +408,8 @@ def _opcheck_cases():
         ta_out, ta_lse = ops.temporal_attention_fwd(q, k, v, bias, True, 0.35)
         fa_out, fa_lse = ops.frame_attention_fwd(fa["q"], fa["k"], fa["v"], table, 0.35)
         gn_out, gn_stats = ops.group_norm_silu_fwd(gn["x"], gn["weight"], gn["bias"], 2, 1e-5, True)
-        aln_sum, _, aln_stats = ops.add_layer_norm_fwd(aln["x"], aln["residual"], aln["weight"], aln["bias"], 1e-5)
+        aln_sum, _, aln_stats = ops.add_layer_norm_fwd(aln["x"], aln["residual"], aln["weight"], aln["bias"], 1e-5,
+                                                       None)
         ab = OPS["alpha_blend"].make(1, 2)
         ab_out = ops.alpha_blend_fwd(ab["x_spatial"], ab["x_temporal"], ab["alpha"])
         gg_out = ops.geglu_fwd(gg, "tanh")
@@ -430,8 +431,8 @@ def _opcheck_cases():
                                 OPCHECK_FULL),
         "group_norm_silu_bwd": ((grad(gn_out), gn["x"].detach(), gn["weight"].detach(), gn["bias"].detach(),
                                  gn_stats, 2, True), OPCHECK_BWD),
-        "add_layer_norm_fwd": ((*(aln[n].requires_grad_() for n in ("x", "residual", "weight", "bias")), 1e-5),
-                               OPCHECK_FULL),
+        "add_layer_norm_fwd": ((*(aln[n].requires_grad_() for n in ("x", "residual", "weight", "bias")), 1e-5,
+                                None), OPCHECK_FULL),
         "add_layer_norm_bwd": ((grad(aln_sum), grad(aln_sum), aln_sum, aln["weight"].detach(), aln_stats, True),
                                OPCHECK_BWD),
         "alpha_blend_fwd": (tuple(ab[n].requires_grad_() for n in ("x_spatial", "x_temporal", "alpha")),
@@ -658,7 +659,7 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     y, stats = gn.group_norm_silu_fwd._init_fn(video, affine, affine, 32, 1e-5, True)
     gn.group_norm_silu_bwd._init_fn(y, video, affine, affine, stats, 32, True)
     rows = video.view(batch * frames, 72 * 128, channels)  # a spatial block's (B*F, H*W, C) tokens
-    total, _, stats = aln.add_layer_norm_fwd._init_fn(rows, rows, affine, affine, 1e-5)
+    total, _, stats = aln.add_layer_norm_fwd._init_fn(rows, rows, affine, affine, 1e-5, None)
     aln.add_layer_norm_bwd._init_fn(total, total, total, affine, stats, True)
     alpha = torch.empty(1, **meta)  # one alpha for the whole tensor: a single row of every element
     y = ab.alpha_blend_fwd._init_fn(video, video, alpha)

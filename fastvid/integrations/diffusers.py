@@ -50,6 +50,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .. import reference
 from ..nn._autocast import call_under_autocast
 from ..nn.add_layer_norm import add_norm
 from ..nn._hooks import unfused_modules, unfused_reason
@@ -467,9 +468,11 @@ class _TransformerBlockSwap(_Swap):
 
 class FastvidBasicTransformerBlock(_TransformerBlockSwap, BasicTransformerBlock):
     """BasicTransformerBlock (norm_type "layer_norm") with ``h = attn1(..) + h; norm2(h)``,
-    ``h = attn2(..) + h; norm3(h)`` each in one pass; a positional embedding (AnimateDiff's motion modules)
-    is added to the normed tokens after, as diffusers adds it. The last add (``ff(..) + h``) feeds the
-    next block and stays as it is. diffusers' forward for GLIGEN inputs, 4D tokens and hooked norms."""
+    ``h = attn2(..) + h; norm3(h)`` each in one pass. A sinusoidal positional embedding over frames
+    (AnimateDiff's motion modules) on frame-major tokens is added in the same pass as norm1 and norm2,
+    after the norm as diffusers adds it; on other tokens it follows the norm. The last add
+    (``ff(..) + h``) feeds the next block and stays as it is. diffusers' forward for GLIGEN inputs, 4D
+    tokens and hooked norms."""
 
     NORMS = ("norm2", "norm3")
 
@@ -486,25 +489,35 @@ class FastvidBasicTransformerBlock(_TransformerBlockSwap, BasicTransformerBlock)
             return super().forward(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
                                    timestep, cross_attention_kwargs, class_labels, added_cond_kwargs)
         frames = kwargs.get("fastvid_num_frames")
-        out = self.attn1(self.positions(self.norm1(hidden_states), frames),
-                         encoder_hidden_states=encoder_hidden_states if self.only_cross_attention else None,
+        table = self.frame_table(frames)
+        if table is not None and unfused_reason(self, ("norm1",)) is None:
+            _, normed = add_norm(self.norm1, hidden_states, None, self.backend, frame_add=table)
+        else:
+            normed = self.positions(self.norm1(hidden_states), table)
+        out = self.attn1(normed, encoder_hidden_states=encoder_hidden_states if self.only_cross_attention else None,
                          attention_mask=attention_mask, **kwargs)
         if self.attn2 is not None:
-            hidden_states, normed = add_norm(self.norm2, out, hidden_states, self.backend)
-            out = self.attn2(self.positions(normed, frames), encoder_hidden_states=encoder_hidden_states,
+            hidden_states, normed = add_norm(self.norm2, out, hidden_states, self.backend, frame_add=table)
+            if table is None:
+                normed = self.positions(normed, table)
+            out = self.attn2(normed, encoder_hidden_states=encoder_hidden_states,
                              attention_mask=encoder_attention_mask, **kwargs)
         hidden_states, normed = add_norm(self.norm3, out, hidden_states, self.backend)
         return self.feed_forward_add(self.ff, normed, hidden_states)
 
-    def positions(self, normed: torch.Tensor, frames: Optional[int]) -> torch.Tensor:
-        """The positional embedding over frames: diffusers' module on (S, F, C) tokens; on frame-major
-        (B*F, N, C) tokens (``frames`` given) each frame's row of the sinusoidal table, broadcast."""
-        if self.pos_embed is None:
-            return normed
-        if frames is None:
-            return self.pos_embed(normed)
-        table = self.pos_embed.pe[0, :frames]  # (F, C)
-        return (normed.unflatten(0, (-1, frames)) + table[:, None, :]).flatten(0, 1)
+    def frame_table(self, frames: Optional[int]) -> Optional[torch.Tensor]:
+        """The (F, C) rows of the sinusoidal positional embedding over frames, when the tokens are frame-major
+        ((B*F, N, C), ``frames`` given); else None."""
+        if self.pos_embed is None or frames is None:
+            return None
+        return self.pos_embed.pe[0, :frames]
+
+    def positions(self, normed: torch.Tensor, table: Optional[torch.Tensor]) -> torch.Tensor:
+        """The positional embedding over frames added to normed tokens: each frame's row of ``table`` on
+        frame-major tokens, diffusers' module on (S, F, C) tokens."""
+        if table is not None:
+            return reference.add_per_frame(normed, table)
+        return normed if self.pos_embed is None else self.pos_embed(normed)
 
 
 class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicTransformerBlock):

@@ -2,6 +2,7 @@
 from . import functional
 from .functional import (
     add_layer_norm,
+    add_per_frame,
     alpha_blend,
     all_frame_attention,
     attention,

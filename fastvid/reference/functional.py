@@ -167,17 +167,26 @@ def group_norm_silu(x, num_groups, weight=None, bias=None, eps=1e-5, *, per_fram
     return act(y)
 
 
-def add_layer_norm(x, residual, weight=None, bias=None, eps=1e-5):
-    """A transformer block's residual add and the LayerNorm after it: sum = x + residual, and sum
-    normalised over its last dim, (sum - mean) / sqrt(var + eps) * weight + bias (biased variance).
+def add_layer_norm(x, residual, weight=None, bias=None, eps=1e-5, frame_add=None):
+    """A transformer block's residual add and the LayerNorm after it: sum = x + residual (x where residual is
+    None), and sum normalised over its last dim, (sum - mean) / sqrt(var + eps) * weight + bias (biased
+    variance), then ``frame_add`` (F, C) added per frame of the frame-major rows (:func:`add_per_frame`).
     Returns (sum, normed)."""
-    s = x + residual
+    s = x if residual is None else x + residual
     mean = s.mean(-1, keepdim=True)
     var = (s - mean).square().mean(-1, keepdim=True)
     y = (s - mean) * torch.rsqrt(var + eps)
     if weight is not None:
         y = y * weight
-    return s, y if bias is None else y + bias
+    if bias is not None:
+        y = y + bias
+    return s, y if frame_add is None else add_per_frame(y, frame_add)
+
+
+def add_per_frame(tokens, table):
+    """Frame-major (B * F, N, C) tokens plus a (F, C) table, row f added to every token of frame f:
+    AnimateDiff's sinusoidal positional embedding on diffusers' frame-major layout."""
+    return (tokens.unflatten(0, (-1, table.shape[0])) + table[:, None, :]).flatten(0, 1)
 
 
 def alpha_blend(x_spatial, x_temporal, alpha):
