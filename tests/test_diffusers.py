@@ -726,6 +726,18 @@ def test_patched_models_deepcopy_and_pickle(make, inputs):
     assert patching.PatchReport.of(model).counts() == patching.PatchReport.of(copies[1]).counts()
 
 
+@pytest.mark.parametrize("make, inputs", COPYABLE[:3], ids=["unet3d", "svd", "motion"])
+def test_video_unets_patched_with_triton_kernels_match_diffusers(make, inputs, monkeypatch):
+    """Every swap on fastvid's Triton kernels inside a whole tiny video U-Net (without a GPU: the Triton
+    interpreter), against the unpatched model: the kernels' strides, layouts and flags as the models call them."""
+    monkeypatch.setattr(fastvid.dispatch, "_last", {})  # the backends of this model's calls only
+    model = make()
+    check_patched_matches(model, inputs(), backend="triton")
+    used = {op: fastvid.last_backend(op) for op in ("temporal_attention", "group_norm_silu", "add_layer_norm",
+                                                    "geglu_linear", "linear")}
+    assert set(used.values()) == {"triton"}, used
+
+
 def test_animatediff_motion_modules_patched_match_diffusers():
     model = _motion()
     motion_attentions = [n for n, m in model.named_modules() if isinstance(m, Attention) and "motion_modules" in n]
