@@ -1,6 +1,7 @@
 """fastvid inside diffusers video models: patched vs unpatched tiny random-weight models, the
 Text2Video-Zero processor vs diffusers' own, the processor protocol, patch/unpatch round trips,
 and the errors for a missing diffusers or a non-video model."""
+import collections
 import copy
 import importlib
 import io
@@ -972,3 +973,26 @@ def test_motion_module_without_fused_blocks_runs_diffusers_layout_and_says_so():
     check_patched_matches(model, inputs, backend="torch", transformer_block=False)
     assert type(model) is fd.FastvidAnimateDiffTransformer3D
     assert "transformer_block kind is off" in dict(patching.PatchReport.of(model).unfused)[""]
+
+
+@pytest.mark.parametrize("make, inputs", [COPYABLE[0], COPYABLE[2]], ids=["unet3d", "motion"])
+def test_fused_qkv_projections_kept_by_fastvids_processors(make, inputs):
+    """diffusers' fuse_qkv_projections() before fastvid.patch: every attention gets fastvid's processor, as
+    without the fusion, and projects through the fused to_qkv / to_kv (one GEMM), never to_q / to_k / to_v.
+    (SVD's UNet fuses nothing: its Attention modules do not declare QKV fusion.)"""
+    model, x = make(), inputs()
+    expected = run(model, x)
+    unfused_counts = patch(copy.deepcopy(model), backend="torch").counts()
+    model.fuse_qkv_projections()
+    report = patch(model, backend="torch")
+    assert report.counts() == unfused_counts
+    assert all(isinstance(p, fd._FastvidAttnProcessor) for p in model.attn_processors.values())
+    calls = collections.Counter()
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v", "to_qkv", "to_kv"):
+            module.register_forward_hook(lambda m, i, o, kind=name.rsplit(".", 1)[-1]: calls.update([kind]))
+    torch.testing.assert_close(run(model, x), expected, atol=1e-5, rtol=1e-5)
+    assert calls["to_qkv"] > 0 and calls["to_k"] == calls["to_v"] == 0, calls
+    assert calls["to_q"] == calls["to_kv"]  # cross-attentions: the query alone, keys and values fused
+    fd.unpatch_diffusers(model)
+    assert {type(p).__name__ for p in model.attn_processors.values()} == {"FusedAttnProcessor2_0"}

@@ -38,7 +38,8 @@ What is swapped (each only where its preconditions hold; everything else is repo
 
 Processors follow diffusers' protocol (``set_attn_processor``, ``attn_processors``) and keep the
 processor they replaced in ``.original``; calls they cannot take (attention masks, 4D inputs,
-extra kwargs) go to it unchanged. Modules are swapped by class, so weights and state_dict keys
+extra kwargs) go to it unchanged. They stand in for FusedAttnProcessor2_0 too (after
+``fuse_qkv_projections()``), projecting through its fused ``to_qkv`` / ``to_kv``. Modules are swapped by class, so weights and state_dict keys
 stay as they are, and save under diffusers' class names; ``unpatch_diffusers`` restores both. The
 UNet's ``set_default_attn_processor`` first hands back fastvid's attention, then runs diffusers'.
 """
@@ -72,7 +73,7 @@ try:
     from diffusers.models.attention import (BasicTransformerBlock, FeedForward, TemporalBasicTransformerBlock,
                                            _chunked_feed_forward)
     from diffusers.models.embeddings import SinusoidalPositionalEmbedding
-    from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+    from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0, FusedAttnProcessor2_0
     from diffusers.models.resnet import AlphaBlender, ResnetBlock2D, TemporalConvLayer, TemporalResnetBlock
     from diffusers.models.transformers.transformer_2d import Transformer2DModel
     from diffusers.models.transformers.transformer_temporal import (
@@ -89,7 +90,10 @@ except ImportError as exc:
     ) from exc
 
 OP = "patch"
-DEFAULT_PROCESSORS = (AttnProcessor, AttnProcessor2_0)
+# The processors fastvid's stand in for: diffusers' defaults and, after ``fuse_qkv_projections()``, the fused one
+# (fastvid's processors then project through the fused ``to_qkv`` / ``to_kv`` GEMMs too).
+SDPA_PROCESSORS = (AttnProcessor2_0, FusedAttnProcessor2_0)
+DEFAULT_PROCESSORS = (AttnProcessor, *SDPA_PROCESSORS)
 CROSS_FRAME_PROCESSORS = ("CrossFrameAttnProcessor", "CrossFrameAttnProcessor2_0")
 VIDEO_PIPELINES = ("TextToVideoZeroPipeline", "TextToVideoZeroSDXLPipeline")
 SET_ATTN_PROCESSOR_SWAP = "unet.set_attn_processor (CrossFrameAttnProcessor of each call)"
@@ -121,6 +125,19 @@ class _FastvidAttnProcessor:
         return call_under_autocast(op, q, k, v, fp32_op=False, scale=self.scale(attn), backend=self.backend, **kwargs)
 
     @staticmethod
+    def project(attn: Attention, hidden_states: torch.Tensor, context: Optional[torch.Tensor] = None):
+        """(q, k, v) of ``hidden_states`` (keys and values of ``context`` when given): after diffusers'
+        ``fuse_qkv_projections()`` (``attn.fused_projections``) views of one GEMM's output, ``to_qkv`` (or
+        ``to_q`` and ``to_kv`` for a context), as FusedAttnProcessor2_0 projects; else ``to_q``, ``to_k``, ``to_v``."""
+        if getattr(attn, "fused_projections", False):
+            if context is None and hasattr(attn, "to_qkv"):
+                return attn.to_qkv(hidden_states).chunk(3, dim=-1)
+            if context is not None and hasattr(attn, "to_kv"):
+                return (attn.to_q(hidden_states), *attn.to_kv(context).chunk(2, dim=-1))
+        context = hidden_states if context is None else context
+        return attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+
+    @staticmethod
     def heads(attn: Attention, t: torch.Tensor) -> torch.Tensor:
         """(..., heads*d) -> (..., heads, d) view."""
         return t.unflatten(-1, (attn.heads, t.shape[-1] // attn.heads))
@@ -148,7 +165,7 @@ class TemporalAttnProcessor(_FastvidAttnProcessor):
         if fastvid_num_frames is None and (encoder_hidden_states is not None or attention_mask is not None
                                            or hidden_states.ndim != 3 or kwargs):
             return self.delegate(attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
-        q, k, v = (self.heads(attn, proj(hidden_states)) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        q, k, v = (self.heads(attn, t) for t in self.project(attn, hidden_states))
         # The op returns its output in q's memory order, so the reshapes back to the tokens' layout
         # are views of it (no copy before the output projection) for projections of any layout.
         if fastvid_num_frames is None:  # (S, F, h, d) -> (1, F, S, h, d)
@@ -195,18 +212,18 @@ class FrameAttnProcessor(_FastvidAttnProcessor):
                  attention_mask=None, temb=None, **kwargs):
         if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3 or kwargs:
             return self.delegate(attn, hidden_states, encoder_hidden_states, attention_mask, temb, kwargs)
-        q, k, v = (self.heads(attn, proj(hidden_states)).unsqueeze(1) for proj in (attn.to_q, attn.to_k, attn.to_v))
+        q, k, v = (self.heads(attn, t).unsqueeze(1) for t in self.project(attn, hidden_states))
         out = self.attend(frame_attention, attn, q, k, v, frames="self")
         return self.project_out(attn, out.view(hidden_states.shape[0], hidden_states.shape[1], -1))
 
 
 class SDPAAttnProcessor(_FastvidAttnProcessor):
-    """diffusers' AttnProcessor2_0 on (B, L, C) tokens without its no-op tail: installed only where
-    ``residual_connection`` is False and ``rescale_output_factor`` is 1 (every spatial and cross attention
-    of the video UNets), so diffusers' residual add and ``/ 1.0`` (a full read and write of the output)
-    are left out; the transformer block adds the output to the residual stream (fused with the next
-    LayerNorm when the block is patched). Same ops otherwise, so the same values bit for bit. 4D
-    inputs and deprecated extra arguments go to the original processor."""
+    """diffusers' AttnProcessor2_0 (or FusedAttnProcessor2_0, projections fused) on (B, L, C) tokens without
+    its no-op tail: installed only where ``residual_connection`` is False and ``rescale_output_factor`` is 1
+    (every spatial and cross attention of the video UNets), so diffusers' residual add and ``/ 1.0`` (a full
+    read and write of the output) are left out; the transformer block adds the output to the residual stream
+    (fused with the next LayerNorm when the block is patched). Same ops otherwise, so the same values bit for
+    bit. 4D inputs and deprecated extra arguments go to the original processor."""
 
     patch_kind = "transformer_block"
 
@@ -221,7 +238,7 @@ class SDPAAttnProcessor(_FastvidAttnProcessor):
             attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
-        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        query, key, value = self.project(attn, hidden_states, None if encoder_hidden_states is None else context)
         head_dim = key.shape[-1] // attn.heads
         query, key, value = (t.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
         out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
@@ -853,8 +870,8 @@ def patch_diffusers(model, report, *, temporal_attention: bool = True, frame_att
         "temporal": (TemporalAttnProcessor, DEFAULT_PROCESSORS) if temporal_attention else None,
         "cross_frame": (FirstFrameAttnProcessor, CROSS_FRAME_PROCESSORS) if frame_attention else None,
         "spatial": ((FrameAttnProcessor, DEFAULT_PROCESSORS) if frame_spatial
-                    else (SDPAAttnProcessor, (AttnProcessor2_0,)) if transformer_block else None),
-        "cross": (SDPAAttnProcessor, (AttnProcessor2_0,)) if transformer_block else None,
+                    else (SDPAAttnProcessor, SDPA_PROCESSORS) if transformer_block else None),
+        "cross": (SDPAAttnProcessor, SDPA_PROCESSORS) if transformer_block else None,
     }
     for name, attn in unet.named_modules():
         role = roles.get(name)
