@@ -178,6 +178,7 @@ def _gpu_cases(dtype):
     hidden = torch.randn(B * F, N, 4 * C, dtype=dtype, device=device)
     alpha = torch.rand(B, 1, F, 1, 1, dtype=dtype, device=device)
     x_temporal = torch.randn_like(x)
+    mix, images = torch.randn(1, dtype=dtype, device=device), torch.zeros(B, F, dtype=dtype, device=device)
 
     def eager_geglu(p):
         a, gate = p.chunk(2, dim=-1)
@@ -201,6 +202,10 @@ def _gpu_cases(dtype):
         "alpha_blend": {
             "fastvid": lambda: fastvid.alpha_blend(x, x_temporal, alpha),
             "eager": lambda: alpha * x + (1 - alpha) * x_temporal},
+        "learned_alpha_blend": {  # diffusers' AlphaBlender ("learned_with_images"): get_alpha, then the mix
+            "fastvid": lambda: fastvid.learned_alpha_blend(x, x_temporal, mix, images),
+            "eager": lambda: fastvid.reference.alpha_blend(
+                x, x_temporal, fastvid.reference.blender_alpha(mix, images, 5, "learned_with_images", dtype))},
         "geglu": {
             "fastvid": lambda: fastvid.geglu(proj),
             "eager": lambda: eager_geglu(proj)},

@@ -294,13 +294,15 @@ def _add_layer_norm(shape, dtype, variant=None):
 def _alpha_blend(shape, dtype, variant=None):
     ops = _op("alpha_blend")
     B, C, F, H, W = shape
-    # SVD's frame-major views of the spatial and temporal outputs
+    # SVD's frame-major views of the spatial and temporal outputs; alpha made in the kernel from the mix factor
+    # and the (B, F) image-only indicator, as the patched AlphaBlender runs it ("learned_with_images")
     xs, xt = (torch.empty(B, F, C, H, W, dtype=dtype, device="meta").permute(0, 2, 1, 3, 4) for _ in range(2))
-    alpha = torch.empty(B, 1, F, 1, 1, dtype=dtype, device="meta")
+    mix, indicator = torch.empty(1, dtype=dtype, device="meta"), torch.empty(B, F, dtype=dtype, device="meta")
+    args = (mix, indicator, "learned_with_images", False)
     with _direction("fwd"):
-        out = ops.alpha_blend_fwd._init_fn(xs, xt, alpha)
+        out = ops.alpha_blend_fwd._init_fn(xs, xt, *args)
     with _direction("bwd"):
-        ops.alpha_blend_bwd._init_fn(out, xs, xt, alpha)
+        ops.alpha_blend_bwd._init_fn(out, xs, xt, *args)
 
 
 def _geglu(shape, dtype, variant="none"):

@@ -1,7 +1,7 @@
 """fastvid: Triton and fused GPU kernels for video diffusion models."""
 from . import reference
 from .dispatch import BackendUnsupportedError, last_backend
-from .ops.alpha_blend import alpha_blend
+from .ops.alpha_blend import alpha_blend, learned_alpha_blend
 from .graphs import CapturedStep, capture_step
 from .ops.add_layer_norm import add_layer_norm
 from .ops.frame_attention import frame_attention
@@ -43,6 +43,7 @@ __all__ = [
     "group_norm_silu",
     "inflate_conv2d",
     "last_backend",
+    "learned_alpha_blend",
     "linear",
     "models",
     "nn",

@@ -230,9 +230,18 @@ def add_layer_norm_args(dtype=torch.float32, affine=True, width=6):
 
 
 def alpha_blend_args(dtype=torch.float32, alpha_shape=(2, 1, 1)):
-    """Dispatcher arguments (x_spatial, x_temporal, alpha): (B*F, N, C) tokens, alpha per row by default."""
+    """Dispatcher arguments (x_spatial, x_temporal, alpha, image_only_indicator, merge_strategy, switch) of
+    ``fastvid.alpha_blend``: (B*F, N, C) tokens, alpha per row by default."""
     xs, xt = (_randn(2, 5, 3, dtype=dtype) for _ in range(2))
-    return (xs, xt, torch.rand(alpha_shape, dtype=dtype))
+    return (xs, xt, torch.rand(alpha_shape, dtype=dtype), None, "alpha", False)
+
+
+def learned_alpha_blend_args(dtype=torch.float32, merge_strategy="learned_with_images", switch=False):
+    """Dispatcher arguments of ``fastvid.learned_alpha_blend``: (B, C, F, H, W) with B = 1, F = 2, the second
+    frame an image (the indicator only for "learned_with_images", as the dispatcher passes it on)."""
+    xs, xt = (_randn(1, 3, 2, 2, 5, dtype=dtype) for _ in range(2))
+    images = torch.tensor([[0.0, 1.0]], dtype=dtype) if merge_strategy == "learned_with_images" else None
+    return (xs, xt, _randn(1, dtype=dtype), images, merge_strategy, switch)
 
 
 def geglu_args(dtype=torch.float32, approximate="none"):
@@ -360,7 +369,9 @@ EXAMPLES: Dict[str, Examples] = {
     "alpha_blend": Examples(
         _alpha_blend, {}, main="x_temporal", other="x_spatial", other_dim=-1,
         corners=lambda: [alpha_blend_args(), alpha_blend_args(torch.float64), alpha_blend_args(torch.float16, (1,)),
-                         alpha_blend_args(alpha_shape=(3,))],  # alpha along the innermost dim: no Triton
+                         alpha_blend_args(alpha_shape=(3,)),  # alpha along the innermost dim: no Triton
+                         learned_alpha_blend_args(), learned_alpha_blend_args(torch.float64, "learned", True),
+                         learned_alpha_blend_args(torch.float16, "fixed")],
         checks=_alpha_blend_checks,
         benchmark_shapes=ALPHA_BLEND_SHAPES, cpu_shapes=CPU_VIDEO_SHAPES),
     "geglu": Examples(  # the shape check: an odd last dim (no halves)

@@ -103,9 +103,10 @@ def _group_norm_silu_cost(x, weight, bias, num_groups, eps, per_frame, add=None,
                + cost.new_bytes(stats, torch.float32))
 
 
-def _alpha_blend_cost(x_spatial, x_temporal, alpha):
-    """out like x_spatial; elementwise: no counted FLOPs."""
-    return 0, cost.io_bytes(x_spatial, x_temporal, alpha) + cost.new_bytes(x_spatial.shape, x_spatial.dtype)
+def _alpha_blend_cost(x_spatial, x_temporal, alpha, image_only_indicator, merge_strategy, switch):
+    """out like x_spatial, alpha (or the mix factor) and the indicator read; elementwise: no counted FLOPs."""
+    return 0, (cost.io_bytes(x_spatial, x_temporal, alpha, image_only_indicator)
+               + cost.new_bytes(x_spatial.shape, x_spatial.dtype))
 
 
 def _add_layer_norm_cost(x, residual, weight, bias, eps, frame_add):

@@ -13,7 +13,7 @@ import torch
 
 import fastvid
 from fastvid import patching
-from fastvid.testing import assert_close_to_gold
+from fastvid.testing import assert_close_to_gold, counting_launches
 from fastvid.validation import FastvidInputError
 
 from conftest import DEVICE
@@ -280,6 +280,45 @@ def test_spatio_temporal_res_block_matches_diffusers(backend):
     fd.unpatch_diffusers(block)
     check_patched_gradients(block, (x, temb, images), backend=backend)
     assert block.time_mixer.mix_factor.grad is not None
+
+
+@needs("learned_alpha_blend")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("merge_strategy, switch", [("learned_with_images", False), ("learned_with_images", True),
+                                                    ("learned", True), ("fixed", False)])
+@pytest.mark.parametrize("layout", ["resblock", "transformer"])
+def test_alpha_blender_matches_diffusers(backend, merge_strategy, switch, layout):
+    """Every merge strategy, switched or not, on SpatioTemporalResBlock's (B, C, F, H, W) frame-major views and
+    TransformerSpatioTemporalModel's (B*F, N, C) tokens: output, x_spatial's and mix_factor's gradients."""
+    blender = AlphaBlender(0.3, merge_strategy, switch).to(DEVICE)
+    if layout == "resblock":
+        x = torch.randn(2, 3, 5, 4, 6, device=DEVICE).permute(0, 2, 1, 3, 4)  # (B, C, F, H, W) over (B, F, ...)
+    else:
+        x = torch.randn(2 * 3, 7, 5, device=DEVICE)
+    frames = x.shape[2] if layout == "resblock" else 3
+    images = (torch.arange(2 * frames, device=DEVICE).reshape(2, frames) % 4 == 1).float()
+    inputs = (x, torch.randn(x.shape, device=DEVICE), images)
+    assert kinds(check_patched_matches(blender, inputs, backend=backend)) == {"conv": 1}
+    fd.unpatch_diffusers(blender)
+    check_patched_gradients(blender, inputs, backend=backend)
+
+
+@needs("learned_alpha_blend")
+def test_alpha_blender_is_one_launch_and_falls_back_for_other_indicators():
+    """The patched AlphaBlender's forward: one Triton launch and no torch op (alpha made in the kernel). An
+    indicator diffusers broadcasts ((1, F) for B = 2) takes get_alpha, then alpha_blend."""
+    blender = AlphaBlender(0.3).to(DEVICE)
+    x, x_temporal = torch.randn(2, 4, 3, 5, 6, device=DEVICE), torch.randn(2, 4, 3, 5, 6, device=DEVICE)
+    images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], device=DEVICE)
+    with torch.no_grad():
+        expected, broadcast = blender(x, x_temporal, images), blender(x, x_temporal, images[:1])
+    patch(blender, backend="triton")
+    with torch.no_grad():
+        with counting_launches() as counter:
+            out = blender(x, x_temporal, images)
+        torch.testing.assert_close(out, expected)
+        assert dict(counter.triton) == {"alpha_blend_fwd_kernel": 1} and not counter.torch
+        torch.testing.assert_close(blender(x, x_temporal, images[:1]), broadcast)
 
 
 def test_resnet_blocks_the_fusion_does_not_cover_are_reported():

@@ -277,8 +277,14 @@ def test_launches_per_call():
     # alpha blend: one launch each way; alpha's gradient one sum of the per-tile partials (fp32 alpha: no cast)
     xs, xt, alpha = torch.randn(2, 4, 3, 5, 2), torch.randn(2, 4, 3, 5, 2), torch.rand(2, 1, 3, 1, 1)
     xs, xt, alpha = xs.to(DEVICE), xt.to(DEVICE), alpha.to(DEVICE)
-    assert _counts(lambda: ab_op._fwd_op.planned(xs, xt, alpha)) == (1, {})
-    assert _counts(lambda: ab_op._bwd_op.planned(xs, xs, xt, alpha)) == (1, {"aten::sum": 1})
+    assert _counts(lambda: ab_op._fwd_op.planned(xs, xt, alpha, None, "alpha", False)) == (1, {})
+    assert _counts(lambda: ab_op._bwd_op.planned(xs, xs, xt, alpha, None, "alpha", False)) == (1, {"aten::sum": 1})
+    # alpha made in the kernel from diffusers' mix factor and the image-only indicator: no torch op before the
+    # launch; the mix factor's gradient one sum
+    mixed = (torch.randn(1, device=DEVICE), torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], device=DEVICE),
+             "learned_with_images", True)
+    assert _counts(lambda: ab_op._fwd_op.planned(xs, xt, *mixed)) == (1, {})
+    assert _counts(lambda: ab_op._bwd_op.planned(xs, xs, xt, *mixed)) == (1, {"aten::sum": 1})
 
 
 def test_geglu_validates_and_plans_once_per_signature():

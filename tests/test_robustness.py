@@ -411,7 +411,7 @@ def _opcheck_cases():
         aln_sum, _, aln_stats = ops.add_layer_norm_fwd(aln["x"], aln["residual"], aln["weight"], aln["bias"], 1e-5,
                                                        None)
         ab = OPS["alpha_blend"].make(1, 2)
-        ab_out = ops.alpha_blend_fwd(ab["x_spatial"], ab["x_temporal"], ab["alpha"])
+        ab_out = ops.alpha_blend_fwd(ab["x_spatial"], ab["x_temporal"], ab["alpha"], None, "alpha", False)
         gg_out = ops.geglu_fwd(gg, "tanh")
         gl_out = ops.geglu_linear_fwd(gl["x"], gl["weight"], gl["bias"], "none")
         lin_out = ops.linear_fwd(lin["x"], lin["weight"], lin["bias"], lin["residual"])
@@ -435,10 +435,10 @@ def _opcheck_cases():
                                 None), OPCHECK_FULL),
         "add_layer_norm_bwd": ((grad(aln_sum), grad(aln_sum), aln_sum, aln["weight"].detach(), aln_stats, True),
                                OPCHECK_BWD),
-        "alpha_blend_fwd": (tuple(ab[n].requires_grad_() for n in ("x_spatial", "x_temporal", "alpha")),
-                            OPCHECK_FULL),
-        "alpha_blend_bwd": ((grad(ab_out), *(ab[n].detach() for n in ("x_spatial", "x_temporal", "alpha"))),
-                            OPCHECK_BWD),
+        "alpha_blend_fwd": ((*(ab[n].requires_grad_() for n in ("x_spatial", "x_temporal", "alpha")), None, "alpha",
+                             False), OPCHECK_FULL),
+        "alpha_blend_bwd": ((grad(ab_out), *(ab[n].detach() for n in ("x_spatial", "x_temporal", "alpha")), None,
+                             "alpha", False), OPCHECK_BWD),
         "geglu_fwd": ((gg.clone().requires_grad_(), "tanh"), OPCHECK_FULL),
         "geglu_bwd": ((grad(gg_out), gg, "none"), OPCHECK_BWD),
         "geglu_linear_fwd": ((*(gl[n].requires_grad_() for n in ("x", "weight", "bias")), "tanh"), OPCHECK_FULL),
@@ -662,8 +662,10 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     total, _, stats = aln.add_layer_norm_fwd._init_fn(rows, rows, affine, affine, 1e-5, None)
     aln.add_layer_norm_bwd._init_fn(total, total, total, affine, stats, True)
     alpha = torch.empty(1, **meta)  # one alpha for the whole tensor: a single row of every element
-    y = ab.alpha_blend_fwd._init_fn(video, video, alpha)
-    ab.alpha_blend_bwd._init_fn(y, video, video, alpha)
+    images = torch.empty(batch, frames, **meta)  # alpha per (sample, frame) from the mix factor and the indicator
+    for alpha_args in ((alpha, None, "alpha", False), (alpha, images, "learned_with_images", True)):
+        y = ab.alpha_blend_fwd._init_fn(video, video, *alpha_args)
+        ab.alpha_blend_bwd._init_fn(y, video, video, *alpha_args)
     proj_out = torch.empty(batch * frames, 72 * 128, 2 * 4 * 320, **meta)  # the feed-forward at 320 channels
     y = gg.geglu_fwd._init_fn(proj_out, "none")
     gg.geglu_bwd._init_fn(y, proj_out, "none")

@@ -29,8 +29,9 @@ What is swapped (each only where its preconditions hold; everything else is repo
   (``fastvid.linear``); spatial self- and cross-attention on diffusers' AttnProcessor2_0:
   :class:`SDPAAttnProcessor`, the same SDPA path without its divide by ``rescale_output_factor`` = 1;
 - ResnetBlock2D (the spatial ResNets of every video U-Net): GroupNorm+SiLU per frame fused, the time
-  embedding added inside the second one, the residual added in place; AlphaBlender (SVD): one-pass mix
-  through ``fastvid.alpha_blend``;
+  embedding added inside the second one, the residual added in place; AlphaBlender (SVD): alpha made from
+  ``mix_factor`` and the image-only indicator inside the one-pass mix (``fastvid.learned_alpha_blend``: one
+  kernel a call);
 - GEGLU (the feed-forward's first layer in every transformer block, spatial and temporal):
   :class:`FastvidGEGLU` computes the projection and the activation in one GEMM (``fastvid.geglu_linear``),
   or, when ``proj`` is hooked or wrapped (LoRA, offload, quantization), runs ``proj`` as it is and fuses
@@ -58,7 +59,7 @@ from ..nn._hooks import unfused_modules, unfused_reason
 from ..nn.resnet import add_residual
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
 from ..nn.tokens import linear_add, tokens_in, tokens_out
-from ..ops.alpha_blend import alpha_blend
+from ..ops.alpha_blend import INDICATOR_DTYPES, alpha_blend, learned_alpha_blend
 from ..ops.frame_attention import frame_attention
 from ..ops.geglu import geglu
 from ..ops.geglu_linear import geglu_linear
@@ -654,17 +655,32 @@ class FastvidResnetBlock2D(_Swap, ResnetBlock2D):
         return add_residual(h, input_tensor, self.output_scale_factor, in_place=unfused_reason(self, ("conv2",)) is None)
 
 
+def _indicator_fits(indicator: Optional[torch.Tensor], x: torch.Tensor) -> bool:
+    """``indicator`` is the (B, F) image-only indicator of x's (B, C, F, H, W) or (B*F, N, C) on x's device (what
+    ``fastvid.learned_alpha_blend`` reads; diffusers also broadcasts other shapes)."""
+    return (isinstance(indicator, torch.Tensor) and indicator.dim() == 2 and indicator.device == x.device
+            and indicator.dtype in INDICATOR_DTYPES
+            and (tuple(indicator.shape) == (x.shape[0], x.shape[2]) if x.dim() == 5
+                 else x.dim() == 3 and indicator.numel() == x.shape[0]))
+
+
 class FastvidAlphaBlender(_Swap, AlphaBlender):
-    """SVD's AlphaBlender (SpatioTemporalResBlock, TransformerSpatioTemporalModel) mixing in one pass
-    through ``fastvid.alpha_blend``: alpha from diffusers' own ``get_alpha`` (so its gradient reaches
-    ``mix_factor``), the output in x_spatial's memory order (SVD's frame-major view stays a view).
-    Inputs of different shapes, dtypes or devices take diffusers' expression."""
+    """SVD's AlphaBlender (SpatioTemporalResBlock, TransformerSpatioTemporalModel) in one kernel
+    (``fastvid.learned_alpha_blend``): alpha made from ``mix_factor`` (and the image-only indicator) inside the
+    mix as ``get_alpha`` makes it, ``mix_factor``'s gradient from the backward, the output in x_spatial's memory
+    order (SVD's frame-major view stays a view). An indicator of another shape: ``get_alpha``, then
+    ``fastvid.alpha_blend``; inputs of different shapes, dtypes or devices: diffusers' expression."""
 
     def forward(self, x_spatial: torch.Tensor, x_temporal: torch.Tensor,
                 image_only_indicator: Optional[torch.Tensor] = None) -> torch.Tensor:
         if (x_spatial.shape != x_temporal.shape or x_spatial.dtype != x_temporal.dtype
-                or x_spatial.device != x_temporal.device):
+                or x_spatial.device != x_temporal.device or self.mix_factor.device != x_spatial.device
+                or self.mix_factor.numel() != 1):
             return super().forward(x_spatial, x_temporal, image_only_indicator)
+        if self.merge_strategy != "learned_with_images" or _indicator_fits(image_only_indicator, x_spatial):
+            return learned_alpha_blend(x_spatial, x_temporal, self.mix_factor, image_only_indicator,
+                                       merge_strategy=self.merge_strategy,
+                                       switch=bool(self.switch_spatial_to_temporal_mix), backend=self.backend)
         alpha = self.get_alpha(image_only_indicator, x_spatial.ndim).to(x_spatial.dtype)
         if self.switch_spatial_to_temporal_mix:
             alpha = 1.0 - alpha

@@ -1,17 +1,17 @@
-"""AlphaBlender's mix in one pass: the reference twin's parameter, ``fastvid.alpha_blend``."""
+"""AlphaBlender's mix in one pass: the reference twin's parameter, ``fastvid.learned_alpha_blend``."""
 from __future__ import annotations
 
 import torch
 
 from .. import reference
-from ..ops.alpha_blend import alpha_blend
+from ..ops.alpha_blend import learned_alpha_blend
 
 
 class AlphaBlender(reference.AlphaBlender):
     """``sigmoid(mix_factor) * spatial + (1 - sigmoid(mix_factor)) * temporal`` through
-    ``fastvid.alpha_blend`` (one read of each input, one write). Same parameter and state_dict key as
-    ``fastvid.reference.AlphaBlender``. Inputs of different shapes or dtypes (broadcasting, autocast's
-    type promotion) take the reference's eager expression."""
+    ``fastvid.learned_alpha_blend`` (one kernel, the sigmoid inside it: one read of each input, one write).
+    Same parameter and state_dict key as ``fastvid.reference.AlphaBlender``. Inputs of different shapes or
+    dtypes (broadcasting, autocast's type promotion) take the reference's eager expression."""
 
     patch_kind = "conv"
     backend = "auto"
@@ -19,4 +19,4 @@ class AlphaBlender(reference.AlphaBlender):
     def forward(self, spatial: torch.Tensor, temporal: torch.Tensor) -> torch.Tensor:
         if spatial.shape != temporal.shape or spatial.dtype != temporal.dtype:
             return super().forward(spatial, temporal)
-        return alpha_blend(spatial, temporal, self.alpha(spatial), backend=self.backend)
+        return learned_alpha_blend(spatial, temporal, self.mix_factor, merge_strategy="learned", backend=self.backend)

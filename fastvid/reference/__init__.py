@@ -6,6 +6,7 @@ from .functional import (
     alpha_blend,
     all_frame_attention,
     attention,
+    blender_alpha,
     first_frame_attention,
     frame_attention,
     frame_table,

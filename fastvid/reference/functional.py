@@ -195,6 +195,20 @@ def alpha_blend(x_spatial, x_temporal, alpha):
     return alpha * x_spatial + (1 - alpha) * x_temporal
 
 
+def blender_alpha(mix_factor, image_only_indicator, ndims, merge_strategy, dtype):
+    """diffusers' ``AlphaBlender.get_alpha`` and its cast to x's dtype: ``mix_factor`` itself ("fixed"),
+    ``sigmoid(mix_factor)`` ("learned"), or 1 on the (B, F) indicator's image frames and ``sigmoid(mix_factor)``
+    elsewhere, laid out (B, 1, F, 1, 1) for ndims 5 and (B*F, 1, 1) for ndims 3 ("learned_with_images")."""
+    if merge_strategy == "fixed":
+        return mix_factor.to(dtype)
+    if merge_strategy == "learned":
+        return torch.sigmoid(mix_factor).to(dtype)
+    alpha = torch.where(image_only_indicator.bool(), torch.ones(1, 1, device=image_only_indicator.device),
+                        torch.sigmoid(mix_factor)[..., None])
+    alpha = alpha[:, None, :, None, None] if ndims == 5 else alpha.reshape(-1)[:, None, None]
+    return alpha.to(dtype)
+
+
 def gelu(x, approximate="none"):
     """GELU (Hendrycks & Gimpel 2016): x * Phi(x), or its tanh approximation
     x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) / 2."""
