@@ -222,11 +222,14 @@ def group_norm_silu_args(dtype=torch.float32, groups=2, affine=True, per_frame=F
     return (x, groups, w, b, 1e-5, per_frame)
 
 
-def add_layer_norm_args(dtype=torch.float32, affine=True, width=6):
-    """Dispatcher arguments (x, residual, weight, bias, eps)."""
+def add_layer_norm_args(dtype=torch.float32, affine=True, width=6, frames=None):
+    """Dispatcher arguments (x, residual, weight, bias, eps, frame_add); with ``frames``, no residual and a
+    (frames, C) table added after the norm."""
     x, r = _randn(2, 3, width, dtype=dtype), _randn(2, 3, width, dtype=dtype)
     w, b = (_randn(width, dtype=dtype) if affine else None for _ in range(2))
-    return (x, r, w, b, 1e-5)
+    if frames is None:
+        return (x, r, w, b, 1e-5, None)
+    return (x, None, w, b, 1e-5, _randn(frames, width, dtype=dtype))
 
 
 def alpha_blend_args(dtype=torch.float32, alpha_shape=(2, 1, 1)):
@@ -363,7 +366,8 @@ EXAMPLES: Dict[str, Examples] = {
         _add_layer_norm, dict(eps=1e-5), main="x", other="residual", other_dim=-1,
         corners=lambda: [add_layer_norm_args(), add_layer_norm_args(dtype=torch.float64),
                          add_layer_norm_args(dtype=torch.float16, affine=False),
-                         add_layer_norm_args(width=8193)],  # past the Triton kernel's row width
+                         add_layer_norm_args(width=8193),  # past the Triton kernel's row width
+                         add_layer_norm_args(dtype=torch.float16, frames=2)],
         checks=_add_layer_norm_checks,
         benchmark_shapes=TOKEN_SHAPES, cpu_shapes=CPU_TOKEN_SHAPES, stacked=True),
     "alpha_blend": Examples(
