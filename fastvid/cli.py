@@ -251,6 +251,8 @@ def _add_roofline(sub) -> None:
                    help="'full' (default): released configs and sizes, the models' 'gpu' preset; 'tiny': test sizes")
     r.add_argument("--ops", type=int, default=20, help="rows of the by-op tables (default 20; all of them in --json)")
     r.add_argument("--json", help="write the predictions as JSON rows to this file")
+    r.add_argument("--fuse-qkv", action="store_true",
+                   help="call diffusers' fuse_qkv_projections() on the --diffusers denoisers first (both columns)")
 
 
 def check_diffusers(value: str) -> List[str]:
@@ -287,7 +289,8 @@ def roofline(args: argparse.Namespace) -> int:
     names = check_models(args.models) if args.models is not None else []
     ops = check_positive("--ops", args.ops)
     path = check_json(args.json)
-    predictions = [rl.predict_diffusers(n, "released" if args.size == "full" else "tiny") for n in diffusers]
+    size = "released" if args.size == "full" else "tiny"
+    predictions = [rl.predict_diffusers(n, size, fuse_qkv=args.fuse_qkv) for n in diffusers]
     predictions += [rl.predict_model(n, "gpu" if args.size == "full" else "tiny") for n in names]
     for p in predictions:
         print(rl.format_prediction(p, op_rows=ops) + "\n")

@@ -367,18 +367,22 @@ def _predict(name: str, source: str, shape: str, model: nn.Module, call: Callabl
     return Prediction(name, source, shape, unpatched, patched, patch_summary=summary)
 
 
-def predict_diffusers(name: str, size: str = "released") -> Prediction:
+def predict_diffusers(name: str, size: str = "released", fuse_qkv: bool = False) -> Prediction:
     """A released diffusers video denoiser (``fastvid.integrations.released``), random weights on the meta
-    device, one CFG call at the released (or tiny) size, unpatched and ``fastvid.patch``-ed."""
+    device, one CFG call at the released (or tiny) size, unpatched and ``fastvid.patch``-ed; with ``fuse_qkv``
+    after diffusers' ``fuse_qkv_projections()`` (both)."""
     from .integrations import released
 
     model = released.build_denoiser(name, size=size, device="meta", dtype=DTYPE)
+    if fuse_qkv:
+        model.fuse_qkv_projections()
     kwargs = released.denoiser_inputs(name, model, size=size, device="meta", dtype=DTYPE)
     s = released.row(name).size(size)
     batch = kwargs["sample"].shape[0]
     if name == "t2v_zero":
         batch //= s.frames
-    shape = f"{batch} (CFG) x {s.frames} frames x {s.latent_height}x{s.latent_width} latents, {size} config"
+    shape = (f"{batch} (CFG) x {s.frames} frames x {s.latent_height}x{s.latent_width} latents, {size} config"
+             + (", QKV projections fused" if fuse_qkv else ""))
     return _predict(name, "diffusers", shape, model, lambda: model(**kwargs))
 
 

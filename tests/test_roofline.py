@@ -141,6 +141,23 @@ def test_patched_video_transformers_copy_no_tokens(name):
     assert not any(op == "aten.add" and part == "feed-forwards" for _, part, op in p.patched)
 
 
+def test_fused_qkv_projections_cut_the_patched_calls_projection_ops():
+    """--fuse-qkv: diffusers' fuse_qkv_projections() before both columns; patched, the self-attentions' three
+    projection GEMMs become one (and the cross-attentions' two), and fastvid's processors keep them fused."""
+    pytest.importorskip("diffusers")
+    plain, fused = (roofline.predict_diffusers("animatediff", size="tiny", fuse_qkv=f) for f in (False, True))
+    total = roofline.Prediction.total
+
+    def projection_gemms(p):
+        return sum(t.calls for (_, part, op), t in p.patched.items() if part == "attention projections"
+                   and op in ("aten.mm", "aten.addmm"))
+
+    assert projection_gemms(fused) < projection_gemms(plain)
+    assert total(fused.patched).calls < total(plain.patched).calls
+    assert total(fused.patched).flops == pytest.approx(total(plain.patched).flops)
+    assert "QKV projections fused" in fused.shape and "fused" not in plain.shape
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["roofline"], "--diffusers/--models"),
     (["roofline", "--diffusers", "sora"], "--diffusers"),
