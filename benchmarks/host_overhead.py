@@ -19,6 +19,7 @@ whose host us exceeds its device us is bound by the host. Writes host_overhead.m
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -35,18 +36,19 @@ from fastvid.testing import stubbed_launches  # noqa: E402
 CALLS = 200  # calls per timing repeat
 REPEATS = 15  # the fastest of these repeats is reported (the least disturbed by other processes)
 N_CPU = 64  # tokens per frame (attention), the video's height (the others): the example inputs' size
+DENOISER_CALLS, DENOISER_REPEATS = 5, 5  # a tiny denoiser call takes tens of ms on CPU
 
 
-def _side_by_side_us(*fns: Callable[[], object]) -> List[float]:
+def _side_by_side_us(*fns: Callable[[], object], calls: int = CALLS, repeats: int = REPEATS) -> List[float]:
     """us per call of each of ``fns``: repeats interleaved (a, b, a, b ...) so that both see the same
     machine load, the fastest repeat of each kept."""
     best = [float("inf")] * len(fns)
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         for i, fn in enumerate(fns):
             start = time.perf_counter()
-            for _ in range(CALLS):
+            for _ in range(calls):
                 fn()
-            best[i] = min(best[i], (time.perf_counter() - start) / CALLS * 1e6)
+            best[i] = min(best[i], (time.perf_counter() - start) / calls * 1e6)
     return best
 
 
@@ -153,6 +155,30 @@ def cpu_table() -> List[str]:
                     ours, base = _side_by_side_us(fn, alloc)
                     lines.append(f"| {op} | {mode} | {ours:.1f} | {base:.1f} | {ours / base:.1f} |")
                     print(lines[-1], flush=True)
+    return lines
+
+
+def denoiser_table() -> List[str]:
+    """One call of each released pipeline's tiny denoiser (``fastvid.integrations.released``, fp32, no grad),
+    diffusers as it is next to a ``fastvid.patch``-ed copy on the same inputs. On CPU fastvid runs its torch
+    backends, so the difference is fastvid's own Python around the ops (module forwards, the per-call checks
+    of hooks on fused submodules, dispatch) plus the ops it runs differently; not GPU time."""
+    try:
+        from fastvid.integrations import released
+    except ImportError:
+        return ["(diffusers is not installed: no denoiser table)"]
+    lines = ["| pipeline (tiny denoiser) | diffusers ms per call | fastvid.patch ms per call | ratio |",
+             "|---|---|---|---|"]
+    with torch.no_grad():
+        for name in released.RELEASED:
+            model = released.build_denoiser(name, size="tiny", device="cpu", dtype=torch.float32)
+            kwargs = released.denoiser_inputs(name, model, size="tiny", device="cpu", dtype=torch.float32)
+            patched = copy.deepcopy(model)
+            fastvid.patch(patched)
+            plain, fast = _side_by_side_us(lambda: model(**kwargs), lambda: patched(**kwargs),
+                                           calls=DENOISER_CALLS, repeats=DENOISER_REPEATS)
+            lines.append(f"| {name} | {plain / 1e3:.2f} | {fast / 1e3:.2f} | {fast / plain:.2f} |")
+            print(lines[-1], flush=True)
     return lines
 
 
@@ -309,6 +335,8 @@ def main(argv=None) -> None:
         title = "# Host cost per call on CPU, launches stubbed (TRITON_INTERPRET=1, fp16)"
         lines = cpu_table() + ["", "Forward library op: torch.library's dispatch vs fastvid's eager path", ""]
         lines += custom_op_table()
+        lines += ["", "A whole denoiser call on CPU (fastvid's torch backends; not GPU time)", ""]
+        lines += denoiser_table()
     from fastvid.timing import environment
 
     env = environment("cuda" if torch.cuda.is_available() else "cpu")

@@ -204,3 +204,38 @@ def test_autocast_dtypes_match_the_reference_modules(dtype):
     for name in patched:
         assert patched[name].dtype == plain[name].dtype, name
         assert_close_to_gold(name, patched[name].float(), plain[name].float(), gold[name], dtype)
+
+
+class _WrappedTensor(torch.Tensor):
+    """A tensor subclass, as quantized weights (torchao) or sharded ones (DTensor) are."""
+
+
+def _with(module, edit):
+    edit(module)
+    return module
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda: nn.Linear(4, 4), None),
+    (lambda: nn.Conv3d(4, 4, (3, 1, 1)), None),
+    (lambda: RoundedLinear(4, 4), "not a plain torch layer"),
+    (lambda: _with(nn.Linear(4, 4), lambda m: setattr(m, "_hf_hook", object())), "accelerate hook"),
+    (lambda: _with(nn.Linear(4, 4), lambda m: setattr(m, "_diffusers_hook", object())), "diffusers hooks"),
+    (lambda: _with(nn.Linear(4, 4), lambda m: setattr(m, "forward", m.forward)), "forward replaced"),
+    (lambda: _with(nn.Linear(4, 4), lambda m: m.register_forward_pre_hook(lambda *a: None)), "forward hooks"),
+    (lambda: nn.Linear(4, 4, device="meta"), "weight on the meta device"),
+    (lambda: _with(nn.Linear(4, 4), lambda m: setattr(m, "weight", nn.Parameter(
+        torch.Tensor._make_subclass(_WrappedTensor, torch.randn(4, 4))))), "as a _WrappedTensor"),
+    (lambda: _with(nn.Linear(4, 4), lambda m: setattr(m, "bias", nn.Parameter(
+        torch.zeros(4, dtype=torch.int8), requires_grad=False))), "bias in torch.int8"),
+    (lambda: nn.Linear(4, 4).to(torch.float8_e4m3fn), "weight in torch.float8_e4m3fn"),
+])
+def test_layer_reasons_name_what_a_fused_path_would_skip(make, expected):
+    """The per-forward check of a fused module's submodules: plain layers pass; each wrapper, hook or storage
+    a fused path would bypass is named."""
+    from fastvid.nn._hooks import unfused_reason
+
+    owner = nn.Module()
+    owner.inner = nn.Sequential(make())
+    why = unfused_reason(owner, ["inner.0"])
+    assert why is None if expected is None else expected in why, why

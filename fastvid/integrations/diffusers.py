@@ -295,7 +295,9 @@ class _FrameMajorTemporal(_Swap):
     def _frame_major(self, encoder_hidden_states, cross_attention_kwargs) -> bool:
         if encoder_hidden_states is not None or cross_attention_kwargs:
             return False
-        return all(isinstance(a.processor, TemporalAttnProcessor) for a in _block_attentions(self))
+        return all(isinstance(b.attn1.processor, TemporalAttnProcessor)
+                   and (b.attn2 is None or isinstance(b.attn2.processor, TemporalAttnProcessor))
+                   for b in self.transformer_blocks)
 
     def unfused_reason(self) -> Optional[str]:
         return self._blocks_reason() or unfused_reason(self, ("norm", "proj_in", "proj_out"))

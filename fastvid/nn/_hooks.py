@@ -20,30 +20,47 @@ FP8 = tuple(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2", "f
 
 
 def _layer_reason(module: nn.Module) -> Optional[str]:
+    """Runs on every forward of a fused module: instance attributes and the parameter dict are read directly
+    (``hasattr`` on a Module that lacks the name raises inside ``Module.__getattr__``; ``named_parameters``
+    walks the module tree; ``.data`` makes a tensor)."""
     if type(module) not in PLAIN_LAYERS:
         return f"is a {type(module).__name__}, not a plain torch layer (a LoRA, quantized or custom layer)"
-    if hasattr(module, "_hf_hook"):
+    attributes = module.__dict__  # accelerate and diffusers set their hooks as instance attributes
+    if "_hf_hook" in attributes:
         return "has an accelerate hook (offload or device placement)"
-    if hasattr(module, "_diffusers_hook"):
+    if "_diffusers_hook" in attributes:
         return "has diffusers hooks (layerwise casting, group offloading or caching)"
-    if "forward" in module.__dict__:
+    if "forward" in attributes:
         return "has its forward replaced on the instance"
     if module._forward_pre_hooks or module._forward_hooks:
         return "has forward hooks"
-    for name, p in module.named_parameters(recurse=False):
+    for name, p in module._parameters.items():
+        if p is None:
+            continue
         if p.is_meta and not _launch.on_gpu(p):
             return f"has its {name} on the meta device (offloaded)"
-        if type(p.data) is not torch.Tensor:
+        if type(p) is not nn.Parameter and type(p.data) is not torch.Tensor:  # a Parameter holds a plain tensor
             return f"stores its {name} as a {type(p.data).__name__} (a quantized or wrapped tensor)"
         if not p.is_floating_point() or p.dtype in FP8:
             return f"stores its {name} in {p.dtype}"
     return None
 
 
+def _submodule(owner: nn.Module, name: str) -> nn.Module:
+    """``owner.get_submodule(name)`` through the ``_modules`` dicts (get_submodule checks every step; this
+    runs on every forward), which raises as it does where a step is missing."""
+    module = owner
+    for part in name.split("."):
+        module = module._modules.get(part)
+        if module is None:
+            return owner.get_submodule(name)
+    return module
+
+
 def unfused_reason(owner: nn.Module, names: Iterable[str]) -> Optional[str]:
     """Why ``owner`` must call the named submodules (dotted names) instead of reading their weights, or None."""
     for name in names:
-        why = _layer_reason(owner.get_submodule(name))
+        why = _layer_reason(_submodule(owner, name))
         if why is not None:
             return f"{name} {why}"
     return None

@@ -41,7 +41,9 @@ def conv_frames(conv: nn.Module, x: torch.Tensor, backend: str,
     The residual is added in the kernel's epilogue; under autocast the conv computes in the
     autocast dtype and the residual is added after it in the promoted dtype, as the native
     ``residual + conv(x)`` does."""
-    weight = conv.weight if conv.weight.ndim == 3 else conv.weight[:, :, :, 0, 0]
+    weight = conv.weight
+    if weight.ndim == 5:  # (C_out, C_in, k, 1, 1): one view
+        weight = weight.flatten(2)
     autocasting = autocast_dtype(x.device.type, fp32_op=False) is not None
     out = call_under_autocast(temporal_conv, x, weight, conv.bias, fp32_op=False,
                               residual=None if autocasting else residual, padding=conv.padding[0], backend=backend)
