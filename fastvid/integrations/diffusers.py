@@ -536,9 +536,9 @@ class FastvidBasicTransformerBlock(_TransformerBlockSwap, BasicTransformerBlock)
     def frame_table(self, frames: Optional[int]) -> Optional[torch.Tensor]:
         """The (F, C) rows of the sinusoidal positional embedding over frames, when the tokens are frame-major
         ((B*F, N, C), ``frames`` given); else None."""
-        if self.pos_embed is None or frames is None:
+        if frames is None or self.pos_embed is None:
             return None
-        return self.pos_embed.pe[0, :frames]
+        return self.pos_embed.pe.select(0, 0).narrow(0, 0, frames)  # pe[0, :frames], two views without indexing
 
     def positions(self, normed: torch.Tensor, table: Optional[torch.Tensor]) -> torch.Tensor:
         """The positional embedding over frames added to normed tokens: each frame's row of ``table`` on
