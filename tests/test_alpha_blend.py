@@ -219,6 +219,7 @@ def test_learned_custom_op_passes_opcheck():
 
 @pytest.mark.parametrize("case, match", [
     ("strategy", r"argument 'merge_strategy' is 'mixed'; expected one of 'learned_with_images'"),
+    ("alpha_strategy", r"argument 'merge_strategy' is 'alpha'; expected one of 'learned_with_images'"),
     ("switch", r"argument 'switch' is a int"),
     ("no_indicator", r"argument 'image_only_indicator' is None"),
     ("indicator_shape", r"argument 'image_only_indicator' has shape \(3, 2\); expected \(B, F\) = \(2, 3\)"),
@@ -233,8 +234,8 @@ def test_learned_custom_op_passes_opcheck():
 def test_learned_bad_input_names_the_argument(case, match):
     xs, xt, mix, indicator = _learned_case("resblock", torch.float32)
     kwargs = {}
-    if case == "strategy":
-        kwargs["merge_strategy"] = "mixed"
+    if case in ("strategy", "alpha_strategy"):
+        kwargs["merge_strategy"] = "mixed" if case == "strategy" else "alpha"
     elif case == "switch":
         kwargs["switch"] = 1
     elif case == "no_indicator":

@@ -402,4 +402,6 @@ def learned_alpha_blend(x_spatial: Tensor, x_temporal: Tensor, mix_factor: Tenso
         mix_factor (the sum over the frames that are no images of dalpha * sigmoid'(mix_factor), negated
         when switched); not in the indicator.
     """
+    if merge_strategy not in STRATEGIES:  # the op's "alpha" mode is alpha_blend's
+        fail(OP, "merge_strategy", f"is {merge_strategy!r}", "one of " + ", ".join(map(repr, STRATEGIES)))
     return DISPATCH.call(backend, x_spatial, x_temporal, mix_factor, image_only_indicator, merge_strategy, switch)
