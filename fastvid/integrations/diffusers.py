@@ -46,7 +46,6 @@ UNet's ``set_default_attn_processor`` first hands back fastvid's attention, then
 """
 from __future__ import annotations
 
-import inspect
 import json
 from typing import Optional
 
@@ -107,13 +106,6 @@ class _FastvidAttnProcessor:
     """Shared by the processors: the replaced processor, the backend, and hand-back of calls."""
 
     patch_kind = "frame_attention"
-
-    def __init_subclass__(cls, **kwargs):
-        # diffusers' Attention.forward reads ``inspect.signature(processor.__call__)`` on every call to filter
-        # its keyword arguments; a signature stored on the function is returned without re-deriving it.
-        super().__init_subclass__(**kwargs)
-        if "__call__" in cls.__dict__:
-            cls.__call__.__signature__ = inspect.signature(cls.__call__)
 
     def __init__(self, original, backend: str = "auto"):
         self.original = original
