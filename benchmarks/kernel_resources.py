@@ -374,9 +374,9 @@ log-sum-exp, causal or not), compiled under both and compared launch by launch (
   8/16-bit loads in loops; GEGLU 128-bit only); cp.async in the GEMMs' K loops (linear, geglu_linear).
 - What differs in the new and changed kernels: registers, shared memory and instruction counts. linear: 118..200
   registers under 3.6, 124..204 under 3.9 (never more under 3.6). geglu_linear, geglu, alpha_blend forward: within 2
-  registers; alpha_blend backward 80 (3.9: 72). add_layer_norm at 512 channels: forward 40..43 registers and 1 KiB
-  shared (3.9: 53, 2 KiB), backward hot loop 660 instructions and 4 KiB (3.9: 597, 2 KiB). GroupNorm: the apply kernel
-  has 32..61 registers under both, and with per-frame statistics up to 256 bytes of shared memory per program under
+  registers; alpha_blend backward 92 (3.9: 64; alpha made in the kernel, SVD's learned_with_images blend).
+  add_layer_norm at 512 channels: forward 40..43 registers and 1 KiB shared (3.9: 53, 2 KiB), backward hot loop 660
+  instructions and 4 KiB (3.9: 597, 2 KiB). GroupNorm: the apply kernel has 32..61 registers under both, and with per-frame statistics up to 256 bytes of shared memory per program under
   3.6 (3.9: at most 8); the backward's reduce kernel 96..168 registers (3.9: 102..168), its hot loop 5 instructions
   shorter to 32 longer under 3.6. The fixed-order sum (temporal conv, add_layer_norm's backward) issues 20 128-bit
   loads in its loops under 3.6, 12 under 3.9, around the same 63-instruction hot loop. The temporal attention
