@@ -44,8 +44,10 @@ from . import timing
 from .bench import CPU_SPEED_LABEL, MIN_REPEATS_FOR_SPEEDUP, TOLERANCE
 from .integrations import released
 
-VARIANTS = ("diffusers", "fastvid", "fastvid+captured", "compile", "fastvid+compile")
+VARIANTS = ("diffusers", "fastvid", "fastvid+fused_qkv", "fastvid+captured", "compile", "fastvid+compile")
 CAPTURED = "fastvid+captured"
+FUSED_QKV = "fastvid+fused_qkv"  # opt-in: diffusers' fuse_qkv_projections(), then fastvid.patch
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != FUSED_QKV)
 COMPILED = ("compile", "fastvid+compile")
 EAGER = ("diffusers", "fastvid")
 SIZES = {"gpu": "released", "cpu": "tiny", "tiny": "tiny"}  # fastvid bench --size -> the table's sizes
@@ -209,6 +211,8 @@ def apply_variant(pipe, variant: str, s: Settings) -> Dict[str, int]:
     import fastvid
 
     swapped = {}
+    if variant == FUSED_QKV:
+        pipe.unet.fuse_qkv_projections()
     if variant.startswith("fastvid"):
         swapped = fastvid.patch(pipe, backend=s.backend).counts()
     if variant == CAPTURED:
@@ -655,8 +659,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--diffusers", metavar="NAMES", default=None,
                    help=f"time real diffusers pipelines instead: comma-separated, or 'all': {', '.join(released.RELEASED)}"
                         " (--size gpu: the released configs; tiny or cpu: tiny ones)")
-    g.add_argument("--variants", default=",".join(VARIANTS),
-                   help=f"comma-separated, from {', '.join(VARIANTS)} (diffusers always runs first: the reference)")
+    g.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, from {', '.join(VARIANTS)} (default: all but {FUSED_QKV}; diffusers "
+                        "always runs first: the reference)")
     g.add_argument("--warmup-steps", type=int, default=1, help="untimed denoising steps per variant (default 1)")
     g.add_argument("--timed-steps", type=int, default=3, help="timed denoising steps per variant (default 3)")
     g.add_argument("--compile-mode", default="default", choices=sorted(PLAN_TORCH_COMPILE_S),

@@ -73,6 +73,17 @@ def test_captured_variant_calls_fastvid_capture_step(tmp_path, capsys, monkeypat
     assert captured["speedup"] is None  # one timed step is no measurement
 
 
+def test_fused_qkv_variant_patches_a_fused_unet_and_agrees(tmp_path, capsys, one_thread):
+    """The opt-in variant: diffusers' fuse_qkv_projections(), then fastvid.patch, the same samples."""
+    rc = cli.main(["bench", "--diffusers", "animatediff", "--size", "tiny", "--variants", bp.FUSED_QKV,
+                   "--warmup-steps", "0", "--timed-steps", "1", "--out", str(tmp_path), "--no-plot"])
+    capsys.readouterr()
+    rows = {r["variant"]: r for r in rows_of(tmp_path) if r["stage"] == "step"}
+    fused = rows[bp.FUSED_QKV]
+    assert rc == 0 and fused["status"] == "ok" and fused["agree"]
+    assert fused["swapped"]["temporal_attention"] > 0  # fastvid's processors on the fused projections
+
+
 def test_a_lost_cuda_context_stops_the_run_with_its_own_exit_status(tmp_path, capsys, monkeypatch, one_thread):
     """After a failure the device is probed; a lost context (faked here) ends the process: the failing
     pipeline's later variants are recorded as skipped, the pipelines after it get no rows."""
@@ -125,8 +136,9 @@ def test_plan_only_at_the_released_size_runs_nothing(capsys, monkeypatch):
     assert cli.main(["bench", "--diffusers", "all", "--size", "gpu", "--plan-only"]) == 0
     out = capsys.readouterr().out
     for name in bp.released.RELEASED:
-        for variant in bp.VARIANTS:
+        for variant in bp.DEFAULT_VARIANTS:
             assert any(line.split()[1:3] == [name, variant] for line in out.splitlines() if line.startswith("#   "))
+    assert bp.FUSED_QKV not in out  # opt-in only
     assert "size 'released'" in out and "12 torch.compile graphs" in out and "budget none" in out
 
 
