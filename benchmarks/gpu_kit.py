@@ -43,6 +43,9 @@ CALLS = {  # one 10-minute device call each: the eager variants of every pipelin
     "compile-1": ["--diffusers", "svd,animatediff", *COMPILED],
     "compile-2": ["--diffusers", "modelscope,i2vgenxl", *COMPILED],
     "compile-3": ["--diffusers", "t2v_zero", *COMPILED],
+    # the fused projections where diffusers fuses them (SVD's attentions do not), beside plain fastvid
+    "fused": ["--diffusers", "animatediff,modelscope,i2vgenxl", "--variants", "fastvid,fastvid+fused_qkv",
+              "--budget", "330"],
 }
 RESTART_MIN_S = 60  # a new bench process after a lost CUDA context only with this much of the budget left
 
