@@ -59,7 +59,7 @@ from ..nn._hooks import unfused_modules, unfused_reason
 from ..nn.resnet import add_residual
 from ..nn.temporal_conv import TemporalConvStages, conv_frames, norm_silu
 from ..nn.tokens import linear_add, tokens_in, tokens_out
-from ..ops.alpha_blend import INDICATOR_DTYPES, alpha_blend, learned_alpha_blend
+from ..ops.alpha_blend import alpha_blend, indicator_matches, learned_alpha_blend
 from ..ops.frame_attention import frame_attention
 from ..ops.geglu import geglu
 from ..ops.geglu_linear import geglu_linear
@@ -657,15 +657,6 @@ class FastvidResnetBlock2D(_Swap, ResnetBlock2D):
         return add_residual(h, input_tensor, self.output_scale_factor, in_place=unfused_reason(self, ("conv2",)) is None)
 
 
-def _indicator_fits(indicator: Optional[torch.Tensor], x: torch.Tensor) -> bool:
-    """``indicator`` is the (B, F) image-only indicator of x's (B, C, F, H, W) or (B*F, N, C) on x's device (what
-    ``fastvid.learned_alpha_blend`` reads; diffusers also broadcasts other shapes)."""
-    return (isinstance(indicator, torch.Tensor) and indicator.dim() == 2 and indicator.device == x.device
-            and indicator.dtype in INDICATOR_DTYPES
-            and (tuple(indicator.shape) == (x.shape[0], x.shape[2]) if x.dim() == 5
-                 else x.dim() == 3 and indicator.numel() == x.shape[0]))
-
-
 class FastvidAlphaBlender(_Swap, AlphaBlender):
     """SVD's AlphaBlender (SpatioTemporalResBlock, TransformerSpatioTemporalModel) in one kernel
     (``fastvid.learned_alpha_blend``): alpha made from ``mix_factor`` (and the image-only indicator) inside the
@@ -679,7 +670,7 @@ class FastvidAlphaBlender(_Swap, AlphaBlender):
                 or x_spatial.device != x_temporal.device or self.mix_factor.device != x_spatial.device
                 or self.mix_factor.numel() != 1):
             return super().forward(x_spatial, x_temporal, image_only_indicator)
-        if self.merge_strategy != "learned_with_images" or _indicator_fits(image_only_indicator, x_spatial):
+        if self.merge_strategy != "learned_with_images" or indicator_matches(image_only_indicator, x_spatial):
             return learned_alpha_blend(x_spatial, x_temporal, self.mix_factor, image_only_indicator,
                                        merge_strategy=self.merge_strategy,
                                        switch=bool(self.switch_spatial_to_temporal_mix), backend=self.backend)

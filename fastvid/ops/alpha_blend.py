@@ -296,6 +296,20 @@ def _check_broadcasts(name: str, t: Tensor, x: Tensor, what: str) -> None:
         fail(OP, name, f"has shape {tuple(t.shape)}", f"a shape that broadcasts to x's {tuple(x.shape)} ({what})")
 
 
+def _indicator_shape_ok(indicator: Tensor, x: Tensor) -> bool:
+    """(B, F) = dims 0 and 2 of x (B, C, F, H, W), or B * F = dim 0 of x (B*F, N, C)."""
+    if x.dim() == 5:
+        return tuple(indicator.shape) == (x.shape[0], x.shape[2])
+    return x.dim() == 3 and indicator.numel() == x.shape[0]
+
+
+def indicator_matches(indicator, x: Tensor) -> bool:
+    """``indicator`` is an image-only indicator :func:`learned_alpha_blend` reads for ``x``: a (B, F) tensor of
+    an indicator dtype on x's device, of x's (B, C, F, H, W) or (B*F, N, C) (diffusers also broadcasts others)."""
+    return (isinstance(indicator, Tensor) and indicator.dim() == 2 and indicator.dtype in INDICATOR_DTYPES
+            and indicator.device == x.device and _indicator_shape_ok(indicator, x))
+
+
 def _check_indicator(indicator, x: Tensor) -> None:
     """The (B, F) image-only indicator of "learned_with_images" against x's (B, C, F, H, W) or (B*F, N, C)."""
     name, layout = "image_only_indicator", "(B, F)"
@@ -305,11 +319,10 @@ def _check_indicator(indicator, x: Tensor) -> None:
     if indicator is None:
         fail(OP, name, "is None", f"a {layout} tensor for merge_strategy 'learned_with_images'")
     check_tensor(OP, name, indicator, ndim=2, layout=layout, dtypes=INDICATOR_DTYPES)
-    if x.dim() == 5 and tuple(indicator.shape) != (x.shape[0], x.shape[2]):
-        fail(OP, name, f"has shape {tuple(indicator.shape)}",
-             f"(B, F) = {(x.shape[0], x.shape[2])}, dims 0 and 2 of x (B, C, F, H, W)")
-    if x.dim() == 3 and indicator.numel() != x.shape[0]:
-        fail(OP, name, f"has shape {tuple(indicator.shape)}", f"(B, F) with B * F = {x.shape[0]}, dim 0 of x (B*F, N, C)")
+    if not _indicator_shape_ok(indicator, x):
+        expected = (f"(B, F) = {(x.shape[0], x.shape[2])}, dims 0 and 2 of x (B, C, F, H, W)" if x.dim() == 5
+                    else f"(B, F) with B * F = {x.shape[0]}, dim 0 of x (B*F, N, C)")
+        fail(OP, name, f"has shape {tuple(indicator.shape)}", expected)
 
 
 def _validate(x_spatial, x_temporal, alpha, indicator, merge_strategy, switch):
