@@ -158,6 +158,18 @@ def test_fused_qkv_projections_cut_the_patched_calls_projection_ops():
     assert "QKV projections fused" in fused.shape and "fused" not in plain.shape
 
 
+def test_fused_qkv_projections_leave_text2video_zero_on_its_cross_frame_processors():
+    """Text2Video-Zero's pipeline installs its cross-frame processors on every call, over diffusers' fused
+    one: --fuse-qkv then counts the same projection GEMMs as without it, and fastvid still swaps them."""
+    pytest.importorskip("diffusers")
+    plain, fused = (roofline.predict_diffusers("t2v_zero", size="tiny", fuse_qkv=f) for f in (False, True))
+    total = roofline.Prediction.total
+    assert total(fused.unpatched).calls == total(plain.unpatched).calls
+    assert total(fused.patched).calls == total(plain.patched).calls
+    assert fused.patch_summary == plain.patch_summary != "nothing swapped"
+    assert "fused but unused" in fused.shape
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["roofline"], "--diffusers/--models"),
     (["roofline", "--diffusers", "sora"], "--diffusers"),
