@@ -12,6 +12,7 @@ micro-conditioning embeddings, text K/V projections).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 
@@ -31,6 +32,7 @@ if not dist.is_available():
 from fastvid.distributed import FastvidDistributedError, parallel_state, parallelize, unparallelize  # noqa: E402
 from fastvid.distributed.accounting import SEQUENCE_STRATEGIES, step_bytes, step_inputs  # noqa: E402
 from fastvid.distributed.launch import spawn  # noqa: E402
+from fastvid.nn._hooks import unfused_modules  # noqa: E402
 
 # The systems fastvid.distributed shards: every fastvid.models system.
 ALL_MODELS = ("vdm", "make_a_video", "tune_a_video", "text2video_zero", "controlvideo", "dit", "dit_alternating",
@@ -47,8 +49,8 @@ CASES = {
 }
 REL_TOL = 1e-5
 # diffusers' UNet3DConditionModel and UNetSpatioTemporalConditionModel (SVD) (tiny, random, as in test_diffusers),
-# one forward over 5 frames; "_patched" is fastvid.patch(conv=False) first: patched with conv=True, their fused
-# GroupNorm+SiLU cannot all-reduce statistics, and parallelize refuses them by name.
+# one forward over 5 frames; "_patched" is fastvid.patch first (torch backend): the fused temporal conv layers and
+# res blocks run on the pixel shard with their GroupNorm+SiLU statistics all-reduced and their convs fused.
 DIFFUSERS = importlib.util.find_spec("diffusers") is not None
 if DIFFUSERS:
     CASES[2] += [(m, "dsp", 5) for m in ("unet3d", "unet3d_patched", "diffusers_svd", "diffusers_svd_patched")]
@@ -58,7 +60,7 @@ def is_diffusers(name):
     return name.startswith(("unet3d", "diffusers_svd"))
 
 
-def diffusers_case(name, frames, conv=False):
+def diffusers_case(name, frames):
     """(model, inputs) of a diffusers case, the same in every process."""
     import fastvid
     from test_diffusers import svd, svd_inputs, unet3d, unet3d_inputs
@@ -67,7 +69,7 @@ def diffusers_case(name, frames, conv=False):
     torch.manual_seed(0)
     model = build().eval()
     if name.endswith("_patched"):
-        fastvid.patch(model, conv=conv, backend="torch")
+        fastvid.patch(model, backend="torch")
     torch.manual_seed(1)
     return model, inputs(frames)
 
@@ -75,6 +77,32 @@ def diffusers_case(name, frames, conv=False):
 def diffusers_forward(model, inputs):
     with torch.no_grad():
         return model(*inputs).sample
+
+
+@contextlib.contextmanager
+def counting_temporal_convs():
+    """Counts the fused temporal convs (``fastvid.temporal_conv`` called by the patched modules) while open:
+    yields a one-element list holding the count."""
+    import fastvid.nn.temporal_conv as module
+
+    count, original = [0], module.temporal_conv
+
+    def counted(*args, **kwargs):
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    module.temporal_conv = counted
+    try:
+        yield count
+    finally:
+        module.temporal_conv = original
+
+
+def fused_conv_count(model):
+    """Temporal convs the fused modules of a patched diffusers model run per call (each conv once)."""
+    return sum(isinstance(m.get_submodule(n), torch.nn.Conv3d) for m in model.modules()
+               if type(m).__name__.startswith("Fastvid") and hasattr(m, "fused_submodules")
+               for n in m.fused_submodules())
 
 
 def reference_model(name, size):
@@ -135,9 +163,11 @@ def worker(rank, world, cases, out_dir):
         if is_diffusers(name):
             model, inputs = diffusers_case(name, frames)
             report = parallelize(model, strategy=strategy)
-            flops, video = count_flops(model, (inputs, {}))
+            with counting_temporal_convs() as fused_convs:
+                flops, video = count_flops(model, (inputs, {}))
             results.append(dict(video=video, flops=flops.get_total_flops(), replicated=report.replicated,
-                                calls=dict(parallel_state(model).calls)))
+                                calls=dict(parallel_state(model).calls), fused_convs=fused_convs[0],
+                                unfused=dict(unfused_modules(model))))
             continue
         size = tiny(name, frames)
         model = reference_model(name, size)
@@ -153,8 +183,6 @@ def worker(rank, world, cases, out_dir):
                             mismatch=mismatched_call(rank)))
     if world == 2:
         unsupported = {"temporal_conv_block": torch.nn.Sequential(reference.TemporalConvBlock(8, norm_num_groups=4))}
-        if DIFFUSERS:
-            unsupported["fused_diffusers_svd"] = diffusers_case("diffusers_svd_patched", 3, conv=True)[0]
         results.append(dict(refused={name: refusal(model) for name, model in unsupported.items()}))
     torch.save(results, f"{out_dir}/rank{rank}.pt")
 
@@ -203,10 +231,17 @@ def test_parallel_sampling_matches_one_process(world_results):
         if is_diffusers(name):
             model, inputs = diffusers_case(name, frames)
             single, gold = count_flops(model, (inputs, {}))
+            convs = fused_conv_count(model)
+            assert (convs > 0) == name.endswith("_patched")
             for rank, r in enumerate(per_rank):
                 err = max_rel_err(r[i]["video"], gold)
                 assert err <= REL_TOL, f"{case} rank {rank}: max rel err {err:.3g}"
                 assert r[i]["calls"]["frames_sharded"] == 1
+                # patched: every temporal conv ran fused on the pixel shard, no fused module fell back
+                assert r[i]["fused_convs"] == convs, case
+                assert not any("Fastvid" in type(model.get_submodule(n)).__name__ and
+                               hasattr(model.get_submodule(n), "fused_submodules") for n in r[i]["unfused"]), \
+                    (case, r[i]["unfused"])
                 bound = flop_bound(single, r[i]["replicated"], type(model).__name__, share)
                 assert r[i]["flops"] <= bound, f"{case} rank {rank}: {r[i]['flops']} FLOPs > {bound:.0f}"
             continue
@@ -230,8 +265,8 @@ def test_parallel_sampling_matches_one_process(world_results):
 
 
 def test_unsupported_modules_are_refused_by_name(world_results):
-    """fastvid's TemporalConvBlock (in no model) mixes frames without a sharded form; diffusers' SVD patched with
-    conv=True has fused GroupNorm+SiLU that cannot all-reduce statistics. Both leave the model unchanged."""
+    """fastvid's TemporalConvBlock (in no model) mixes frames without a sharded form: refused, the model
+    left unchanged."""
     world, per_rank = world_results
     if world != 2:
         pytest.skip("checked in the 2-process group")
@@ -239,9 +274,6 @@ def test_unsupported_modules_are_refused_by_name(world_results):
         refused = next(r for r in results if "refused" in r)["refused"]
         message, unchanged = refused["temporal_conv_block"]
         assert message is not None and "mixes frames" in message and "TemporalConvBlock" in message and unchanged
-        if DIFFUSERS:
-            message, unchanged = refused["fused_diffusers_svd"]
-            assert message is not None and "fastvid-patched" in message and "conv=False" in message and unchanged
 
 
 def test_parallelize_needs_an_initialised_group():

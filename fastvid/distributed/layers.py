@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from ..frame_modes import FRAME_MODES
+from ..nn._hooks import unfused_reason
 from ..reference import functional as ref
 from .comm import Comm, offsets, shard_sizes
 
 _STATE = "_fastvid_parallel"
+ORIGINAL = "_fastvid_parallel_original"  # a swapped module's own class, kept for unparallelize
 
 
 class ParallelState:
@@ -186,18 +188,50 @@ class ParallelPixelStage:
         return h.unflatten(3, (height, width))
 
 
-class ParallelTemporalResBlock(ParallelPixelStage):
-    """fastvid's TemporalResBlock (SVD, Video LDM), reference or patched: as :class:`ParallelPixelStage`;
-    its GroupNorm+SiLU all-reduces statistics on the pixel shard (the patched convs stay fused)."""
+def original_class(module: nn.Module) -> type:
+    """The class ``parallelize`` swapped out of ``module`` (its own class where none was)."""
+    return module.__dict__.get(ORIGINAL, type(module))
+
+
+class ShardedNormSilu:
+    """A temporal block whose ``norm_silu(norm, x, add)`` method computes silu(norm(x + add)) (fastvid's
+    TemporalResBlock; diffusers' TemporalConvLayer and TemporalResnetBlock as ``fastvid.patch`` fuses them):
+    on a pixel shard its statistics are all-reduced."""
 
     def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """silu(norm(x + add)), add a (B, C) time embedding or None; statistics all-reduced over the shard."""
+        """silu(norm(x + add)), add a (B, C) or (B, C, F) time embedding or None; statistics all-reduced over
+        the shard."""
         st = state(self)
         if not st.in_stage:
             return super().norm_silu(norm, x, add)
         if add is not None:
             x = x + add.view(*add.shape, *[1] * (x.dim() - add.dim()))
         return nn.functional.silu(sharded_group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps, st.sp))
+
+
+class ShardedFusedBlock(ShardedNormSilu):
+    """A fastvid-fused diffusers temporal block inside a pixel-sharded stage, whose GroupNorms ``parallelize``
+    swapped (so that its unfused path, which calls them, is sharded too): its fused path judges them as the
+    plain GroupNorms they were, since it runs their sharded form itself (:class:`ShardedNormSilu`); its
+    convs stay fused."""
+
+    def unfused_reason(self) -> Optional[str]:
+        return unfused_reason(self, self.fused_submodules(), judge=original_class)
+
+
+class ParallelTemporalResBlock(ShardedNormSilu, ParallelPixelStage):
+    """fastvid's TemporalResBlock (SVD, Video LDM), reference or patched: as :class:`ParallelPixelStage`;
+    its GroupNorm+SiLU all-reduces statistics on the pixel shard (the patched convs stay fused)."""
+
+
+class ParallelFusedResnetBlock(ShardedFusedBlock, ParallelPixelStage):
+    """diffusers' TemporalResnetBlock (SVD) patched by fastvid: as :class:`ParallelPixelStage`, GroupNorm+SiLU
+    all-reducing statistics on the pixel shard, the temporal convs fused."""
+
+
+class ParallelFusedFramesStage(ShardedFusedBlock, ParallelFramesStage):
+    """diffusers' TemporalConvLayer (ModelScope, I2VGen-XL) patched by fastvid: as :class:`ParallelFramesStage`,
+    GroupNorm+SiLU all-reducing statistics on the pixel shard, the temporal convs fused."""
 
 
 class ParallelTokenStage:

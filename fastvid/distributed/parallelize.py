@@ -25,7 +25,7 @@ SEQUENCE_MODES = {"dsp": ("switch", "ulysses"), "ulysses": ("ulysses", "ulysses"
 GROUP_NORM_HOW = "GroupNorm: partial statistics all-reduced wherever it spans frames or pixels of other ranks"
 # computed in full on every rank: timestep (and SVD micro-conditioning) embeddings, DiT modulation
 REPLICATED = ("time_embed", "temb", "modulation", "modulation_out", "add_embedding", "time_embedding")
-_ORIGINAL = "_fastvid_parallel_original"
+_ORIGINAL = layers.ORIGINAL
 _CLASSES: Dict[Tuple[type, type], type] = {}
 
 
@@ -77,7 +77,7 @@ def _groups(group, strategy: str) -> Tuple[Optional[dist.ProcessGroup], Optional
 
 def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> ParallelReport:
     """Makes ``model`` (a fastvid reference model, patched or not, or diffusers' UNet3DConditionModel or
-    UNetSpatioTemporalConditionModel, unpatched or patched with conv=False) compute only its shard on each rank.
+    UNetSpatioTemporalConditionModel, unpatched or fastvid-patched) compute only its shard on each rank.
 
     Every rank then calls ``model(x, t, context)`` (or ``fastvid.models.sample``) with the full,
     identical inputs and gets the full output. ``strategy``:
@@ -141,7 +141,7 @@ def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) ->
             _swap(module, layers.ParallelFramePositions, st)
             report.add("frame-position embedding: local frame indices offset to global ones", name)
             continue
-        how = _diffusers_stage(module, name)
+        how = _diffusers_stage(module)
         if how is not None:
             mixin, text = how
             stages.append(name)
@@ -181,18 +181,18 @@ def _frame_positions(module: nn.Module, name: str, model: nn.Module) -> bool:
     return name.endswith(".time_proj") and "TransformerSpatioTemporalModel" in _diffusers_classes(parent)
 
 
-def _diffusers_stage(module: nn.Module, name: str):
+def _diffusers_stage(module: nn.Module):
     """(mixin, description) for the temporal stages of diffusers' UNet3DConditionModel (ModelScope:
     TemporalConvLayer, TransformerTemporalModel) and UNetSpatioTemporalConditionModel (SVD:
     TemporalResnetBlock, TemporalBasicTransformerBlock), None otherwise."""
     names = _diffusers_classes(module)
-    if type(module).__name__ in ("FastvidTemporalConvLayer", "FastvidTemporalResnetBlock"):
-        raise FastvidDistributedError(f"parallelize: {name} is fastvid-patched (its fused GroupNorm+SiLU cannot "
-                                      "all-reduce statistics); patch diffusers models with conv=False")
+    fused = callable(getattr(module, "norm_silu", None))  # fastvid-patched: GroupNorm+SiLU fused with its convs
     if names & {"TemporalConvLayer", "TransformerTemporalModel"}:
-        return layers.ParallelFramesStage, "temporal stage (B*F, C, H, W): frames -> pixels all-to-all"
+        return (layers.ParallelFusedFramesStage if fused else layers.ParallelFramesStage,
+                "temporal stage (B*F, C, H, W): frames -> pixels all-to-all")
     if "TemporalResnetBlock" in names:
-        return layers.ParallelPixelStage, "temporal res block (B, C, F, H, W): frames -> pixels all-to-all"
+        return (layers.ParallelFusedResnetBlock if fused else layers.ParallelPixelStage,
+                "temporal res block (B, C, F, H, W): frames -> pixels all-to-all")
     if "TemporalBasicTransformerBlock" in names:
         return layers.ParallelTokenStage, "temporal transformer block (B*F, N, C): frames -> tokens all-to-all"
     return None

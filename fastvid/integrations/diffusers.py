@@ -47,7 +47,7 @@ UNet's ``set_default_attn_processor`` first hands back fastvid's attention, then
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -428,17 +428,24 @@ class FastvidTemporalResnetBlock(_Swap, TemporalResnetBlock):
     add fused in the second conv), on SpatioTemporalResBlock's frame-major view; diffusers' forward
     when its norms or convs are hooked or wrapped. The AlphaBlender mixing around it is not touched."""
 
+    def fused_submodules(self) -> List[str]:
+        """The submodules whose weights the fused forward reads."""
+        return ["norm1", "conv1", "norm2", "conv2"]
+
     def unfused_reason(self) -> Optional[str]:
-        return unfused_reason(self, ("norm1", "conv1", "norm2", "conv2"))
+        return unfused_reason(self, self.fused_submodules())
+
+    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return norm_silu(norm, x, self.backend, add=add)
 
     def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         if self.unfused_reason() is not None:
             return super().forward(input_tensor, temb)
-        h = conv_frames(self.conv1, norm_silu(self.norm1, input_tensor, self.backend), self.backend)
+        h = conv_frames(self.conv1, self.norm_silu(self.norm1, input_tensor), self.backend)
         add = None
         if self.time_emb_proj is not None:  # (B, F, C) -> (B, C, F), added inside the second GroupNorm+SiLU
             add = self.time_emb_proj(self.nonlinearity(temb)).transpose(1, 2)
-        h = self.dropout(norm_silu(self.norm2, h, self.backend, add=add))
+        h = self.dropout(self.norm_silu(self.norm2, h, add=add))
         shortcut = input_tensor if self.conv_shortcut is None else self.conv_shortcut(input_tensor)
         return conv_frames(self.conv2, h, self.backend, residual=shortcut)
 

@@ -7,7 +7,7 @@ when it names a reason, runs its unfused path, which calls the submodules.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional, Tuple
+from typing import Callable, Iterable, Optional, Tuple
 
 import torch
 from torch import nn
@@ -19,11 +19,12 @@ FP8 = tuple(getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2", "f
             if hasattr(torch, name))
 
 
-def _layer_reason(module: nn.Module) -> Optional[str]:
+def _layer_reason(module: nn.Module, cls: Optional[type] = None) -> Optional[str]:
     """Runs on every forward of a fused module: instance attributes and the parameter dict are read directly
     (``hasattr`` on a Module that lacks the name raises inside ``Module.__getattr__``; ``named_parameters``
-    walks the module tree; ``.data`` makes a tensor)."""
-    if type(module) not in PLAIN_LAYERS:
+    walks the module tree; ``.data`` makes a tensor). ``cls``: the class to judge the layer by (default its
+    own)."""
+    if (type(module) if cls is None else cls) not in PLAIN_LAYERS:
         return f"is a {type(module).__name__}, not a plain torch layer (a LoRA, quantized or custom layer)"
     attributes = module.__dict__  # accelerate and diffusers set their hooks as instance attributes
     if "_hf_hook" in attributes:
@@ -57,10 +58,14 @@ def _submodule(owner: nn.Module, name: str) -> nn.Module:
     return module
 
 
-def unfused_reason(owner: nn.Module, names: Iterable[str]) -> Optional[str]:
-    """Why ``owner`` must call the named submodules (dotted names) instead of reading their weights, or None."""
+def unfused_reason(owner: nn.Module, names: Iterable[str],
+                   judge: Optional[Callable[[nn.Module], type]] = None) -> Optional[str]:
+    """Why ``owner`` must call the named submodules (dotted names) instead of reading their weights, or None.
+    ``judge(module)``: the class each is judged by (default its own; fastvid.distributed judges the layers it
+    swapped by their original class where the owner runs their sharded form itself)."""
     for name in names:
-        why = _layer_reason(_submodule(owner, name))
+        module = _submodule(owner, name)
+        why = _layer_reason(module, None if judge is None else judge(module))
         if why is not None:
             return f"{name} {why}"
     return None

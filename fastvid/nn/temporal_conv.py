@@ -7,7 +7,7 @@ computes in float32 and the temporal conv in the autocast dtype, as the native l
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as Fn
@@ -96,9 +96,15 @@ class TemporalConvStages:
     STAGES = ("conv1", "conv2", "conv3", "conv4")
     backend = "auto"
 
+    def fused_submodules(self) -> List[str]:
+        """The submodules whose weights the fused forward reads: each stage's GroupNorm and conv."""
+        return [f"{stage}.{i}" for stage in self.STAGES for i in (0, len(getattr(self, stage)) - 1)]
+
     def unfused_reason(self) -> Optional[str]:
-        names = [f"{stage}.{i}" for stage in self.STAGES for i in (0, len(getattr(self, stage)) - 1)]
-        return unfused_reason(self, names)
+        return unfused_reason(self, self.fused_submodules())
+
+    def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return norm_silu(norm, x, self.backend, add=add)
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int = 1) -> torch.Tensor:
         if self.unfused_reason() is not None:
@@ -108,7 +114,7 @@ class TemporalConvStages:
         h = x
         for i, name in enumerate(self.STAGES):
             stage = getattr(self, name)
-            h = norm_silu(stage[0], h, self.backend)
+            h = self.norm_silu(stage[0], h)
             for layer in stage[2:-1]:  # Dropout
                 h = layer(h)
             h = conv_frames(stage[-1], h, self.backend, residual=x if i == len(self.STAGES) - 1 else None)
@@ -131,8 +137,12 @@ class TemporalResBlock(reference.TemporalResBlock):
     patch_kind = "conv"
     backend = "auto"
 
+    def fused_submodules(self) -> List[str]:
+        """The submodules whose weights the fused forward reads."""
+        return ["norm1", "conv1", "norm2", "conv2"]
+
     def unfused_reason(self) -> Optional[str]:
-        return unfused_reason(self, ("norm1", "conv1", "norm2", "conv2"))
+        return unfused_reason(self, self.fused_submodules())
 
     def norm_silu(self, norm: nn.GroupNorm, x: torch.Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.unfused_reason() is not None:
