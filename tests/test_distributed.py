@@ -51,21 +51,33 @@ REL_TOL = 1e-5
 # diffusers' UNet3DConditionModel and UNetSpatioTemporalConditionModel (SVD) (tiny, random, as in test_diffusers),
 # one forward over 5 frames; "_patched" is fastvid.patch first (torch backend): the fused temporal conv layers and
 # res blocks run on the pixel shard with their GroupNorm+SiLU statistics all-reduced and their convs fused.
+# UNetMotionModel (AnimateDiff) takes a guided batch of 2 with the text states repeated per frame, as its pipelines
+# pass them: sharded by frames, and by the batch ("cfg").
 DIFFUSERS = importlib.util.find_spec("diffusers") is not None
 if DIFFUSERS:
-    CASES[2] += [(m, "dsp", 5) for m in ("unet3d", "unet3d_patched", "diffusers_svd", "diffusers_svd_patched")]
+    CASES[2] += [(m, "dsp", 5) for m in ("unet3d", "unet3d_patched", "diffusers_svd", "diffusers_svd_patched",
+                                         "motion", "motion_patched")] + [("motion_patched", "cfg", 3)]
 
 
 def is_diffusers(name):
-    return name.startswith(("unet3d", "diffusers_svd"))
+    return name.startswith(("unet3d", "diffusers_svd", "motion"))
+
+
+def guided_motion_inputs(frames):
+    """Two samples (a guided call) of UNetMotionModel's inputs, the text states one row per sample and frame."""
+    from test_diffusers import motion_inputs
+
+    (x1, t, text1), (x2, _, text2) = motion_inputs(frames), motion_inputs(frames)
+    return torch.cat([x1, x2]), t, torch.cat([text1, text2])
 
 
 def diffusers_case(name, frames):
     """(model, inputs) of a diffusers case, the same in every process."""
     import fastvid
-    from test_diffusers import svd, svd_inputs, unet3d, unet3d_inputs
+    from test_diffusers import _motion, svd, svd_inputs, unet3d, unet3d_inputs
 
-    build, inputs = (svd, svd_inputs) if name.startswith("diffusers_svd") else (unet3d, unet3d_inputs)
+    build, inputs = {"diffusers_svd": (svd, svd_inputs), "unet3d": (unet3d, unet3d_inputs),
+                     "motion": (_motion, guided_motion_inputs)}[name.removesuffix("_patched")]
     torch.manual_seed(0)
     model = build().eval()
     if name.endswith("_patched"):
@@ -183,6 +195,10 @@ def worker(rank, world, cases, out_dir):
                             mismatch=mismatched_call(rank)))
     if world == 2:
         unsupported = {"temporal_conv_block": torch.nn.Sequential(reference.TemporalConvBlock(8, norm_num_groups=4))}
+        if DIFFUSERS:
+            from test_diffusers import unet2d
+
+            unsupported["unet2d"] = unet2d()
         results.append(dict(refused={name: refusal(model) for name, model in unsupported.items()}))
     torch.save(results, f"{out_dir}/rank{rank}.pt")
 
@@ -232,15 +248,15 @@ def test_parallel_sampling_matches_one_process(world_results):
             model, inputs = diffusers_case(name, frames)
             single, gold = count_flops(model, (inputs, {}))
             convs = fused_conv_count(model)
-            assert (convs > 0) == name.endswith("_patched")
+            assert (convs > 0) == (name.endswith("_patched") and not name.startswith("motion"))
             for rank, r in enumerate(per_rank):
                 err = max_rel_err(r[i]["video"], gold)
                 assert err <= REL_TOL, f"{case} rank {rank}: max rel err {err:.3g}"
-                assert r[i]["calls"]["frames_sharded"] == 1
-                # patched: every temporal conv ran fused on the pixel shard, no fused module fell back
+                assert r[i]["calls"]["batch_split" if strategy == "cfg" else "frames_sharded"] == 1
+                # patched: every temporal conv ran fused on the pixel shard; the only layers a fused module calls
+                # instead of reading are the temporal transformers' frame-spanning GroupNorms, sharded
                 assert r[i]["fused_convs"] == convs, case
-                assert not any("Fastvid" in type(model.get_submodule(n)).__name__ and
-                               hasattr(model.get_submodule(n), "fused_submodules") for n in r[i]["unfused"]), \
+                assert all(why.startswith("norm is a ParallelGroupNorm") for why in r[i]["unfused"].values()), \
                     (case, r[i]["unfused"])
                 bound = flop_bound(single, r[i]["replicated"], type(model).__name__, share)
                 assert r[i]["flops"] <= bound, f"{case} rank {rank}: {r[i]['flops']} FLOPs > {bound:.0f}"
@@ -265,8 +281,9 @@ def test_parallel_sampling_matches_one_process(world_results):
 
 
 def test_unsupported_modules_are_refused_by_name(world_results):
-    """fastvid's TemporalConvBlock (in no model) mixes frames without a sharded form: refused, the model
-    left unchanged."""
+    """fastvid's TemporalConvBlock (in no model) mixes frames without a sharded form; a diffusers model other than
+    the video denoisers fastvid.distributed knows (here an image UNet, as Text2Video-Zero runs) may mix frames
+    in layers it cannot see. Both are refused, the model left unchanged."""
     world, per_rank = world_results
     if world != 2:
         pytest.skip("checked in the 2-process group")
@@ -274,6 +291,28 @@ def test_unsupported_modules_are_refused_by_name(world_results):
         refused = next(r for r in results if "refused" in r)["refused"]
         message, unchanged = refused["temporal_conv_block"]
         assert message is not None and "mixes frames" in message and "TemporalConvBlock" in message and unchanged
+        if DIFFUSERS:
+            message, unchanged = refused["unet2d"]
+            assert message is not None and "UNet2DConditionModel" in message and "UNetMotionModel" in message
+            assert unchanged
+
+
+def test_per_frame_rows_are_narrowed_to_a_ranks_frames():
+    """UNetMotionModel's per-frame conditioning (sample-major rows: text states, SparseControlNet residuals in a
+    tuple, a dict) is narrowed to frames 1..2 of each of 2 samples; per-sample tensors and scalars pass as they
+    are."""
+    from fastvid.distributed.layers import _narrow_frames
+
+    batch, frames = 2, 4
+    rows = torch.arange(batch * frames).float()[:, None].expand(-1, 3)  # row b * frames + f holds that number
+    per_sample, scalar = torch.randn(batch, 3), torch.tensor(7)
+    args, kwargs = _narrow_frames(((rows, per_sample), dict(down_block_additional_residuals=(rows, rows), t=scalar,
+                                                             mid=[rows])), batch, frames, 1, 2)
+    expected = torch.tensor([1.0, 2.0, 5.0, 6.0])[:, None].expand(-1, 3)
+    assert torch.equal(args[0], expected) and args[1] is per_sample
+    assert isinstance(kwargs["down_block_additional_residuals"], tuple)
+    assert all(torch.equal(r, expected) for r in kwargs["down_block_additional_residuals"] + tuple(kwargs["mid"]))
+    assert kwargs["t"] is scalar
 
 
 def test_parallelize_needs_an_initialised_group():

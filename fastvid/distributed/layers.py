@@ -327,6 +327,7 @@ class ParallelDenoiser:
 
     frame_unit = 1  # input frames per model frame (a DiT's temporal patch)
     frame_dim = 2
+    per_frame_rows = False  # conditioning tensors may hold one row per (sample, frame), sample-major
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: Optional[torch.Tensor] = None, *args, **kwargs):
         st = state(self)
@@ -344,7 +345,11 @@ class ParallelDenoiser:
             st.calls["batch_split"] += 1
             sizes = shard_sizes(batch, st.cfg.size)
             start, n = offsets(sizes)[st.cfg.rank], sizes[st.cfg.rank]
-            x, t, context, args, kwargs = _narrow_batch((x, t, context, args, kwargs), batch, start, n)
+            values = (x, t, context, args, kwargs)
+            if self.per_frame_rows and x.dim() == 5 and x.shape[self.frame_dim] > 1:
+                frames = x.shape[self.frame_dim]
+                values = _narrow_batch(values, batch * frames, start * frames, n * frames)
+            x, t, context, args, kwargs = _narrow_batch(values, batch, start, n)
         out = self.forward_frames(st, x, t, context, *args, **kwargs)
         return map_sample(out, lambda y: st.cfg.gather(y, 0, sizes, "cfg_gather")) if split else out
 
@@ -359,7 +364,10 @@ class ParallelDenoiser:
             return super().forward(x, *args, **kwargs)
         st.calls["frames_sharded"] += 1
         frames = shard_sizes(x.shape[dim] // unit, st.sp.size)
-        local = x.narrow(dim, offsets(frames)[st.sp.rank] * unit, frames[st.sp.rank] * unit)
+        start = offsets(frames)[st.sp.rank]
+        local = x.narrow(dim, start * unit, frames[st.sp.rank] * unit)
+        if self.per_frame_rows:
+            args, kwargs = _narrow_frames((args, kwargs), x.shape[0], sum(frames), start, frames[st.sp.rank])
         st.frames = frames
         try:
             out = super().forward(local, *args, **kwargs)
@@ -384,6 +392,28 @@ class ParallelFrameFirstDenoiser(ParallelDenoiser):
     """diffusers' UNetSpatioTemporalConditionModel (SVD): (B, F, C, H, W) samples, frames on dim 1."""
 
     frame_dim = 1
+
+
+class ParallelMotionDenoiser(ParallelDenoiser):
+    """diffusers' UNetMotionModel (AnimateDiff): (B, C, F, H, W) samples and per-frame conditioning, one row
+    per (sample, frame), sample-major (the text states its pipelines repeat per frame, SparseControlNet's
+    residuals): those rows are narrowed with the batch (classifier-free guidance) and with the frames."""
+
+    per_frame_rows = True
+
+
+def _narrow_frames(value, batch: int, frames: int, start: int, n: int):
+    """Every tensor in ``value`` (nested tuples / lists / dicts) with ``batch * frames`` rows (one per sample and
+    frame, sample-major) narrowed to frames ``start`` .. ``start + n`` of each sample."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() and value.shape[0] == batch * frames:
+            return value.unflatten(0, (batch, frames)).narrow(1, start, n).flatten(0, 1)
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_narrow_frames(v, batch, frames, start, n) for v in value)
+    if isinstance(value, dict):
+        return {k: _narrow_frames(v, batch, frames, start, n) for k, v in value.items()}
+    return value
 
 
 def _narrow_batch(value, batch: int, start: int, n: int):

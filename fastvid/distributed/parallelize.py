@@ -26,6 +26,10 @@ GROUP_NORM_HOW = "GroupNorm: partial statistics all-reduced wherever it spans fr
 # computed in full on every rank: timestep (and SVD micro-conditioning) embeddings, DiT modulation
 REPLICATED = ("time_embed", "temb", "modulation", "modulation_out", "add_embedding", "time_embedding")
 _ORIGINAL = layers.ORIGINAL
+# the diffusers denoisers parallelize shards (by a class in the model's MRO), with the mixin for the model itself
+DIFFUSERS_DENOISERS = {"UNet3DConditionModel": layers.ParallelDenoiser,
+                       "UNetSpatioTemporalConditionModel": layers.ParallelFrameFirstDenoiser,
+                       "UNetMotionModel": layers.ParallelMotionDenoiser}
 _CLASSES: Dict[Tuple[type, type], type] = {}
 
 
@@ -76,8 +80,9 @@ def _groups(group, strategy: str) -> Tuple[Optional[dist.ProcessGroup], Optional
 
 
 def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> ParallelReport:
-    """Makes ``model`` (a fastvid reference model, patched or not, or diffusers' UNet3DConditionModel or
-    UNetSpatioTemporalConditionModel, unpatched or fastvid-patched) compute only its shard on each rank.
+    """Makes ``model`` (a fastvid reference model, patched or not, or diffusers' UNet3DConditionModel,
+    UNetSpatioTemporalConditionModel or UNetMotionModel, unpatched or fastvid-patched) compute only its shard on
+    each rank.
 
     Every rank then calls ``model(x, t, context)`` (or ``fastvid.models.sample``) with the full,
     identical inputs and gets the full output. ``strategy``:
@@ -103,6 +108,7 @@ def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> Paral
                                       "torchrun and call torch.distributed.init_process_group first")
     if _ORIGINAL in model.__dict__:
         fail("parallelize", "model", "is already parallelized", "a model not yet parallelized (call unparallelize)")
+    _root(model)  # an unsupported diffusers model is refused before any group is made
     sp_group, cfg_group = _groups(group, strategy)
     sequence = strategy.split("+")[-1]
     sp = Comm(sp_group, "sequence") if sequence != "cfg" else None
@@ -110,8 +116,7 @@ def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> Paral
     temporal, full = SEQUENCE_MODES.get(sequence, ("switch", "ulysses"))
     st = ParallelState(sp, cfg, temporal, full)
     report = ParallelReport(strategy, sp.size if sp else 1, cfg.size if cfg else 1)
-    root = layers.ParallelVideoDiT if isinstance(model, VideoDiT) else layers.ParallelFrameFirstDenoiser \
-        if "UNetSpatioTemporalConditionModel" in _diffusers_classes(model) else layers.ParallelDenoiser
+    root = _root(model)
     _swap(model, root, st)
     report.add("model: full inputs in, " + ("batch" if sp is None else "frames") + " sharded, output all-gathered", "")
     if sp is None:
@@ -126,9 +131,27 @@ def parallelize(model: nn.Module, group=None, *, strategy: str = "dsp") -> Paral
     return report
 
 
+def _root(model: nn.Module) -> type:
+    """The mixin for the model itself; a diffusers model other than :data:`DIFFUSERS_DENOISERS` is refused."""
+    if isinstance(model, VideoDiT):
+        return layers.ParallelVideoDiT
+    classes = _diffusers_classes(model)
+    if not classes:
+        return layers.ParallelDenoiser
+    for name, mixin in DIFFUSERS_DENOISERS.items():
+        if name in classes:
+            return mixin
+    raise FastvidDistributedError(f"parallelize: model is a {type(model).__name__}, whose frame-mixing layers "
+                                  "fastvid.distributed does not know; it shards diffusers' "
+                                  + ", ".join(DIFFUSERS_DENOISERS) + " and fastvid.models")
+
+
 def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) -> None:
     owners: List[str] = []
     stages: List[str] = []  # pixel-sharded stages: only their GroupNorms are swapped
+    # diffusers' denoisers normalise over frames only inside their temporal stages; elsewhere a GroupNorm sees one
+    # frame's map and stays as it is (so fastvid's fused ResNets keep reading it)
+    per_frame_norms = bool(_diffusers_classes(model))
     for name, module in model.named_modules():
         if module is model or any(name.startswith(o + ".") for o in owners):
             continue
@@ -136,6 +159,8 @@ def _swap_stages(model: nn.Module, st: ParallelState, report: ParallelReport) ->
             if isinstance(module, nn.GroupNorm):
                 _swap(module, layers.ParallelGroupNorm, st)
                 report.add(GROUP_NORM_HOW, name)
+            continue
+        if per_frame_norms and isinstance(module, nn.GroupNorm):
             continue
         if _frame_positions(module, name, model):
             _swap(module, layers.ParallelFramePositions, st)
@@ -183,11 +208,11 @@ def _frame_positions(module: nn.Module, name: str, model: nn.Module) -> bool:
 
 def _diffusers_stage(module: nn.Module):
     """(mixin, description) for the temporal stages of diffusers' UNet3DConditionModel (ModelScope:
-    TemporalConvLayer, TransformerTemporalModel) and UNetSpatioTemporalConditionModel (SVD:
-    TemporalResnetBlock, TemporalBasicTransformerBlock), None otherwise."""
+    TemporalConvLayer, TransformerTemporalModel), UNetSpatioTemporalConditionModel (SVD: TemporalResnetBlock,
+    TemporalBasicTransformerBlock) and UNetMotionModel (AnimateDiff: AnimateDiffTransformer3D), None otherwise."""
     names = _diffusers_classes(module)
     fused = callable(getattr(module, "norm_silu", None))  # fastvid-patched: GroupNorm+SiLU fused with its convs
-    if names & {"TemporalConvLayer", "TransformerTemporalModel"}:
+    if names & {"TemporalConvLayer", "TransformerTemporalModel", "AnimateDiffTransformer3D"}:
         return (layers.ParallelFusedFramesStage if fused else layers.ParallelFramesStage,
                 "temporal stage (B*F, C, H, W): frames -> pixels all-to-all")
     if "TemporalResnetBlock" in names:
