@@ -795,6 +795,35 @@ def test_animatediff_motion_modules_patched_match_diffusers():
     assert not any(isinstance(p, fd.TemporalAttnProcessor) for p in model.attn_processors.values())
 
 
+def test_free_noise_on_a_patched_animatediff_pipeline():
+    """AnimateDiff's FreeNoise (motion modules over sliding frame windows: its blocks replace the motion modules'
+    transformer blocks) gives the same latents patched as unpatched, whether enabled before or after the patch;
+    enabled after, its windowed blocks run diffusers' layout and the report says why."""
+    import types
+
+    from fastvid import bench_pipelines as bp
+
+    def latents(order, dtype=torch.float32):
+        settings = bp.Settings(size="tiny", device=DEVICE, dtype=dtype, warmup=0, timed=1)
+        pipe = bp.build_pipeline("animatediff", settings)
+        # the bench builds the UNetMotionModel whole; FreeNoise reads the adapter's longest window
+        pipe.motion_adapter = types.SimpleNamespace(config=types.SimpleNamespace(motion_max_seq_length=32))
+        if order == "patch, then FreeNoise":
+            patch(pipe, backend="torch")
+        pipe.enable_free_noise(context_length=4, context_stride=2)
+        if order == "FreeNoise, then patch":
+            patch(pipe, backend="torch")
+            unfused = dict(fastvid.PatchReport.of(pipe.unet).unfused)
+            assert unfused and all("FreeNoiseTransformerBlock" in why for why in unfused.values())
+        torch.manual_seed(0)
+        with torch.no_grad():  # 8 frames: windows of 4 every 2 frames
+            return pipe(**dict(bp.call_kwargs("animatediff", settings), num_frames=8)).frames
+
+    gold, native = latents("diffusers", torch.float64), latents("diffusers")
+    for order in ("patch, then FreeNoise", "FreeNoise, then patch"):
+        assert_close_to_gold(order, latents(order).double(), native.double(), gold, torch.float32)
+
+
 def test_pyramid_attention_broadcast_on_a_patched_model():
     from diffusers import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
 

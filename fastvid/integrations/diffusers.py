@@ -309,7 +309,9 @@ class _FrameMajorTemporal(_Swap):
             if b.pos_embed is None:
                 continue
             if type(b) is not FastvidBasicTransformerBlock:
-                return f"transformer_blocks.{i} is not fastvid's block (the transformer_block kind is off)"
+                why = ("the transformer_block kind is off" if type(b) is BasicTransformerBlock
+                       else f"a {type(b).__name__}, e.g. FreeNoise's windowed block")
+                return f"transformer_blocks.{i} is not fastvid's block ({why})"
             why = b.norms_reason()
             if why is not None:
                 return f"transformer_blocks.{i}.{why}"
