@@ -1010,6 +1010,24 @@ def test_motion_module_runs_frame_major_and_matches_diffusers():
     check_patched_gradients(model, inputs, backend="torch")
 
 
+@pytest.mark.parametrize("make, inputs", [(_motion, motion_inputs), (svd, svd_inputs)], ids=["animatediff", "svd"])
+def test_gradient_checkpointing_on_patched_unets(make, inputs):
+    """``enable_gradient_checkpointing()`` (diffusers' training scripts) on a patched U-Net: every gradient
+    against the float64 gold, and the checkpointed blocks (fastvid's fused ResNets among them) run their forward
+    again in the backward."""
+    torch.manual_seed(0)
+    model = make().train()
+    model.enable_gradient_checkpointing()
+    torch.manual_seed(1)
+    check_patched_gradients(model, inputs(), backend="torch")
+    resnet = next(m for m in model.modules() if type(m) is fd.FastvidResnetBlock2D)
+    calls = []
+    handle = resnet.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    gradients(model, inputs())
+    handle.remove()
+    assert len(calls) == 2 and fastvid.PatchReport.of(model).unfused == []  # forward, then the recompute
+
+
 def test_token_projections_follow_autocast_and_hooks():
     """Under autocast the projections run as autocast runs nn.Linear / Conv2d and the residual is added in the
     promoted dtype, as diffusers' expression does; a LoRA-wrapped feed-forward Linear is called (and reported)."""
