@@ -95,7 +95,8 @@ def _backward_call(spec, inputs: Dict[str, torch.Tensor]) -> Optional[Callable[[
 
 def cpu_cases(dtype=torch.float16) -> Dict[str, Tuple[Callable, Optional[Callable]]]:
     """op -> (forward call, backward call or None): every op of ``fastvid.registry.OPS`` on its Triton path,
-    on the op's example inputs (``examples.make(1, N_CPU)``)."""
+    on the op's example inputs (``examples.make(1, N_CPU)``), and GroupNorm+SiLU as a spatial ResNet calls it
+    (16 frames, 4 groups of 10 channels, its time embedding added: the one-launch forward)."""
     from fastvid.registry import OPS
 
     cases = {}
@@ -105,6 +106,10 @@ def cpu_cases(dtype=torch.float16) -> Dict[str, Tuple[Callable, Optional[Callabl
         with torch.enable_grad():
             backward = _backward_call(spec, inputs)
         cases[name] = (lambda fn=spec.function, inputs=inputs, kwargs=kwargs: fn(**inputs, **kwargs), backward)
+    # what a video U-Net calls most: a spatial ResNet's norm, on (B*F, C, H, W) frames with its time embedding
+    frames, temb, w = (torch.randn(*shape, dtype=dtype) for shape in ((16, 40, 8, 8), (16, 40), (40,)))
+    cases["group_norm_silu, frames + add"] = (
+        lambda: fastvid.group_norm_silu(frames, 4, w, w, add=temb, backend="triton"), None)
     return cases
 
 

@@ -79,6 +79,7 @@ TRIPS = {
     "temporal_conv_fwd_kernel": "taps * cdiv(c_in, BLOCK_CI)",
     "temporal_conv_dw_kernel": "batch * frames_per_split * cdiv(pixels, BLOCK_P)",
     "group_norm_stats_kernel": "cdiv(chunk_pixels, BLOCK_P)",
+    "group_norm_silu_group_kernel": "2 * cdiv(pixels, BLOCK_P)",  # two passes over the group's pixels
     "group_norm_silu_apply_kernel": "cdiv(n_chunks * (1 if PER_FRAME else frames), BLOCK_R)",
     "group_norm_silu_bwd_reduce_kernel": "cdiv(chunk_pixels, BLOCK_P)",
     "geglu_linear_fwd_kernel": "cdiv(K, BLOCK_K)",
@@ -270,9 +271,13 @@ def _temporal_conv(shape, dtype, variant=None):
 
 
 def _group_norm_silu(shape, dtype, variant=False):
+    """``variant``: per_frame, or "frames": the shape's frames for a guided pair (2 * B * F) as a spatial ResNet
+    passes them, (N, C, H, W) images (the one-launch forward)."""
     ops = _op("group_norm_silu")
     B, C, F, H, W = shape
     x = torch.empty(B, C, F, H, W, dtype=dtype, device="meta")
+    if variant == "frames":
+        x, variant = torch.empty(2 * B * F, C, 1, H, W, dtype=dtype, device="meta"), True
     weight, bias = torch.empty(C, dtype=dtype, device="meta"), torch.empty(C, dtype=dtype, device="meta")
     with _direction("fwd"):
         y, stats = ops.group_norm_silu_fwd._init_fn(x, weight, bias, GROUPS, 1e-5, variant)
@@ -341,9 +346,10 @@ def _linear(shape, dtype, variant="proj_out"):
 
 OPS = {name: (globals()[spec.compile_specs], spec.benchmark_shapes)
        for name, spec in REGISTRY.items()}
-# The variants of an op the model reports apart (frame attention: frames mode; GroupNorm: per_frame; GEGLU: the
-# GELU approximation); others: (None,).
-VARIANTS = {"frame_attention": ("first", "sparse_causal"), "group_norm_silu": (False, True), "geglu": ("none", "tanh"),
+# The variants of an op the model reports apart (frame attention: frames mode; GroupNorm: per_frame, and the
+# frames of a guided pair as images; GEGLU: the GELU approximation); others: (None,).
+VARIANTS = {"frame_attention": ("first", "sparse_causal"), "group_norm_silu": (False, True, "frames"),
+            "geglu": ("none", "tanh"),
             "linear": ("proj_in", "proj_out", "ff_out")}
 # The field of a GPU row's shape that names the variant the model reports apart (the suite times every one).
 VARIANT_FIELDS = {"frame_attention": "frames", "linear": "layout"}
@@ -445,7 +451,7 @@ def work(op, shape, variant, direction, element_size=2) -> Tuple[float, float]:
         _, flops, nbytes = bench_linear.describe(("", (*shape, variant)), direction, element_size)
         return nbytes, flops
     B, C, F, H, W = shape
-    elems = B * C * F * H * W
+    elems = B * C * F * H * W * (2 if (op, variant) == ("group_norm_silu", "frames") else 1)  # a guided pair
     if op == "alpha_blend":  # forward reads x_spatial, x_temporal, writes out; backward reads 3, writes 2
         return elems * element_size * (3 if direction == "fwd" else 5), 0.0
     flops = 2 * B * C * C * 3 * F * H * W if op == "temporal_conv" else 0.0
@@ -645,7 +651,9 @@ def _fmt_spill(stores: int, loads: int) -> str:
 def _variant_label(op, variant) -> str:
     if variant is None:
         return ""
-    return f"per_frame={variant}" if op == "group_norm_silu" else str(variant)
+    if op == "group_norm_silu":
+        return "CFG frames as images" if variant == "frames" else f"per_frame={variant}"
+    return str(variant)
 
 
 def _model_table(analyses) -> List[str]:
@@ -671,7 +679,8 @@ def predicted_vs_measured(analyses, gpu_rows) -> List[Dict[str, object]]:
         for d in a["directions"].values():
             by_variant.setdefault(d["variant"], {})[d["direction"]] = d
         for variant, dirs in by_variant.items():
-            if (a["op"], variant) in (("group_norm_silu", True), ("geglu", "tanh")):  # the suite times the defaults
+            if (a["op"], variant) in (("group_norm_silu", True), ("group_norm_silu", "frames"), ("geglu", "tanh")):
+                # the suite times the defaults
                 continue
             timed = variant if a["op"] in VARIANT_FIELDS else None  # the variant the GPU rows name
             for mode, parts in (("fwd", ("fwd",)), ("fwd+bwd", ("fwd", "bwd"))):

@@ -11,7 +11,9 @@ per channel first and combined per group after, so a group of 10, 20 or 40 chann
 idle lanes. A statistic covers (group, frame) (per-frame GroupNorm) or (group, all frames)
 (GroupNorm on the 5D tensor).
 
-Forward, two launches:
+Forward, one launch where the statistics are per frame and one program can hold whole groups of one
+frame with enough such programs to fill the GPU (group_norm_silu_group_kernel: two passes over the
+group's pixels, the second from cache), else two launches:
 1. stats: one program per (b, f, channel block, pixel chunk) accumulates x - shift and its
    square per lane (shift: the channel's first pixel of the chunk, so no sum-of-squares
    cancellation) and reduces once at the end into per-channel (mean, M2) partials.
@@ -203,6 +205,81 @@ def group_norm_silu_apply_kernel(
         z = z * _sigmoid(z)
     tl.store(_channel_ptrs(Y, b, f, offs_c, stride_yb, stride_yc, stride_yf)[:, None] + offs_p * stride_yp,
              z.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def group_norm_silu_group_kernel(
+    X, Wt, Bias, Add, Y, Stats,
+    stride_xb, stride_xc, stride_xf, stride_xp,
+    stride_yb, stride_yc, stride_yf, stride_yp,
+    stride_sk, stride_sb, stride_sg, stride_sf, stride_w, stride_bias, stride_ab, stride_ac, stride_af,
+    channels_per_group, num_groups, frames, pixels, n_g_blocks, eps,
+    HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ADD: tl.constexpr, SILU: tl.constexpr,
+    STORE_STATS: tl.constexpr, GROUPS: tl.constexpr, GROUPS_POW2: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    # One launch for per-frame statistics of many small groups: one program holds GROUPS whole groups of one
+    # (b, f) (GROUPS * channels_per_group <= BLOCK_C channel lanes) and passes over their pixels twice:
+    # per-channel statistics (shifted by the channel's first pixel), combined per group (every channel counts
+    # the same pixels), then the normalised output. The second pass reads what the first just read.
+    pid = tl.program_id(0)
+    g_block = pid % n_g_blocks
+    bf = pid // n_g_blocks
+    f = bf % frames
+    b = bf // frames
+    g0 = g_block * GROUPS
+    lanes = tl.arange(0, BLOCK_C)
+    lane_g = lanes // channels_per_group
+    mask_c = (lane_g < GROUPS) & (g0 + lane_g < num_groups)
+    offs_c = g0 * channels_per_group + lanes
+    x_ptrs = _channel_ptrs(X, b, f, offs_c, stride_xb, stride_xc, stride_xf)
+    shift = tl.load(x_ptrs, mask=mask_c, other=0.0).to(tl.float32)
+    acc = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    acc_sq = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    for p0 in range(0, pixels, BLOCK_P):
+        offs_p = p0 + tl.arange(0, BLOCK_P)
+        mask = mask_c[:, None] & (offs_p < pixels)[None, :]
+        x = tl.load(x_ptrs[:, None] + offs_p[None, :].to(tl.int64) * stride_xp, mask=mask, other=0.0)
+        d = tl.where(mask, x.to(tl.float32) - shift[:, None], 0.0)
+        acc += d
+        acc_sq += d * d
+    count = pixels + 0.0  # fp32 (pixels may be the constant 1)
+    total = tl.sum(acc, axis=1)
+    ch_mean = shift + total / count
+    ch_m2 = tl.maximum(tl.sum(acc_sq, axis=1) - total * (total / count), 0.0)
+    if HAS_ADD:  # statistics of x + add: a channel's mean moves by its add, its M2 does not
+        add = tl.load(_channel_ptrs(Add, b, f, offs_c, stride_ab, stride_ac, stride_af), mask=mask_c, other=0.0)
+        ch_mean += add.to(tl.float32)
+    # Per group (equal counts per channel): the mean of its channel means; M2 = sum of the channels' M2 plus
+    # count times their squared deviations from that mean.
+    groups = tl.arange(0, GROUPS_POW2)
+    member = (lane_g[None, :] == groups[:, None]) & mask_c[None, :]
+    g_mean = tl.sum(tl.where(member, ch_mean[None, :], 0.0), axis=1) / channels_per_group
+    mean = tl.sum(tl.where(member, g_mean[:, None], 0.0), axis=0)
+    dev = ch_mean - mean
+    g_m2 = tl.sum(tl.where(member, (ch_m2 + count * dev * dev)[None, :], 0.0), axis=1)
+    g_rstd = 1.0 / tl.sqrt(g_m2 / (count * channels_per_group) + eps)
+    rstd = tl.sum(tl.where(member, g_rstd[:, None], 0.0), axis=0)
+    if STORE_STATS:  # kept for the backward: one writer per statistic
+        writer = (groups < GROUPS) & (g0 + groups < num_groups)
+        s_ptrs = Stats + b.to(tl.int64) * stride_sb + (g0 + groups) * stride_sg + f * stride_sf
+        tl.store(s_ptrs, g_mean, mask=writer)
+        tl.store(s_ptrs + stride_sk, g_rstd, mask=writer)
+    if HAS_ADD:  # the mean x itself sees: mean(x + add) - add
+        mean -= add.to(tl.float32)
+    w, bias = _affine(Wt, Bias, offs_c, stride_w, stride_bias, HAS_WEIGHT, HAS_BIAS)
+    scale = w * rstd
+    offset = bias - mean * scale
+    y_ptrs = _channel_ptrs(Y, b, f, offs_c, stride_yb, stride_yc, stride_yf)
+    for p0 in range(0, pixels, BLOCK_P):
+        offs_p = (p0 + tl.arange(0, BLOCK_P))[None, :]
+        mask = mask_c[:, None] & (offs_p < pixels)
+        offs_p = offs_p.to(tl.int64)
+        x = tl.load(x_ptrs[:, None] + offs_p * stride_xp, mask=mask, other=0.0)
+        z = x.to(tl.float32) * scale[:, None] + offset[:, None]
+        if SILU:
+            z = z * _sigmoid(z)
+        tl.store(y_ptrs[:, None] + offs_p * stride_yp, z.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit

@@ -13,6 +13,26 @@ from conftest import DEVICE, KERNEL_DTYPES
 LAYOUTS = ["contiguous", "channels_last_3d", "frame_major"]
 
 
+def _clear_plans():
+    from fastvid.ops import group_norm_silu as op
+
+    for cache in (op._fwd_op.plans, op._fwd_op.runners, op.DISPATCH.calls):
+        cache.plans.clear()
+
+
+@pytest.fixture(params=["one launch", "two launches"])
+def forward_path(request, monkeypatch):
+    """The forward's two paths for per-frame statistics: one launch (whole groups per program; on CPU taken
+    wherever eligible) or forced to two (statistics partials, then apply); plans made under the other are
+    dropped first."""
+    from fastvid.ops import group_norm_silu as op
+
+    monkeypatch.setattr(op, "GROUP_PROGRAMS_PER_SM", 0 if request.param == "one launch" else 10 ** 9)
+    _clear_plans()
+    yield request.param
+    _clear_plans()
+
+
 def _video(shape, dtype, layout="contiguous", offset=0.0):
     b, c, f, h, w = shape
     if layout == "frame_major":
@@ -40,7 +60,7 @@ def _reference(groups, per_frame, eps=1e-5, silu=True):
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("per_frame", [False, True])
-def test_triton_matches_reference(dtype, layout, per_frame):
+def test_triton_matches_reference(dtype, layout, per_frame, forward_path):
     x = _video((2, 20, 7, 5, 9), dtype, layout, offset=1.5)
     w, b = _affine(20, dtype)
     check_against_reference(f"group_norm_silu {layout}", _fastvid(4, per_frame), _reference(4, per_frame), [x, w, b],
@@ -48,13 +68,30 @@ def test_triton_matches_reference(dtype, layout, per_frame):
 
 
 @pytest.mark.parametrize("per_frame", [False, True])
-def test_statistics_split_into_chunks_stay_accurate(per_frame):
-    # One (sample, group) with 289 pixels: the statistics pass splits it into pixel chunks
-    # combined with Chan's formula; a large mean checks there is no sum-of-squares cancellation.
+def test_statistics_split_into_chunks_stay_accurate(per_frame, forward_path):
+    # One (sample, group) with 289 pixels: two launches split it into pixel chunks combined with Chan's
+    # formula, one launch passes over it in tiles; a large mean checks there is no sum-of-squares cancellation.
     x = torch.randn(1, 20, 2, 17, 17, device=DEVICE) * 0.01 + 300.0
     w, b = _affine(20, torch.float32)
     check_against_reference("chunked", _fastvid(1, per_frame, eps=1e-6), _reference(1, per_frame, eps=1e-6),
                             [x, w, b], torch.float32)
+
+
+def test_one_launch_takes_whole_groups_of_one_frame_where_they_fill_the_gpu(monkeypatch):
+    """Groups per program fill 7/8 of their lanes (3 groups of 10 channels in 32); one launch only for
+    per-frame statistics (or single frames), groups of at most GROUP_MAX_ELEMENTS, and enough programs."""
+    from fastvid.ops import group_norm_silu as op
+
+    assert [op._groups_per_program(c) for c in (1, 3, 4, 5, 10, 20, 40, 128)] == [1, 5, 1, 3, 3, 3, 3, 1]
+    monkeypatch.setattr(op, "GROUP_PROGRAMS_PER_SM", 4)  # 4 programs off the GPU
+    video = torch.empty(1, 40, 2, 8, 8, device="meta")  # 4 groups of 10 channels: 2 programs per frame
+    assert op._one_launch(video, 4, per_frame=True)
+    assert not op._one_launch(video[:, :, :1], 4, per_frame=True)  # 2 programs
+    assert op._one_launch(video[:, :, :1], 4, per_frame=False) is False  # still 2 programs
+    assert not op._one_launch(video, 4, per_frame=False)  # statistics over both frames
+    assert not op._one_launch(torch.empty(1, 40, 2, 64, 64, device="meta"), 4, per_frame=True)  # 40960 per group
+    images = torch.empty(4, 40, 1, 8, 8, device="meta")  # (N, C, H, W) frames as one-frame videos
+    assert op._one_launch(images, 4, per_frame=False)
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
@@ -108,8 +145,9 @@ def test_custom_op_passes_opcheck(layout, per_frame):
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the kernels run for real on this machine")
 def test_kernels_compile_for_hopper():
-    """Without a GPU: the four kernels compile for sm_90 (bf16, pixels or channels at unit stride, with add;
-    with SiLU and without, the forward's apply per frame and over all frames, keeping its statistics or not)."""
+    """Without a GPU: the five kernels compile for sm_90 (bf16, pixels or channels at unit stride, with add;
+    with SiLU and without, the forward's one-launch kernel and its apply per frame and over all frames, keeping
+    their statistics or not)."""
     from aot_compile import run_in_subprocess
 
     dt, f32 = "bf16", "fp32"
@@ -117,7 +155,9 @@ def test_kernels_compile_for_hopper():
     kernels = [("group_norm_stats_kernel", dict(X=dt, Add=dt, Partial=f32), tile)]
     for flag in (False, True):
         affine = dict(HAS_WEIGHT=True, HAS_BIAS=True, SILU=flag, **tile)
-        kernels += [("group_norm_silu_apply_kernel",
+        kernels += [("group_norm_silu_group_kernel", dict(X=dt, Wt=dt, Bias=dt, Add=dt, Y=dt, Stats=f32),
+                     dict(affine, STORE_STATS=flag, GROUPS=3, GROUPS_POW2=4, BLOCK_C=32, BLOCK_P=128)),
+                    ("group_norm_silu_apply_kernel",
                      dict(X=dt, Wt=dt, Bias=dt, Add=dt, Partial=f32, Y=dt, Stats=f32),
                      dict(affine, PER_FRAME=flag, STORE_STATS=flag, BLOCK_R=8, BLOCK_G=2, BLOCK_J=16)),
                     ("group_norm_silu_bwd_reduce_kernel",
@@ -180,7 +220,7 @@ def test_bad_input_names_the_argument(case, match):
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("case", ["images", "per_sample_add", "per_frame_add"])
-def test_add_before_the_statistics_matches_reference(dtype, case):
+def test_add_before_the_statistics_matches_reference(dtype, case, forward_path):
     """silu(GroupNorm(x + add)) with add never materialised: (N, C, H, W) frames of a video U-Net's ResNet
     (add (N, C)), per-sample (B, C) and per-frame (B, C, F) adds on video x; gradients reach add."""
     if case == "images":  # (N, C, H, W) frames, non-contiguous (channels outermost in memory)
@@ -195,11 +235,19 @@ def test_add_before_the_statistics_matches_reference(dtype, case):
         f"add {case}",
         lambda x, w, b, a: fastvid.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=a, backend="triton"),
         lambda x, w, b, a: reference.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=a), [x, w, b, add], dtype)
+    if case == "images":  # without a gradient the kernels read the (N, C, H, W) images themselves
+        for images in (x, x.transpose(2, 3)):  # pixels in place, and H, W that do not merge
+            with torch.no_grad():
+                check_against_reference(
+                    "images, no gradient",
+                    lambda x, w, b, a: fastvid.group_norm_silu(x, 4, w, b, add=a, backend="triton"),
+                    lambda x, w, b, a: reference.group_norm_silu(x, 4, w, b, add=a), [images, w, b, add], dtype,
+                    grad=False)
 
 
 @pytest.mark.parametrize("dtype, per_frame", [pytest.param(dtype, False, id=str(dtype)[6:]) for dtype in KERNEL_DTYPES]
                          + [pytest.param(torch.float32, True, id="float32-per_frame")])
-def test_without_silu_matches_torch_group_norm_on_frame_major_frames(dtype, per_frame):
+def test_without_silu_matches_torch_group_norm_on_frame_major_frames(dtype, per_frame, forward_path):
     """silu=False is GroupNorm(x + add) alone: a temporal transformer's input norm on the (B, C, F, H, W)
     frame-major view of (B*F, C, H, W) frames, read in place, y in x's memory order; gradients reach x,
     weight, bias and add. Channel blocks of 4 straddle the groups of 5 channels."""
@@ -222,9 +270,10 @@ def test_without_silu_matches_torch_group_norm_on_frame_major_frames(dtype, per_
         torch_group_norm, [x, w, b, add], dtype)
     out = fastvid.group_norm_silu(x, 4, w, b, per_frame=per_frame, add=add, silu=False, backend="triton")
     assert dense_in_order(out, (0, 2, 1, 3, 4))
-    with counting_launches(launch=False) as counter:  # the forward's two launches; no copy of the view
+    with counting_launches(launch=False) as counter:  # the forward's one or two launches; no copy of the view
         _fwd_op.planned(x, w, b, 4, 1e-5, per_frame, add.view(B, C, -1), False)
-    assert sum(counter.triton.values()) == 2 and not counter.torch
+    launches = 1 if per_frame and forward_path == "one launch" else 2
+    assert sum(counter.triton.values()) == launches and not counter.torch
 
 
 @pytest.mark.parametrize("case, match", [

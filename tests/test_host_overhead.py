@@ -252,10 +252,10 @@ def test_launches_per_call():
     w, gw, gb = torch.randn(8, 8, 3, device=DEVICE), torch.randn(8, device=DEVICE), torch.randn(8, device=DEVICE)
     with counting_launches(launch=False):
         y, stats = gn_op._fwd_op(x, gw, gb, 2, 1e-5, False)
-    # GroupNorm: statistics partials, then normalise (+ SiLU) with the group combine folded in; per frame or
-    # not, with add or without SiLU alike
-    for args in ((x, gw, gb, 2, 1e-5, False), (x, gw, gb, 2, 1e-5, True, gw[None, :, None], False)):
-        assert _counts(functools.partial(gn_op._fwd_op.planned, *args)) == (2, {})
+    # GroupNorm over all frames: statistics partials, then normalise (+ SiLU) with the group combine folded in;
+    # per frame, whole groups per program (enough programs off the GPU): one launch; with add or without SiLU alike
+    for args, launches in (((x, gw, gb, 2, 1e-5, False), 2), ((x, gw, gb, 2, 1e-5, True, gw[None, :, None], False), 1)):
+        assert _counts(functools.partial(gn_op._fwd_op.planned, *args)) == (launches, {})
     assert _counts(lambda: gn_op._bwd_op.planned(y, x, gw, gb, stats, 2, False)) == (3, {})
     # the weight to tap-major (k, C_out, C_in): one small copy; in the backward its flip: one small gather
     assert _counts(lambda: tc_op._fwd_op.planned(x, w, None, None, 1)) == (1, {"aten::permute_copy": 1})

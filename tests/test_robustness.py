@@ -658,6 +658,8 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     affine = torch.empty(channels, **meta)
     y, stats = gn.group_norm_silu_fwd._init_fn(video, affine, affine, 32, 1e-5, True)
     gn.group_norm_silu_bwd._init_fn(y, video, affine, affine, stats, 32, True)
+    # per frame at the lowest level's 9x16 latents: whole groups per program, one launch
+    gn.group_norm_silu_fwd._init_fn(torch.empty(batch, channels, frames, 9, 16, **meta), affine, affine, 32, 1e-5, True)
     rows = video.view(batch * frames, 72 * 128, channels)  # a spatial block's (B*F, H*W, C) tokens
     total, _, stats = aln.add_layer_norm_fwd._init_fn(rows, rows, affine, affine, 1e-5, None)
     aln.add_layer_norm_bwd._init_fn(total, total, total, affine, stats, True)

@@ -1,8 +1,10 @@
 """GroupNorm + SiLU (or plain GroupNorm, silu=False) on video feature maps: launchers, torch.library
 ops with autograd, dispatch, public function.
 
-Forward: two Triton launches (per-channel statistics partials; then each tile combines its groups'
-partials, normalises, applies SiLU, and one program per statistic saves its mean and rstd).
+Forward: one Triton launch where the statistics are per frame, a program can hold whole groups of a
+frame and there are enough such programs (both passes over the group in one program), else two (per-channel
+statistics partials; then each tile combines its groups' partials, normalises, applies SiLU, and one program
+per statistic saves its mean and rstd).
 Backward: three Triton launches from the saved per-group mean and rstd (per-channel partial sums;
 those summed in a fixed order into the group means the dx formula needs and the weight and bias
 gradients; then dx), no torch kernel.
@@ -19,7 +21,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
-from ._library import TritonOp, bound
+from ._library import TritonOp, _needs_grad, bound
 
 OUTPUT_LAYOUT = "input"  # the memory order of x, dense, whichever backend runs
 OP = "group_norm_silu"
@@ -30,6 +32,36 @@ TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
 MAX_BLOCK_C_CHANNELS_INNER = 64  # channels per tile when channels have unit stride (8 x 128-bit per row)
 COEF_BLOCK_C = 256  # channels per program of the backward's weight and bias gradient sums
 COMBINE_TILE = 512  # partials per [BLOCK_G, BLOCK_R * BLOCK_J] tile of the forward's statistics combine
+
+
+# The one-launch forward (per-frame statistics): a program holds whole groups of one frame, up to
+# GROUP_BLOCK_C channel lanes and GROUP_MAX_ELEMENTS elements of x per group (its two passes over them stay
+# short), and is taken where such programs fill the GPU twice over (_launch.target_programs).
+GROUP_BLOCK_C = 128
+GROUP_MAX_ELEMENTS = 32768
+GROUP_PROGRAMS_PER_SM = 2
+
+
+def _groups_per_program(cpg: int) -> int:
+    """Whole groups per program: the fewest whose channels fill at least 7/8 of their power-of-two lanes (3
+    groups of 10 channels in 32 lanes, not 1 in 16), else the count that fills its lanes best; at most
+    GROUP_BLOCK_C lanes."""
+    fits = range(1, GROUP_BLOCK_C // cpg + 1)
+
+    def filled(k: int) -> float:
+        return k * cpg / _launch.next_pow2(k * cpg)
+
+    return next((k for k in fits if filled(k) >= 7 / 8), max(fits, key=lambda k: (filled(k), -k)))
+
+
+def _one_launch(x: Tensor, num_groups: int, per_frame: bool) -> bool:
+    """Whether the forward runs as one launch (group_norm_silu_group_kernel)."""
+    batch, channels, frames, height, width = x.shape
+    cpg = channels // num_groups
+    if not (per_frame or frames == 1) or cpg > GROUP_BLOCK_C or cpg * height * width > GROUP_MAX_ELEMENTS:
+        return False
+    programs = batch * frames * _launch.cdiv(num_groups, _groups_per_program(cpg))
+    return programs >= _launch.target_programs(x, per_sm=GROUP_PROGRAMS_PER_SM, off_gpu=GROUP_PROGRAMS_PER_SM)
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
@@ -93,14 +125,16 @@ def _like_x(x: Tensor) -> Tensor:
 
 
 class _FwdPlan:
-    """The two forward launches of one call signature, and the output layouts. ``keep_stats`` False (a call
+    """The forward launches (one or two) of one call signature, and the output layouts. ``keep_stats`` False (a call
     that needs no gradient): the statistics are neither allocated nor written (``stats`` is None)."""
 
     def __init__(self, x, weight, bias, num_groups, eps, per_frame, add=None, silu=True, keep_stats=True):
-        from ..kernels.group_norm_silu import group_norm_silu_apply_kernel, group_norm_stats_kernel
+        from ..kernels.group_norm_silu import (group_norm_silu_apply_kernel, group_norm_silu_group_kernel,
+                                               group_norm_stats_kernel)
 
         self.stats_shape = (2, x.shape[0], num_groups, x.shape[2] if per_frame else 1)
-        self.shape = tuple(x.shape)
+        self.shape, self.dtype, self.device = tuple(x.shape), x.dtype, x.device
+        self.pixel_dim = 3  # x's H and W, flattened where they do not merge in place
         self.strides = _launch.video_strides(self.shape, _launch.video_layout(x))  # y's, in x's memory order
         stats_strides = _launch.contiguous_strides(self.stats_shape)
         self.y = _launch.allocator(self.shape, self.strides, x.dtype, x.device)
@@ -109,20 +143,36 @@ class _FwdPlan:
         self.launches = None
         if x.numel() == 0:
             return
-        plan = _Plan(x, num_groups, per_frame)
         channels = x.shape[1]
+        x4 = x.flatten(3)
+        y4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
+        self.x_merged = _launch.merges_pixels(x)
+        has_add = add is not None
+        flags = dict(HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, HAS_ADD=has_add, SILU=silu,
+                     STORE_STATS=keep_stats, num_warps=4)
+        if _one_launch(x, num_groups, per_frame):
+            cpg = channels // num_groups
+            groups = _groups_per_program(cpg)
+            block_c = _launch.next_pow2(groups * cpg)
+            pixels = x.shape[3] * x.shape[4]
+            n_g_blocks = _launch.cdiv(num_groups, groups)
+            self.partial = None
+            self.launches = (_launch.Launch(
+                group_norm_silu_group_kernel, (x.shape[0] * x.shape[2] * n_g_blocks,),
+                (*x4.stride(), *y4_strides, *stats_strides, *_affine_strides(weight, bias), *_add_strides(add),
+                 cpg, num_groups, x.shape[2], pixels, n_g_blocks, eps),
+                GROUPS=groups, GROUPS_POW2=_launch.next_pow2(groups), BLOCK_C=block_c,
+                BLOCK_P=min(_launch.next_pow2(pixels), max(1, TILE // block_c)), **flags),)
+            return
+        plan = _Plan(x, num_groups, per_frame)
         # Per-channel partial means, then M2s, one row per (b, f, chunk): every entry written by the first launch.
         self.partial = _launch.allocator((plan.partial_rows, 2 * channels), (2 * channels, 1), torch.float32,
                                          x.device, poison=False)
-        self.x_merged = _launch.merges_pixels(x)
-        x4 = x.flatten(3)
-        y4_strides = torch.empty_strided(self.shape, self.strides, device="meta").flatten(3).stride()
         block_j = _launch.next_pow2(plan.cpg)
         block_g = _launch.next_pow2(_groups_per_block(channels, plan.block_c, plan.cpg))
         # Partial rows per statistic: its chunks, of one frame or of all; a tile no taller than that.
         block_r = min(max(1, COMBINE_TILE // (block_g * block_j)),
                       _launch.next_pow2(plan.n_chunks * (plan.frames // plan.stat_frames)))
-        has_add = add is not None
         self.launches = (
             _launch.Launch(group_norm_stats_kernel, (plan.reduce_programs,),
                            (*x4.stride(), *_add_strides(add), channels, plan.frames, plan.pixels, plan.n_c_blocks,
@@ -131,10 +181,9 @@ class _FwdPlan:
             _launch.Launch(group_norm_silu_apply_kernel, (plan.apply_programs,),
                            (*x4.stride(), *y4_strides, *stats_strides, *_affine_strides(weight, bias),
                             *_add_strides(add), channels, plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks,
-                            plan.n_p_blocks, plan.n_chunks, plan.chunk_pixels, eps), HAS_WEIGHT=weight is not None,
-                           HAS_BIAS=bias is not None, HAS_ADD=has_add, PER_FRAME=per_frame, SILU=silu,
-                           STORE_STATS=keep_stats, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_R=block_r, BLOCK_G=block_g,
-                           BLOCK_J=block_j, num_warps=4),
+                            plan.n_p_blocks, plan.n_chunks, plan.chunk_pixels, eps), PER_FRAME=per_frame,
+                           BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_R=block_r, BLOCK_G=block_g,
+                           BLOCK_J=block_j, **flags),
         )
 
 
@@ -142,15 +191,28 @@ def _none():
     return None
 
 
+def _image_plan(plan: _FwdPlan) -> _FwdPlan:
+    """``plan`` (of images seen as one-frame videos) run on the (N, C, H, W) images and (N, C) add themselves:
+    the kernels read them through the plan's strides, and y is allocated as (N, C, H, W)."""
+    shape, strides = plan.shape[:2] + plan.shape[3:], plan.strides[:2] + plan.strides[3:]
+    plan.y = _launch.allocator(shape, strides, plan.dtype, plan.device)
+    plan.pixel_dim = 2
+    return plan
+
+
 def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame, add=None, silu=True):
     y, stats = plan.y(), plan.stats()
     if plan.launches is None:
         return y, stats
-    stats_launch, apply = plan.launches
     # (B, C, F, H * W): y itself (H and W adjacent), x itself where they merge, else a copy
-    x4 = x if plan.x_merged else x.flatten(3)
-    partial = plan.partial()
+    x4 = x if plan.x_merged else x.flatten(plan.pixel_dim)
     add_or_x = x4 if add is None else add
+    if plan.partial is None:  # one launch
+        plan.launches[0](x4, x4 if weight is None else weight, x4 if bias is None else bias, add_or_x, y,
+                         y if stats is None else stats)
+        return y, stats
+    stats_launch, apply = plan.launches
+    partial = plan.partial()
     stats_launch(x4, add_or_x, partial)
     apply(x4, x4 if weight is None else weight, x4 if bias is None else bias, add_or_x, partial, y,
           y if stats is None else stats)
@@ -333,6 +395,9 @@ def _run_triton(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True
 
 def _prepare_triton(x, num_groups, weight, bias, eps, per_frame, add=None, silu=True):
     video, add_video = _as_video(x, add)
+    if video is not x and not _needs_grad((x, weight, bias, add)):  # images, no gradient: no views per call
+        plan = _image_plan(_FwdPlan(video, weight, bias, num_groups, eps, per_frame, add_video, silu, keep_stats=False))
+        return bound(_fwd_run, 8, (0, 2, 3, 1, 4, 5, 6, 7), prefix=(plan,), output=0)
     call = _fwd_op.prepare(video, weight, bias, num_groups, eps, per_frame, add_video, silu, output=0,
                            inference_plan=lambda *args: _FwdPlan(*args, keep_stats=False))
     if video is x and add_video is add:
