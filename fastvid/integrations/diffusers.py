@@ -343,6 +343,17 @@ def _normed_frames(module: nn.Module, video: torch.Tensor) -> torch.Tensor:
     return norm(video).flatten(2).unsqueeze(-1)
 
 
+def _normed_images(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``module.norm`` (a spatial transformer's GroupNorm) of (N, C, H, W) images: ``fastvid.group_norm_silu``
+    (silu=False; one launch where the frames' groups are small, in x's memory order) where the norm is a plain
+    GroupNorm, else the module (hooked, wrapped or replaced)."""
+    norm = module.norm
+    if type(norm) is nn.GroupNorm and unfused_reason(module, ("norm",)) is None:
+        return call_under_autocast(group_norm_silu, images, norm.num_groups, norm.weight, norm.bias, norm.eps,
+                                   fp32_op=True, silu=False, backend=module.backend)
+    return norm(images)
+
+
 class FastvidTransformerTemporalModel(_FrameMajorTemporal, TransformerTemporalModel):
     """TransformerTemporalModel (ModelScope, I2VGenXL) on frame-major tokens (see :class:`_FrameMajorTemporal`).
     Its saved config names TransformerTemporalModel, so a saved patched model loads without fastvid."""
@@ -404,7 +415,7 @@ class FastvidTransformerSpatioTemporalModel(_Swap, TransformerSpatioTemporalMode
         batch_size = hidden_states.shape[0] // num_frames
         # Each video's context: that of its first frame, as diffusers takes it.
         context = encoder_hidden_states.unflatten(0, (batch_size, num_frames))[:, 0]
-        x = tokens_in(self, "proj_in", self.norm(hidden_states), self.backend)
+        x = tokens_in(self, "proj_in", _normed_images(self, hidden_states), self.backend)
         frame_index = torch.arange(num_frames, device=x.device).repeat(batch_size)
         emb = self.time_pos_embed(self.time_proj(frame_index).to(dtype=x.dtype))[:, None, :]
         for block, temporal_block in zip(self.transformer_blocks, self.temporal_transformer_blocks):
@@ -601,7 +612,8 @@ class FastvidTemporalBasicTransformerBlock(_TransformerBlockSwap, TemporalBasicT
 
 class FastvidTransformer2DModel(_Swap, Transformer2DModel):
     """Transformer2DModel (the spatial transformers of every video UNet) on continuous inputs without its
-    token rearrange copies: ``proj_in`` (a Linear or a 1x1 conv) reads the normalised (N, C, H, W) map as
+    token rearrange copies: its GroupNorm runs as ``fastvid.group_norm_silu`` (silu=False),
+    ``proj_in`` (a Linear or a 1x1 conv) reads the normalised (N, C, H, W) map as
     transposed tokens in place, and ``proj_out`` writes its output plus the block's input straight into the
     (N, C, H, W) layout (``fastvid.nn.tokens``). diffusers' code when a projection is hooked or wrapped."""
 
@@ -618,7 +630,7 @@ class FastvidTransformer2DModel(_Swap, Transformer2DModel):
         return unfused_reason(self, ("proj_in", "proj_out"))
 
     def _operate_on_continuous_inputs(self, hidden_states):
-        tokens = tokens_in(self, "proj_in", self.norm(hidden_states), self.backend)
+        tokens = tokens_in(self, "proj_in", _normed_images(self, hidden_states), self.backend)
         return tokens, tokens.shape[-1]
 
     def _get_output_for_continuous_inputs(self, hidden_states, residual, batch_size, height, width, inner_dim):
