@@ -4,7 +4,9 @@
 
 Statistics per sample over (C/G, F, H, W), as diffusers' TemporalConvLayer and SVD's
 TemporalResnetBlock normalise; 32 groups. Peers: eager Fn.group_norm + Fn.silu on contiguous and
-channels_last_3d inputs, and the same two ops under torch.compile (unless --no-compile). The
+channels_last_3d inputs, and the same two ops under torch.compile (unless --no-compile). Then, per
+frame, each case's frames for a guided pair ("<case>-cfg-frames": B doubled) as the (B*F, C, H, W)
+images a spatial ResNet passes (where fastvid takes its one-launch forward), against eager. The
 kernels each provider launched are recorded in the row's note. Rows are appended to
 benchmarks/results/group_norm_silu.jsonl.
 
@@ -32,9 +34,15 @@ GROUPS = 32
 CPU_GROUPS = 4
 
 
+FRAMES = "frames"  # the input layout of the per-frame rows: (B, C, F, H, W) viewing frame-major memory
+
+
 def _inputs(shape, dtype, device, layout, requires_grad):
-    C = shape[1]
-    x = torch.randn(shape, dtype=dtype, device=device).to(memory_format=LAYOUTS[layout])
+    B, C, F, H, W = shape
+    if layout == FRAMES:
+        x = torch.randn(B, F, C, H, W, dtype=dtype, device=device).transpose(1, 2)
+    else:
+        x = torch.randn(shape, dtype=dtype, device=device).to(memory_format=LAYOUTS[layout])
     weight = 1 + 0.1 * torch.randn(C, dtype=dtype, device=device)
     bias = 0.1 * torch.randn(C, dtype=dtype, device=device)
     return [t.requires_grad_(requires_grad) for t in (x, weight, bias)]
@@ -64,6 +72,26 @@ def workloads(groups, compile_peers):
             yield harness.Workload(f"compiled{suffix}", compiled), layout
 
 
+def _images(x):
+    """The (B*F, C, H, W) frames of a frame-major (B, C, F, H, W) view: a view, as a video U-Net holds them."""
+    return x.transpose(1, 2).flatten(0, 1)
+
+
+def frame_workloads(groups):
+    """A spatial ResNet's call: GroupNorm + SiLU per frame on (B*F, C, H, W) images, fastvid and eager (the
+    torch.compile peer is timed on the per-sample rows)."""
+    def eager(x, w, b):
+        return Fn.silu(Fn.group_norm(_images(x), groups, w, b, 1e-5))
+
+    yield harness.Workload("fastvid-frames", lambda x, w, b: fastvid.group_norm_silu(_images(x), groups, w, b)), FRAMES
+    yield harness.Workload("eager-frames", eager), FRAMES
+
+
+def frame_cases(selected):
+    """The selected cases' frames for a guided pair (B doubled), per frame."""
+    return [(f"{name}-cfg-frames", (2 * B, C, F, H, W)) for name, (B, C, F, H, W) in selected]
+
+
 def main(argv=None):
     args = harness.parse(harness.parser(__doc__, no_compile="skip the torch.compile peer"), argv)
     groups = GROUPS if args.device == "cuda" else CPU_GROUPS
@@ -73,7 +101,9 @@ def main(argv=None):
         bytes_moved = B * C * F * H * W * size * {"fwd": 2, "bwd": 3, "fwd+bwd": 5}[mode]
         return dict(model=name, B=B, C=C, F=F, H=H, W=W, groups=groups), None, bytes_moved
 
-    run(OP, args, list(harness.select(dict(cases(args.device)), args.shapes).items()), list(workloads(groups, not args.no_compile)), _inputs, describe)
+    selected = list(harness.select(dict(cases(args.device)), args.shapes).items())
+    run(OP, args, selected, list(workloads(groups, not args.no_compile)), _inputs, describe)
+    run(OP, args, frame_cases(selected), list(frame_workloads(groups)), _inputs, describe)
 
 
 if __name__ == "__main__":
