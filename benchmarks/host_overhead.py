@@ -210,6 +210,8 @@ def _gpu_cases(dtype):
     alpha = torch.rand(B, 1, F, 1, 1, dtype=dtype, device=device)
     x_temporal = torch.randn_like(x)
     mix, images = torch.randn(1, dtype=dtype, device=device), torch.zeros(B, F, dtype=dtype, device=device)
+    frames = torch.randn(B * F, C, 32, 32, dtype=dtype, device=device)  # (B*F, C, H, W), as spatial ResNets hold them
+    temb = torch.randn(B * F, C, dtype=dtype, device=device)
 
     def eager_geglu(p):
         a, gate = p.chunk(2, dim=-1)
@@ -227,6 +229,9 @@ def _gpu_cases(dtype):
         "group_norm_silu": {
             "fastvid": lambda: fastvid.group_norm_silu(x, 32, gw, gb),
             "eager": lambda: Fn.silu(Fn.group_norm(x, 32, gw, gb, 1e-5))},
+        "group_norm_silu, frames + add": {  # a spatial ResNet's second norm: the one-launch forward
+            "fastvid": lambda: fastvid.group_norm_silu(frames, 32, gw, gb, add=temb),
+            "eager": lambda: Fn.silu(Fn.group_norm(frames + temb[:, :, None, None], 32, gw, gb, 1e-5))},
         "add_layer_norm": {
             "fastvid": lambda: fastvid.add_layer_norm(tokens, residual, gw, gb),
             "eager": lambda: Fn.layer_norm(tokens + residual, (C,), gw, gb)},
