@@ -89,6 +89,38 @@ def _channel_params(Wt, Bias, Stats, Add, b, f, offs_c, channels_per_group, stri
 
 
 @triton.jit
+def _channel_moments(c_ptrs, mask_c, p_start, p_end, stride_xp, MASK_C: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_P: tl.constexpr):
+    """(mean, M2, count) of each channel's pixels [p_start, p_end) (``c_ptrs``: the channels' pixel-0 pointers),
+    fp32: x - shift and its square accumulated per lane and reduced once, shift the channel's first pixel (no
+    sum-of-squares cancellation). With MASK_C, channel lanes off ``mask_c`` read nothing (mean and M2 0)."""
+    start = c_ptrs + tl.cast(p_start, tl.int64) * stride_xp
+    if MASK_C:
+        shift = tl.load(start, mask=mask_c, other=0.0)
+    else:
+        shift = tl.load(start)
+    offs_p = p_start + tl.arange(0, BLOCK_P)
+    ptrs = c_ptrs[:, None] + offs_p[None, :].to(tl.int64) * stride_xp
+    acc = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    acc_sq = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    for _ in range(p_start, p_end, BLOCK_P):
+        # Lanes past the range (and masked channels) read the shift itself: they add zero.
+        mask = (offs_p < p_end)[None, :]
+        if MASK_C:
+            mask = mask & mask_c[:, None]
+        x = tl.load(ptrs, mask=mask, other=shift[:, None])
+        d = x.to(tl.float32) - shift.to(tl.float32)[:, None]
+        acc += d
+        acc_sq += d * d
+        ptrs += BLOCK_P * stride_xp
+        offs_p += BLOCK_P
+    count = tl.cast(p_end - p_start, tl.float32)
+    total = tl.sum(acc, axis=1)
+    m2 = tl.maximum(tl.sum(acc_sq, axis=1) - total * (total / count), 0.0)
+    return shift.to(tl.float32) + total / count, m2, count
+
+
+@triton.jit
 def group_norm_stats_kernel(
     X, Add, Partial,
     stride_xb, stride_xc, stride_xf, stride_xp, stride_ab, stride_ac, stride_af,
@@ -100,23 +132,7 @@ def group_norm_stats_kernel(
     p_start = chunk * chunk_pixels
     p_end = tl.minimum(p_start + chunk_pixels, pixels)
     c_ptrs = _channel_ptrs(X, b, f, offs_c, stride_xb, stride_xc, stride_xf)
-    shift = tl.load(c_ptrs + p_start.to(tl.int64) * stride_xp)
-    offs_p = p_start + tl.arange(0, BLOCK_P)
-    ptrs = c_ptrs[:, None] + offs_p[None, :].to(tl.int64) * stride_xp
-    acc = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
-    acc_sq = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
-    for _ in range(p_start, p_end, BLOCK_P):
-        # Lanes past the chunk read the shift itself: they add zero.
-        x = tl.load(ptrs, mask=(offs_p < p_end)[None, :], other=shift[:, None])
-        d = x.to(tl.float32) - shift.to(tl.float32)[:, None]
-        acc += d
-        acc_sq += d * d
-        ptrs += BLOCK_P * stride_xp
-        offs_p += BLOCK_P
-    count = (p_end - p_start).to(tl.float32)
-    total = tl.sum(acc, axis=1)
-    m2 = tl.maximum(tl.sum(acc_sq, axis=1) - total * (total / count), 0.0)
-    mean = shift.to(tl.float32) + total / count
+    mean, m2, _ = _channel_moments(c_ptrs, None, p_start, p_end, stride_xp, False, BLOCK_C, BLOCK_P)
     if HAS_ADD:
         mean += tl.load(_channel_ptrs(Add, b, f, offs_c, stride_ab, stride_ac, stride_af)).to(tl.float32)
     out = row.to(tl.int64) * (2 * channels) + offs_c  # a row: C means, then C M2s
@@ -233,20 +249,7 @@ def group_norm_silu_group_kernel(
     mask_c = (lane_g < GROUPS) & (g0 + lane_g < num_groups)
     offs_c = g0 * channels_per_group + lanes
     x_ptrs = _channel_ptrs(X, b, f, offs_c, stride_xb, stride_xc, stride_xf)
-    shift = tl.load(x_ptrs, mask=mask_c, other=0.0).to(tl.float32)
-    acc = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
-    acc_sq = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
-    for p0 in range(0, pixels, BLOCK_P):
-        offs_p = p0 + tl.arange(0, BLOCK_P)
-        mask = mask_c[:, None] & (offs_p < pixels)[None, :]
-        x = tl.load(x_ptrs[:, None] + offs_p[None, :].to(tl.int64) * stride_xp, mask=mask, other=0.0)
-        d = tl.where(mask, x.to(tl.float32) - shift[:, None], 0.0)
-        acc += d
-        acc_sq += d * d
-    count = pixels + 0.0  # fp32 (pixels may be the constant 1)
-    total = tl.sum(acc, axis=1)
-    ch_mean = shift + total / count
-    ch_m2 = tl.maximum(tl.sum(acc_sq, axis=1) - total * (total / count), 0.0)
+    ch_mean, ch_m2, count = _channel_moments(x_ptrs, mask_c, 0, pixels, stride_xp, True, BLOCK_C, BLOCK_P)
     if HAS_ADD:  # statistics of x + add: a channel's mean moves by its add, its M2 does not
         add = tl.load(_channel_ptrs(Add, b, f, offs_c, stride_ab, stride_ac, stride_af), mask=mask_c, other=0.0)
         ch_mean += add.to(tl.float32)

@@ -402,31 +402,33 @@ class ParallelMotionDenoiser(ParallelDenoiser):
     per_frame_rows = True
 
 
-def _narrow_frames(value, batch: int, frames: int, start: int, n: int):
-    """Every tensor in ``value`` (nested tuples / lists / dicts) with ``batch * frames`` rows (one per sample and
-    frame, sample-major) narrowed to frames ``start`` .. ``start + n`` of each sample."""
+def _map_tensors(value, fn):
+    """``fn`` applied to every tensor in ``value`` (nested tuples, lists and dicts); other values as they are."""
     if isinstance(value, torch.Tensor):
-        if value.dim() and value.shape[0] == batch * frames:
-            return value.unflatten(0, (batch, frames)).narrow(1, start, n).flatten(0, 1)
-        return value
+        return fn(value)
     if isinstance(value, (tuple, list)):
-        return type(value)(_narrow_frames(v, batch, frames, start, n) for v in value)
+        return type(value)(_map_tensors(v, fn) for v in value)
     if isinstance(value, dict):
-        return {k: _narrow_frames(v, batch, frames, start, n) for k, v in value.items()}
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
     return value
+
+
+def _narrow_frames(value, batch: int, frames: int, start: int, n: int):
+    """Every tensor in ``value`` with ``batch * frames`` rows (one per sample and frame, sample-major) narrowed to
+    frames ``start`` .. ``start + n`` of each sample."""
+    def narrow(t: torch.Tensor) -> torch.Tensor:
+        if t.dim() and t.shape[0] == batch * frames:
+            return t.unflatten(0, (batch, frames)).narrow(1, start, n).flatten(0, 1)
+        return t
+
+    return _map_tensors(value, narrow)
 
 
 def _narrow_batch(value, batch: int, start: int, n: int):
-    """Every tensor in ``value`` (nested tuples / dicts) whose first dim is ``batch`` (> 1) narrowed to rows
-    ``start`` .. ``start + n``: the conditional or unconditional half of a guided call (x, t, context, SVD's
-    added_time_ids); a one-element timestep is shared."""
-    if isinstance(value, torch.Tensor):
-        return value.narrow(0, start, n) if value.dim() and value.shape[0] == batch > 1 else value
-    if isinstance(value, tuple):
-        return tuple(_narrow_batch(v, batch, start, n) for v in value)
-    if isinstance(value, dict):
-        return {k: _narrow_batch(v, batch, start, n) for k, v in value.items()}
-    return value
+    """Every tensor in ``value`` whose first dim is ``batch`` (> 1) narrowed to rows ``start`` .. ``start + n``:
+    the conditional or unconditional half of a guided call (x, t, context, SVD's added_time_ids); a one-element
+    timestep is shared."""
+    return _map_tensors(value, lambda t: t.narrow(0, start, n) if t.dim() and t.shape[0] == batch > 1 else t)
 
 
 class ParallelVideoDiT(ParallelDenoiser):

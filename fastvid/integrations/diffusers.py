@@ -330,28 +330,31 @@ class _FrameMajorTemporal(_Swap):
         return tokens_out(self, "proj_out", x, hidden_states, self.backend)
 
 
+def _fused_norm(module: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """``module.norm`` of x as ``fastvid.group_norm_silu(silu=False)`` (y in x's memory order) where the norm is a
+    plain GroupNorm; None where it is hooked, wrapped or replaced (then the caller calls it)."""
+    norm = module.norm
+    if type(norm) is not nn.GroupNorm or unfused_reason(module, ("norm",)) is not None:
+        return None
+    return call_under_autocast(group_norm_silu, x, norm.num_groups, norm.weight, norm.bias, norm.eps,
+                               fp32_op=True, silu=False, backend=module.backend)
+
+
 def _normed_frames(module: nn.Module, video: torch.Tensor) -> torch.Tensor:
     """``module.norm`` (a GroupNorm over (C/G, F, H, W)) of the frame-major (B, C, F, H, W) view ``video``, as a
-    channel-first map whose tokens are frame-major. Fused (``fastvid.group_norm_silu(silu=False)`` reads the view
-    in place and writes its memory order): (B*F, C, H, W). A hooked or wrapped norm is called, and torch's
-    GroupNorm copies the view to contiguous memory first: (B, C, F*H*W, 1)."""
-    norm = module.norm
-    if unfused_reason(module, ("norm",)) is None:
-        y = call_under_autocast(group_norm_silu, video, norm.num_groups, norm.weight, norm.bias, norm.eps,
-                                fp32_op=True, silu=False, backend=module.backend)
+    channel-first map whose tokens are frame-major. Fused (reads the view in place and writes its memory
+    order): (B*F, C, H, W). A norm that is called copies the view to contiguous memory first: (B, C, F*H*W, 1)."""
+    y = _fused_norm(module, video)
+    if y is not None:
         return y.transpose(1, 2).flatten(0, 1)
-    return norm(video).flatten(2).unsqueeze(-1)
+    return module.norm(video).flatten(2).unsqueeze(-1)
 
 
 def _normed_images(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``module.norm`` (a spatial transformer's GroupNorm) of (N, C, H, W) images: ``fastvid.group_norm_silu``
-    (silu=False; one launch where the frames' groups are small, in x's memory order) where the norm is a plain
-    GroupNorm, else the module (hooked, wrapped or replaced)."""
-    norm = module.norm
-    if type(norm) is nn.GroupNorm and unfused_reason(module, ("norm",)) is None:
-        return call_under_autocast(group_norm_silu, images, norm.num_groups, norm.weight, norm.bias, norm.eps,
-                                   fp32_op=True, silu=False, backend=module.backend)
-    return norm(images)
+    """``module.norm`` (a spatial transformer's GroupNorm) of (N, C, H, W) images, fused where it can be (one
+    launch where the frames' groups are small)."""
+    y = _fused_norm(module, images)
+    return module.norm(images) if y is None else y
 
 
 class FastvidTransformerTemporalModel(_FrameMajorTemporal, TransformerTemporalModel):
