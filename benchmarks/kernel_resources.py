@@ -68,20 +68,25 @@ MODEL = dict(copy_bytes_per_s=3.0e12, tensor_flops_per_s=800e12, sms=H100_SMS, s
 _TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.int32: "i32",
           torch.int64: "i64", torch.uint8: "u8", torch.bool: "i1"}
 # Hot-loop iterations per program: an expression over the kernel's arguments and constexprs (cdiv available;
-# table_width: frame attention's frames per query frame, for kernels that do not take it).
+# table_width: frame attention's frames per query frame, for kernels that do not take it); the mean over the
+# programs where they differ. tests/test_trip_counts.py holds every entry to the loops the kernels run.
 TRIPS = {
-    "temporal_attention_fwd_kernel": "num_frames",
-    "temporal_attention_bwd_kernel": "cdiv(n_blocks, n_chunks) * num_frames",
+    "temporal_attention_bwd_kernel": "cdiv(n_blocks, n_chunks)",  # the forward has no loop
+    "temporal_attention_bias_grad_kernel": "batch * n_chunks",
     "frame_attention_fwd_kernel": "table_width * cdiv(num_k, BLOCK_M)",
     "frame_attention_bwd_dq_kernel": "table_width * cdiv(num_k, BLOCK_M)",
     # dK/dV: per key frame, the query frames listing it (table_width on average) x query tiles.
     "frame_attention_bwd_dkv_kernel": "table_width * cdiv(num_q, BLOCK_N)",
     "temporal_conv_fwd_kernel": "taps * cdiv(c_in, BLOCK_CI)",
     "temporal_conv_dw_kernel": "batch * frames_per_split * cdiv(pixels, BLOCK_P)",
+    "temporal_conv_grad_sum_kernel": "n_split",
     "group_norm_stats_kernel": "cdiv(chunk_pixels, BLOCK_P)",
     "group_norm_silu_group_kernel": "2 * cdiv(pixels, BLOCK_P)",  # two passes over the group's pixels
     "group_norm_silu_apply_kernel": "cdiv(n_chunks * (1 if PER_FRAME else frames), BLOCK_R)",
     "group_norm_silu_bwd_reduce_kernel": "cdiv(chunk_pixels, BLOCK_P)",
+    # n_stats programs sum a statistic's rows, the others (one per BLOCK_C channels) every row.
+    "group_norm_silu_bwd_coef_kernel": "(n_stats * rows_per_stat + cdiv(channels, BLOCK_C) * total_rows)"
+                                       " / (n_stats + cdiv(channels, BLOCK_C))",
     "geglu_linear_fwd_kernel": "cdiv(K, BLOCK_K)",
     "linear_fwd_kernel": "cdiv(K, BLOCK_K)",
     "add_layer_norm_bwd_kernel": "cdiv(rows_per_program, BLOCK_M)",
@@ -528,14 +533,21 @@ def compile_all(launches: List[Launch]) -> List[Tuple[Launch, MachineCode]]:
     return [(launch, machine_code(launch)) for launch in launches]
 
 
-def _trips(launch: Launch, use: Use) -> Optional[float]:
-    expression = TRIPS.get(launch.name)
+def trip_count(kernel: str, names: Dict[str, object]) -> Optional[float]:
+    """Hot-loop iterations per program of ``kernel`` (its TRIPS expression over ``names``: the launch's integer
+    arguments and constexprs by name), or None for a kernel without an entry."""
+    expression = TRIPS.get(kernel)
     if expression is None:
         return None
+    names = {k: v for k, v in names.items() if isinstance(v, (int, float))}
+    return eval(expression, {"cdiv": lambda a, b: -(-a // b), "__builtins__": {}}, names)  # noqa: S307
+
+
+def _trips(launch: Launch, use: Use) -> Optional[float]:
     names = {"table_width": _table_width(use.variant, use.ints.get("num_frames", 1))}  # frame attention
     names.update(use.ints)
-    names.update({k: v for k, v in launch.constexprs.items() if isinstance(v, (int, float))})
-    return eval(expression, {"cdiv": lambda a, b: -(-a // b), "__builtins__": {}}, names)  # noqa: S307
+    names.update(launch.constexprs)
+    return trip_count(launch.name, names)
 
 
 def issue_seconds(launch: Launch, code: MachineCode, use: Use) -> Tuple[float, Optional[float]]:
