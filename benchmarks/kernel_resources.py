@@ -72,6 +72,7 @@ _TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", 
 # programs where they differ. tests/test_trip_counts.py holds every entry to the loops the kernels run.
 TRIPS = {
     "temporal_attention_bwd_kernel": "cdiv(n_blocks, n_chunks)",  # the forward has no loop
+    "temporal_attention_bwd_key_blocks_kernel": "cdiv(num_tokens, n_chunks) * cdiv(num_frames, BLOCK_J)",
     "temporal_attention_bias_grad_kernel": "batch * n_chunks",
     "frame_attention_fwd_kernel": "table_width * cdiv(num_k, BLOCK_M)",
     "frame_attention_bwd_dq_kernel": "table_width * cdiv(num_k, BLOCK_M)",
@@ -374,9 +375,12 @@ log-sum-exp, causal or not), compiled under both and compared launch by launch (
 
 - Every kernel compiles under 3.6, the GroupNorm apply kernel's `tl.gather` included.
 - Spills: none under either in any config a launcher can pick, except the temporal attention backward at F 33..64
-  with head_dim 65..128 (one position of 64 x 128 does not fit one 8-warp program: 255 registers, 436/428 bytes
-  under 3.6, 420/412 under 3.9) and, under 3.9 only, at F 17..31 not a multiple of 16 with head_dim 65..128 (F 24:
-  20/20 bytes; none under 3.6): strict xfails there, pending a loop over frame blocks in the program. The two
+  with head_dim 129..256 (F 64 x head_dim 160: 256/256 bytes under 3.6, 516 under 3.9) and, under 3.9 only, at
+  F 33..63 not a multiple of 16 with head_dim 65..128 (F 40 x head_dim 72: 48/48 bytes, outside the key-block
+  loop; none under 3.6): strict xfails there. Past 16 frames that backward loops over key-frame blocks of 16
+  (checked under 3.6 on 2026-12-08: F 24..128 x head_dim 40..128 and F 32 x head_dim 160 without spills); before,
+  holding whole F x head_dim tiles, it spilled from F 33 x head_dim 65 (436/428 bytes at F 64 x head_dim 128
+  under 3.6, 420/412 under 3.9; F 24 x head_dim 72 20/20 under 3.9). The two
   3.6-only spills found on 2026-11-27 (temporal attention backward at F 9..16 x head_dim 65..128, frame attention
   dK/dV 32 x 32 on 4 warps above 96 columns) were fixed then in the launchers (tile choice, a pruned config).
 - Same under both, launch by launch: tensor-core instructions in the hot loop (or, in a kernel without a loop, in the

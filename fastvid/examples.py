@@ -13,6 +13,8 @@ H * W at the layer's resolution.
 - Latte / Open-Sora style DiT: 16 frames of 32x32 latents, patch 2 -> 256 tokens per frame, hidden 1152,
   16 heads of 72.
 - Text2Video-Zero / ControlVideo (Stable Diffusion 1.5): 8 frames, 512x512 -> 64x64 latents, 8 heads of 40.
+- AnimateDiff motion modules (SD 1.5 U-Net): 8 heads of 40 / 80 / 160 at channels 320 / 640 / 1280; 512x512 ->
+  64x64 latents; a 32-frame clip at the 640-channel level (32x32).
 - Transformer-block tokens (B, N, C): spatial blocks see (B*F, H*W, C), SVD's temporal blocks (B*H*W, F, C).
 
 GEGLU shapes are (B * F, N, inner): the feed-forward of a transformer block at a UNet level with C channels
@@ -39,6 +41,7 @@ TEMPORAL_ATTENTION_SHAPES: Shapes = {  # name: (B, F, N, heads, head_dim)
     "svd-36x64-c640": (2, 14, 36 * 64, 10, 64),
     "vdm-64x64-h16": (2, 16, 64 * 64, 16, 64),  # 131,072 sequences: past 65,535
     "latte-16x16-h16": (2, 16, 16 * 16, 16, 72),
+    "animatediff-32f-32x32-c640": (2, 32, 32 * 32, 8, 80),  # past 16 frames: the backward's key blocks
 }
 
 FRAME_ATTENTION_SHAPES: Shapes = {  # name: (B, F, N, heads, head_dim); keys M = N

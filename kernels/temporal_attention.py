@@ -9,6 +9,8 @@ projection, need no rearrange. Head_dim is the axis loads vectorise along: the l
 that every other stride and head_dim are multiples of VEC elements (16 bytes) and that stride_d
 is 1, and the kernel rewrites them as ``x // VEC * VEC`` so the compiler sees the alignment
 and issues 128-bit loads. Scores are kept in log2 units (exp2); the saved log-sum-exp too.
+The backward of a position too large for that (more than 16 frames, or a wide head over unaligned frames)
+runs one position at a time with its key frames in blocks (``temporal_attention_bwd_key_blocks_kernel``).
 """
 import triton
 import triton.language as tl
@@ -134,7 +136,7 @@ def temporal_attention_bwd_kernel(
     stride_pp, stride_pi, stride_pj,
     num_heads, num_frames, num_tokens, head_dim, n_blocks, n_chunks, qk_scale, scale,
     HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    VEC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr, RELOAD: tl.constexpr,
+    VEC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     # One program: a strided chunk of position blocks of one (b, head), each block as in the forward.
     # Every (position, frame) of dQ/dK/dV belongs to one program (no atomics); the bias gradient is
@@ -151,8 +153,7 @@ def temporal_attention_bwd_kernel(
         offs_n = (n_block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         mask_nf = (offs_n < num_tokens)[:, None] & (offs_f < num_frames)[None, :]
         mask_nfd = mask_nf[:, :, None] & mask_d[None, None, :]
-        # Each tile is loaded where it is first used, and with RELOAD (a one-position tile of many frames
-        # and a wide head) loaded again for its later uses (L1/L2 hits) instead of staying live.
+        # Each tile is loaded where it is first used.
         o = tl.load(_tile_ptrs(Out, b, h, offs_n, offs_f, offs_d, stride_ob, stride_oh, stride_on, stride_of,
                                stride_od, VEC), mask=mask_nfd, other=0.0)
         do = tl.load(_tile_ptrs(DOut, b, h, offs_n, offs_f, offs_d, stride_gb, stride_gh, stride_gn, stride_gf,
@@ -167,9 +168,6 @@ def temporal_attention_bwd_kernel(
         k = tl.load(k_ptrs, mask=mask_nfd, other=0.0)
         s = _scores(q, k, bias, offs_f, num_frames, qk_scale, HAS_BIAS, CAUSAL, DOT_PRECISION)
         p = tl.exp2(s - lse[:, :, None])
-        if RELOAD:
-            do = tl.load(_tile_ptrs(DOut, b, h, offs_n, offs_f, offs_d, stride_gb, stride_gh, stride_gn, stride_gf,
-                                    stride_gd, VEC), mask=mask_nfd, other=0.0)
         # Each gradient is stored as soon as it is made: one fp32 accumulator tile live at a time.
         # DQ, DK and DV are allocated alike and share one set of strides (stride_d*).
         dv = _batched_dot(tl.trans(p.to(do.dtype), 0, 2, 1), do, DOT_PRECISION)
@@ -179,13 +177,9 @@ def temporal_attention_bwd_kernel(
                                stride_vd, VEC), mask=mask_nfd, other=0.0)
         dp = _batched_dot(do, tl.trans(v, 0, 2, 1), DOT_PRECISION)
         ds = p * (dp - delta[:, :, None])  # gradient of the natural-unit scores
-        if RELOAD:
-            k = tl.load(k_ptrs, mask=mask_nfd, other=0.0)
         dq = _batched_dot(ds.to(k.dtype), k, DOT_PRECISION) * scale
         tl.store(_tile_ptrs(DQ, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
                             VEC), dq.to(DQ.dtype.element_ty), mask=mask_nfd)
-        if RELOAD:
-            q = tl.load(q_ptrs, mask=mask_nfd, other=0.0)
         dk = _batched_dot(tl.trans(ds.to(q.dtype), 0, 2, 1), q, DOT_PRECISION) * scale
         tl.store(_tile_ptrs(DK, b, h, offs_n, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
                             VEC), dk.to(DK.dtype.element_ty), mask=mask_nfd)
@@ -195,6 +189,95 @@ def temporal_attention_bwd_kernel(
     if BIAS_GRAD:
         p_ptrs = DBiasPartial + pid.to(tl.int64) * stride_pp + offs_f[:, None] * stride_pi + offs_f[None, :] * stride_pj
         tl.store(p_ptrs, dbias, mask=(offs_f < num_frames)[:, None] & (offs_f < num_frames)[None, :])
+
+
+@triton.jit
+def _position_ptrs(base, b, h, n, offs_f, offs_d, stride_b, stride_h, stride_n, stride_f, stride_d,
+                   VEC: tl.constexpr):
+    """Pointers to frames ``offs_f`` of position ``n`` of (b, h): [len(offs_f), BLOCK_D]."""
+    base += b * _aligned(stride_b, VEC) + h * _aligned(stride_h, VEC) + n * _aligned(stride_n, VEC)
+    return base + offs_f.to(tl.int64)[:, None] * _aligned(stride_f, VEC) + offs_d.to(tl.int64)[None, :] * stride_d
+
+
+@triton.jit
+def temporal_attention_bwd_key_blocks_kernel(
+    Q, K, V, Bias, Out, DOut, Lse, DQ, DK, DV, DBiasPartial,
+    stride_qb, stride_qf, stride_qn, stride_qh, stride_qd,
+    stride_kb, stride_kf, stride_kn, stride_kh, stride_kd,
+    stride_vb, stride_vf, stride_vn, stride_vh, stride_vd,
+    stride_ob, stride_of, stride_on, stride_oh, stride_od,
+    stride_gb, stride_gf, stride_gn, stride_gh, stride_gd,
+    stride_db, stride_df, stride_dn, stride_dh, stride_dd,
+    stride_bh, stride_bi, stride_bj,
+    stride_lb, stride_lh, stride_lf, stride_ln,
+    stride_pp, stride_pi, stride_pj,
+    num_heads, num_frames, num_tokens, head_dim, n_chunks, qk_scale, scale,
+    HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    VEC: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # The backward one position at a time, for positions too large to hold whole (many frames, wide heads):
+    # a program takes a strided chunk of the positions of one (b, head); per position Q, dO and the dQ
+    # accumulator ([BLOCK_F, BLOCK_D]) stay live while the key frames pass in blocks of BLOCK_J: scores,
+    # probabilities and their gradient [BLOCK_F, BLOCK_J], the block's dK and dV stored as they are made.
+    # The bias gradient is summed per program into its own DBiasPartial[pid], block by block (the program's
+    # first position writes, the later ones add what is there), and reduced in a fixed order by the launcher.
+    pid = tl.program_id(0)
+    chunk, b, h = _program_tile(pid, n_chunks, num_heads)
+    offs_f = tl.arange(0, BLOCK_F)
+    offs_j = tl.arange(0, BLOCK_J)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_f = offs_f < num_frames
+    mask_d = offs_d < _aligned(head_dim, VEC)
+    mask_fd = mask_f[:, None] & mask_d[None, :]
+    partial = DBiasPartial + pid.to(tl.int64) * stride_pp
+
+    for n in range(chunk, num_tokens, n_chunks):
+        n64 = tl.cast(n, tl.int64)
+        do = tl.load(_position_ptrs(DOut, b, h, n64, offs_f, offs_d, stride_gb, stride_gh, stride_gn, stride_gf,
+                                    stride_gd, VEC), mask=mask_fd, other=0.0)
+        o = tl.load(_position_ptrs(Out, b, h, n64, offs_f, offs_d, stride_ob, stride_oh, stride_on, stride_of,
+                                   stride_od, VEC), mask=mask_fd, other=0.0)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)  # rowsum(dO * O): [BLOCK_F]
+        q = tl.load(_position_ptrs(Q, b, h, n64, offs_f, offs_d, stride_qb, stride_qh, stride_qn, stride_qf,
+                                   stride_qd, VEC), mask=mask_fd, other=0.0)
+        # Padding rows get lse = +inf, so p = 0 there whatever their scores.
+        lse = tl.load(Lse + b * stride_lb + h * stride_lh + n64 * stride_ln + offs_f * stride_lf, mask=mask_f,
+                      other=float("inf"))
+        dq = tl.zeros([BLOCK_F, BLOCK_D], tl.float32)
+        for j0 in range(0, num_frames, BLOCK_J):
+            offs_k = j0 + offs_j
+            mask_k = offs_k < num_frames
+            mask_kd = mask_k[:, None] & mask_d[None, :]
+            k = tl.load(_position_ptrs(K, b, h, n64, offs_k, offs_d, stride_kb, stride_kh, stride_kn, stride_kf,
+                                       stride_kd, VEC), mask=mask_kd, other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+            mask_fk = mask_f[:, None] & mask_k[None, :]
+            if HAS_BIAS:
+                bias = tl.load(Bias + h * stride_bh + offs_f[:, None] * stride_bi + offs_k[None, :] * stride_bj,
+                               mask=mask_fk, other=0.0)
+                s += bias.to(tl.float32) * LOG2E
+            keep = mask_k[None, :]
+            if CAUSAL:
+                keep &= offs_f[:, None] >= offs_k[None, :]
+            p = tl.exp2(tl.where(keep, s, float("-inf")) - lse[:, None])
+            dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
+            # DQ, DK and DV are allocated alike and share one set of strides (stride_d*).
+            tl.store(_position_ptrs(DV, b, h, n64, offs_k, offs_d, stride_db, stride_dh, stride_dn, stride_df,
+                                    stride_dd, VEC), dv.to(DV.dtype.element_ty), mask=mask_kd)
+            v = tl.load(_position_ptrs(V, b, h, n64, offs_k, offs_d, stride_vb, stride_vh, stride_vn, stride_vf,
+                                       stride_vd, VEC), mask=mask_kd, other=0.0)
+            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+            ds = p * (dp - delta[:, None])  # gradient of the natural-unit scores
+            dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION) * scale
+            tl.store(_position_ptrs(DK, b, h, n64, offs_k, offs_d, stride_db, stride_dh, stride_dn, stride_df,
+                                    stride_dd, VEC), dk.to(DK.dtype.element_ty), mask=mask_kd)
+            if BIAS_GRAD:
+                p_ptrs = partial + offs_f[:, None] * stride_pi + offs_k[None, :] * stride_pj
+                earlier = tl.where(n == chunk, 0.0, tl.load(p_ptrs, mask=mask_fk, other=0.0))
+                tl.store(p_ptrs, ds + earlier, mask=mask_fk)
+        tl.store(_position_ptrs(DQ, b, h, n64, offs_f, offs_d, stride_db, stride_dh, stride_dn, stride_df, stride_dd,
+                                VEC), (dq * scale).to(DQ.dtype.element_ty), mask=mask_fd)
 
 
 @triton.jit

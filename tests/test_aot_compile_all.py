@@ -18,6 +18,9 @@ sys.path.insert(0, "benchmarks")
 from benchmarks import kernel_resources as kr
 launches = kr.capture(quick=True)
 launches += kr.capture(["temporal_attention"])
+# past 16 frames (no benchmark shape has them): the backward's key-block kernel
+launches += kr.capture(["temporal_attention"], table={"temporal_attention": (kr.SWEEP["temporal_attention"][0],
+                                                                             {"F24-d72": (2, 24, 1024, 8, 72)})})
 out = []
 for launch, code in kr.compile_all(launches):
     out.append(dict(kernel=launch.name, module=launch.kernel.__module__, config=launch.config(), cases=launch.cases,

@@ -625,7 +625,7 @@ class _LaunchRecorder:
 
 @pytest.mark.parametrize("batch", [4, 8])
 def test_svd_scale_launch_arithmetic(batch, monkeypatch):
-    """SVD's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor; the GEGLU
+    """SVD-XT's 25-frame 72x128 latents at 1280 channels (batch 8: past 2**31 elements per tensor; the GEGLU
     projection output at 320 channels too), on the meta
     device: every launcher's grids stay within CUDA's limits (axis 0 < 2**31, axes 1 and 2 < 65536)."""
     from fastvid.ops import add_layer_norm as aln, alpha_blend as ab, frame_attention as fa, geglu as gg
@@ -646,9 +646,12 @@ def test_svd_scale_launch_arithmetic(batch, monkeypatch):
     tokens = torch.empty(batch, frames, 72 * 128, heads, channels // heads, **meta)
     assert (video.numel() > 2**31) == (batch == 8)
 
-    out, lse = ta.temporal_attention_fwd._init_fn(tokens, tokens, tokens, None, False, 0.125)
-    bias = torch.empty(heads, frames, frames, **meta)  # with its gradient: the bias-gradient reduce launches too
-    ta.temporal_attention_bwd._init_fn(out, tokens, tokens, tokens, bias, out, lse, False, 0.125, True)
+    # SVD-XT's 25 frames (the backward's key blocks) and SVD's 14 (its batched positions)
+    for attention_frames in (frames, 14):
+        tokens_f = tokens[:, :attention_frames]
+        out, lse = ta.temporal_attention_fwd._init_fn(tokens_f, tokens_f, tokens_f, None, False, 0.125)
+        bias = torch.empty(heads, attention_frames, attention_frames, **meta)  # the bias-gradient reduce launches too
+        ta.temporal_attention_bwd._init_fn(out, tokens_f, tokens_f, tokens_f, bias, out, lse, False, 0.125, True)
     table = fa.frame_table("sparse_causal", frames, "cpu").to("meta")
     out, lse = fa.frame_attention_fwd._init_fn(tokens, tokens, tokens, table, 0.125)
     fa.frame_attention_bwd._init_fn(out, tokens, tokens, tokens, table, out, lse, 0.125)

@@ -14,7 +14,9 @@ SHAPES = [  # (B, F, N, heads, head_dim)
     (1, 8, 16, 2, 64),
     (1, 5, 9, 2, 40),  # head_dim not a power of two
     (1, 16, 5, 1, 72),  # backward: 4 positions on 8 warps
-    (1, 19, 6, 2, 72),  # one position per program; the backward reloads q, k and dO
+    (1, 19, 6, 2, 72),  # backward: one position per step, two key blocks (the last partial), 1-2 per program
+    (1, 40, 7, 1, 24),  # backward: three key blocks, the last partial
+    (2, 8, 3, 1, 128),  # backward: unaligned frames of a wide head, one position per step
 ]
 
 
@@ -54,9 +56,10 @@ def test_torch_backends_match_reference(backend, causal):
     check_against_reference(backend, _fastvid(backend, causal), _reference(causal), [q, k, v, b], torch.float32)
 
 
-def test_fused_qkv_slices_are_read_in_place():
+@pytest.mark.parametrize("F", [9, 21])  # 21: the backward's key blocks
+def test_fused_qkv_slices_are_read_in_place(F):
     # A slice of a fused projection: (B, F, N, 3, h, d) unbound on the "3" axis.
-    B, F, N, H, D = 1, 9, 13, 2, 24
+    B, N, H, D = 1, 13, 2, 24
     qkv = torch.randn(B, F, N, 3, H, D, device=DEVICE)
     q, k, v = qkv.unbind(dim=3)
     assert not q.is_contiguous()
@@ -64,9 +67,10 @@ def test_fused_qkv_slices_are_read_in_place():
     check_against_reference("fused qkv", _fastvid("triton", False), _reference(False), [q, k, v, b], torch.float32)
 
 
-def test_permuted_inputs():
+@pytest.mark.parametrize("F", [6, 20])  # 20: the backward's key blocks
+def test_permuted_inputs(F):
     # Frames last in memory: a (B, N, h, d, F) buffer seen as (B, F, N, h, d).
-    B, F, N, H, D = 1, 6, 10, 2, 16
+    B, N, H, D = 1, 10, 2, 16
     q, k, v = (torch.randn(B, N, H, D, F, device=DEVICE).permute(0, 4, 1, 2, 3) for _ in range(3))
     b = torch.randn(F, F, H, device=DEVICE).permute(2, 0, 1)
     check_against_reference("permuted", _fastvid("triton", True), _reference(True), [q, k, v, b], torch.float32)
@@ -113,8 +117,9 @@ def test_output_and_gradients_follow_q_memory_order(backend):
         assert all(_dense_in_order_of(g, q) for g in grads), [g.stride() for g in grads]
 
 
-def test_bias_gradient_is_deterministic():
-    q, k, v, b = _inputs((2, 8, 33, 2, 16), torch.float32)
+@pytest.mark.parametrize("F", [8, 24])  # 24: the backward's key blocks
+def test_bias_gradient_is_deterministic(F):
+    q, k, v, b = _inputs((2, F, 33, 2, 16), torch.float32)
     grads = []
     for _ in range(2):
         bias = b.clone().requires_grad_()
@@ -230,19 +235,20 @@ def test_module_takes_feature_maps():
     torch.testing.assert_close(out, ref_mod(x), atol=2e-5, rtol=1e-4)
 
 
-def test_offsets_beyond_int32_use_int64():
-    """Frame 2 starts 2**31 + 32 elements into its buffer: a strided view whose untouched memory is never
+@pytest.mark.parametrize("frames", [3, 17])  # 17: the backward's key blocks
+def test_offsets_beyond_int32_use_int64(frames):
+    """The last frame starts past 2**31 elements into its buffer: a strided view whose untouched memory is never
     paged in, so the footprint stays small. int32 offset arithmetic would read the wrong address."""
-    stride_f = 2**30 + 16
-    shape, strides = (1, 3, 4, 1, 16), (0, stride_f, 16, 16, 1)
+    stride_f = 2**31 // (frames - 1) + 16
+    shape, strides = (1, frames, 4, 1, 16), (0, stride_f, 16, 16, 1)
 
     def far_view():
-        buffer = torch.empty(2 * stride_f + 4 * 16, dtype=torch.float16, device=DEVICE)
+        buffer = torch.empty((frames - 1) * stride_f + 4 * 16, dtype=torch.float16, device=DEVICE)
         view = buffer.as_strided(shape, strides)
         view.copy_(torch.randn(shape, dtype=torch.float16))
         return view
 
     q, k, v = far_view(), far_view(), far_view()
-    bias = torch.randn(1, 3, 3, dtype=torch.float16, device=DEVICE)
+    bias = torch.randn(1, frames, frames, dtype=torch.float16, device=DEVICE)
     check_against_reference("int64 offsets", _fastvid("triton", False), _reference(False), [q, k, v, bias],
                             torch.float16)

@@ -113,9 +113,9 @@ def _forward_backward(function, inputs, kwargs):
 
 def _cases():
     """(function, inputs, keyword arguments): every op's example at an odd size (several position blocks and
-    chunks), frame attention with each table shape, the correctness cases of the ops whose cases are small on
-    the interpreter (the attention ones run head_dim 72 and 40 there: tens of seconds), and a spatial ResNet's
-    norm (images with a time embedding: the one-launch GroupNorm forward)."""
+    chunks), frame attention with each table shape, temporal attention past 16 frames, the correctness cases of
+    the ops whose cases are small on the interpreter (the attention ones run head_dim 72 and 40 there: tens of
+    seconds), and a spatial ResNet's norm (images with a time embedding: the one-launch GroupNorm forward)."""
     for op, spec in sorted(OPS.items()):
         yield spec.function, spec.examples.make(2, 37), spec.examples.kwargs
         if op not in ("temporal_attention", "frame_attention"):
@@ -124,6 +124,8 @@ def _cases():
     attention = OPS["frame_attention"]
     for frames in ("first", "all"):
         yield attention.function, attention.examples.make(1, 37), dict(frames=frames)
+    q, k, v = (torch.randn(1, 19, 5, 2, 16) for _ in range(3))  # past 16 frames: the backward's key blocks
+    yield fastvid.temporal_attention, dict(q=q, k=k, v=v, bias=torch.randn(2, 19, 19)), dict(causal=True)
     images = dict(x=torch.randn(6, 40, 5, 7), weight=torch.randn(40), bias=torch.randn(40), add=torch.randn(6, 40))
     yield fastvid.group_norm_silu, images, dict(num_groups=4)
 

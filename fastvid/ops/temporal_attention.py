@@ -28,6 +28,8 @@ LAYOUT = "(B, F, N, heads, head_dim)"
 
 
 MAX_BATCHED_TILE = 2048  # frames x head_dim of one position above which one position fills a program
+# The backward of such a position: key frames per block and warps (temporal_attention_bwd_key_blocks_kernel).
+KEY_BLOCK, KEY_BLOCKS_WARPS = 16, 8
 
 
 def _tiles(num_frames: int, head_dim: int, per_warp: int, max_batched_frames: int = 128) -> Tuple[int, int, int, int]:
@@ -36,7 +38,8 @@ def _tiles(num_frames: int, head_dim: int, per_warp: int, max_batched_frames: in
     positions per warp as keep one warp's [BLOCK_F, BLOCK_D] tiles near ``per_warp`` elements.
     A larger position (frames x head_dim past MAX_BATCHED_TILE, or more than ``max_batched_frames``
     frames) is one program (BLOCK_N = 1, a 2-D dot whose frames the warps split), 8 warps past 4,096
-    elements or with ``max_batched_frames`` set. A position past ``per_warp`` elements (but within
+    elements or with ``max_batched_frames`` set (the backward runs such positions through its key-block kernel,
+    KEY_BLOCKS_WARPS warps). A position past ``per_warp`` elements (but within
     MAX_BATCHED_TILE) gets more than one warp. ``tl.dot`` needs every tile dim >= 16."""
     block_f, block_d = max(16, _launch.next_pow2(num_frames)), max(16, _launch.next_pow2(head_dim))
     tile = block_f * block_d
@@ -130,7 +133,8 @@ class _BwdPlan:
     """Everything a backward launch of one call signature needs but the tensors."""
 
     def __init__(self, dout, q, k, v, bias, out, lse, causal, scale, bias_grad):
-        from ..kernels.temporal_attention import temporal_attention_bias_grad_kernel, temporal_attention_bwd_kernel
+        from ..kernels.temporal_attention import (temporal_attention_bias_grad_kernel, temporal_attention_bwd_kernel,
+                                                  temporal_attention_bwd_key_blocks_kernel)
 
         batch, frames, tokens, heads, head_dim = self.shape = tuple(q.shape)
         # dQ, dK and dV share one layout, q's memory order made dense (the kernel takes one set of strides).
@@ -153,15 +157,23 @@ class _BwdPlan:
         self.partial_shape = (programs, frames, frames) if bias_grad else None
         self.partial = (_launch.allocator(self.partial_shape, _launch.contiguous_strides(self.partial_shape),
                                           torch.float32, q.device, poison=False) if bias_grad else None)
-        self.launch = _launch.Launch(
-            temporal_attention_bwd_kernel, (programs,),
-            (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *self.strides, *_bias_strides(bias),
-             *lse.stride(), *(_launch.contiguous_strides(self.partial_shape) if bias_grad else (0, 0, 0)),
-             heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale),
-            HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal, DOT_PRECISION=_launch.dot_precision(q.dtype),
-            VEC=_vector_width(head_dim, q, k, v, out, dout, outputs=(self.strides,)), BLOCK_N=block_n,
-            BLOCK_F=block_f, BLOCK_D=block_d, RELOAD=block_n == 1, num_warps=num_warps, num_stages=1,
-        )
+        strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *dout.stride(), *self.strides,
+                   *_bias_strides(bias), *lse.stride(),
+                   *(_launch.contiguous_strides(self.partial_shape) if bias_grad else (0, 0, 0)))
+        flags = dict(HAS_BIAS=bias is not None, BIAS_GRAD=bias_grad, CAUSAL=causal,
+                     DOT_PRECISION=_launch.dot_precision(q.dtype),
+                     VEC=_vector_width(head_dim, q, k, v, out, dout, outputs=(self.strides,)), BLOCK_F=block_f,
+                     BLOCK_D=block_d, num_stages=1)
+        if block_n == 1:  # one position per step, its key frames in blocks
+            self.launch = _launch.Launch(
+                temporal_attention_bwd_key_blocks_kernel, (programs,),
+                (*strides, heads, frames, tokens, head_dim, n_chunks, scale * _launch.LOG2E, scale),
+                BLOCK_J=KEY_BLOCK, num_warps=KEY_BLOCKS_WARPS, **flags)
+        else:
+            self.launch = _launch.Launch(
+                temporal_attention_bwd_kernel, (programs,),
+                (*strides, heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale),
+                BLOCK_N=block_n, num_warps=num_warps, **flags)
         if bias_grad:
             # Fixed-order sum over (batch, chunk) of the partials, written in the bias dtype: deterministic.
             cells = frames * frames
