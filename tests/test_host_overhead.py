@@ -245,6 +245,11 @@ def test_launches_per_call():
     assert _counts(lambda: ta_op._fwd_op.planned(q, k, v, bias, False, scale)) == (1, {})
     # backward: the kernel and the bias gradient's fixed-order reduce, which writes the bias dtype
     assert _counts(lambda: ta_op._bwd_op.planned(out, q, k, v, bias, out, lse, False, scale, True)) == (2, {})
+    lq, lk, lv = _qkv((1, 20, 4, 2, 16))  # past 16 frames: the key-block kernel, the same two launches
+    lbias = torch.randn(2, 20, 20, device=DEVICE)
+    with counting_launches(launch=False):
+        lout, llse = ta_op._fwd_op(lq, lk, lv, lbias, False, scale)
+    assert _counts(lambda: ta_op._bwd_op.planned(lout, lq, lk, lv, lbias, lout, llse, False, scale, True)) == (2, {})
     table = fa_op.frame_table("first", 3, q.device)
     assert _counts(lambda: fa_op._fwd_op.planned(q, k, v, table, scale)) == (1, {})
     assert _counts(lambda: fa_op._bwd_op.planned(fout, q, k, v, table, fout, flse, scale)) == (2, {})
