@@ -165,15 +165,13 @@ class _BwdPlan:
                      VEC=_vector_width(head_dim, q, k, v, out, dout, outputs=(self.strides,)), BLOCK_F=block_f,
                      BLOCK_D=block_d, num_stages=1)
         if block_n == 1:  # one position per step, its key frames in blocks
-            self.launch = _launch.Launch(
-                temporal_attention_bwd_key_blocks_kernel, (programs,),
-                (*strides, heads, frames, tokens, head_dim, n_chunks, scale * _launch.LOG2E, scale),
-                BLOCK_J=KEY_BLOCK, num_warps=KEY_BLOCKS_WARPS, **flags)
+            kernel, sizes = temporal_attention_bwd_key_blocks_kernel, (n_chunks,)
+            tiles = dict(BLOCK_J=KEY_BLOCK, num_warps=KEY_BLOCKS_WARPS)
         else:
-            self.launch = _launch.Launch(
-                temporal_attention_bwd_kernel, (programs,),
-                (*strides, heads, frames, tokens, head_dim, n_blocks, n_chunks, scale * _launch.LOG2E, scale),
-                BLOCK_N=block_n, num_warps=num_warps, **flags)
+            kernel, sizes, tiles = temporal_attention_bwd_kernel, (n_blocks, n_chunks), dict(BLOCK_N=block_n,
+                                                                                          num_warps=num_warps)
+        self.launch = _launch.Launch(kernel, (programs,), (*strides, heads, frames, tokens, head_dim, *sizes,
+                                                           scale * _launch.LOG2E, scale), **tiles, **flags)
         if bias_grad:
             # Fixed-order sum over (batch, chunk) of the partials, written in the bias dtype: deterministic.
             cells = frames * frames
