@@ -374,13 +374,14 @@ capture (GroupNorm with silu=False, with an add of (B, C, F) or (B, C, 1); the t
 log-sum-exp, causal or not), compiled under both and compared launch by launch (289 distinct compilations).
 
 - Every kernel compiles under 3.6, the GroupNorm apply kernel's `tl.gather` included.
-- Spills: none under either in any config a launcher can pick, except the temporal attention backward at F 33..64
-  with head_dim 129..256 (F 64 x head_dim 160: 256/256 bytes under 3.6, 516 under 3.9) and, under 3.9 only, at
-  F 33..63 not a multiple of 16 with head_dim 65..128 (F 40 x head_dim 72: 48/48 bytes, outside the key-block
-  loop; none under 3.6): strict xfails there. Past 16 frames that backward loops over key-frame blocks of 16
-  (checked under 3.6 on 2026-12-08: F 24..128 x head_dim 40..128 and F 32 x head_dim 160 without spills); before,
-  holding whole F x head_dim tiles, it spilled from F 33 x head_dim 65 (436/428 bytes at F 64 x head_dim 128
-  under 3.6, 420/412 under 3.9; F 24 x head_dim 72 20/20 under 3.9). The two
+- Spills: none under either in any config a launcher can pick, except the temporal attention backward past 32
+  frames with head_dim 129..256 (F 64 x head_dim 160: 256/256 bytes under 3.6, 520 under 3.9), past 64 frames not
+  a multiple of 16 with head_dim 65..128 (8 bytes under 3.9, 44 under 3.6), under 3.9 at F 33..47 with head_dim
+  65..128 (48 bytes, outside the key-block loop) and under 3.6 at F 128 with head_dim 65..128 (56 bytes), and
+  odd head sizes without 16-byte vectors: strict xfails where tests/test_machine_code.py sweeps them. Past 16
+  frames that backward loops over key-frame blocks of 16 (2026-12-08; before, holding whole F x head_dim tiles,
+  it spilled 20 bytes at F 24 x head_dim 72 under 3.9, about 400 at F 33..64 x head_dim 72..128 and 900 to
+  4,200 past 64 frames: the table in docs/benchmarks.md). The two
   3.6-only spills found on 2026-11-27 (temporal attention backward at F 9..16 x head_dim 65..128, frame attention
   dK/dV 32 x 32 on 4 warps above 96 columns) were fixed then in the launchers (tile choice, a pruned config).
 - Same under both, launch by launch: tensor-core instructions in the hot loop (or, in a kernel without a loop, in the
