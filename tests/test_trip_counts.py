@@ -1,6 +1,7 @@
 """The static time model's hot-loop trip counts (``TRIPS`` of benchmarks/kernel_resources.py) against the loops
-the kernels really run: every op at odd sizes (``_cases``), forward and backward, runs on the Triton interpreter under a line tracer that counts, per program, the iterations of every innermost
-loop of the kernel files (a ``for`` whose body holds no other loop; ``tl.static_range`` unrolls and is no loop).
+the kernels really run: every op at odd sizes (``_cases``), forward and backward, runs on the Triton interpreter
+under a line tracer that counts, per program, the iterations of every innermost loop of the kernel files (a
+``for`` whose body holds no other loop; ``tl.static_range`` unrolls and is no loop).
 
 A kernel whose programs loop must have a TRIPS entry (without one the model counts its hot loop once), and
 the entry must lie between the mean and the largest count over the programs of each launch: the model charges
@@ -22,9 +23,6 @@ from benchmarks.kernel_resources import TRIPS, trip_count
 from fastvid.registry import OPS
 from fastvid.testing import kernel_objects
 
-KERNELS = Path(fastvid.__file__).resolve().parent / "kernels"
-
-
 def _is_static_range(loop: ast.For) -> bool:
     call = loop.iter
     return isinstance(call, ast.Call) and getattr(call.func, "attr", getattr(call.func, "id", "")) == "static_range"
@@ -35,9 +33,10 @@ def _loops(node: ast.AST) -> List[ast.For]:
 
 
 def innermost_loop_bodies() -> Dict[Tuple[str, int], Tuple[int, int]]:
-    """(file, first line of the body) -> the body's line span, for every innermost loop of the kernel files."""
+    """(file, first line of the body) -> the body's line span, for every innermost loop of the registered ops'
+    kernel files (named as the interpreter names their code: the modules' own paths)."""
     bodies = {}
-    for path in KERNELS.glob("*.py"):
+    for path in sorted({Path(spec.kernels().__file__) for spec in OPS.values()}):
         for loop in _loops(ast.parse(path.read_text())):
             if not any(inner is not loop for inner in _loops(loop)):
                 bodies[(str(path), loop.body[0].lineno)] = (loop.body[0].lineno, loop.body[-1].end_lineno)
