@@ -194,7 +194,8 @@ def temporal_attention_bwd_kernel(
 @triton.jit
 def _position_ptrs(base, b, h, n, offs_f, offs_d, stride_b, stride_h, stride_n, stride_f, stride_d,
                    VEC: tl.constexpr):
-    """Pointers to frames ``offs_f`` of position ``n`` of (b, h): [len(offs_f), BLOCK_D]."""
+    """Pointers to frames ``offs_f`` of position ``n`` of (b, h): [len(offs_f), BLOCK_D]. _tile_ptrs stays its own
+    3-D form: built on this one, the forward compiles to different (more) registers."""
     base += b * _aligned(stride_b, VEC) + h * _aligned(stride_h, VEC) + n * _aligned(stride_n, VEC)
     return base + offs_f.to(tl.int64)[:, None] * _aligned(stride_f, VEC) + offs_d.to(tl.int64)[None, :] * stride_d
 
