@@ -278,12 +278,15 @@ def _temporal_conv(shape, dtype, variant=None):
 
 def _group_norm_silu(shape, dtype, variant=False):
     """``variant``: per_frame, or "frames": the shape's frames for a guided pair (2 * B * F) as a spatial ResNet
-    passes them, (N, C, H, W) images (the one-launch forward)."""
+    passes them, (N, C, H, W) images (the one-launch forward), or "channels_last": statistics over all frames of
+    x laid out channels innermost (channels_last_3d; not in the report's VARIANTS)."""
     ops = _op("group_norm_silu")
     B, C, F, H, W = shape
     x = torch.empty(B, C, F, H, W, dtype=dtype, device="meta")
     if variant == "frames":
         x, variant = torch.empty(2 * B * F, C, 1, H, W, dtype=dtype, device="meta"), True
+    elif variant == "channels_last":
+        x, variant = x.contiguous(memory_format=torch.channels_last_3d), False
     weight, bias = torch.empty(C, dtype=dtype, device="meta"), torch.empty(C, dtype=dtype, device="meta")
     with _direction("fwd"):
         y, stats = ops.group_norm_silu_fwd._init_fn(x, weight, bias, GROUPS, 1e-5, variant)
@@ -669,7 +672,8 @@ def _variant_label(op, variant) -> str:
     if variant is None:
         return ""
     if op == "group_norm_silu":
-        return "CFG frames as images" if variant == "frames" else f"per_frame={variant}"
+        return {"frames": "CFG frames as images", "channels_last": "per_frame=False, channels_last"}.get(
+            variant, f"per_frame={variant}")
     return str(variant)
 
 
@@ -696,7 +700,8 @@ def predicted_vs_measured(analyses, gpu_rows) -> List[Dict[str, object]]:
         for d in a["directions"].values():
             by_variant.setdefault(d["variant"], {})[d["direction"]] = d
         for variant, dirs in by_variant.items():
-            if (a["op"], variant) in (("group_norm_silu", True), ("group_norm_silu", "frames"), ("geglu", "tanh")):
+            if (a["op"], variant) in (("group_norm_silu", True), ("group_norm_silu", "frames"),
+                                      ("group_norm_silu", "channels_last"), ("geglu", "tanh")):
                 # the suite times the defaults
                 continue
             timed = variant if a["op"] in VARIANT_FIELDS else None  # the variant the GPU rows name
@@ -831,12 +836,21 @@ def report(analyses, sweep_rows, gpu_rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _parse_variants(text: Optional[str]) -> Optional[tuple]:
+    """"False,frames" -> (False, "frames"); None stays None."""
+    if text is None:
+        return None
+    return tuple({"False": False, "True": True, "None": None}.get(v, v) for v in text.split(","))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ops", default=",".join(OPS), help="comma-separated ops")
     parser.add_argument("--shapes", default=None, help="comma-separated case names or sizes (2x16x1024x8x40); "
                         "default: every benchmark shape of each op")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--variants", default=None, help="comma-separated variants of the one op in --ops (False, "
+                        "True, frames, channels_last, first, ...); default: the report's VARIANTS")
     parser.add_argument("--quick", action="store_true", help="first shape of each op, no sweep; print only")
     parser.add_argument("--json", action="store_true", help="print the analyses as JSON; write no file")
     parser.add_argument("--out", default=None, help=f"the report file (default {REPORT.relative_to(ROOT)}; "
@@ -848,7 +862,7 @@ def main(argv=None):
     for op in args.ops.split(","):
         cases = list(OPS[op][1])[:1] if args.quick else list(OPS[op][1])
         for shape in (args.shapes.split(",") if args.shapes else cases):
-            analyses.append(analyse(op, shape, dtype))
+            analyses.append(analyse(op, shape, dtype, variants=_parse_variants(args.variants)))
     if args.json:
         print(json.dumps(analyses))
         return

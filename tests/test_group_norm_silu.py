@@ -77,6 +77,26 @@ def test_statistics_split_into_chunks_stay_accurate(per_frame, forward_path):
                             [x, w, b], torch.float32)
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_channels_last_statistics_over_frames_widen_the_apply_tile(dtype, monkeypatch):
+    """Channels innermost with statistics over all frames: where an apply program combines its groups' partials in
+    more than one step, its tile spans APPLY_WIDEN times the statistics pass's pixels (odd 17 x 19 frames: the
+    wide tile's mask), forward and backward, with a time embedding."""
+    from fastvid.ops import group_norm_silu as op
+
+    monkeypatch.setattr(op, "COMBINE_TILE", 64)  # 2 partial rows per step: 9 frames take 5
+    _clear_plans()
+    x = _video((1, 32, 9, 17, 19), dtype, "channels_last_3d", offset=1.5)
+    w, b = _affine(32, dtype)
+    add = torch.randn(1, 32, dtype=dtype, device=DEVICE)
+    stats_launch, apply = op._FwdPlan(x, w, b, 4, 1e-5, False, add[:, :, None]).launches  # the op sees (B, C, 1)
+    assert apply.kwargs["BLOCK_P"] == op.APPLY_WIDEN * stats_launch.kwargs["BLOCK_P"]
+    check_against_reference("widened apply", lambda x, w, b, a: fastvid.group_norm_silu(x, 4, w, b, add=a,
+                                                                                      backend="triton"),
+                            lambda x, w, b, a: reference.group_norm_silu(x, 4, w, b, add=a), [x, w, b, add], dtype)
+    _clear_plans()
+
+
 def test_one_launch_takes_whole_groups_of_one_frame_where_they_fill_the_gpu(monkeypatch):
     """Groups per program fill 7/8 of their lanes (3 groups of 10 channels in 32); one launch only for
     per-frame statistics (or single frames), groups of at most GROUP_MAX_ELEMENTS, and enough programs."""

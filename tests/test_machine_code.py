@@ -69,7 +69,8 @@ CASES = ([(op, shape) for op, dims in ATTENTION.items() for shape in dims.values
 _SCRIPT = """
 import json, sys
 from benchmarks import kernel_resources as kr
-variants = {"frame_attention": ("first",), "group_norm_silu": (False,)}  # same code; per_frame only indexes
+# per_frame only indexes (False covers True); channels_last: channel-innermost tiles, the apply tile widened
+variants = {"frame_attention": ("first",), "group_norm_silu": (False, "channels_last")}
 print(json.dumps([kr.analyse(op, shape, variants=variants.get(op)) for op, shape in json.loads(sys.argv[1])]))
 """
 

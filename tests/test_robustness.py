@@ -463,6 +463,32 @@ def test_every_registered_op_passes_opcheck():
         torch.library.opcheck(getattr(torch.ops.fastvid, name).default, args, test_utils=utils)
 
 
+def _another_layout(t):
+    """t's values in another memory layout: dim 1 innermost for 4 or more dims (what torch Inductor's layout
+    optimisation makes of a convolution's (N, C, ...) output), the last two dims swapped in memory for 3;
+    dense row-major where t already had that layout."""
+    if not isinstance(t, torch.Tensor) or t.dim() < 3:
+        return t
+    src, dst = (1, -1) if t.dim() >= 4 else (-1, -2)
+    out = t.detach().movedim(src, dst).contiguous().movedim(dst, src)
+    if out.stride() == t.stride():
+        out = t.detach().contiguous()
+    return out.requires_grad_(t.requires_grad) if t.is_leaf else out
+
+
+def test_fake_layouts_follow_the_inputs_as_inductor_may_pass_them():
+    """Every op is registered ``flexible_layout`` (Inductor passes its inputs in the layout it chose, no copy back
+    to the traced strides), so each fake implementation must give the real outputs' strides for any input
+    layout: every tensor of 3 or more dims re-laid out, or the first alone (inputs in different layouts)."""
+    for name, (args, _) in _opcheck_cases().items():
+        assert torch.Tag.flexible_layout in getattr(torch.ops.fastvid, name).default.tags, name
+        every = tuple(_another_layout(a) for a in args)
+        first = (_another_layout(args[0]),) + tuple(args[1:])
+        for relaid in (every, first):
+            assert any(isinstance(a, torch.Tensor) and a.stride() != b.stride() for a, b in zip(args, relaid)), name
+            torch.library.opcheck(getattr(torch.ops.fastvid, name).default, relaid, test_utils=("test_faketensor",))
+
+
 class _EveryOp(nn.Module):
     """GroupNorm+SiLU, temporal conv (residual), temporal attention (bias), frame attention, GEGLU's projection
     with its activation, GEGLU's activation, and a Linear back to head_dim adding the tokens (a permuted view of

@@ -30,6 +30,16 @@ _is_compiling = torch.compiler.is_compiling
 _dispatch_modes = torch._C._len_torch_dispatch_stack
 
 
+def custom_op(name: str):
+    """``torch.library.custom_op`` as every fastvid op is registered: no argument mutated, and the
+    ``flexible_layout`` tag, so torch Inductor hands the op its inputs in whatever layout it chose for
+    them (a convolution made channels-last by its layout optimisation, say) rather than copying them
+    back to the strides seen while tracing (the default, ``needs_exact_strides``). Every op reads its
+    inputs through their strides, and its fake implementation derives each output's layout from the
+    inputs' by the same rule as the real one, so the compiled graph's layouts stay exact."""
+    return torch.library.custom_op(name, mutates_args=(), tags=(torch.Tag.flexible_layout,))
+
+
 class Const:
     """A value a :func:`bound` call passes in place of an argument."""
 

@@ -19,7 +19,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
-from ._library import TritonOp
+from ._library import TritonOp, custom_op
 
 OUTPUT_LAYOUT = "contiguous"
 OP = "add_layer_norm"
@@ -69,7 +69,7 @@ def _fwd_run(plan: _FwdPlan, x, residual, weight, bias, eps, frame_add):
     return s, y, stats
 
 
-@torch.library.custom_op("fastvid::add_layer_norm_fwd", mutates_args=())
+@custom_op("fastvid::add_layer_norm_fwd")
 def add_layer_norm_fwd(x: Tensor, residual: Optional[Tensor], weight: Optional[Tensor], bias: Optional[Tensor],
                        eps: float, frame_add: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     """Triton forward. Returns sum (contiguous (B, N, C), dtype of x; empty without a residual: the sum is x),
@@ -135,7 +135,7 @@ def _bwd_run(plan: _BwdPlan, dsum, dnormed, s, weight, stats, has_bias):
     return [dx, s.new_empty(0) if dweight is None else dweight, s.new_empty(0) if dbias is None else dbias]
 
 
-@torch.library.custom_op("fastvid::add_layer_norm_bwd", mutates_args=())
+@custom_op("fastvid::add_layer_norm_bwd")
 def add_layer_norm_bwd(dsum: Optional[Tensor], dnormed: Tensor, s: Tensor, weight: Optional[Tensor], stats: Tensor,
                        has_bias: bool) -> List[Tensor]:
     """Triton backward from the saved sum and statistics. Returns [dx, dweight, dbias]: dx (contiguous

@@ -23,7 +23,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_tensor, fail
 from . import _launch
-from ._library import TritonOp
+from ._library import TritonOp, custom_op
 
 OUTPUT_LAYOUT = "x_spatial"  # the memory order of x_spatial, dense, whichever backend runs
 OP = "alpha_blend"
@@ -143,7 +143,7 @@ def _fwd_run(plan: _FwdPlan, x_spatial, x_temporal, alpha, image_only_indicator,
     return out
 
 
-@torch.library.custom_op("fastvid::alpha_blend_fwd", mutates_args=())
+@custom_op("fastvid::alpha_blend_fwd")
 def alpha_blend_fwd(x_spatial: Tensor, x_temporal: Tensor, alpha: Tensor, image_only_indicator: Optional[Tensor],
                     merge_strategy: str, switch: bool) -> Tensor:
     """Triton forward: alpha * x_spatial + (1 - alpha) * x_temporal, in x_spatial's memory order; alpha given
@@ -194,7 +194,7 @@ def _bwd_run(plan: _BwdPlan, dout, x_spatial, x_temporal, alpha, image_only_indi
     return [dxs, dxt, plan.alpha_grad(part, alpha)]
 
 
-@torch.library.custom_op("fastvid::alpha_blend_bwd", mutates_args=())
+@custom_op("fastvid::alpha_blend_bwd")
 def alpha_blend_bwd(dout: Tensor, x_spatial: Tensor, x_temporal: Tensor, alpha: Tensor,
                     image_only_indicator: Optional[Tensor], merge_strategy: str, switch: bool) -> List[Tensor]:
     """Triton backward: [dx_spatial, dx_temporal] (in x_spatial's memory order) and the gradient of ``alpha``

@@ -24,7 +24,7 @@ from ..validation import (
     fail,
 )
 from . import _launch
-from ._library import Const, TritonOp, bound
+from ._library import Const, TritonOp, bound, custom_op
 from ._nonfinite import has_nonfinite_on_cpu
 
 OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
@@ -147,7 +147,7 @@ def _fwd_run(plan: _FwdPlan, q, k, v, table, scale):
     return out, lse
 
 
-@torch.library.custom_op("fastvid::frame_attention_fwd", mutates_args=())
+@custom_op("fastvid::frame_attention_fwd")
 def frame_attention_fwd(q: Tensor, k: Tensor, v: Tensor, table: Tensor, scale: float) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns out (B, F, N, h, d) contiguous and lse (B, F, h, N) fp32 (log2 units)."""
     return _fwd_op.planned(q, k, v, table, scale)
@@ -208,7 +208,7 @@ def _bwd_run(plan: _BwdPlan, dout, q, k, v, table, out, lse, scale):
     return [dq, dk, dv]
 
 
-@torch.library.custom_op("fastvid::frame_attention_bwd", mutates_args=())
+@custom_op("fastvid::frame_attention_bwd")
 def frame_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, table: Tensor, out: Tensor, lse: Tensor,
                         scale: float) -> List[Tensor]:
     """Triton backward: dQ kernel (also writes delta = rowsum(dO * O)), then the dK/dV kernel. Returns [dq, dk, dv]."""

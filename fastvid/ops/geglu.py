@@ -16,7 +16,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_choice, check_tensor, fail
 from . import _launch
-from ._library import TritonOp
+from ._library import TritonOp, custom_op
 
 OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
 OP = "geglu"
@@ -84,7 +84,7 @@ def _fwd_run(plan: _Plan, proj_out, approximate):
     return y
 
 
-@torch.library.custom_op("fastvid::geglu_fwd", mutates_args=())
+@custom_op("fastvid::geglu_fwd")
 def geglu_fwd(proj_out: Tensor, approximate: str) -> Tensor:
     """Triton forward: (..., 2 * inner) -> (..., inner) contiguous, hidden * gelu(gate)."""
     return _fwd_op.planned(proj_out, approximate)
@@ -110,7 +110,7 @@ def _bwd_run(plan: _Plan, dy, proj_out, approximate):
     return dp
 
 
-@torch.library.custom_op("fastvid::geglu_bwd", mutates_args=())
+@custom_op("fastvid::geglu_bwd")
 def geglu_bwd(dy: Tensor, proj_out: Tensor, approximate: str) -> Tensor:
     """Triton backward: d(proj_out) (proj_out's shape, contiguous), both halves in one launch:
     dhidden = dy * gelu(gate), dgate = dy * hidden * gelu'(gate)."""

@@ -23,7 +23,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_choice, check_gemm_operands, check_same_device, check_same_dtype, fail
 from . import _launch
-from ._library import TritonOp
+from ._library import TritonOp, custom_op
 from .geglu import APPROXIMATIONS, _bwd_op as _geglu_bwd_op, geglu
 
 OUTPUT_LAYOUT = "contiguous"  # whichever backend runs
@@ -69,7 +69,7 @@ def _fwd_run(plan: _FwdPlan, x, weight, bias, approximate):
     return y
 
 
-@torch.library.custom_op("fastvid::geglu_linear_fwd", mutates_args=())
+@custom_op("fastvid::geglu_linear_fwd")
 def geglu_linear_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], approximate: str) -> Tensor:
     """Triton forward: (..., K) x (2 * inner, K) [+ (2 * inner,)] -> (..., inner) contiguous."""
     return _fwd_op.planned(x, weight, bias, approximate)
@@ -80,7 +80,7 @@ def _(x, weight, bias, approximate):
     return x.new_empty(*x.shape[:-1], weight.shape[0] // 2)
 
 
-@torch.library.custom_op("fastvid::geglu_linear_bwd", mutates_args=())
+@custom_op("fastvid::geglu_linear_bwd")
 def geglu_linear_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor],
                      approximate: str) -> Tuple[Tensor, Tensor, Tensor]:
     """Backward by recompute: (dx like x, dweight (2 * inner, K), dbias (2 * inner,)). The projection output

@@ -21,7 +21,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
-from ._library import TritonOp, _needs_grad, bound
+from ._library import TritonOp, _needs_grad, bound, custom_op
 
 OUTPUT_LAYOUT = "input"  # the memory order of x, dense, whichever backend runs
 OP = "group_norm_silu"
@@ -32,6 +32,9 @@ TILE = 4096  # elements of x per [BLOCK_C, BLOCK_P] tile
 MAX_BLOCK_C_CHANNELS_INNER = 64  # channels per tile when channels have unit stride (8 x 128-bit per row)
 COEF_BLOCK_C = 256  # channels per program of the backward's weight and bias gradient sums
 COMBINE_TILE = 512  # partials per [BLOCK_G, BLOCK_R * BLOCK_J] tile of the forward's statistics combine
+# The apply tile's pixels, times the statistics pass's, where its program would combine partials in more than one
+# step (channels innermost, statistics over all frames): fewer programs, each combining once for more pixels.
+APPLY_WIDEN = 4
 
 
 # The one-launch forward (per-frame statistics): a program holds whole groups of one frame, up to
@@ -79,7 +82,8 @@ class _Plan:
         self.cpg = channels // num_groups
         self.stat_frames = frames if per_frame else 1
         pixels_pow2 = _launch.next_pow2(self.pixels)
-        if x.stride(1) == 1 and self.pixels > 1:  # channels_last_3d: vectorise along channels
+        self.channels_inner = x.stride(1) == 1 and self.pixels > 1
+        if self.channels_inner:  # channels_last_3d: vectorise along channels
             self.block_c = _pow2_divisor(channels, MAX_BLOCK_C_CHANNELS_INNER)
             self.block_p = min(pixels_pow2, TILE // self.block_c)
         else:
@@ -171,19 +175,23 @@ class _FwdPlan:
         block_j = _launch.next_pow2(plan.cpg)
         block_g = _launch.next_pow2(_groups_per_block(channels, plan.block_c, plan.cpg))
         # Partial rows per statistic: its chunks, of one frame or of all; a tile no taller than that.
-        block_r = min(max(1, COMBINE_TILE // (block_g * block_j)),
-                      _launch.next_pow2(plan.n_chunks * (plan.frames // plan.stat_frames)))
+        rows_per_stat = plan.n_chunks * (plan.frames // plan.stat_frames)
+        block_r = min(max(1, COMBINE_TILE // (block_g * block_j)), _launch.next_pow2(rows_per_stat))
+        widen = APPLY_WIDEN if plan.channels_inner and rows_per_stat > block_r else 1
+        apply_block_p = min(plan.block_p * widen, _launch.next_pow2(plan.pixels))
+        apply_p_blocks = _launch.cdiv(plan.pixels, apply_block_p)
         self.launches = (
             _launch.Launch(group_norm_stats_kernel, (plan.reduce_programs,),
                            (*x4.stride(), *_add_strides(add), channels, plan.frames, plan.pixels, plan.n_c_blocks,
                             plan.n_chunks, plan.chunk_pixels), HAS_ADD=has_add, BLOCK_C=plan.block_c,
                            BLOCK_P=plan.block_p, num_warps=4),
-            _launch.Launch(group_norm_silu_apply_kernel, (plan.apply_programs,),
+            _launch.Launch(group_norm_silu_apply_kernel,
+                           (x.shape[0] * plan.frames * plan.n_c_blocks * apply_p_blocks,),
                            (*x4.stride(), *y4_strides, *stats_strides, *_affine_strides(weight, bias),
                             *_add_strides(add), channels, plan.cpg, plan.frames, plan.pixels, plan.n_c_blocks,
-                            plan.n_p_blocks, plan.n_chunks, plan.chunk_pixels, eps), PER_FRAME=per_frame,
-                           BLOCK_C=plan.block_c, BLOCK_P=plan.block_p, BLOCK_R=block_r, BLOCK_G=block_g,
-                           BLOCK_J=block_j, **flags),
+                            apply_p_blocks, plan.n_chunks, plan.chunk_pixels, eps), PER_FRAME=per_frame,
+                           BLOCK_C=plan.block_c, BLOCK_P=apply_block_p, BLOCK_R=block_r, BLOCK_G=block_g,
+                           BLOCK_J=block_j, **dict(flags, num_warps=8 if widen > 1 else 4)),
         )
 
 
@@ -219,7 +227,7 @@ def _fwd_run(plan: _FwdPlan, x, weight, bias, num_groups, eps, per_frame, add=No
     return y, stats
 
 
-@torch.library.custom_op("fastvid::group_norm_silu_fwd", mutates_args=())
+@custom_op("fastvid::group_norm_silu_fwd")
 def group_norm_silu_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], num_groups: int, eps: float,
                         per_frame: bool, add: Optional[Tensor] = None, silu: bool = True) -> Tuple[Tensor, Tensor]:
     """Triton forward of silu(GroupNorm(x + add)) (GroupNorm(x + add) when not silu), add (B, C, F or 1)
@@ -326,7 +334,7 @@ def _add_grad(plan: _Plan, add: Tensor, w32: Tensor, stats: Tensor, coef: Tensor
     return dadd.transpose(1, 2).to(add.dtype)
 
 
-@torch.library.custom_op("fastvid::group_norm_silu_bwd", mutates_args=())
+@custom_op("fastvid::group_norm_silu_bwd")
 def group_norm_silu_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], stats: Tensor,
                         num_groups: int, per_frame: bool, add: Optional[Tensor] = None,
                         silu: bool = True) -> List[Tensor]:

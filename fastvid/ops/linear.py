@@ -23,7 +23,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_gemm_operands, check_same_device, check_same_dtype, check_tensor, fail
 from . import _launch
-from ._library import TritonOp
+from ._library import TritonOp, custom_op
 
 OUTPUT_LAYOUT = "residual"  # residual's memory order, dense (contiguous without a residual), whichever backend runs
 OP = "linear"
@@ -115,7 +115,7 @@ def _fwd_run(plan: _FwdPlan, x, weight, bias, residual):
     return y.copy_(out) if plan.copy_out else y
 
 
-@torch.library.custom_op("fastvid::linear_fwd", mutates_args=())
+@custom_op("fastvid::linear_fwd")
 def linear_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor]) -> Tensor:
     """Triton forward: (..., K) x (N, K) [+ (N,)] [+ (..., N)] -> (..., N) in the residual's memory order."""
     return _fwd_op.planned(x, weight, bias, residual)
@@ -128,7 +128,7 @@ def _(x, weight, bias, residual):
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 
 
-@torch.library.custom_op("fastvid::linear_bwd", mutates_args=())
+@custom_op("fastvid::linear_bwd")
 def linear_bwd(dy: Tensor, x: Tensor, weight: Tensor, input_grad: bool, weight_grad: bool,
                bias_grad: bool) -> List[Tensor]:
     """[dx (x's shape, contiguous), dweight (N, K), dbias (N,)]: dx = dy @ weight, dweight = dy^T x, dbias = dy

@@ -19,7 +19,7 @@ from ..validation import (
     fail,
 )
 from . import _launch
-from ._library import TritonOp
+from ._library import TritonOp, custom_op
 from ._nonfinite import has_nonfinite_on_cpu
 
 OUTPUT_LAYOUT = "input"  # the memory order of q, dense, whichever backend runs
@@ -110,7 +110,7 @@ def _fwd_run(plan: _FwdPlan, q, k, v, bias, causal, scale):
     return out, lse
 
 
-@torch.library.custom_op("fastvid::temporal_attention_fwd", mutates_args=())
+@custom_op("fastvid::temporal_attention_fwd")
 def temporal_attention_fwd(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], causal: bool,
                            scale: float) -> Tuple[Tensor, Tensor]:
     """Triton forward. Returns out (B, F, N, h, d) in q's memory order, dense, and lse (B, h, F, N) fp32
@@ -197,7 +197,7 @@ def _bwd_run(plan: _BwdPlan, dout, q, k, v, bias, out, lse, causal, scale, bias_
     return [dq, dk, dv, dbias]
 
 
-@torch.library.custom_op("fastvid::temporal_attention_bwd", mutates_args=())
+@custom_op("fastvid::temporal_attention_bwd")
 def temporal_attention_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], out: Tensor,
                            lse: Tensor, causal: bool, scale: float, bias_grad: bool) -> List[Tensor]:
     """Triton backward, from dout of any strides. Returns [dq, dk, dv, dbias]: dq, dk and dv in q's memory

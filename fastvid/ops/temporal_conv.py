@@ -11,7 +11,7 @@ from .. import reference
 from ..dispatch import Backend, Dispatcher, Limits
 from ..validation import FLOAT_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor, fail
 from . import _launch
-from ._library import TritonOp
+from ._library import TritonOp, custom_op
 
 OUTPUT_LAYOUT = "input"  # the memory order of x, dense, whichever backend runs
 OP = "temporal_conv"
@@ -115,7 +115,7 @@ def _fwd_run(plan: _FwdPlan, x, weight, bias, residual, pad):
     return out
 
 
-@torch.library.custom_op("fastvid::temporal_conv_fwd", mutates_args=())
+@custom_op("fastvid::temporal_conv_fwd")
 def temporal_conv_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
                       pad: int) -> Tensor:
     """Triton forward: (B, C_out, F_out, H, W) in the memory order of x."""
@@ -219,7 +219,7 @@ def _bwd_run(plan: _BwdPlan, dout, x, weight, pad, input_grad, weight_grad, bias
     return [x.new_empty(0) if g is None else g for g in (dx, dw, db)]
 
 
-@torch.library.custom_op("fastvid::temporal_conv_bwd", mutates_args=())
+@custom_op("fastvid::temporal_conv_bwd")
 def temporal_conv_bwd(dout: Tensor, x: Tensor, weight: Tensor, pad: int, input_grad: bool, weight_grad: bool,
                       bias_grad: bool) -> List[Tensor]:
     """Triton backward: [dx, dweight, dbias]; a gradient not asked for is an empty tensor."""
